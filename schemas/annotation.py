@@ -1,0 +1,63 @@
+"""The output of an annotation: per-step MIG rewards and the trace-level verdicts."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class CharSpan(BaseModel):
+    """A half-open ``[start, end)`` range of characters in the completion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CharSpan:
+        if self.end < self.start:
+            raise ValueError("end must be >= start")
+        return self
+
+
+class StepScore(BaseModel):
+    """One chain-of-thought step and its reward."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=1, description="k, 1-based.")
+    text: str
+    span: CharSpan = Field(description="Where the step stands in the completion.")
+    v: float = Field(description="v_k: aggregated log P(answer | question, s_1..s_k).")
+    mig: float = Field(description="v_k - v_{k-1}.")
+    watermark: float = Field(description="level: W_k = max(v_0..v_k); gain: max(mig_1..mig_k).")
+    reward: float = Field(ge=0.0, description="r_k, the rectified step reward.")
+
+
+class TraceAnnotation(BaseModel):
+    """Everything a trainer needs about one trace."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trace_id: str
+    completion: str = Field(description="The text every span indexes into (joined steps for explicit steps).")
+    v0: float = Field(description="v_0: the answer's score from the question alone.")
+    steps: list[StepScore]
+    steps_total: int = Field(ge=0, description="Steps found; more than len(steps) only when truncated.")
+    truncated: bool = Field(description="True when context_limit='truncate_steps' dropped trailing steps.")
+    cot_span: CharSpan = Field(description="The chain-of-thought region: process rewards apply here.")
+    answer: str | None = Field(description="The final answer extracted from the completion.")
+    answer_span: CharSpan | None = Field(description="Where the extracted answer stands.")
+    answer_part_span: CharSpan | None = Field(
+        description="The whole final-answer part: the outcome applies here."
+    )
+    outcome: int = Field(ge=0, le=1, description="1 if the answer equals the reference (math-aware).")
+    process_reward: float = Field(description="sum_k r_k.")
+    max_reward: float = Field(description="max_k r_k (0 with no steps).")
+    sft_gate: bool = Field(description="outcome == 1 and process_reward > sft_threshold.")
+    probe_model: str
+    config_hash: str
+    tokens_forwarded: int = Field(
+        ge=0, description="Probe tokens forwarded for this trace (padding excluded)."
+    )
+    answer_tokens: int = Field(ge=1, description="Tokens of the reference answer the probe scored.")
