@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from mig.model_store import ModelStoreError, prepare_default_model, resolve_model_path
+from mig.model_store import ModelStoreError, prepare_default_model
+from mig.probe.factory import ProbeSettings, open_probe
 from mig.traces_io import TraceFileError, read_traces_jsonl
 from schemas import PromptTemplate, ScoringConfig, Trace, TraceAnnotation
 
@@ -76,7 +77,6 @@ def score(
 ) -> None:
     """Annotate traces with per-step MIG rewards."""
     from mig.engine import Annotator, TraceError
-    from mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
     try:
         config = ScoringConfig(
@@ -89,12 +89,11 @@ def score(
             prompt=PromptTemplate(chat=chat_template),
         )
         traces = _read_traces(input_file, question, completion, answer)
-        settings = TransformersProbeSettings(
-            model_path=resolve_model_path(model), mode=mode, dtype=dtype, device=device, threads=threads
-        )
+        probe_settings = ProbeSettings(model=model, mode=mode, dtype=dtype, device=device, threads=threads)
+        probe = open_probe(probe_settings)
     except (ValidationError, TraceFileError, ModelStoreError) as error:
         _fail(str(error))
-    annotator = Annotator(TransformersProbe(settings), config)
+    annotator = Annotator(probe, config)
     try:
         annotations = annotator.annotate(traces)
     except TraceError as error:

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from schemas.config import Aggregation, WatermarkKind
 
 __all__ = [
     "MATH_VERIFY_TIMEOUT_S",
@@ -42,8 +44,6 @@ __all__ = [
     "step_rewards",
 ]
 
-Aggregation = Literal["mean", "sum"]
-WatermarkKind = Literal["level", "gain"]
 
 #: Per-call timeout (seconds) handed to math-verify's ``parse``/``verify`` when called from the main
 #: thread. math-verify implements timeouts with ``signal.alarm``, which raises ``ValueError`` outside the

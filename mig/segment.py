@@ -13,7 +13,8 @@ import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+
+from schemas.config import SegmenterName
 
 __all__ = [
     "Segment",
@@ -24,7 +25,6 @@ __all__ = [
     "segment_steps",
 ]
 
-SegmenterName = Literal["auto", "tags", "lines", "headers", "regex"]
 
 _Span = tuple[int, int]
 
