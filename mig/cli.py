@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from builder.commands import register as register_builder_commands
 from mig.model_store import ModelStoreError, prepare_default_model
 from mig.probe.factory import ProbeSettings, open_probe
 from mig.traces_io import TraceFileError, read_traces_jsonl
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="The probe model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+register_builder_commands(app)  # build, export sft|prm, audit
 console = Console()
 errors = Console(stderr=True)
 
@@ -103,6 +105,23 @@ def score(
             sys.stdout.write(annotation.model_dump_json() + "\n")
         else:
             console.print(step_table(annotation))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address ($MIG_HOST; default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port ($MIG_PORT; default 8000).")] = None,
+) -> None:
+    """Run the reward service; every other setting comes from MIG_* variables (docs/service.md)."""
+    from service.server import serve as run_server
+    from service.settings import ServiceSettings
+
+    overrides = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    try:
+        settings = ServiceSettings(**overrides)
+    except ValidationError as error:
+        _fail(str(error))
+    run_server(settings)
 
 
 def step_table(annotation: TraceAnnotation) -> Table:

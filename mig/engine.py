@@ -82,12 +82,16 @@ class Annotator:
         fitting_steps = max(k for k, end in enumerate(sequence.boundaries) if end + answer_tokens <= limit)
         return PreparedTrace(trace, segmented, sequence.truncated(fitting_steps), truncated=True)
 
-    def finish(self, item: PreparedTrace, result: ProbeResult, config: ScoringConfig) -> TraceAnnotation:
+    def finish(
+        self, item: PreparedTrace, result: ProbeResult, config: ScoringConfig, *, outcome: int | None = None
+    ) -> TraceAnnotation:
+        """``outcome``: a verdict the caller already computed (e.g. where math-verify can time out)."""
         values = aggregate_logprobs(result.token_logprobs, config.aggregation)
         rewards = step_rewards(values, config.watermark)
         segmented = item.segmented
         answer = segmented.answer
-        outcome = outcome_reward(answer.text if answer else None, item.trace.reference_answer)
+        if outcome is None:
+            outcome = outcome_reward(answer.text if answer else None, item.trace.reference_answer)
         steps = [
             StepScore(
                 index=k + 1,

@@ -22,7 +22,7 @@ class ProbeSettings(BaseModel):
         default=None, description="A local Hugging Face model folder; None prepares and uses SmolLM2-135M."
     )
     mode: ProbeMode = Field(
-        default="packed", description="transformers: packed (one pass per trace) or naive."
+        default="packed", description="transformers: packed (default), packed-single or naive."
     )
     dtype: ProbeDType = "float32"
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")

@@ -1,15 +1,20 @@
 """The embedded probe: a Hugging Face causal LM run by PyTorch (CPU by default, CUDA when present).
 
-Two ways to get the same numbers:
+Three ways to get the same numbers:
 
 * ``naive``: one sequence per prefix, ``prefix_k + continuation``; the baseline.
-* ``packed``: one sequence per trace, ``trace + (K+1) x continuation``. Copy k of the continuation
-  sees the trace only up to boundary k and itself (a 4-D attention mask), and its position ids
-  continue from boundary k, so each copy computes exactly what ``naive`` computes for prefix k while
-  the trace is forwarded once.
+* ``packed-single``: one sequence per trace, ``trace + (K+1) x continuation``, in ONE forward pass.
+  Copy k of the continuation sees the trace only up to boundary k and itself (a 4-D attention mask)
+  and its position ids continue from boundary k, so each copy computes exactly what ``naive``
+  computes for prefix k while the trace is forwarded once.
+* ``packed`` (default): the same tokens in two passes per batch. The trace pass runs the plain causal
+  kernel over the traces and keeps their KV cache; the probe pass forwards all K+1 copies of every
+  trace at once against that cache, under the same 4-D mask restricted to the copies. Same tokens as
+  ``packed-single``, but the L x L masked attention over the whole row becomes causal attention
+  over the trace plus a small (K+1)C x (T + (K+1)C) block: faster on long traces (BENCHMARKS.md).
 
-Both gather the hidden states that predict answer tokens and apply the LM head to those alone, so
-the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
+All modes gather the hidden states that predict answer tokens and apply the LM head to those alone,
+so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from mig.prompt import ProbeSequence, Tokenizer
 if TYPE_CHECKING:
     import torch
 
-ProbeMode = Literal["packed", "naive"]
+ProbeMode = Literal["packed", "packed-single", "naive"]
 ProbeDType = Literal["float32", "bfloat16"]
+MAX_PADDING = 0.05  # share of computed positions a batch may spend on padding
 
 
 class TransformersProbeSettings(BaseModel):
@@ -56,6 +62,7 @@ class _Row:
     """One model input row and where to read log-probs from it."""
 
     item: int  # index of the trace in the request
+    trace_length: int  # packed: tokens before the first continuation copy; naive: the whole row
     input_ids: np.ndarray  # (L,)
     position_ids: np.ndarray  # (L,)
     segment: np.ndarray | None  # packed: -1 trace, k for copy k; None for naive rows
@@ -118,15 +125,16 @@ class TransformersProbe:
                     f"{self._context_limit}"
                 )
         outputs = [np.zeros((s.n_prefixes, s.n_answer_tokens)) for s in sequences]
-        build_rows = _packed_rows if self._settings.mode == "packed" else _naive_rows
+        build_rows = _naive_rows if self._settings.mode == "naive" else _packed_rows
         rows = [row for index, sequence in enumerate(sequences) for row in build_rows(index, sequence)]
-        for batch in _length_sorted_batches(rows, self._settings.max_batch_tokens):
+        two_pass = self._settings.mode == "packed"
+        for batch in _length_sorted_batches(rows, self._settings.max_batch_tokens, two_pass):
             logprobs = self._forward(batch)
             for row, row_logprobs in zip(batch, logprobs, strict=True):
                 outputs[row.item][row.prefixes, row.answer_slots] = row_logprobs
         self._stats.traces += len(sequences)
         forwarded = [
-            s.minimal_tokens if self._settings.mode == "packed" else s.naive_tokens for s in sequences
+            s.naive_tokens if self._settings.mode == "naive" else s.minimal_tokens for s in sequences
         ]
         return [ProbeResult(out, n) for out, n in zip(outputs, forwarded, strict=True)]
 
@@ -139,6 +147,30 @@ class TransformersProbe:
     def _forward(self, batch: list[_Row]) -> list[np.ndarray]:
         torch = self._torch
         started = time.perf_counter()
+        hidden_states = self._two_pass_hidden if self._settings.mode == "packed" else self._one_pass_hidden
+        try:
+            with torch.inference_mode():
+                hidden, read, computed = hidden_states(batch)
+                row_index = np.concatenate([np.full(len(r.read_positions), i) for i, r in enumerate(batch)])
+                targets = torch.from_numpy(np.concatenate([r.targets for r in batch])).to(self._device)
+                selected = hidden[torch.from_numpy(row_index), torch.from_numpy(read)]
+                logits = self._lm_head(selected).float()
+                logprobs = logits.log_softmax(dim=-1).gather(1, targets[:, None])[:, 0].double().cpu().numpy()
+        except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
+            raise ProbeError(f"probe forward failed: {error}") from error
+        real = sum(len(row.input_ids) for row in batch)
+        elapsed = time.perf_counter() - started
+        self._stats.forward_calls += 1
+        self._stats.tokens_forwarded += real
+        self._stats.tokens_padded += computed - real
+        self._stats.seconds += elapsed
+        self._stats.per_call_seconds.append(elapsed)
+        splits = np.cumsum([len(r.read_positions) for r in batch])[:-1]
+        return np.split(logprobs, splits)
+
+    def _one_pass_hidden(self, batch: list[_Row]) -> tuple[torch.Tensor, np.ndarray, int]:
+        """naive: right-padded rows, causal; packed-single: each row under its own 4-D mask."""
+        torch = self._torch
         width = max(len(row.input_ids) for row in batch)
         input_ids = np.zeros((len(batch), width), dtype=np.int64)
         position_ids = np.zeros((len(batch), width), dtype=np.int64)
@@ -150,31 +182,66 @@ class TransformersProbe:
         else:
             lengths = torch.tensor([len(row.input_ids) for row in batch])
             attention_mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(self._device)
-        try:
-            with torch.inference_mode():
-                hidden = self._backbone(
-                    input_ids=torch.from_numpy(input_ids).to(self._device),
-                    position_ids=torch.from_numpy(position_ids).to(self._device),
-                    attention_mask=attention_mask,
-                    use_cache=False,
-                ).last_hidden_state
-                row_index = np.concatenate([np.full(len(r.read_positions), i) for i, r in enumerate(batch)])
-                read = np.concatenate([r.read_positions for r in batch])
-                targets = torch.from_numpy(np.concatenate([r.targets for r in batch])).to(self._device)
-                selected = hidden[torch.from_numpy(row_index), torch.from_numpy(read)]
-                logits = self._lm_head(selected).float()
-                logprobs = logits.log_softmax(dim=-1).gather(1, targets[:, None])[:, 0].double().cpu().numpy()
-        except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
-            raise ProbeError(f"probe forward failed: {error}") from error
-        real = sum(len(row.input_ids) for row in batch)
-        self._stats.forward_calls += 1
-        self._stats.tokens_forwarded += real
-        self._stats.tokens_padded += len(batch) * width - real
-        elapsed = time.perf_counter() - started
-        self._stats.seconds += elapsed
-        self._stats.per_call_seconds.append(elapsed)
-        splits = np.cumsum([len(r.read_positions) for r in batch])[:-1]
-        return np.split(logprobs, splits)
+        hidden = self._backbone(
+            input_ids=torch.from_numpy(input_ids).to(self._device),
+            position_ids=torch.from_numpy(position_ids).to(self._device),
+            attention_mask=attention_mask,
+            use_cache=False,
+        ).last_hidden_state
+        return hidden, np.concatenate([r.read_positions for r in batch]), len(batch) * width
+
+    def _two_pass_hidden(self, batch: list[_Row]) -> tuple[torch.Tensor, np.ndarray, int]:
+        """Trace pass (plain causal kernel, KV cached), then one probe pass for every copy of every row.
+
+        Returns the hidden states of both passes side by side, (B, T_max + Q_max, H), each row's read
+        positions mapped into that layout, and the positions computed (padding included).
+        """
+        torch = self._torch
+        trace_width = max(row.trace_length for row in batch)
+        probe_width = max(len(row.input_ids) - row.trace_length for row in batch)
+        trace_ids = np.zeros((len(batch), trace_width), dtype=np.int64)
+        probe_ids = np.zeros((len(batch), probe_width), dtype=np.int64)
+        probe_positions = np.zeros((len(batch), probe_width), dtype=np.int64)
+        segment = np.full((len(batch), probe_width), -2, dtype=np.int64)
+        limit = np.full((len(batch), probe_width), -1, dtype=np.int64)
+        for i, row in enumerate(batch):
+            t, n = row.trace_length, len(row.input_ids) - row.trace_length
+            trace_ids[i, :t] = row.input_ids[:t]
+            probe_ids[i, :n] = row.input_ids[t:]
+            probe_positions[i, :n] = row.position_ids[t:]
+            segment[i, :n] = row.segment[t:]
+            limit[i, :n] = row.visible_limit[t:]
+        device = self._device
+        # Right padding needs no mask in the trace pass: causal attention never looks ahead at the padding.
+        trace_out = self._backbone(input_ids=torch.from_numpy(trace_ids).to(device), use_cache=True)
+        seg = torch.from_numpy(segment).to(device)
+        lim = torch.from_numpy(limit).to(device)
+        cache_cols = torch.arange(trace_width, device=device)
+        probe_cols = torch.arange(probe_width, device=device)
+        sees_trace = cache_cols[None, None, :] <= lim[:, :, None]
+        same_copy = (seg[:, None, :] == seg[:, :, None]) & (seg[:, :, None] >= 0)
+        causal = probe_cols[None, :, None] >= probe_cols[None, None, :]
+        padding_self = (seg[:, :, None] == -2) & (probe_cols[None, :, None] == probe_cols[None, None, :])
+        visible = torch.cat([sees_trace, (same_copy & causal) | padding_self], dim=2)
+        mask = torch.zeros(visible.shape, dtype=self._dtype, device=device)
+        mask.masked_fill_(~visible, torch.finfo(self._dtype).min)
+        probe_out = self._backbone(
+            input_ids=torch.from_numpy(probe_ids).to(device),
+            position_ids=torch.from_numpy(probe_positions).to(device),
+            attention_mask=mask[:, None],
+            past_key_values=trace_out.past_key_values,
+            use_cache=True,
+        )
+        hidden = torch.cat([trace_out.last_hidden_state, probe_out.last_hidden_state], dim=1)
+        read = [
+            np.where(
+                row.read_positions < row.trace_length,
+                row.read_positions,
+                row.read_positions - row.trace_length + trace_width,
+            )
+            for row in batch
+        ]
+        return hidden, np.concatenate(read), len(batch) * (trace_width + probe_width)
 
     def _packed_mask(self, batch: list[_Row], width: int) -> torch.Tensor:
         """Additive (B, 1, L, L) mask: 0 where a query may attend, the dtype's minimum elsewhere."""
@@ -221,6 +288,7 @@ def _packed_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
     )
     yield _Row(
         item=item,
+        trace_length=len(trace),
         input_ids=np.concatenate([trace, np.tile(continuation, n_prefixes)]),
         position_ids=np.concatenate(
             [np.arange(len(trace)), (boundaries[:, None] + offsets[None, :]).ravel()]
@@ -243,6 +311,7 @@ def _naive_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
         input_ids = np.concatenate([np.asarray(sequence.trace_ids[:boundary], dtype=np.int64), continuation])
         yield _Row(
             item=item,
+            trace_length=len(input_ids),
             input_ids=input_ids,
             position_ids=np.arange(len(input_ids)),
             segment=None,
@@ -254,15 +323,32 @@ def _naive_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
         )
 
 
-def _length_sorted_batches(rows: list[_Row], max_batch_tokens: int) -> Iterator[list[_Row]]:
-    """Longest first; each batch holds as many rows as fit ``max_batch_tokens`` once padded."""
-    ordered = sorted(rows, key=lambda row: len(row.input_ids), reverse=True)
+def _length_sorted_batches(
+    rows: list[_Row], max_batch_tokens: int, two_pass: bool, max_padding: float = MAX_PADDING
+) -> Iterator[list[_Row]]:
+    """Longest first; a batch grows while it fits ``max_batch_tokens`` once padded and while padding
+    stays under ``max_padding`` of the positions it computes."""
+    ordered = sorted(rows, key=lambda row: (row.trace_length, len(row.input_ids)), reverse=True)
     batch: list[_Row] = []
+    real = 0
     for row in ordered:
-        width = len(batch[0].input_ids) if batch else len(row.input_ids)
-        if batch and (len(batch) + 1) * width > max_batch_tokens:
-            yield batch
-            batch = []
+        if batch:
+            candidate = [*batch, row]
+            computed = _computed_positions(candidate, two_pass)
+            if computed > max_batch_tokens or computed - real - len(row.input_ids) > max_padding * computed:
+                yield batch
+                batch, real = [], 0
         batch.append(row)
+        real += len(row.input_ids)
     if batch:
         yield batch
+
+
+def _computed_positions(batch: list[_Row], two_pass: bool) -> int:
+    """Positions a padded batch computes: the widest trace and widest probe block (two passes), or the
+    widest row (one pass), times the rows."""
+    if two_pass:
+        trace_width = max(row.trace_length for row in batch)
+        probe_width = max(len(row.input_ids) - row.trace_length for row in batch)
+        return len(batch) * (trace_width + probe_width)
+    return len(batch) * max(len(row.input_ids) for row in batch)

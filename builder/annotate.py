@@ -1,0 +1,160 @@
+"""Annotate one window of input rows: map and prepare every row, then score length-sorted groups.
+
+Rows that cannot become traces, or that the engine refuses before probe work, are rejects with a
+reason. The accepted rows are sorted by probe length (longest first, ties in input order) and cut into
+groups of ``group_rows``: each group is one probe call and one checkpoint. The cut depends only on the
+window's rows, so a resumed build scores exactly the groups an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from builder.columns import ColumnMapping
+from builder.rows import RowProblem, map_record, row_id, row_json
+from builder.sources import SourceBatch
+from builder.token_columns import TokenAligner
+from mig.engine import Annotator, PreparedTrace, TraceError
+from schemas import ScoringConfig
+from schemas.arrow import DATASET_ROW_SCHEMA, TOKEN_COLUMNS_SCHEMA, RejectStage
+
+#: Checkpoint files carry each row's global input index in this column (dropped from the final files).
+GLOBAL_ROW = "_global_row"
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedRow:
+    local: int  # index within the window's batch
+    prepared: PreparedTrace
+
+    @property
+    def probe_tokens(self) -> int:
+        return self.prepared.sequence.minimal_tokens
+
+
+@dataclass
+class PreparedWindow:
+    groups: list[list[AcceptedRow]]
+    rejects: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass
+class GroupResult:
+    rows: pa.Table
+    rejects: list[dict[str, Any]]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def reject_record(
+    batch: SourceBatch,
+    local: int,
+    stage: RejectStage,
+    field_name: str | None,
+    reason: str,
+    trace_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "source_file": batch.files[local],
+        "source_row": batch.file_rows[local],
+        "trace_id": trace_id,
+        "stage": stage,
+        "field": field_name,
+        "reason": reason,
+        "row_json": row_json(batch.records[local]),
+        GLOBAL_ROW: batch.start + local,
+    }
+
+
+class WindowAnnotator:
+    """Maps, prepares and scores rows with one engine :class:`Annotator` and scoring config."""
+
+    def __init__(
+        self,
+        annotator: Annotator,
+        config: ScoringConfig,
+        mapping: ColumnMapping,
+        id_present: bool,
+        group_rows: int,
+        aligner: TokenAligner | None,
+    ) -> None:
+        self._annotator = annotator
+        self._config = config
+        self._mapping = mapping
+        self._id_present = id_present
+        self._group_rows = group_rows
+        self._aligner = aligner
+        fixed = list(DATASET_ROW_SCHEMA) + (list(TOKEN_COLUMNS_SCHEMA) if aligner else [])
+        self._fixed_schema = pa.schema(fixed)
+
+    def prepare(self, batch: SourceBatch) -> PreparedWindow:
+        started = time.perf_counter()
+        accepted: list[AcceptedRow] = []
+        rejects: list[dict[str, Any]] = []
+        for local, record in enumerate(batch.records):
+            mapped = map_record(record, self._mapping, batch.start + local, self._id_present)
+            if isinstance(mapped, RowProblem):
+                trace_id = row_id(record, self._mapping, batch.start + local, self._id_present)
+                rejects.append(
+                    reject_record(batch, local, mapped.stage, mapped.field, mapped.reason, trace_id)
+                )
+                continue
+            try:
+                accepted.append(AcceptedRow(local, self._annotator.prepare(mapped, self._config)))
+            except TraceError as error:
+                rejects.append(reject_record(batch, local, "prepare", error.field, error.problem, mapped.id))
+        accepted.sort(key=lambda row: (-row.probe_tokens, row.local))
+        groups = [accepted[i : i + self._group_rows] for i in range(0, len(accepted), self._group_rows)]
+        return PreparedWindow(groups, rejects, time.perf_counter() - started)
+
+    def score(self, batch: SourceBatch, group: list[AcceptedRow]) -> GroupResult:
+        """Score one group; rows come back in the group's order with their global row index."""
+        started = time.perf_counter()
+        probe = self._annotator.probe
+        probe_seconds_before = probe.stats.seconds
+        results = probe.score([row.prepared.sequence for row in group])
+        probe_seconds = probe.stats.seconds - probe_seconds_before
+        rows: list[dict[str, Any]] = []
+        kept_rows: list[int] = []
+        annotations = []
+        rejects: list[dict[str, Any]] = []
+        tokens = 0
+        for row, result in zip(group, results, strict=True):
+            trace = row.prepared.trace
+            try:
+                annotation = self._annotator.finish(row.prepared, result, self._config)
+            except ValueError as error:  # non-finite probe values and the like
+                rejects.append(reject_record(batch, row.local, "scoring", None, str(error), trace.id))
+                continue
+            annotations.append(annotation)
+            tokens += annotation.tokens_forwarded
+            rows.append(
+                annotation.model_dump()
+                | {
+                    "question": trace.question,
+                    "reference_answer": trace.reference_answer,
+                    "source_file": batch.files[row.local],
+                    "source_row": batch.file_rows[row.local],
+                }
+            )
+            kept_rows.append(row.local)
+        if self._aligner is not None:
+            for row_dict, columns in zip(rows, self._aligner.columns(annotations), strict=True):
+                row_dict.update(columns.model_dump())
+        table = pa.Table.from_pylist(rows, schema=self._fixed_schema)
+        kept = batch.kept.take(pa.array(kept_rows, type=pa.int64()))
+        for column_field, column in zip(kept.schema, kept.columns, strict=True):
+            table = table.append_column(column_field, column)
+        global_rows = pa.array([batch.start + local for local in kept_rows], type=pa.int64())
+        table = table.append_column(pa.field(GLOBAL_ROW, pa.int64(), nullable=False), global_rows)
+        stats = {
+            "seconds": time.perf_counter() - started,
+            "probe_seconds": probe_seconds,
+            "tokens_forwarded": float(tokens),
+            "steps": float(sum(len(annotation.steps) for annotation in annotations)),
+        }
+        return GroupResult(table, rejects, stats)

@@ -1,0 +1,188 @@
+"""A read-only DuckDB view over built datasets and the service's audit log.
+
+Views: ``annotations`` (one row per annotated trace, plus ``dataset``, ``row_key``, ``n_steps``,
+``v_final`` = v_K and ``v_gain`` = v_K - v_0), ``steps`` (one row per step: ``k``, ``text``, ``v``, ``mig``,
+``watermark``, ``reward``), and ``rejects`` when a dataset has rejects. After the views are registered,
+external access is disabled with only the sources' own files allowed, and the configuration is locked.
+User SQL must be a single SELECT (or EXPLAIN): DuckDB would otherwise let ``COPY ... TO`` overwrite an
+allowed file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+
+from builder.errors import DatasetError
+from builder.layout import OutputLayout
+
+SourceKind = Literal["dataset", "log"]
+ALLOWED_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+
+class AuditQueryError(DatasetError):
+    """A query was refused or failed."""
+
+
+@dataclass(frozen=True)
+class AuditSource:
+    """Annotation files from one built dataset or one audit-log folder."""
+
+    name: str
+    kind: SourceKind
+    files: list[Path]
+    rejects: Path | None
+    complete: bool
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+def discover_sources(paths: Sequence[Path]) -> list[AuditSource]:
+    """Built datasets (folders with ``_manifest.json``), audit-log folders of Parquet segments, or files."""
+    if not paths:
+        raise DatasetError("give at least one dataset folder or audit log")
+    sources: list[AuditSource] = []
+    names: set[str] = set()
+    for path in paths:
+        layout = OutputLayout(path)
+        if path.is_dir() and layout.manifest.is_file():
+            files, kind = layout.parts(), "dataset"
+            rejects = layout.rejects if layout.rejects.is_file() else None
+            complete = layout.success.is_file()
+            if not files:
+                raise DatasetError(f"{path}: the build has written no part files yet")
+        elif path.is_dir():
+            files = sorted(
+                item
+                for item in path.rglob("*.parquet")
+                if not any(part.startswith(("_", ".")) for part in item.relative_to(path).parts)
+            )
+            kind, rejects, complete = "log", None, True
+            if not files:
+                raise DatasetError(
+                    f"{path}: no built dataset (_manifest.json) and no Parquet audit log files"
+                )
+        elif path.is_file() and path.name.endswith(".parquet"):
+            files, kind, rejects, complete = [path], "log", None, True
+        else:
+            raise DatasetError(f"{path}: not a built dataset folder, an audit-log folder or a .parquet file")
+        name = path.resolve().name
+        while name in names:
+            name += "+"
+        names.add(name)
+        sources.append(AuditSource(name, kind, [f.resolve() for f in files], rejects, complete))  # type: ignore[arg-type]
+    return sources
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _file_list(files: Sequence[Path]) -> str:
+    return "[" + ", ".join(_literal(str(path)) for path in files) + "]"
+
+
+class AuditDatabase:
+    """An in-memory DuckDB database whose views read the sources' files, and nothing else."""
+
+    def __init__(self, sources: Sequence[AuditSource]) -> None:
+        self.sources = list(sources)
+        self._con = duckdb.connect(":memory:")
+        try:
+            self._register_views()
+        except duckdb.Error as error:
+            raise DatasetError(f"cannot read the audit sources: {error}") from error
+        allowed = [str(path) for source in self.sources for path in source.files]
+        allowed += [str(source.rejects) for source in self.sources if source.rejects is not None]
+        self._con.execute("SET autoinstall_known_extensions = false")
+        self._con.execute("SET autoload_known_extensions = false")
+        self._con.execute(f"SET allowed_paths = {_file_list([Path(p) for p in allowed])}")
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
+        self.columns = [row[0] for row in self._con.execute("DESCRIBE annotations").fetchall()]
+
+    def _register_views(self) -> None:
+        selects = [
+            f"SELECT * EXCLUDE (filename, file_row_number), {_literal(source.name)} AS dataset, "
+            f"filename || ':' || file_row_number AS row_key "
+            f"FROM read_parquet({_file_list(source.files)}, union_by_name = true, filename = true, "
+            "file_row_number = true)"
+            for source in self.sources
+        ]
+        self._con.execute("CREATE VIEW raw_annotations AS " + " UNION ALL BY NAME ".join(selects))
+        raw_columns = {row[0] for row in self._con.execute("DESCRIBE raw_annotations").fetchall()}
+        derived = ""
+        if {"steps", "v0"} <= raw_columns:
+            derived = (
+                ", len(steps) AS n_steps, "
+                "CASE WHEN len(steps) = 0 THEN v0 ELSE steps[len(steps)].v END AS v_final, "
+                "(CASE WHEN len(steps) = 0 THEN v0 ELSE steps[len(steps)].v END) - v0 AS v_gain"
+            )
+        self._con.execute(f"CREATE VIEW annotations AS SELECT *{derived} FROM raw_annotations")
+        if "steps" in raw_columns:
+            carried = [
+                c
+                for c in ("trace_id", "config_hash", "probe_model", "outcome", "process_reward")
+                if c in raw_columns
+            ]
+            carried_sql = "".join(f", {quote_identifier(c)}" for c in carried)
+            self._con.execute(
+                f"CREATE VIEW steps AS SELECT dataset, row_key{carried_sql}, s.index AS k, s.text, s.v, "
+                "s.mig, "
+                "s.watermark, s.reward FROM (SELECT *, unnest(steps) AS s FROM raw_annotations)"
+            )
+        rejects = [source for source in self.sources if source.rejects is not None]
+        if rejects:
+            self._con.execute(
+                "CREATE VIEW rejects AS "
+                + " UNION ALL BY NAME ".join(
+                    f"SELECT {_literal(s.name)} AS dataset, * FROM read_parquet({_literal(str(s.rejects))})"
+                    for s in rejects
+                )
+            )
+
+    def query(self, sql: str, parameters: Sequence[Any] | None = None) -> QueryResult:
+        """Run trusted SQL (the canned reports)."""
+        try:
+            cursor = self._con.execute(sql, parameters or [])
+            columns = [item[0] for item in cursor.description or []]
+            return QueryResult(columns, cursor.fetchall())
+        except duckdb.Error as error:
+            raise AuditQueryError(f"query failed: {error}") from error
+
+    def user_query(self, sql: str) -> QueryResult:
+        """Run one user SELECT; anything else (COPY, ATTACH, INSTALL, SET, DDL, DML...) is refused."""
+        try:
+            statements = self._con.extract_statements(sql)
+        except duckdb.Error as error:
+            raise AuditQueryError(f"--sql: {error}") from error
+        if len(statements) != 1:
+            raise AuditQueryError(f"--sql: give exactly one statement, got {len(statements)}")
+        kind = statements[0].type
+        if kind not in ALLOWED_STATEMENTS:
+            raise AuditQueryError(f"--sql: only SELECT queries are allowed, got {kind.name}")
+        return self.query(sql)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> AuditDatabase:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,87 @@
+"""Which input columns hold the id, the question, the reasoning and the reference answer; presets for
+common layouts.
+
+A column name may be a dotted path into a struct column (``reward_model.ground_truth``); a top-level column
+with the literal dotted name wins over the path.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PresetName = Literal["default", "verl", "trl", "gsm8k"]
+
+
+class ColumnMapping(BaseModel):
+    """Input columns for the trace fields. Exactly one of ``completion`` and ``steps``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str | None = Field(default="id", description="The row id; None generates row-<index> ids.")
+    id_required: bool = Field(
+        default=False, description="Fail when the id column is missing (else ids are generated)."
+    )
+    question: str = "question"
+    completion: str | None = "completion"
+    steps: str | None = None
+    answer: str = "reference_answer"
+
+    @model_validator(mode="after")
+    def _one_reasoning_column(self) -> ColumnMapping:
+        if (self.completion is None) == (self.steps is None):
+            raise ValueError("map exactly one of the completion column and the steps column")
+        return self
+
+    def mapped(self) -> dict[str, str]:
+        """Trace field -> input column, for the columns this mapping reads."""
+        pairs = {
+            "id": self.id,
+            "question": self.question,
+            "completion": self.completion,
+            "steps": self.steps,
+            "reference_answer": self.answer,
+        }
+        return {field: column for field, column in pairs.items() if column is not None}
+
+
+PRESETS: dict[PresetName, ColumnMapping] = {
+    # The engine's own JSONL layout (Trace field names).
+    "default": ColumnMapping(),
+    # verl RL parquet: chat prompt, ground truth under reward_model; generations under `response`.
+    "verl": ColumnMapping(
+        id=None, question="prompt", completion="response", answer="reward_model.ground_truth"
+    ),
+    # TRL prompt-completion datasets with a `solution` column (plain or conversational).
+    "trl": ColumnMapping(id=None, question="prompt", completion="completion", answer="solution"),
+    # The shared GSM8K rollouts (/work/shared/data/gsm8k_rollouts.jsonl).
+    "gsm8k": ColumnMapping(id="id", id_required=True, question="question", completion="completion"),
+}
+
+
+def resolve_mapping(
+    preset: PresetName = "default",
+    *,
+    id_col: str | None = None,
+    question_col: str | None = None,
+    completion_col: str | None = None,
+    steps_col: str | None = None,
+    answer_col: str | None = None,
+) -> ColumnMapping:
+    """The preset's mapping with the given columns overriding it (a given id column is required)."""
+    if completion_col is not None and steps_col is not None:
+        raise ValueError("give --completion-col or --steps-col, not both")
+    base = PRESETS[preset]
+    updates: dict[str, object] = {}
+    if id_col is not None:
+        updates |= {"id": id_col, "id_required": True}
+    if question_col is not None:
+        updates["question"] = question_col
+    if completion_col is not None:
+        updates |= {"completion": completion_col, "steps": None}
+    if steps_col is not None:
+        updates |= {"steps": steps_col, "completion": None}
+    if answer_col is not None:
+        updates["answer"] = answer_col
+    return ColumnMapping.model_validate(base.model_dump() | updates)

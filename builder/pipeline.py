@@ -1,0 +1,381 @@
+"""Run a planned build: claim the output folder, score what is not committed yet, finish the files.
+
+Resume: a shard with a completion marker is skipped whole; inside a shard, a window whose groups are all
+committed is skipped, and inside a window only uncommitted groups are scored. Killing the process at
+any moment and running the same build again gives the same files as an uninterrupted build.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import pyarrow.parquet as pq
+
+from builder import checkpoints as ck
+from builder.annotate import PreparedWindow, WindowAnnotator
+from builder.errors import BuildError, InputError, OutputConflictError, RejectedRowError
+from builder.layout import OutputLayout
+from builder.manifest import (
+    Counts,
+    Manifest,
+    Timings,
+    identity_differences,
+    read_manifest,
+    versions,
+    write_manifest,
+)
+from builder.plan import BuildPlan, ShardPlan, WindowPlan
+from builder.sources import SourceBatch, SourceReader
+from builder.stats import reward_stats
+from builder.storage import (
+    FolderLock,
+    remove_stale_tmp,
+    remove_tree,
+    write_bytes_atomic,
+    write_parquet_atomic,
+)
+from builder.token_columns import TokenAligner, load_policy_tokenizer
+from mig.engine import Annotator
+from mig.probe.base import Probe
+from schemas.arrow import REJECT_SCHEMA
+
+SESSIONS_FILE = "sessions.json"
+
+
+class BuildObserver(Protocol):
+    """Hears about progress (the CLI draws a progress bar from it)."""
+
+    def on_start(self, plan: BuildPlan, done_rows: int) -> None: ...
+
+    def on_rows(self, rows: int, annotated: int, rejected: int, tokens: int) -> None: ...
+
+    def on_finish(self, result: BuildResult) -> None: ...
+
+
+class NullObserver:
+    def on_start(self, plan: BuildPlan, done_rows: int) -> None:
+        pass
+
+    def on_rows(self, rows: int, annotated: int, rejected: int, tokens: int) -> None:
+        pass
+
+    def on_finish(self, result: BuildResult) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: Manifest
+    already_complete: bool
+    resumed_rows: int
+
+
+def run_build(plan: BuildPlan, probe: Probe, observer: BuildObserver | None = None) -> BuildResult:
+    """Build (or finish building) the dataset the plan describes, with ``probe``."""
+    observer = observer or NullObserver()
+    if probe.model_id != plan.identity.probe.model_id:
+        raise BuildError(
+            f"the probe is {probe.model_id!r} but the plan was made for {plan.identity.probe.model_id!r}"
+        )
+    layout = plan.layout
+    claim_output(plan)
+    lock = FolderLock(layout.lock, layout.root)
+    lock.acquire()
+    try:
+        existing = read_manifest(layout.manifest)
+        if existing is not None and existing.status == "complete" and layout.success.is_file():
+            _clean_work(layout)
+            result = BuildResult(existing, already_complete=True, resumed_rows=plan.total_rows)
+            observer.on_finish(result)
+            return result
+        session_started = time.perf_counter()
+        sessions = _record_session(layout)
+        if existing is None:
+            write_manifest(
+                layout.manifest, Manifest(status="building", identity=plan.identity, versions=versions())
+            )
+        remove_stale_tmp([layout.root, layout.work])
+        done = sum(ck.committed_rows(layout, shard) for shard in plan.shards)
+        observer.on_start(plan, done)
+        _Builder(plan, probe, observer).build_shards()
+        manifest = _finish(plan, sessions, time.perf_counter() - session_started)
+        result = BuildResult(manifest, already_complete=False, resumed_rows=done)
+    finally:
+        lock.release()
+    shutil.rmtree(layout.work, ignore_errors=True)
+    observer.on_finish(result)
+    return result
+
+
+def claim_output(plan: BuildPlan) -> None:
+    """Check that the output folder is new, empty, or holds this very build; clear it for --overwrite.
+
+    Raises :class:`OutputConflictError` naming what differs when it holds another build.
+    """
+    layout = plan.layout
+    if layout.root.exists() and not layout.root.is_dir():
+        raise OutputConflictError(f"--out {layout.root}: exists and is not a folder")
+    inputs = {item.path for item in plan.files}
+    if any(layout.root.resolve() in path.parents for path in inputs):
+        raise OutputConflictError(f"--out {layout.root}: an input file lies inside the output folder")
+    foreign = layout.foreign()
+    if foreign:
+        names = ", ".join(path.name for path in foreign[:5])
+        raise OutputConflictError(
+            f"--out {layout.root}: the folder holds files no build wrote ({names}); "
+            "use an empty or new folder"
+        )
+    try:
+        existing = read_manifest(layout.manifest)
+    except ValueError as error:
+        if not plan.settings.overwrite:
+            raise OutputConflictError(
+                f"{layout.manifest}: unreadable ({error}); use --overwrite to discard the folder's build"
+            ) from error
+        existing = None
+    has_output = existing is not None or bool(layout.parts()) or layout.work.exists()
+    if not has_output:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        return
+    if plan.settings.overwrite:
+        _clear(layout)
+        return
+    if existing is None:
+        raise OutputConflictError(
+            f"--out {layout.root}: holds build files but no _manifest.json; use --overwrite to discard them"
+        )
+    changed = identity_differences(existing.identity, plan.identity)
+    if changed:
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        raise OutputConflictError(
+            f"--out {layout.root}: holds a build with different inputs or settings (changed: {shown}); "
+            "it will not be mixed with this one. Use --overwrite to discard it, or choose another --out"
+        )
+
+
+def _clear(layout: OutputLayout) -> None:
+    with FolderLock(layout.lock, layout.root):
+        for path in layout.owned():
+            remove_tree(path)
+        if layout.work.is_dir():
+            for path in layout.work.iterdir():
+                if path != layout.lock:
+                    remove_tree(path)
+
+
+def _clean_work(layout: OutputLayout) -> None:
+    if layout.work.is_dir():
+        for path in layout.work.iterdir():
+            if path != layout.lock:
+                remove_tree(path)
+
+
+def _record_session(layout: OutputLayout) -> list[str]:
+    path = layout.work / SESSIONS_FILE
+    sessions: list[str] = json.loads(path.read_text()) if path.is_file() else []
+    sessions.append(datetime.now(UTC).isoformat(timespec="seconds"))
+    layout.work.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, json.dumps(sessions).encode())
+    return sessions
+
+
+class _Builder:
+    """Walks the shards in order, scoring what is not committed yet."""
+
+    def __init__(self, plan: BuildPlan, probe: Probe, observer: BuildObserver) -> None:
+        settings = plan.settings
+        self._plan = plan
+        self._layout = plan.layout
+        self._observer = observer
+        aligner = None
+        if settings.policy_tokenizer is not None:
+            aligner = TokenAligner(load_policy_tokenizer(settings.policy_tokenizer))
+        self._windows = WindowAnnotator(
+            Annotator(probe, settings.scoring),
+            settings.scoring,
+            settings.columns,
+            plan.id_present,
+            settings.group_rows,
+            aligner,
+        )
+        self._rows_schema = ck.work_rows_schema(plan.output_schema)
+        self._reader = SourceReader(
+            plan.files,
+            plan.kept_schema,
+            [column.source for column in plan.kept],
+            limit=settings.limit,
+            read_rows=min(settings.window_rows, 4096),
+        )
+
+    def build_shards(self) -> None:
+        for shard in self._plan.shards:
+            layout = self._layout
+            if ck.read_marker(layout.shard_done(shard.index)) is not None:
+                if layout.part(shard.index).is_file():
+                    self._skip(shard.rows)
+                    continue
+                layout.shard_done(shard.index).unlink()  # the part file was removed: build the shard again
+            for window in shard.windows:
+                self._build_window(shard, window)
+            self._finish_shard(shard)
+
+    def _skip(self, rows: int) -> None:
+        while rows > 0:
+            taken = len(self._reader.take(min(rows, 4096)))
+            if taken == 0:
+                raise InputError("the inputs ended early: they changed while the build was running")
+            rows -= taken
+
+    def _take(self, window: WindowPlan) -> SourceBatch:
+        batch = self._reader.take(window.rows)
+        if len(batch) != window.rows or batch.start != window.start:
+            raise InputError("the inputs ended early: they changed while the build was running")
+        return batch
+
+    def _build_window(self, shard: ShardPlan, window: WindowPlan) -> None:
+        layout = self._layout
+        if layout.window_done(shard.index, window.index).is_file():
+            self._skip(window.rows)
+            return
+        batch = self._take(window)
+        prepared = self._windows.prepare(batch)
+        self._check_rejects(prepared.rejects)
+        rejects_path = layout.window_rejects(shard.index, window.index)
+        if prepared.rejects and not rejects_path.is_file():
+            ck.write_rejects(rejects_path, prepared.rejects)
+            self._observer.on_rows(len(prepared.rejects), 0, len(prepared.rejects), 0)
+        for index, group in enumerate(prepared.groups):
+            if ck.is_group_committed(layout, shard.index, window.index, index):
+                continue
+            result = self._windows.score(batch, group)
+            self._check_rejects(result.rejects)
+            ck.write_group(
+                layout,
+                shard.index,
+                window.index,
+                index,
+                result.rows,
+                result.rejects,
+                result.stats,
+                self._rows_schema,
+            )
+            self._observer.on_rows(
+                len(group), result.rows.num_rows, len(result.rejects), int(result.stats["tokens_forwarded"])
+            )
+        ck.write_marker(layout.window_done(shard.index, window.index), _window_summary(prepared))
+
+    def _check_rejects(self, rejects: list[dict[str, object]]) -> None:
+        if rejects and self._plan.settings.fail_on_reject:
+            first = rejects[0]
+            raise RejectedRowError(
+                f"{first['source_file']} row {first['source_row']} (trace {first['trace_id']!r}): "
+                f"{first['stage']}: {first['reason']} (--fail-on-reject)"
+            )
+
+    def _finish_shard(self, shard: ShardPlan) -> None:
+        """Write the shard's part file and rejects from its checkpoints, then its completion marker."""
+        layout, schema = self._layout, self._plan.output_schema
+        tables = (ck.sorted_window_rows(layout, shard.index, w.index, schema) for w in shard.windows)
+        annotated = write_parquet_atomic(
+            tables, schema, layout.part(shard.index), self._plan.settings.row_group_rows
+        )
+        rejects = ck.read_rejects(ck.shard_reject_files(layout, shard))
+        ck.write_rejects(layout.shard_rejects(shard.index), rejects.to_pylist())
+        marker = _shard_summary(layout, shard, annotated, rejects.column("stage").to_pylist())
+        ck.write_marker(layout.shard_done(shard.index), marker)
+        remove_tree(layout.shard_dir(shard.index))
+
+
+def _window_summary(prepared: PreparedWindow) -> dict[str, object]:
+    return {"prepare_seconds": prepared.seconds, "rejected_before_scoring": len(prepared.rejects)}
+
+
+def _shard_summary(
+    layout: OutputLayout, shard: ShardPlan, annotated: int, stages: list[str]
+) -> dict[str, object]:
+    totals: Counter[str] = Counter()
+    for window in shard.windows:
+        marker = ck.read_marker(layout.window_done(shard.index, window.index)) or {}
+        totals["annotate_seconds"] += float(marker.get("prepare_seconds", 0.0))
+        for path in ck.group_files(layout, shard.index, window.index):
+            stats = ck.group_stats(path)
+            totals["annotate_seconds"] += stats.get("seconds", 0.0)
+            totals["probe_seconds"] += stats.get("probe_seconds", 0.0)
+            totals["tokens_forwarded"] += stats.get("tokens_forwarded", 0.0)
+            totals["steps"] += stats.get("steps", 0.0)
+    if annotated + len(stages) != shard.rows:
+        raise BuildError(
+            f"shard {shard.index}: {annotated} annotated + {len(stages)} rejected rows "
+            f"!= {shard.rows} input rows"
+        )
+    return {
+        "rows": shard.rows,
+        "annotated": annotated,
+        "rejected": len(stages),
+        "rejects_by_stage": dict(Counter(stages)),
+        **{key: float(value) for key, value in totals.items()},
+    }
+
+
+def _finish(plan: BuildPlan, sessions: list[str], session_seconds: float) -> Manifest:
+    """Merge the rejects, write the final manifest, then _SUCCESS."""
+    layout = plan.layout
+    shard_rejects = [layout.shard_rejects(shard.index) for shard in plan.shards]
+    rejects = ck.read_rejects([path for path in shard_rejects if path.is_file()])
+    write_parquet_atomic(
+        [rejects.drop_columns([ck.GLOBAL_ROW]).cast(REJECT_SCHEMA)],
+        REJECT_SCHEMA,
+        layout.rejects,
+        plan.settings.row_group_rows,
+    )
+    markers = [ck.read_marker(layout.shard_done(shard.index)) or {} for shard in plan.shards]
+    by_stage: Counter[str] = Counter()
+    for marker in markers:
+        by_stage.update(marker.get("rejects_by_stage", {}))
+    annotated = sum(int(marker.get("annotated", 0)) for marker in markers)
+    rejected = sum(int(marker.get("rejected", 0)) for marker in markers)
+    annotate_seconds = sum(float(marker.get("annotate_seconds", 0.0)) for marker in markers)
+    tokens = int(sum(float(marker.get("tokens_forwarded", 0.0)) for marker in markers))
+    parts = [layout.part(shard.index) for shard in plan.shards]
+    counts = Counts(
+        input_rows=plan.total_rows,
+        annotated=annotated,
+        rejected=rejected,
+        rejects_by_stage=dict(sorted(by_stage.items())),
+        shards=len(plan.shards),
+        steps=int(sum(float(marker.get("steps", 0.0)) for marker in markers)),
+        tokens_forwarded=tokens,
+    )
+    timings = Timings(
+        started_at=sessions[0],
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        sessions=len(sessions),
+        annotate_seconds=round(annotate_seconds, 3),
+        probe_seconds=round(sum(float(marker.get("probe_seconds", 0.0)) for marker in markers), 3),
+        traces_per_second=round(plan.total_rows / annotate_seconds, 3) if annotate_seconds else 0.0,
+        tokens_per_second=round(tokens / annotate_seconds, 1) if annotate_seconds else 0.0,
+        last_session_seconds=round(session_seconds, 3),
+    )
+    manifest = Manifest(
+        status="complete",
+        identity=plan.identity,
+        versions=versions(),
+        counts=counts,
+        timings=timings,
+        reward_stats=reward_stats(parts),
+        files=[path.name for path in parts] + [layout.rejects.name],
+    )
+    write_manifest(layout.manifest, manifest)
+    write_bytes_atomic(layout.success, b"")
+    return manifest
+
+
+def annotated_rows(plan: BuildPlan) -> int:
+    """Rows in the finished part files (for checks)."""
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in plan.layout.parts())

@@ -1,0 +1,87 @@
+"""Token-level trainer columns in the policy's tokenizer: decoupled masking, ready for a reward tensor.
+
+The completion is tokenised with character offsets. A step's reward goes on the last token that overlaps
+the step; ``answer_mask`` marks tokens that overlap the final-answer part (where the outcome applies);
+``cot_mask`` marks the other tokens inside the chain-of-thought span (where process rewards apply).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from builder.errors import BuildError
+from schemas import TraceAnnotation
+from schemas.arrow import TokenColumns
+
+
+def load_policy_tokenizer(path: Path) -> Any:
+    """A fast (offset-reporting) Hugging Face tokenizer from a local folder; nothing is downloaded."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    if not path.is_dir():
+        raise BuildError(f"--policy-tokenizer {path}: not a folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise BuildError(f"--policy-tokenizer {path}: cannot load a tokenizer there ({error})") from error
+    if not getattr(tokenizer, "is_fast", False):
+        raise BuildError(
+            f"--policy-tokenizer {path}: a fast tokenizer (tokenizer.json) is needed for offsets"
+        )
+    return tokenizer
+
+
+class TokenAligner:
+    """Computes :class:`TokenColumns` for annotations with one policy tokenizer."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def columns(self, annotations: Sequence[TraceAnnotation]) -> list[TokenColumns]:
+        if not annotations:
+            return []
+        encoded = self._tokenizer(
+            [annotation.completion for annotation in annotations],
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+        )
+        return [
+            token_columns(annotation, ids, offsets)
+            for annotation, ids, offsets in zip(
+                annotations, encoded["input_ids"], encoded["offset_mapping"], strict=True
+            )
+        ]
+
+
+def token_columns(
+    annotation: TraceAnnotation, token_ids: Sequence[int], offsets: Sequence[tuple[int, int]]
+) -> TokenColumns:
+    """The token columns of one annotation, given its completion's tokens and their character offsets."""
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts, ends = spans[:, 0], spans[:, 1]
+    nonempty = ends > starts
+
+    def overlaps(start: int, end: int) -> np.ndarray:
+        return nonempty & (starts < end) & (ends > start)
+
+    part = annotation.answer_part_span
+    answer_mask = overlaps(part.start, part.end) if part is not None else np.zeros(len(spans), dtype=bool)
+    cot = annotation.cot_span
+    cot_mask = overlaps(cot.start, cot.end) & ~answer_mask
+    rewards = np.zeros(len(spans), dtype=np.float64)
+    for step in annotation.steps:
+        hits = np.flatnonzero(overlaps(step.span.start, step.span.end))
+        if hits.size:
+            rewards[hits[-1]] += step.reward
+    return TokenColumns(
+        completion_token_ids=list(token_ids),
+        token_rewards=rewards.tolist(),
+        cot_mask=cot_mask.tolist(),
+        answer_mask=answer_mask.tolist(),
+    )

@@ -1,0 +1,195 @@
+"""Request and response models of the reward service's HTTP API, and the rows of its audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from schemas.annotation import TraceAnnotation
+from schemas.config import ScoringConfig
+from schemas.trace import Trace
+
+RewardScalar = Literal["outcome", "process", "mixed"]
+"""How one number is made from an annotation: outcome, process_reward, or outcome + lambda * process."""
+
+
+def _all_optional(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
+    """A model with every field of ``model``, each optional and defaulting to None (= the server's value)."""
+    fields: dict[str, Any] = {
+        field_name: (field.annotation | None, Field(default=None, description=field.description))
+        for field_name, field in model.model_fields.items()
+    }
+    return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=doc, **fields)
+
+
+ScoringOptions = _all_optional(
+    ScoringConfig,
+    "ScoringOptions",
+    "Per-request scoring options. Every field is optional: the ones left out take the server's defaults "
+    "(GET /v1/info shows them). The merged options are validated as a ScoringConfig.",
+)
+
+
+class AnnotateRequest(BaseModel):
+    """One trace (``trace``) or a rollout group (``traces``), with optional scoring options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trace: Trace | None = Field(default=None, description="A single trace.")
+    traces: list[Trace] | None = Field(
+        default=None, description="A list of traces (a rollout group); answered in input order."
+    )
+    config: ScoringOptions | None = Field(  # type: ignore[valid-type]
+        default=None, description="Scoring options; missing ones take the server defaults."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_of_trace_or_traces(self) -> AnnotateRequest:
+        if (self.trace is None) == (self.traces is None):
+            raise ValueError("give exactly one of `trace` or `traces`")
+        if self.traces is not None and not self.traces:
+            raise ValueError("`traces` must not be empty")
+        return self
+
+    @property
+    def trace_list(self) -> list[Trace]:
+        return [self.trace] if self.trace is not None else list(self.traces or [])
+
+    @property
+    def field_name(self) -> str:
+        """The request field the traces came in: names them in error messages."""
+        return "trace" if self.trace is not None else "traces"
+
+
+class AnnotateResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    annotations: list[TraceAnnotation] = Field(description="One per trace, in input order.")
+
+
+class OpenRLHFRewardRequest(BaseModel):
+    """OpenRLHF's remote reward-model request (``--remote_rm_url``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: list[str] = Field(description="Prompt + response, as the trainer decoded them.")
+    prompts: list[str] = Field(description="The prompts; each must occur in its query (the rest is scored).")
+    labels: list[str] = Field(description="The reference answers.")
+
+    @model_validator(mode="after")
+    def _equal_lengths(self) -> OpenRLHFRewardRequest:
+        if not self.query:
+            raise ValueError("`query` must not be empty")
+        if not len(self.query) == len(self.prompts) == len(self.labels):
+            raise ValueError(
+                f"query, prompts and labels must have equal lengths, got {len(self.query)}, "
+                f"{len(self.prompts)} and {len(self.labels)}"
+            )
+        return self
+
+
+class OpenRLHFRewardResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rewards: list[float] = Field(description="The configured scalar per query (MIG_OPENRLHF_REWARD).")
+    scores: list[float] = Field(description="The outcome (0 or 1) per query, for OpenRLHF's filtering.")
+    extra_logs: dict[str, list[float]] = Field(
+        description="Per-query outcome, process_reward, max_reward and step count, for the trainer's logs."
+    )
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok"] = "ok"
+
+
+class ReadinessResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ready: bool
+    probe: Literal["loading", "ready", "failed", "unreachable"]
+    audit: Literal["ok", "failing", "disabled"]
+    detail: str | None = Field(default=None, description="Why the service is not ready, when it is not.")
+
+
+class ProbeInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    model: str | None = Field(description="The probe model's id (None while loading).")
+    revision: str | None = Field(description="A digest identifying the model's weights (None while loading).")
+    context_limit: int | None
+
+
+class LimitsInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int
+    max_traces_per_request: int
+    max_steps_per_trace: int
+    max_tokens_per_trace: int
+    request_timeout_s: float
+    queue_max_traces: int
+
+
+class InfoResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service_version: str
+    probe: ProbeInfo
+    scoring_defaults: ScoringConfig
+    limits: LimitsInfo
+    exact_batching: bool = Field(
+        description="Each trace gets its own forward pass: results never depend on the crowd."
+    )
+    openrlhf_reward: RewardScalar
+    openrlhf_lambda: float
+    auth_required: bool
+    audit_enabled: bool
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="Where the problem is, e.g. 'traces[3].completion' or 'body'.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service answers: a machine-readable code, a message, and the fields at fault."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(description="e.g. invalid_request, payload_too_large, overloaded, probe_unavailable.")
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class AuditRecord(BaseModel):
+    """One served annotation, as the audit log stores it (one Parquet row)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str
+    received_at: datetime = Field(description="When the request arrived (UTC).")
+    endpoint: str
+    api_key_id: str | None = Field(description="The id of the API key used (never the key itself).")
+    trace_id: str
+    trace_sha256: str = Field(
+        description="SHA-256 of the trace text (question, steps or completion, answer)."
+    )
+    config_hash: str
+    probe_model: str
+    probe_revision: str | None
+    v0: float
+    step_rewards: list[float] = Field(description="r_k for k = 1..K.")
+    process_reward: float
+    outcome: int
+    sft_gate: bool
+    truncated: bool
+    latency_ms: float = Field(description="From the request's arrival to its answer.")

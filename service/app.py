@@ -1,0 +1,68 @@
+"""The app factory: ``create_app(settings)`` builds a FastAPI app serving MIG rewards."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware import Middleware
+
+from mig.probe.base import Probe
+from service.components import ServiceComponents
+from service.errors import install_error_handlers
+from service.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestContextMiddleware
+from service.routes import ENDPOINTS, ops, service_version, v1
+from service.settings import ServiceSettings
+
+DESCRIPTION = """\
+Step-wise Marginal Information Gain (MIG) rewards for reasoning traces, for RL trainers.
+
+`POST /v1/annotate` scores one trace or a rollout group; `POST /v1/openrlhf/reward` speaks OpenRLHF's
+remote reward-model protocol. Errors are `ErrorResponse` objects naming the fields at fault.
+"""
+
+
+def create_app(settings: ServiceSettings | None = None, *, probe: Probe | None = None) -> FastAPI:
+    """A reward service app. ``settings``: None reads ``MIG_*`` from the environment. ``probe``: an
+    already-open probe to serve (else the one the settings name is opened in the background at start-up).
+    """
+    settings = settings or ServiceSettings()
+    components = ServiceComponents.build(settings, probe)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await components.start()
+        try:
+            yield
+        finally:
+            await components.stop()
+
+    middleware = [
+        Middleware(RequestContextMiddleware),
+        Middleware(MetricsMiddleware, metrics=components.metrics, endpoints=ENDPOINTS),
+        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "Retry-After"],
+            )
+        )
+    app = FastAPI(
+        title="mig-annotator reward service",
+        description=DESCRIPTION,
+        version=service_version(),
+        lifespan=lifespan,
+        middleware=middleware,
+    )
+    app.state.components = components
+    install_error_handlers(app)
+    app.include_router(v1)
+    app.include_router(ops)
+    return app

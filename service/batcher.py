@@ -1,0 +1,197 @@
+"""Micro-batching: traces from concurrent requests share probe work, each result goes back to its request.
+
+Requests put their traces in a bounded queue (all of a request's traces, or none: 429). One worker task
+takes batches from it, up to a token budget or after a short wait, and runs each batch off the event loop
+in a single probe thread. Results come back one trace at a time to the future registered for it before it
+was queued; a probe failure fails that batch's unfinished traces only, and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from mig.engine import PreparedTrace
+from schemas import ScoringConfig, TraceAnnotation
+from service.errors import Overloaded, ProbeUnavailable, ServiceError
+from service.metrics import ServiceMetrics
+
+logger = logging.getLogger("mig.service")
+
+
+@dataclass(eq=False)
+class ScoringJob:
+    """One trace on its way through the probe, and the future its request waits on."""
+
+    prepared: PreparedTrace
+    config: ScoringConfig
+    future: asyncio.Future[TraceAnnotation] = field(repr=False)
+
+    @property
+    def tokens(self) -> int:
+        return self.prepared.sequence.minimal_tokens
+
+
+Deliver = Callable[[ScoringJob, "TraceAnnotation | BaseException"], None]
+"""Called from the probe thread with each job's result (or its own error) as soon as it is known."""
+
+RunBatch = Callable[[Sequence[ScoringJob], Deliver], None]
+"""Scores a batch in the probe thread; raises :class:`ProbeFailure` when the probe fails."""
+
+
+class ProbeFailure(RuntimeError):
+    """The probe failed on a batch; its unfinished traces are answered 503."""
+
+
+class MicroBatcher:
+    """Gathers traces into batches and runs them one batch at a time in a dedicated probe thread."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_tokens: int,
+        max_wait_s: float,
+        max_queue: int,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_tokens = max_tokens
+        self._max_wait_s = max_wait_s
+        self._max_queue = max_queue
+        self._metrics = metrics
+        self._pending: deque[ScoringJob] = deque()
+        self._pending_tokens = 0
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mig-probe")
+        self._worker: asyncio.Task[None] | None = None
+        self._traces_per_second = 0.0
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name="mig-micro-batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        while self._pending:
+            job = self._pending.popleft()
+            if not job.future.done():
+                job.future.set_exception(ProbeUnavailable("the service is shutting down"))
+        self._set_depth()
+        self._executor.shutdown(wait=True)
+
+    def submit(
+        self, prepared: Sequence[PreparedTrace], config: ScoringConfig
+    ) -> list[asyncio.Future[TraceAnnotation]]:
+        """Queue a request's traces (all or none) and return one future per trace, in order."""
+        if self._worker is None:
+            raise ProbeUnavailable("the micro-batcher is not running")
+        if len(self._pending) + len(prepared) > self._max_queue:
+            self._metrics.rejected.labels(reason="queue_full").inc()
+            raise Overloaded(
+                f"the queue holds {len(self._pending)} traces and takes at most {self._max_queue} "
+                f"(MIG_QUEUE_MAX_TRACES); this request brings {len(prepared)}",
+                retry_after_s=self._retry_after_s(len(prepared)),
+            )
+        loop = asyncio.get_running_loop()
+        jobs = [ScoringJob(item, config, loop.create_future()) for item in prepared]  # futures first
+        self._pending.extend(jobs)
+        self._pending_tokens += sum(job.tokens for job in jobs)
+        self._set_depth()
+        self._arrived.set()
+        return [job.future for job in jobs]
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wait_for_batch()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            self._metrics.batch_traces.observe(len(batch))
+            self._metrics.batch_tokens.observe(sum(job.tokens for job in batch))
+            started = time.perf_counter()
+
+            def deliver(job: ScoringJob, result: TraceAnnotation | BaseException) -> None:
+                loop.call_soon_threadsafe(_settle, job.future, result)
+
+            try:
+                await loop.run_in_executor(self._executor, self._run_batch, batch, deliver)
+            except ProbeFailure as error:
+                self._metrics.probe_failures.inc()
+                logger.error("probe failed on a batch of %d traces: %s", len(batch), error)
+                for job in batch:
+                    loop.call_soon(_settle, job.future, ProbeUnavailable(f"the probe failed: {error}"))
+            except Exception as error:  # a bug: fail this batch, keep serving
+                logger.exception("scoring a batch failed")
+                for job in batch:
+                    loop.call_soon(_settle, job.future, ServiceError(f"scoring failed: {error}"))
+            self._record_rate(len(batch), time.perf_counter() - started)
+
+    async def _wait_for_batch(self) -> None:
+        while not self._pending:
+            self._arrived.clear()
+            await self._arrived.wait()
+        deadline = asyncio.get_running_loop().time() + self._max_wait_s
+        while self._pending_tokens < self._max_tokens:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> list[ScoringJob]:
+        batch: list[ScoringJob] = []
+        tokens = 0
+        while self._pending:
+            job = self._pending[0]
+            if batch and tokens + job.tokens > self._max_tokens:
+                break
+            self._pending.popleft()
+            self._pending_tokens -= job.tokens
+            if job.future.done():  # its request gave up (deadline): no probe work for it
+                continue
+            batch.append(job)
+            tokens += job.tokens
+        self._set_depth()
+        return batch
+
+    def _set_depth(self) -> None:
+        self._metrics.queue_depth.set(len(self._pending))
+
+    def _record_rate(self, traces: int, seconds: float) -> None:
+        rate = traces / max(seconds, 1e-6)
+        self._traces_per_second = (
+            rate if self._traces_per_second == 0 else 0.8 * self._traces_per_second + 0.2 * rate
+        )
+
+    def _retry_after_s(self, incoming: int) -> int:
+        """Seconds until the queue has likely drained enough for ``incoming`` traces (1 to 60)."""
+        if self._traces_per_second <= 0:
+            return 1
+        excess = len(self._pending) + incoming - self._max_queue
+        return int(min(60, max(1, math.ceil(max(excess, 1) / self._traces_per_second))))
+
+
+def _settle(future: asyncio.Future[TraceAnnotation], result: TraceAnnotation | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

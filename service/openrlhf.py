@@ -1,0 +1,79 @@
+"""OpenRLHF's remote reward-model protocol over the annotation service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas import Trace, TraceAnnotation
+from schemas.api import FieldError, OpenRLHFRewardRequest, OpenRLHFRewardResponse, RewardScalar
+from service.errors import InvalidRequest
+from service.scalar import scalar_reward
+
+
+def split_completion(query: str, prompt: str, strip_suffixes: Sequence[str]) -> str | None:
+    """The response part of ``query``: what follows ``prompt`` in it, end-of-text markers removed.
+
+    OpenRLHF sends ``query`` as the decoded prompt + response, so the prompt is normally its prefix; when
+    the decoder added text in front (a BOS token), the prompt's first occurrence is used. None when the
+    prompt does not occur in the query.
+    """
+    start = 0 if query.startswith(prompt) else query.find(prompt)
+    if start < 0:
+        return None
+    completion = query[start + len(prompt) :]
+    stripped = True
+    while stripped:
+        stripped = False
+        trimmed = completion.rstrip()
+        for suffix in strip_suffixes:
+            if suffix and trimmed.endswith(suffix):
+                completion = trimmed[: -len(suffix)]
+                stripped = True
+    return completion
+
+
+def traces_from_request(
+    request: OpenRLHFRewardRequest, request_id: str, strip_suffixes: Sequence[str]
+) -> list[Trace]:
+    """One trace per query (question = prompt, reference = label); 422 naming every query that fails."""
+    traces: list[Trace] = []
+    problems: list[FieldError] = []
+    for index, (query, prompt, label) in enumerate(
+        zip(request.query, request.prompts, request.labels, strict=True)
+    ):
+        completion = split_completion(query, prompt, strip_suffixes)
+        if completion is None:
+            problems.append(FieldError(field=f"query[{index}]", message=f"does not contain prompts[{index}]"))
+            continue
+        if not prompt.strip():
+            problems.append(FieldError(field=f"prompts[{index}]", message="must not be empty or whitespace"))
+            continue
+        if not label.strip():
+            problems.append(FieldError(field=f"labels[{index}]", message="must not be empty or whitespace"))
+            continue
+        traces.append(
+            Trace(
+                id=f"{request_id}-{index}",
+                question=prompt,
+                completion=completion,
+                reference_answer=label,
+            )
+        )
+    if problems:
+        raise InvalidRequest("; ".join(f"{p.field}: {p.message}" for p in problems[:10]), problems)
+    return traces
+
+
+def reward_response(
+    annotations: Sequence[TraceAnnotation], kind: RewardScalar, lam: float
+) -> OpenRLHFRewardResponse:
+    return OpenRLHFRewardResponse(
+        rewards=[scalar_reward(annotation, kind, lam) for annotation in annotations],
+        scores=[float(annotation.outcome) for annotation in annotations],
+        extra_logs={
+            "outcome": [float(a.outcome) for a in annotations],
+            "process_reward": [a.process_reward for a in annotations],
+            "max_step_reward": [a.max_reward for a in annotations],
+            "steps": [float(len(a.steps)) for a in annotations],
+        },
+    )

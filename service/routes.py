@@ -1,0 +1,192 @@
+"""The HTTP endpoints: thin wrappers over the service's parts, which come in as dependencies."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from schemas.api import (
+    AnnotateRequest,
+    AnnotateResponse,
+    HealthResponse,
+    InfoResponse,
+    LimitsInfo,
+    OpenRLHFRewardRequest,
+    OpenRLHFRewardResponse,
+    ProbeInfo,
+    ReadinessResponse,
+)
+from service.annotation_service import AnnotationService, CallContext
+from service.auth import Principal
+from service.components import ServiceComponents
+from service.errors import ERROR_RESPONSES, NotReady
+from service.openrlhf import reward_response, traces_from_request
+
+ANNOTATE_PATH = "/v1/annotate"
+OPENRLHF_PATH = "/v1/openrlhf/reward"
+INFO_PATH = "/v1/info"
+ENDPOINTS = (ANNOTATE_PATH, OPENRLHF_PATH, INFO_PATH, "/healthz", "/readyz", "/metrics")
+
+_bearer = HTTPBearer(auto_error=False, description="An API key, when the server has MIG_API_KEYS.")
+
+
+def get_components(request: Request) -> ServiceComponents:
+    return request.app.state.components  # type: ignore[no-any-return]
+
+
+Components = Annotated[ServiceComponents, Depends(get_components)]
+
+
+def authenticate(
+    components: Components, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    return components.authenticator.authenticate(credentials)
+
+
+def get_annotations(components: Components) -> AnnotationService:
+    if components.annotations is None:
+        raise NotReady("the service is starting")
+    return components.annotations
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
+Annotations = Annotated[AnnotationService, Depends(get_annotations)]
+
+
+def call_context(request: Request, caller: Principal, endpoint: str) -> CallContext:
+    state = request.state
+    return CallContext(
+        request_id=state.request_id,
+        received_at=state.received_at,
+        received_monotonic=state.received_monotonic,
+        endpoint=endpoint,
+        api_key_id=caller.key_id,
+    )
+
+
+v1 = APIRouter(prefix="/v1", tags=["rewards"])
+ops = APIRouter(tags=["operations"])
+_annotate_errors = {status: ERROR_RESPONSES[status] for status in (400, 401, 403, 413, 422, 429, 503, 504)}
+
+
+@v1.post(
+    "/annotate",
+    response_model=AnnotateResponse,
+    responses=_annotate_errors,
+    summary="Per-step MIG rewards for one trace or a rollout group",
+)
+async def annotate(
+    body: AnnotateRequest, request: Request, caller: Caller, service: Annotations
+) -> AnnotateResponse:
+    """Annotations in input order. Scoring options in `config` override the server defaults."""
+    config = service.scoring_config(body.config)
+    context = call_context(request, caller, ANNOTATE_PATH)
+    annotations = await service.annotate(body.trace_list, config, context, field=body.field_name)
+    return AnnotateResponse(request_id=context.request_id, annotations=annotations)
+
+
+@v1.post(
+    "/openrlhf/reward",
+    response_model=OpenRLHFRewardResponse,
+    responses=_annotate_errors,
+    summary="OpenRLHF's remote reward-model protocol (--remote_rm_url)",
+)
+async def openrlhf_reward(
+    body: OpenRLHFRewardRequest,
+    request: Request,
+    caller: Caller,
+    service: Annotations,
+    components: Components,
+) -> OpenRLHFRewardResponse:
+    """Each query is split into prompt (the question) and response (scored); labels are the references."""
+    settings = components.settings
+    context = call_context(request, caller, OPENRLHF_PATH)
+    traces = traces_from_request(body, context.request_id, settings.openrlhf_strip_suffixes)
+    annotations = await service.annotate(traces, settings.scoring, context, field="query")
+    return reward_response(annotations, settings.openrlhf_reward, settings.openrlhf_lambda)
+
+
+@v1.get(
+    "/info",
+    response_model=InfoResponse,
+    responses={status: ERROR_RESPONSES[status] for status in (401, 403)},
+    summary="The probe, scoring defaults and limits",
+)
+async def info(components: Components, caller: Caller) -> InfoResponse:
+    settings = components.settings
+    runtime = components.runtime
+    probe = runtime.annotator.probe if runtime.annotator is not None else None
+    return InfoResponse(
+        service_version=service_version(),
+        probe=ProbeInfo(
+            backend=runtime.backend,
+            model=probe.model_id if probe is not None else None,
+            revision=runtime.revision,
+            context_limit=probe.context_limit if probe is not None else None,
+        ),
+        scoring_defaults=settings.scoring,
+        limits=LimitsInfo(
+            max_body_bytes=settings.max_body_bytes,
+            max_traces_per_request=settings.max_traces_per_request,
+            max_steps_per_trace=settings.max_steps_per_trace,
+            max_tokens_per_trace=settings.max_tokens_per_trace,
+            request_timeout_s=settings.request_timeout_s,
+            queue_max_traces=settings.queue_max_traces,
+        ),
+        exact_batching=settings.exact_batching,
+        openrlhf_reward=settings.openrlhf_reward,
+        openrlhf_lambda=settings.openrlhf_lambda,
+        auth_required=components.authenticator.required,
+        audit_enabled=components.audit is not None,
+    )
+
+
+@ops.get("/healthz", response_model=HealthResponse, summary="The process is up")
+async def healthz() -> HealthResponse:
+    return HealthResponse()
+
+
+@ops.get(
+    "/readyz",
+    response_model=ReadinessResponse,
+    responses={503: {"model": ReadinessResponse, "description": "Not ready: `detail` says why."}},
+    summary="The probe is loaded (or reachable) and the audit log is writable",
+)
+async def readyz(components: Components) -> JSONResponse:
+    runtime = components.runtime
+    probe_problem = await runtime.health()
+    probe_state = runtime.state if runtime.state != "ready" or probe_problem is None else "unreachable"
+    audit = components.audit
+    audit_state = "disabled" if audit is None else audit.status
+    problems = [p for p in (probe_problem, audit.error if audit is not None else None) if p]
+    body = ReadinessResponse(
+        ready=not problems, probe=probe_state, audit=audit_state, detail="; ".join(problems) or None
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
+
+
+@ops.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            "description": "Prometheus text",
+        }
+    },
+    summary="Prometheus metrics",
+)
+async def metrics(components: Components) -> Response:
+    return Response(components.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def service_version() -> str:
+    try:
+        return metadata.version("mig-annotator")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,17 @@
+"""One number per trace from an annotation, for trainers that take a scalar reward."""
+
+from __future__ import annotations
+
+from schemas import TraceAnnotation
+from schemas.api import RewardScalar
+
+
+def scalar_reward(annotation: TraceAnnotation, kind: RewardScalar, lam: float = 1.0) -> float:
+    """outcome (0 or 1), process (sum of step rewards), or mixed: outcome + lam * process."""
+    if kind == "outcome":
+        return float(annotation.outcome)
+    if kind == "process":
+        return annotation.process_reward
+    if kind == "mixed":
+        return annotation.outcome + lam * annotation.process_reward
+    raise ValueError(f"reward must be 'outcome', 'process' or 'mixed', got {kind!r}")

@@ -1,0 +1,107 @@
+"""The service's settings: environment variables prefixed ``MIG_`` (nested groups use ``__``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mig.probe.factory import ProbeSettings
+from schemas.api import RewardScalar
+from schemas.config import ScoringConfig
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the reward service reads from its environment. Built once and passed to ``create_app``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MIG_", env_nested_delimiter="__", extra="ignore", frozen=True, validate_default=True
+    )
+
+    # server
+    host: str = Field(default="127.0.0.1", description="Address uvicorn binds.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port uvicorn binds (0: any free port).")
+    log_level: str = Field(default="info", description="uvicorn's log level.")
+
+    # probe and scoring defaults
+    probe: ProbeSettings = Field(
+        default_factory=ProbeSettings,
+        description="The probe (MIG_PROBE__BACKEND, MIG_PROBE__MODEL, MIG_PROBE__THREADS, ...).",
+    )
+    scoring: ScoringConfig = Field(
+        default_factory=ScoringConfig,
+        description="Default scoring options (MIG_SCORING__WATERMARK=gain, ...); requests may override them.",
+    )
+
+    # limits
+    max_body_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body (413).")
+    max_traces_per_request: int = Field(default=64, ge=1, description="Traces in one request (413).")
+    max_steps_per_trace: int = Field(default=256, ge=1, description="Steps in one trace (422).")
+    max_tokens_per_trace: int = Field(
+        default=4096, ge=16, description="Probe tokens of one trace: question, steps and answer prompt (422)."
+    )
+    request_timeout_s: float = Field(default=120.0, gt=0, description="Per-request deadline (504).")
+
+    # micro-batching
+    batch_max_tokens: int = Field(
+        default=16384, ge=64, description="Token budget of one micro-batch (the traces' probe tokens)."
+    )
+    batch_max_wait_ms: float = Field(
+        default=5.0, ge=0, description="How long a micro-batch waits for more traces once one arrived."
+    )
+    exact_batching: bool = Field(
+        default=True,
+        description="Score each trace in its own forward pass so results never depend on the crowd. "
+        "False packs the batch's traces into shared forward passes (may differ in the last float bits).",
+    )
+    queue_max_traces: int = Field(default=256, ge=1, description="Traces waiting for the probe (429 above).")
+
+    # outcome checking
+    outcome_timeout_s: float = Field(
+        default=5.0, gt=0, description="Hard limit on checking one answer with math-verify (then outcome 0)."
+    )
+
+    # access
+    api_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Bearer API keys as a JSON object {"key id": "key"}; empty: no auth.',
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Allowed CORS origins; empty: CORS off."
+    )
+
+    # audit log
+    audit_enabled: bool = Field(default=True, description="Append every served annotation to the audit log.")
+    audit_dir: Path = Field(default=Path("mig-audit"), description="Where audit segments are written.")
+    audit_segment_rows: int = Field(default=5000, ge=1, description="Rows per Parquet segment at most.")
+    audit_flush_s: float = Field(
+        default=10.0, gt=0, description="Seconds before buffered rows are sealed into a Parquet segment."
+    )
+    audit_max_pending_rows: int = Field(
+        default=200_000, ge=1, description="Rows held in memory while the audit log cannot be written."
+    )
+
+    # OpenRLHF endpoint
+    openrlhf_reward: RewardScalar = Field(
+        default="mixed",
+        description="The scalar OpenRLHF gets: outcome, process, or outcome + lambda * process.",
+    )
+    openrlhf_lambda: float = Field(default=1.0, description="lambda of the mixed scalar.")
+    openrlhf_strip_suffixes: list[str] = Field(
+        default_factory=lambda: ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"],
+        description="End-of-text markers removed from the end of a query's response before scoring.",
+    )
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> ServiceSettings:
+        if self.queue_max_traces < self.max_traces_per_request:
+            raise ValueError(
+                f"queue_max_traces ({self.queue_max_traces}) must be at least max_traces_per_request "
+                f"({self.max_traces_per_request}), or large requests could never be admitted"
+            )
+        return self
+
+    def api_key_ids(self) -> dict[str, str]:
+        """key -> key id, for authentication."""
+        return {secret.get_secret_value(): key_id for key_id, secret in self.api_keys.items()}

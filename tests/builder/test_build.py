@@ -1,0 +1,267 @@
+"""Building datasets with the real probe: formats, presets, outputs, rejects and refusals."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from builder.columns import resolve_mapping
+from builder.errors import OutputConflictError, RejectedRowError
+from builder.layout import OutputLayout
+from builder.manifest import read_manifest
+from builder.pipeline import run_build
+from mig.engine import Annotator
+from schemas import ScoringConfig, Trace
+from schemas.arrow import REJECT_SCHEMA, dataset_schema
+from tests.builder.conftest import (
+    FAKE_IDENTITY,
+    FakeProbe,
+    arithmetic_rows,
+    make_plan,
+    run_cli,
+    write_jsonl,
+)
+
+ROWS = arithmetic_rows(4, seed=11)
+
+
+def write_format(folder: Path, fmt: str) -> Path:
+    if fmt == "jsonl":
+        return write_jsonl(folder / "in.jsonl", ROWS)
+    if fmt == "jsonl.gz":
+        path = folder / "in.jsonl.gz"
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in ROWS)
+        return path
+    path = folder / "in.parquet"
+    pl.DataFrame(ROWS).write_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine_reference(probe) -> dict[str, dict[str, object]]:
+    traces = [
+        Trace(id=r["id"], question=r["question"], completion=r["completion"], reference_answer=r["reference_answer"])
+        for r in ROWS
+    ]
+    return {a.trace_id: a.model_dump() for a in Annotator(probe, ScoringConfig()).annotate(traces)}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "jsonl.gz", "parquet"])
+def test_builds_from_each_input_format_match_the_engine(
+    tmp_path: Path, fmt: str, probe, real_identity, engine_reference
+) -> None:
+    source = write_format(tmp_path, fmt)
+    result = run_build(make_plan(real_identity, [source], tmp_path / "out", group_rows=3), probe)
+    table = pl.read_parquet(tmp_path / "out" / "part-00000.parquet")
+    assert table["trace_id"].to_list() == [row["id"] for row in ROWS]
+    assert table["generator"].to_list() == [row["generator"] for row in ROWS]
+    assert table["is_correct"].to_list() == [row["is_correct"] for row in ROWS]
+    assert table["source_row"].to_list() == [0, 1, 2, 3]
+    assert set(table["source_file"].to_list()) == {str(source.resolve())}
+    for row in table.iter_rows(named=True):
+        expected = engine_reference[row["trace_id"]]
+        assert row["question"] == next(r["question"] for r in ROWS if r["id"] == row["trace_id"])
+        assert row["outcome"] == expected["outcome"]
+        assert row["v0"] == pytest.approx(expected["v0"], abs=1e-4)
+        assert row["process_reward"] == pytest.approx(expected["process_reward"], abs=1e-4)
+        assert [s["reward"] for s in row["steps"]] == pytest.approx([s["reward"] for s in expected["steps"]], abs=1e-4)
+        assert [s["span"] for s in row["steps"]] == [s["span"] for s in expected["steps"]]
+    manifest = result.manifest
+    assert manifest.status == "complete"
+    assert manifest.counts is not None and manifest.counts.annotated == 4 and manifest.counts.rejected == 0
+    assert manifest.identity.inputs[0].format == fmt
+    assert manifest.identity.config_hash == ScoringConfig().config_hash()
+    assert manifest.identity.probe.model_id == probe.model_id
+    assert (tmp_path / "out" / "_SUCCESS").is_file()
+    assert not (tmp_path / "out" / "_work").exists()
+
+
+def test_presets_read_verl_trl_and_gsm8k_layouts(tmp_path: Path, probe, real_identity) -> None:
+    row = ROWS[0]
+    verl = {
+        "data_source": "gsm8k",
+        "prompt": [{"role": "system", "content": "Think."}, {"role": "user", "content": row["question"]}],
+        "response": row["completion"],
+        "reward_model": {"style": "rule", "ground_truth": row["reference_answer"]},
+    }
+    trl = {
+        "prompt": [{"role": "user", "content": row["question"]}],
+        "completion": [{"role": "assistant", "content": row["completion"]}],
+        "solution": int(row["reference_answer"]),
+    }
+    pl.DataFrame([verl, verl]).write_parquet(tmp_path / "verl.parquet")
+    write_jsonl(tmp_path / "trl.jsonl", [trl])
+    write_jsonl(tmp_path / "gsm8k.jsonl", [row])
+    outputs = {}
+    for preset, source in (("verl", "verl.parquet"), ("trl", "trl.jsonl"), ("gsm8k", "gsm8k.jsonl")):
+        plan = make_plan(
+            real_identity, [tmp_path / source], tmp_path / preset, preset=preset, columns=resolve_mapping(preset)
+        )
+        run_build(plan, probe)
+        outputs[preset] = pl.read_parquet(tmp_path / preset / "part-00000.parquet")
+    assert outputs["verl"]["trace_id"].to_list() == ["row-0", "row-1"]
+    assert outputs["verl"]["question"].to_list() == [row["question"]] * 2
+    assert outputs["verl"]["reward_model"].to_list()[0] == verl["reward_model"]
+    assert outputs["verl"]["data_source"].to_list() == ["gsm8k"] * 2
+    assert outputs["trl"]["completion"].to_list() == [row["completion"]]
+    assert outputs["trl"]["reference_answer"].to_list() == [row["reference_answer"]]
+    assert outputs["gsm8k"]["trace_id"].to_list() == [row["id"]]
+    same = [outputs[p]["process_reward"][0] for p in ("verl", "trl", "gsm8k")]
+    assert same == pytest.approx([same[0]] * 3, abs=1e-4)
+
+
+def test_the_output_reads_as_is_in_polars_duckdb_pyarrow_and_datasets(built_dataset: Path, tmp_path: Path) -> None:
+    from datasets import load_dataset
+
+    parts = sorted(str(p) for p in built_dataset.glob("part-*.parquet"))
+    assert len(parts) == 2
+    frame = pl.read_parquet(parts)
+    assert frame.height == 8
+    assert frame.schema["steps"] == pl.List(
+        pl.Struct(
+            {
+                "index": pl.Int64,
+                "text": pl.String,
+                "span": pl.Struct({"start": pl.Int64, "end": pl.Int64}),
+                "v": pl.Float64,
+                "mig": pl.Float64,
+                "watermark": pl.Float64,
+                "reward": pl.Float64,
+            }
+        )
+    )
+    arrow = pq.read_table(parts)
+    manifest = read_manifest(built_dataset / "_manifest.json")
+    assert manifest is not None
+    expected_schema = dataset_schema(token_columns=True, kept=None)
+    for field in expected_schema:
+        assert arrow.schema.field(field.name).type == field.type, field.name
+    con = duckdb.connect()
+    total, steps = con.execute(
+        f"SELECT count(*), sum(len(steps)) FROM read_parquet({parts!r})"
+    ).fetchone()  # type: ignore[misc]
+    assert (total, steps) == (8, sum(len(s) for s in frame["steps"].to_list()))
+    dataset = load_dataset("parquet", data_files=parts, split="train", cache_dir=str(tmp_path / "hf"))
+    assert dataset.num_rows == 8
+    assert dataset[0]["trace_id"] == frame["trace_id"][0]
+    assert dataset[0]["steps"][0]["span"] == frame["steps"][0][0]["span"]
+    assert dataset[0]["token_rewards"] == pytest.approx(frame["token_rewards"][0].to_list())
+    with (built_dataset / "part-00000.parquet").open("rb") as handle:
+        assert pq.ParquetFile(handle).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_bad_rows_go_to_rejects_with_reason_and_location_and_the_build_goes_on(
+    tmp_path: Path, probe, real_identity
+) -> None:
+    good = arithmetic_rows(3, seed=5)
+    bad_null = good[0] | {"id": "bad-null", "question": None}
+    bad_empty = good[0] | {"id": "bad-empty", "completion": "  "}
+    too_long = good[0] | {"id": "too-long", "completion": "step " * 9000 + "\nA: 1"}
+    bad_answer = good[0] | {"id": "bad-answer", "reference_answer": ""}
+    rows = [good[0], bad_null, good[1], bad_empty, too_long, bad_answer, good[2]]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = run_build(make_plan(real_identity, [source], tmp_path / "out", group_rows=2, window_rows=4), probe)
+    annotated = pl.read_parquet(tmp_path / "out" / "part-00000.parquet")
+    assert annotated["trace_id"].to_list() == [good[0]["id"], good[1]["id"], good[2]["id"]]
+    rejects = pq.read_table(tmp_path / "out" / "_rejects.parquet")
+    assert rejects.schema.equals(REJECT_SCHEMA)
+    found = rejects.to_pylist()
+    assert [(r["trace_id"], r["source_row"], r["stage"], r["field"]) for r in found] == [
+        ("bad-null", 1, "mapping", "question"),
+        ("bad-empty", 3, "mapping", "completion"),
+        ("too-long", 4, "prepare", "completion"),
+        ("bad-answer", 5, "mapping", "reference_answer"),
+    ]
+    assert found[0]["reason"] == "column 'question' is missing (null) in this row"
+    assert "over the probe's context limit of 8192" in found[2]["reason"]
+    assert {r["source_file"] for r in found} == {str(source.resolve())}
+    assert json.loads(found[1]["row_json"]) == bad_empty
+    counts = result.manifest.counts
+    assert counts is not None
+    assert (counts.input_rows, counts.annotated, counts.rejected) == (7, 3, 4)
+    assert counts.rejects_by_stage == {"mapping": 3, "prepare": 1}
+
+
+def test_fail_on_reject_stops_at_the_first_bad_row(tmp_path: Path) -> None:
+    rows = arithmetic_rows(3)
+    rows[1]["question"] = ""
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    plan = make_plan(FAKE_IDENTITY, [source], tmp_path / "out", fail_on_reject=True)
+    with pytest.raises(RejectedRowError, match=r"in.jsonl row 1 \(trace 'arith-001'\): mapping: column 'question' is empty"):
+        run_build(plan, FakeProbe())
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_a_changed_config_or_input_refuses_to_mix_unless_overwrite(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(4))
+    out = tmp_path / "out"
+    run_build(make_plan(FAKE_IDENTITY, [source], out), FakeProbe())
+    again = run_build(make_plan(FAKE_IDENTITY, [source], out), FakeProbe())
+    assert again.already_complete
+
+    other_config = ScoringConfig(sft_threshold=0.5)
+    with pytest.raises(OutputConflictError, match=r"changed: config_hash, scoring\.sft_threshold"):
+        run_build(make_plan(FAKE_IDENTITY, [source], out, scoring=other_config), FakeProbe())
+
+    write_jsonl(source, arithmetic_rows(4, seed=9))
+    with pytest.raises(OutputConflictError, match=r"inputs\[0\]\.sha256.*--overwrite"):
+        run_build(make_plan(FAKE_IDENTITY, [source], out), FakeProbe())
+
+    result = run_build(
+        make_plan(FAKE_IDENTITY, [source], out, scoring=other_config, overwrite=True), FakeProbe()
+    )
+    assert not result.already_complete
+    assert result.manifest.identity.config_hash == other_config.config_hash()
+    assert pl.read_parquet(out / "part-00000.parquet")["config_hash"].unique().to_list() == [
+        other_config.config_hash()
+    ]
+
+
+def test_a_folder_with_foreign_files_is_refused(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(2))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputConflictError, match=r"holds files no build wrote \(notes.txt\)"):
+        run_build(make_plan(FAKE_IDENTITY, [source], tmp_path / "out", overwrite=True), FakeProbe())
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_limit_reads_only_the_first_rows_and_shards_cut_the_output(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(10))
+    result = run_build(
+        make_plan(FAKE_IDENTITY, [source], tmp_path / "out", limit=7, shard_rows=3, window_rows=2), FakeProbe()
+    )
+    parts = OutputLayout(tmp_path / "out").parts()
+    assert [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [pq.ParquetFile(p).metadata.num_rows for p in parts] == [3, 3, 1]
+    assert pl.read_parquet(parts)["trace_id"].to_list() == [f"arith-{i:03d}" for i in range(7)]
+    assert result.manifest.files == [p.name for p in parts] + ["_rejects.parquet"]
+
+
+def test_cli_dry_run_prints_three_annotated_rows_and_writes_nothing(tmp_path: Path) -> None:
+    rows = arithmetic_rows(5, seed=2)
+    rows[1]["reference_answer"] = None
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    done = run_cli("build", str(source), "--out", str(tmp_path / "out"), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    for row in (rows[0], rows[2], rows[3]):
+        assert row["id"] in done.stdout
+    assert rows[4]["id"] not in done.stdout
+    assert "reject" in done.stdout and "column 'reference_answer' is missing" in done.stdout
+    assert "dry run: 3 annotated, 1 rejected of 5 rows read" in done.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_names_a_missing_column_and_the_columns_found(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "completion": "c", "answer": "1"}])
+    done = run_cli("build", str(source), "--out", str(tmp_path / "out"), "--answer-col", "answer")
+    assert done.returncode == 2
+    assert "column 'question' (--question-col, preset 'default') not found" in done.stderr
+    assert "columns found: prompt, completion, answer" in done.stderr

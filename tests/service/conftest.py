@@ -1,0 +1,52 @@
+"""Fixtures: the real SmolLM2 probe (loaded once per session) and a default live service."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mig.engine import Annotator
+from mig.probe.base import Probe
+from service.app import create_app
+from service.settings import ServiceSettings
+from tests.service.support import live_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _service_environment_cleared() -> Iterator[None]:
+    """Service settings come from MIG_* variables: the tests build theirs explicitly, unaffected by the shell's."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in os.environ:
+            if name.startswith("MIG_") and name != "MIG_CACHE_DIR":
+                patch.delenv(name)
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="session")
+def probe() -> Probe:
+    from mig.probe.factory import ProbeSettings, open_probe
+
+    return open_probe(ProbeSettings())
+
+
+@pytest.fixture(scope="session")
+def engine(probe: Probe) -> Annotator:
+    """The in-process engine over the same probe: what the service must reproduce exactly."""
+    return Annotator(probe)
+
+
+@pytest.fixture(scope="module")
+def audit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audit")
+
+
+@pytest.fixture(scope="module")
+def service_url(probe: Probe, audit_dir: Path) -> Iterator[str]:
+    """A service with default settings (audit into a temporary folder) on 127.0.0.1."""
+    settings = ServiceSettings(audit_dir=audit_dir)
+    with live_server(create_app(settings, probe=probe)) as url:
+        yield url

@@ -1,0 +1,112 @@
+"""Helpers for the service tests: a real uvicorn server on 127.0.0.1, a fault-injecting probe wrapper, traces."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from mig.probe.base import Probe, ProbeError, ProbeResult, ProbeStats
+from mig.prompt import ProbeSequence, Tokenizer
+from schemas import Trace
+
+
+@contextmanager
+def live_server(app: FastAPI, *, wait_ready: bool = True) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if wait_ready:
+            wait_until_ready(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def wait_until_ready(url: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{url}/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} was not ready within {timeout_s}s")
+        time.sleep(0.05)
+
+
+class ControlledProbe:
+    """The real probe, with faults on demand: fail the next N score() calls, or add a delay to each."""
+
+    def __init__(self, inner: Probe) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self.failures_left = 0
+        self.delay_s = 0.0
+        self.calls = 0
+
+    def fail_next(self, calls: int) -> None:
+        with self._lock:
+            self.failures_left = calls
+
+    @property
+    def model_id(self) -> str:
+        return self._inner.model_id
+
+    @property
+    def context_limit(self) -> int:
+        return self._inner.context_limit
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._inner.tokenizer
+
+    @property
+    def stats(self) -> ProbeStats:
+        return self._inner.stats
+
+    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        with self._lock:
+            self.calls += 1
+            failing = self.failures_left > 0
+            if failing:
+                self.failures_left -= 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if failing:
+            raise ProbeError("injected failure: device lost")
+        return self._inner.score(sequences)
+
+
+def small_traces(count: int, prefix: str = "t") -> list[Trace]:
+    """Short GSM8K-style traces with different numbers (fast to score), some right and some wrong."""
+    traces = []
+    for index in range(count):
+        a, b = 3 + index % 7, 2 + index % 5
+        total = a + b
+        claimed = total if index % 3 else total + 1
+        traces.append(
+            Trace(
+                id=f"{prefix}{index}",
+                question=f"Sam has {a} apples and buys {b} more. How many apples does he have?",
+                completion=f"Sam starts with {a} apples.\nHe buys {b}, so {a} + {b} = {claimed}.\nA: {claimed}",
+                reference_answer=str(total),
+            )
+        )
+    return traces
+
+
+def trace_json(trace: Trace) -> dict[str, object]:
+    return trace.model_dump(mode="json", exclude_none=True)

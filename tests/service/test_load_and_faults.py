@@ -1,0 +1,111 @@
+"""Under concurrency, overload, deadlines and probe failures the live service stays exact and honest."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from mig.probe.base import Probe
+from schemas import TraceAnnotation
+from service.app import create_app
+from service.settings import ServiceSettings
+from tests.service.support import ControlledProbe, live_server, small_traces, trace_json
+
+pytestmark = pytest.mark.model
+
+
+async def _post_all(url: str, bodies: list[dict[str, object]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        return await asyncio.gather(*(client.post("/v1/annotate", json=body) for body in bodies))
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_64_concurrent_requests_equal_single_request_results_exactly(service_url: str) -> None:
+    distinct = small_traces(16, prefix="crowd-")
+    with httpx.Client(base_url=service_url, timeout=120) as client:
+        alone = {}
+        for trace in distinct:
+            response = client.post("/v1/annotate", json={"trace": trace_json(trace)})
+            assert response.status_code == 200
+            alone[trace.id] = TraceAnnotation.model_validate(response.json()["annotations"][0])
+    batches_before = _metric(service_url, "mig_batch_traces_count")
+
+    bodies = [{"trace": trace_json(distinct[i % 16])} for i in range(64)]
+    responses = asyncio.run(_post_all(service_url, bodies))
+
+    assert [r.status_code for r in responses] == [200] * 64
+    for index, response in enumerate(responses):
+        (served,) = [TraceAnnotation.model_validate(a) for a in response.json()["annotations"]]
+        assert served == alone[distinct[index % 16].id]  # bit-identical floats, not approximately equal
+    batches = _metric(service_url, "mig_batch_traces_count") - batches_before
+    assert batches < 64  # traces from different requests shared micro-batches
+
+
+@pytest.fixture(scope="module")
+def small_queue_url(probe: Probe) -> Iterator[str]:
+    settings = ServiceSettings(queue_max_traces=4, max_traces_per_request=2, audit_enabled=False)
+    with live_server(create_app(settings, probe=probe)) as url:
+        yield url
+
+
+def test_overload_answers_429_with_retry_after_and_never_5xx(small_queue_url: str) -> None:
+    traces = small_traces(80, prefix="flood-")
+    bodies = [{"traces": [trace_json(traces[2 * i]), trace_json(traces[2 * i + 1])]} for i in range(40)]
+
+    responses = asyncio.run(_post_all(small_queue_url, bodies))
+
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(429) >= 1 and statuses.count(200) >= 2
+    for body, response in zip(bodies, responses, strict=True):
+        if response.status_code == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.json()["error"] == "overloaded"
+        else:
+            served = [a["trace_id"] for a in response.json()["annotations"]]
+            assert served == [t["id"] for t in body["traces"]]  # type: ignore[union-attr]
+    assert _metric(small_queue_url, 'mig_rejected_total{reason="queue_full"}') == statuses.count(429)
+
+
+def test_a_request_past_its_deadline_gets_504_and_the_service_goes_on(probe: Probe) -> None:
+    slow = ControlledProbe(probe)
+    settings = ServiceSettings(request_timeout_s=0.5, audit_enabled=False)
+    with live_server(create_app(settings, probe=slow)) as url:
+        slow.delay_s = 1.5
+        response = httpx.post(f"{url}/v1/annotate", json={"trace": trace_json(small_traces(1)[0])}, timeout=30)
+        assert response.status_code == 504
+        assert response.json()["error"] == "deadline_exceeded"
+        slow.delay_s = 0.0
+        settings_ok = httpx.get(f"{url}/readyz").status_code
+        assert settings_ok == 200
+        assert _metric(url, 'mig_rejected_total{reason="deadline"}') == 1
+
+
+def test_a_probe_failure_fails_only_its_batch_with_503_then_recovers(probe: Probe) -> None:
+    flaky = ControlledProbe(probe)
+    with live_server(create_app(ServiceSettings(audit_enabled=False), probe=flaky)) as url:
+        flaky.fail_next(1)
+        bodies = [{"trace": trace_json(t)} for t in small_traces(6, prefix="flaky-")]
+
+        responses = asyncio.run(_post_all(url, bodies))
+
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, 503} and statuses.count(503) >= 1
+        failed = next(r for r in responses if r.status_code == 503)
+        assert failed.json()["error"] == "probe_unavailable"
+        assert "injected failure" in failed.json()["message"]
+        assert int(failed.headers["Retry-After"]) >= 1
+        assert _metric(url, "mig_probe_failures_total") == 1
+
+        again = asyncio.run(_post_all(url, bodies))
+        assert [r.status_code for r in again] == [200] * 6
+        assert httpx.get(f"{url}/readyz").json()["ready"] is True
