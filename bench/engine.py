@@ -51,8 +51,9 @@ def long_trace() -> list:
     for k in range(1, 33):
         total += k * 7
         steps.append(
-            f"Step {k}: the {k}th crate holds {k * 7} bolts, so the running total becomes {total - k * 7} + "
-            f"{k * 7} = {total} bolts. We check this by recounting the previous crates one by one, noting that "
+            f"Step {k}: the {k}th crate holds {k * 7} bolts, so the running total becomes "
+            f"{total - k * 7} + {k * 7} = {total} bolts. We check this by recounting the previous crates one "
+            f"by one, noting that "
             f"each crate after the first holds seven more bolts than the one before it, which keeps the sum "
             f"consistent with the pattern we found so far, and we carry the total of {total} forward to the "
             f"next crate, number {k + 1}, without rounding anything. We also note that {k} crates are now "

@@ -32,14 +32,24 @@ ScoringOptions = _all_optional(
 )
 
 
+def _one_of_trace_or_traces(schema: dict[str, Any]) -> None:
+    """The JSON schema says what the validator checks: exactly one of trace/traces, none of them null."""
+    for name in ("trace", "traces", "config"):
+        field = schema["properties"][name]
+        branches = [branch for branch in field.pop("anyOf", []) if branch.get("type") != "null"]
+        if len(branches) == 1:
+            field.update(branches[0])
+    schema["oneOf"] = [{"required": ["trace"]}, {"required": ["traces"]}]
+
+
 class AnnotateRequest(BaseModel):
     """One trace (``trace``) or a rollout group (``traces``), with optional scoring options."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of_trace_or_traces)
 
     trace: Trace | None = Field(default=None, description="A single trace.")
     traces: list[Trace] | None = Field(
-        default=None, description="A list of traces (a rollout group); answered in input order."
+        default=None, min_length=1, description="A list of traces (a rollout group); answered in input order."
     )
     config: ScoringOptions | None = Field(  # type: ignore[valid-type]
         default=None, description="Scoring options; missing ones take the server defaults."
@@ -49,8 +59,6 @@ class AnnotateRequest(BaseModel):
     def _exactly_one_of_trace_or_traces(self) -> AnnotateRequest:
         if (self.trace is None) == (self.traces is None):
             raise ValueError("give exactly one of `trace` or `traces`")
-        if self.traces is not None and not self.traces:
-            raise ValueError("`traces` must not be empty")
         return self
 
     @property
