@@ -25,13 +25,14 @@ GOLDEN_TRACES = [
         id="pens",
         question="A shop sells pens at $3 each. Tom buys 4 pens and pays with a $20 bill. "
         "How much change does he get?",
-        completion="<step>4 pens cost 4 * 3 = 12 dollars.</step>\n<step>The change is 20 - 12 = 8 dollars.</step>"
-        "\nSo the answer is $\\boxed{8}$.",
+        completion="<step>4 pens cost 4 * 3 = 12 dollars.</step>\n"
+        "<step>The change is 20 - 12 = 8 dollars.</step>\nSo the answer is $\\boxed{8}$.",
         reference_answer="8",
     ),
     Trace(
         id="train",
-        question="A train travels 60 km per hour for 3 hours, then 40 km per hour for 2 hours. How far does it go?",
+        question="A train travels 60 km per hour for 3 hours, then 40 km per hour for 2 hours. "
+        "How far does it go?",
         steps=[
             "In the first part it goes 60 * 3 = 180 km.",
             "In the second part it goes 40 * 2 = 80 km.",
@@ -170,5 +171,5 @@ def test_truncate_steps_scores_the_leading_steps_that_fit_and_says_so(annotator:
 
 def test_bad_step_regex_is_an_error_naming_the_trace(annotator: Annotator) -> None:
     trace = Trace(id="rx", question="q?", completion="a\nb", reference_answer="1")
-    with pytest.raises(TraceError, match="trace 'rx': completion: .*step_regex"):
+    with pytest.raises(TraceError, match=r"trace 'rx': completion: .*step_regex"):
         annotator.annotate([trace], ScoringConfig(segmenter="regex", step_regex="(unclosed"))

@@ -58,7 +58,7 @@ def test_cache_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, t
 def test_a_model_argument_must_be_a_local_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelStoreError, match="not a local Hugging Face model folder"):
         resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
-    with pytest.raises(ModelStoreError, match="no config.json"):
+    with pytest.raises(ModelStoreError, match=r"no config\.json"):
         resolve_model_path(tmp_path)
 
 

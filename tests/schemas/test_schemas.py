@@ -17,7 +17,9 @@ def test_a_trace_needs_exactly_one_of_steps_or_completion() -> None:
 
 def test_unknown_trace_fields_are_rejected_by_name() -> None:
     with pytest.raises(ValidationError, match="reward"):
-        Trace.model_validate({"id": "a", "question": "q", "completion": "c", "reference_answer": "1", "reward": 1})
+        Trace.model_validate(
+            {"id": "a", "question": "q", "completion": "c", "reference_answer": "1", "reward": 1}
+        )
 
 
 def test_numbers_are_not_silently_turned_into_strings() -> None:

@@ -108,7 +108,7 @@ def test_a_sequence_over_the_context_limit_is_refused(packed_probe: Transformers
     oversized = type(sequence)(
         sequence.trace_ids * 3000, (len(sequence.trace_ids) * 3000,), sequence.continuation_ids, 1
     )
-    with pytest.raises(ValueError, match="sequence 0: .* exceed the context limit 8192"):
+    with pytest.raises(ValueError, match=r"sequence 0: .* exceed the context limit 8192"):
         packed_probe.score([oversized])
 
 
