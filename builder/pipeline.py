@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import pyarrow.parquet as pq
-
 from builder import checkpoints as ck
 from builder.annotate import PreparedWindow, WindowAnnotator
 from builder.errors import BuildError, InputError, OutputConflictError, RejectedRowError
@@ -90,27 +88,43 @@ def run_build(plan: BuildPlan, probe: Probe, observer: BuildObserver | None = No
     try:
         existing = read_manifest(layout.manifest)
         if existing is not None and existing.status == "complete" and layout.success.is_file():
-            _clean_work(layout)
             result = BuildResult(existing, already_complete=True, resumed_rows=plan.total_rows)
-            observer.on_finish(result)
-            return result
-        session_started = time.perf_counter()
-        sessions = _record_session(layout)
-        if existing is None:
-            write_manifest(
-                layout.manifest, Manifest(status="building", identity=plan.identity, versions=versions())
-            )
-        remove_stale_tmp([layout.root, layout.work])
-        done = sum(ck.committed_rows(layout, shard) for shard in plan.shards)
-        observer.on_start(plan, done)
-        _Builder(plan, probe, observer).build_shards()
-        manifest = _finish(plan, sessions, time.perf_counter() - session_started)
-        result = BuildResult(manifest, already_complete=False, resumed_rows=done)
+        else:
+            result = _build(plan, probe, observer, existing)
     finally:
         lock.release()
     shutil.rmtree(layout.work, ignore_errors=True)
     observer.on_finish(result)
     return result
+
+
+def _build(plan: BuildPlan, probe: Probe, observer: BuildObserver, existing: Manifest | None) -> BuildResult:
+    """Score what is not committed yet and finish the output (the caller holds the folder's lock)."""
+    layout = plan.layout
+    session_started = time.perf_counter()
+    if existing is None:  # the claim on the folder comes first
+        write_manifest(
+            layout.manifest, Manifest(status="building", identity=plan.identity, versions=versions())
+        )
+    sessions = _record_session(layout)
+    remove_stale_tmp([layout.root, layout.work])
+    done = sum(ck.committed_rows(layout, shard) for shard in plan.shards)
+    observer.on_start(plan, done)
+    _Builder(plan, probe, observer).build_shards()
+    manifest = _finish(plan, sessions, time.perf_counter() - session_started)
+    return BuildResult(manifest, already_complete=False, resumed_rows=done)
+
+
+def finished_manifest(plan: BuildPlan) -> Manifest | None:
+    """The manifest of this very build when it has already finished in the output folder."""
+    layout = plan.layout
+    try:
+        existing = read_manifest(layout.manifest)
+    except ValueError:
+        return None
+    if existing is None or existing.status != "complete" or not layout.success.is_file():
+        return None
+    return None if identity_differences(existing.identity, plan.identity) else existing
 
 
 def claim_output(plan: BuildPlan) -> None:
@@ -139,7 +153,8 @@ def claim_output(plan: BuildPlan) -> None:
                 f"{layout.manifest}: unreadable ({error}); use --overwrite to discard the folder's build"
             ) from error
         existing = None
-    has_output = existing is not None or bool(layout.parts()) or layout.work.exists()
+    work_files = [p for p in layout.work.iterdir() if p != layout.lock] if layout.work.is_dir() else []
+    has_output = existing is not None or bool(layout.parts()) or bool(work_files)
     if not has_output:
         layout.root.mkdir(parents=True, exist_ok=True)
         return
@@ -167,13 +182,6 @@ def _clear(layout: OutputLayout) -> None:
             for path in layout.work.iterdir():
                 if path != layout.lock:
                     remove_tree(path)
-
-
-def _clean_work(layout: OutputLayout) -> None:
-    if layout.work.is_dir():
-        for path in layout.work.iterdir():
-            if path != layout.lock:
-                remove_tree(path)
 
 
 def _record_session(layout: OutputLayout) -> list[str]:
@@ -207,6 +215,7 @@ class _Builder:
         self._rows_schema = ck.work_rows_schema(plan.output_schema)
         self._reader = SourceReader(
             plan.files,
+            plan.schemas,
             plan.kept_schema,
             [column.source for column in plan.kept],
             limit=settings.limit,
@@ -374,8 +383,3 @@ def _finish(plan: BuildPlan, sessions: list[str], session_seconds: float) -> Man
     write_manifest(layout.manifest, manifest)
     write_bytes_atomic(layout.success, b"")
     return manifest
-
-
-def annotated_rows(plan: BuildPlan) -> int:
-    """Rows in the finished part files (for checks)."""
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in plan.layout.parts())

@@ -24,10 +24,9 @@ from builder.sources import (
     InputFile,
     arrow_type_of,
     column_dtype,
-    count_rows,
+    fingerprint,
     read_schema,
     resolve_inputs,
-    sha256_of,
 )
 from schemas.arrow import RESERVED_COLUMNS, dataset_schema
 
@@ -78,6 +77,7 @@ class BuildPlan:
     settings: BuildSettings
     layout: OutputLayout
     files: list[InputFile]
+    schemas: list[pl.Schema]
     identity: BuildIdentity
     id_present: bool
     kept: list[KeptColumn]
@@ -140,16 +140,14 @@ def plan_build(settings: BuildSettings, probe: ProbeIdentity) -> BuildPlan:
     """Check and fingerprint the inputs and lay out the work. Reads the inputs; writes nothing."""
     files, schemas, id_present = inspect_inputs(settings)
     kept = kept_columns(settings, schemas)
-    fingerprints = [
-        InputFingerprint(
-            path=str(source.path),
-            format=source.format,
-            bytes=source.path.stat().st_size,
-            sha256=sha256_of(source.path),
-            rows=count_rows(source),
+    fingerprints = []
+    for source in files:
+        size, digest, rows = fingerprint(source)
+        fingerprints.append(
+            InputFingerprint(
+                path=str(source.path), format=source.format, bytes=size, sha256=digest, rows=rows
+            )
         )
-        for source in files
-    ]
     total = sum(item.rows for item in fingerprints)
     if total == 0:
         raise InputError(f"the inputs hold no rows: {', '.join(str(source.path) for source in files)}")
@@ -177,6 +175,7 @@ def plan_build(settings: BuildSettings, probe: ProbeIdentity) -> BuildPlan:
         settings=settings,
         layout=OutputLayout(Path(settings.out)),
         files=files,
+        schemas=schemas,
         identity=identity,
         id_present=id_present,
         kept=kept,

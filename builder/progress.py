@@ -43,6 +43,8 @@ class RichBuildProgress:
     def on_start(self, plan: BuildPlan, done_rows: int) -> None:
         if done_rows:
             self._console.print(f"resuming: {done_rows:,} of {plan.total_rows:,} rows already done")
+        else:
+            self._console.print(f"starting: {plan.total_rows:,} rows into {plan.layout.root}")
         self._progress = Progress(
             TextColumn("[bold]annotating"),
             BarColumn(),

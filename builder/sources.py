@@ -7,15 +7,20 @@ file order), so a build is deterministic and a row's place never depends on how 
 from __future__ import annotations
 
 import glob
+import gzip
 import hashlib
+import io
+import itertools
+import json
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from builder.errors import InputError
 
@@ -86,29 +91,55 @@ def resolve_inputs(specs: Sequence[str | Path]) -> list[InputFile]:
     return found
 
 
-def scan(source: InputFile) -> pl.LazyFrame:
-    if source.format == "parquet":
-        return pl.scan_parquet(source.path)
-    return pl.scan_ndjson(source.path, infer_schema_length=JSONL_INFER_ROWS)
+def _open_lines(source: InputFile) -> IO[bytes]:
+    return gzip.open(source.path, "rb") if source.format == "jsonl.gz" else source.path.open("rb")
+
+
+def _records(source: InputFile) -> Iterator[bytes]:
+    """The non-blank lines of a JSONL file, read a buffer at a time (never the whole file)."""
+    with _open_lines(source) as handle:
+        for line in handle:
+            if line.strip():
+                yield line.rstrip(b"\r\n")
 
 
 def read_schema(source: InputFile) -> pl.Schema:
+    """Column names and types: Parquet metadata, or inferred from the first rows of a JSONL file."""
     try:
-        return scan(source).collect_schema()
-    except Exception as error:  # polars raises many kinds for unreadable files
-        raise InputError(f"{source.path}: cannot read ({error})") from error
+        if source.format == "parquet":
+            return pl.scan_parquet(source.path).collect_schema()
+        head = [line for line in itertools.islice(_records(source), JSONL_INFER_ROWS) if _is_object(line)]
+        if not head:
+            return pl.Schema()
+        return pl.read_ndjson(io.BytesIO(b"\n".join(head)), infer_schema_length=None).schema
+    except Exception as error:  # polars and gzip raise many kinds for unreadable files
+        raise InputError(f"{source.path}: cannot read ({_first_line(error)})") from error
 
 
-def count_rows(source: InputFile) -> int:
+def _is_object(line: bytes) -> bool:
+    """Whether a JSONL line holds a JSON object (bad lines are left out of type inference)."""
     try:
-        return int(scan(source).select(pl.len()).collect().item())
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def fingerprint(source: InputFile) -> tuple[int, str, int]:
+    """(bytes, sha256 of the file, rows), reading the file in buffers."""
+    try:
+        with source.path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        if source.format == "parquet":
+            rows = pq.ParquetFile(source.path).metadata.num_rows
+        else:
+            rows = sum(1 for _ in _records(source))
     except Exception as error:
-        raise InputError(f"{source.path}: cannot read ({error})") from error
+        raise InputError(f"{source.path}: cannot read ({_first_line(error)})") from error
+    return source.path.stat().st_size, digest, rows
 
 
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def column_dtype(schema: pl.Schema, column: str) -> pl.DataType | None:
@@ -169,17 +200,39 @@ class SourceBatch:
     file_rows: list[int]
     records: list[dict[str, Any]]
     kept: pa.Table
+    raw: list[str | None]  # the JSONL line as read (None for Parquet rows)
+    errors: dict[int, str]  # row (in this batch) -> why it could not be read
 
     def __len__(self) -> int:
         return len(self.records)
 
 
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    source: InputFile
+    offset: int  # row index within the file of the first row
+    frame: pl.DataFrame
+    raw: list[str | None]
+    errors: dict[int, str]
+
+    def slice(self, start: int, length: int | None = None) -> _Chunk:
+        stop = self.frame.height if length is None else start + length
+        return _Chunk(
+            self.source,
+            self.offset + start,
+            self.frame.slice(start, stop - start),
+            self.raw[start:stop],
+            {i - start: reason for i, reason in self.errors.items() if start <= i < stop},
+        )
+
+
 class SourceReader:
-    """Reads the inputs in order, a slice at a time; memory holds one polars batch and the current take."""
+    """Reads the inputs in order, a slice at a time; memory holds one read chunk and the current take."""
 
     def __init__(
         self,
         files: Sequence[InputFile],
+        schemas: Sequence[pl.Schema],
         kept_schema: pa.Schema,
         kept_sources: Sequence[str],
         *,
@@ -190,42 +243,46 @@ class SourceReader:
         self._kept_sources = list(kept_sources)
         self._limit = limit
         self._read_rows = read_rows
-        self._batches = self._iter_batches(files)
-        self._pending: deque[tuple[InputFile, int, pl.DataFrame]] = deque()
+        self._chunks = self._iter_chunks(files, schemas)
+        self._pending: deque[_Chunk] = deque()
         self._next_index = 0
 
     def take(self, n: int) -> SourceBatch:
         """The next ``n`` rows (fewer at the end of the input or the limit)."""
         if self._limit is not None:
             n = max(0, min(n, self._limit - self._next_index))
-        parts: list[tuple[InputFile, int, pl.DataFrame]] = []
+        parts: list[_Chunk] = []
         wanted = n
         while wanted > 0:
             if not self._pending:
-                batch = next(self._batches, None)
-                if batch is None:
+                chunk = next(self._chunks, None)
+                if chunk is None:
                     break
-                self._pending.append(batch)
-            source, offset, frame = self._pending.popleft()
-            if frame.height > wanted:
-                self._pending.appendleft((source, offset + wanted, frame.slice(wanted)))
-                frame = frame.slice(0, wanted)
-            parts.append((source, offset, frame))
-            wanted -= frame.height
+                self._pending.append(chunk)
+            chunk = self._pending.popleft()
+            if chunk.frame.height > wanted:
+                self._pending.appendleft(chunk.slice(wanted))
+                chunk = chunk.slice(0, wanted)
+            parts.append(chunk)
+            wanted -= chunk.frame.height
         return self._assemble(parts)
 
-    def _assemble(self, parts: list[tuple[InputFile, int, pl.DataFrame]]) -> SourceBatch:
+    def _assemble(self, parts: list[_Chunk]) -> SourceBatch:
         files: list[str] = []
         file_rows: list[int] = []
         records: list[dict[str, Any]] = []
+        raw: list[str | None] = []
+        errors: dict[int, str] = {}
         tables: list[pa.Table] = []
-        for source, offset, frame in parts:
-            files.extend([str(source.path)] * frame.height)
-            file_rows.extend(range(offset, offset + frame.height))
-            records.extend(frame.to_dicts())
-            tables.append(self._kept_table(source, frame))
+        for chunk in parts:
+            errors |= {len(records) + i: reason for i, reason in chunk.errors.items()}
+            files.extend([str(chunk.source.path)] * chunk.frame.height)
+            file_rows.extend(range(chunk.offset, chunk.offset + chunk.frame.height))
+            records.extend(chunk.frame.to_dicts())
+            raw.extend(chunk.raw)
+            tables.append(self._kept_table(chunk.source, chunk.frame))
         kept = pa.concat_tables(tables) if tables else self._kept_schema.empty_table()
-        batch = SourceBatch(self._next_index, files, file_rows, records, kept)
+        batch = SourceBatch(self._next_index, files, file_rows, records, kept, raw, errors)
         self._next_index += len(records)
         return batch
 
@@ -246,13 +303,53 @@ class SourceReader:
                 columns.append(pa.nulls(frame.height, field.type))
         return pa.Table.from_arrays(columns, schema=self._kept_schema)
 
-    def _iter_batches(self, files: Sequence[InputFile]) -> Iterator[tuple[InputFile, int, pl.DataFrame]]:
-        for source in files:
+    def _iter_chunks(self, files: Sequence[InputFile], schemas: Sequence[pl.Schema]) -> Iterator[_Chunk]:
+        for source, schema in zip(files, schemas, strict=True):
             offset = 0
             try:
-                for frame in scan(source).collect_batches(chunk_size=self._read_rows):
-                    if frame.height:
-                        yield source, offset, frame
-                        offset += frame.height
-            except Exception as error:
-                raise InputError(f"{source.path}: cannot read near row {offset} ({error})") from error
+                if source.format == "parquet":
+                    for frame in pl.scan_parquet(source.path).collect_batches(chunk_size=self._read_rows):
+                        if frame.height:
+                            yield _Chunk(source, offset, frame, [None] * frame.height, {})
+                            offset += frame.height
+                    continue
+                lines: list[bytes] = []
+                for line in _records(source):
+                    lines.append(line)
+                    if len(lines) == self._read_rows:
+                        yield _parse_lines(source, offset, lines, schema)
+                        offset += len(lines)
+                        lines = []
+                if lines:
+                    yield _parse_lines(source, offset, lines, schema)
+            except (OSError, EOFError, pl.exceptions.PolarsError) as error:
+                raise InputError(
+                    f"{source.path}: cannot read near row {offset} ({_first_line(error)})"
+                ) from error
+
+
+def _parse_lines(source: InputFile, offset: int, lines: list[bytes], schema: pl.Schema) -> _Chunk:
+    """Parse JSONL lines with the file's column types; a line that does not parse becomes a null row with
+    its reason (it goes to the rejects with the line as read)."""
+    raw: list[str | None] = [line.decode("utf-8", errors="replace") for line in lines]
+    try:
+        return _Chunk(source, offset, _read_ndjson(lines, schema), raw, {})
+    except pl.exceptions.PolarsError:
+        pass
+    frames: list[pl.DataFrame] = []
+    errors: dict[int, str] = {}
+    for i, line in enumerate(lines):
+        try:
+            frames.append(_read_ndjson([line], schema))
+        except pl.exceptions.PolarsError as error:
+            errors[i] = (
+                f"line does not parse as a JSON object with the file's column types ({_first_line(error)})"
+            )
+            frames.append(pl.DataFrame({name: [None] for name in schema}, schema=schema))
+    return _Chunk(source, offset, pl.concat(frames, how="vertical"), raw, errors)
+
+
+def _read_ndjson(lines: list[bytes], schema: pl.Schema) -> pl.DataFrame:
+    if not schema:
+        raise pl.exceptions.ComputeError("the file's first rows hold no columns")
+    return pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=schema)

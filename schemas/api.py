@@ -195,8 +195,11 @@ class AuditRecord(BaseModel):
     probe_model: str
     probe_revision: str | None
     v0: float
+    v_final: float = Field(description="v_K, after the last scored step (v0 with no steps).")
+    n_steps: int = Field(description="Steps scored (K).")
     step_rewards: list[float] = Field(description="r_k for k = 1..K.")
     process_reward: float
+    max_reward: float
     outcome: int
     sft_gate: bool
     truncated: bool

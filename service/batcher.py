@@ -67,6 +67,7 @@ class MicroBatcher:
         self._max_queue = max_queue
         self._metrics = metrics
         self._pending: deque[ScoringJob] = deque()
+        self._in_flight: set[ScoringJob] = set()  # in the running batch, not yet answered
         self._pending_tokens = 0
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mig-probe")
@@ -75,7 +76,8 @@ class MicroBatcher:
 
     @property
     def queued(self) -> int:
-        return len(self._pending)
+        """Traces waiting for the probe or in the batch it is running, not yet answered."""
+        return len(self._pending) + len(self._in_flight)
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="mig-micro-batcher")
@@ -98,10 +100,10 @@ class MicroBatcher:
         """Queue a request's traces (all or none) and return one future per trace, in order."""
         if self._worker is None:
             raise ProbeUnavailable("the micro-batcher is not running")
-        if len(self._pending) + len(prepared) > self._max_queue:
+        if self.queued + len(prepared) > self._max_queue:
             self._metrics.rejected.labels(reason="queue_full").inc()
             raise Overloaded(
-                f"the queue holds {len(self._pending)} traces and takes at most {self._max_queue} "
+                f"the queue holds {self.queued} traces and takes at most {self._max_queue} "
                 f"(MIG_QUEUE_MAX_TRACES); this request brings {len(prepared)}",
                 retry_after_s=self._retry_after_s(len(prepared)),
             )
@@ -124,8 +126,14 @@ class MicroBatcher:
             self._metrics.batch_tokens.observe(sum(job.tokens for job in batch))
             started = time.perf_counter()
 
+            self._in_flight.update(batch)
+
+            def answered(job: ScoringJob, result: TraceAnnotation | BaseException) -> None:
+                self._in_flight.discard(job)
+                _settle(job.future, result)
+
             def deliver(job: ScoringJob, result: TraceAnnotation | BaseException) -> None:
-                loop.call_soon_threadsafe(_settle, job.future, result)
+                loop.call_soon_threadsafe(answered, job, result)
 
             try:
                 await loop.run_in_executor(self._executor, self._run_batch, batch, deliver)
@@ -138,6 +146,9 @@ class MicroBatcher:
                 logger.exception("scoring a batch failed")
                 for job in batch:
                     loop.call_soon(_settle, job.future, ServiceError(f"scoring failed: {error}"))
+            await asyncio.sleep(0)  # let the answers scheduled from the probe thread land first
+            self._in_flight.clear()
+            self._set_depth()
             self._record_rate(len(batch), time.perf_counter() - started)
 
     async def _wait_for_batch(self) -> None:
@@ -184,7 +195,7 @@ class MicroBatcher:
         """Seconds until the queue has likely drained enough for ``incoming`` traces (1 to 60)."""
         if self._traces_per_second <= 0:
             return 1
-        excess = len(self._pending) + incoming - self._max_queue
+        excess = self.queued + incoming - self._max_queue
         return int(min(60, max(1, math.ceil(max(excess, 1) / self._traces_per_second))))
 
 

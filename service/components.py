@@ -12,7 +12,7 @@ from service.audit import AuditLog
 from service.auth import ApiKeyAuthenticator
 from service.batcher import MicroBatcher
 from service.metrics import ServiceMetrics
-from service.outcome import OutcomeChecker
+from service.outcome import OutcomeChecker, OutcomeCheckError
 from service.runtime import ProbeRuntime
 from service.scorer import BatchScorer
 from service.settings import ServiceSettings
@@ -60,7 +60,7 @@ class ServiceComponents:
         settings = self.settings
         if self.audit is not None:
             self.audit.start()
-        scorer = BatchScorer(self.runtime, self.outcomes, exact=settings.exact_batching, metrics=self.metrics)
+        scorer = BatchScorer(self.runtime, self.outcomes, exact=settings.exact, metrics=self.metrics)
         self.batcher = MicroBatcher(
             scorer,
             max_tokens=settings.batch_max_tokens,
@@ -81,10 +81,17 @@ class ServiceComponents:
         if self.annotations is not None:
             self.annotations.close()
         await asyncio.to_thread(self.outcomes.close)
+        await asyncio.to_thread(self.runtime.close)
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
 
     async def _load(self) -> None:
-        await asyncio.gather(asyncio.to_thread(self.outcomes.start), self.runtime.load())
+        await asyncio.gather(self._start_outcome_worker(), self.runtime.load())
         if self.runtime.annotator is not None:
             logger.info("probe ready: %s (%s)", self.runtime.annotator.probe.model_id, self.runtime.revision)
+
+    async def _start_outcome_worker(self) -> None:
+        try:
+            await asyncio.to_thread(self.outcomes.start)
+        except OutcomeCheckError as error:  # checks try to start it again; until then they answer 503
+            logger.error("%s", error)

@@ -138,7 +138,7 @@ async def info(components: Components, caller: Caller) -> InfoResponse:
             request_timeout_s=settings.request_timeout_s,
             queue_max_traces=settings.queue_max_traces,
         ),
-        exact_batching=settings.exact_batching,
+        exact_batching=settings.exact,
         openrlhf_reward=settings.openrlhf_reward,
         openrlhf_lambda=settings.openrlhf_lambda,
         auth_required=components.authenticator.required,

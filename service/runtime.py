@@ -33,6 +33,7 @@ class ProbeRuntime:
         self._error: str | None = None
         self._annotator: Annotator | None = None
         self._revision: str | None = None
+        self._owns_probe = probe is None
         if probe is not None:
             self._install(probe)
 
@@ -82,6 +83,12 @@ class ProbeRuntime:
         except Exception as error:
             return f"the probe is unreachable: {error!r}"
         return None
+
+    def close(self) -> None:
+        """Release the probe this runtime opened (an injected probe belongs to its caller)."""
+        close = getattr(self._annotator.probe, "close", None) if self._annotator is not None else None
+        if self._owns_probe and callable(close):
+            close()
 
     def _install(self, probe: Probe) -> None:
         self._annotator = Annotator(probe, self._defaults)

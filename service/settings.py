@@ -50,10 +50,12 @@ class ServiceSettings(BaseSettings):
     batch_max_wait_ms: float = Field(
         default=5.0, ge=0, description="How long a micro-batch waits for more traces once one arrived."
     )
-    exact_batching: bool = Field(
-        default=True,
-        description="Score each trace in its own forward pass so results never depend on the crowd. "
-        "False packs the batch's traces into shared forward passes (may differ in the last float bits).",
+    exact_batching: bool | None = Field(
+        default=None,
+        description="True: each trace gets its own forward pass, so its numbers never depend on the crowd. "
+        "False: a batch's traces share forward passes (may differ in the last float bits). "
+        "None (auto): True for the embedded transformers probe, False for vLLM backends (not batch "
+        "invariant anyway, and they score a batch's traces concurrently).",
     )
     queue_max_traces: int = Field(default=256, ge=1, description="Traces waiting for the probe (429 above).")
 
@@ -101,6 +103,13 @@ class ServiceSettings(BaseSettings):
                 f"({self.max_traces_per_request}), or large requests could never be admitted"
             )
         return self
+
+    @property
+    def exact(self) -> bool:
+        """Whether micro-batches are scored one trace per forward pass (``exact_batching`` resolved)."""
+        if self.exact_batching is not None:
+            return self.exact_batching
+        return self.probe.backend == "transformers"
 
     def api_key_ids(self) -> dict[str, str]:
         """key -> key id, for authentication."""

@@ -1,9 +1,13 @@
 """A read-only DuckDB view over built datasets and the service's audit log.
 
 Views: ``annotations`` (one row per annotated trace, plus ``dataset``, ``row_key``, ``n_steps``,
-``v_final`` = v_K and ``v_gain`` = v_K - v_0), ``steps`` (one row per step: ``k``, ``text``, ``v``, ``mig``,
-``watermark``, ``reward``), and ``rejects`` when a dataset has rejects. After the views are registered,
-external access is disabled with only the sources' own files allowed, and the configuration is locked.
+``v_final`` = v_K, ``v_gain`` = v_K - v_0 and ``step_rewards``), ``steps`` (one row per step: ``k``,
+``reward``, and for built datasets ``text``, ``v``, ``mig``, ``watermark``), and ``rejects`` when a
+dataset has rejects. Built datasets and the service's audit log (:class:`schemas.api.AuditRecord` rows:
+``v_final``, ``n_steps`` and ``step_rewards`` instead of the step records) mix in one view.
+
+After the views are registered, external access is disabled with only the sources' own files allowed, and
+the configuration is locked.
 User SQL must be a single SELECT (or EXPLAIN): DuckDB would otherwise let ``COPY ... TO`` overwrite an
 allowed file.
 """
@@ -114,38 +118,31 @@ class AuditDatabase:
         self._con.execute(f"SET allowed_paths = {_file_list([Path(p) for p in allowed])}")
         self._con.execute("SET enable_external_access = false")
         self._con.execute("SET lock_configuration = true")
-        self.columns = [row[0] for row in self._con.execute("DESCRIBE annotations").fetchall()]
+        self.columns = self._describe("annotations")
+        self.step_columns = self._describe("steps")
 
     def _register_views(self) -> None:
-        selects = [
-            f"SELECT * EXCLUDE (filename, file_row_number), {_literal(source.name)} AS dataset, "
-            f"filename || ':' || file_row_number AS row_key "
-            f"FROM read_parquet({_file_list(source.files)}, union_by_name = true, filename = true, "
-            "file_row_number = true)"
-            for source in self.sources
+        selects = [self._source_select(source) for source in self.sources]
+        self._con.execute("CREATE VIEW annotations AS " + " UNION ALL BY NAME ".join(selects))
+        columns = {row[0] for row in self._con.execute("DESCRIBE annotations").fetchall()}
+        carried = [
+            c for c in ("trace_id", "config_hash", "probe_model", "outcome", "process_reward") if c in columns
         ]
-        self._con.execute("CREATE VIEW raw_annotations AS " + " UNION ALL BY NAME ".join(selects))
-        raw_columns = {row[0] for row in self._con.execute("DESCRIBE raw_annotations").fetchall()}
-        derived = ""
-        if {"steps", "v0"} <= raw_columns:
-            derived = (
-                ", len(steps) AS n_steps, "
-                "CASE WHEN len(steps) = 0 THEN v0 ELSE steps[len(steps)].v END AS v_final, "
-                "(CASE WHEN len(steps) = 0 THEN v0 ELSE steps[len(steps)].v END) - v0 AS v_gain"
+        head = "dataset, row_key" + "".join(f", {quote_identifier(c)}" for c in carried)
+        parts = []
+        if "steps" in columns:  # built datasets: the full step records
+            parts.append(
+                f"SELECT {head}, s.index AS k, s.text, s.v, s.mig, s.watermark, s.reward "
+                "FROM (SELECT *, unnest(steps) AS s FROM annotations WHERE steps IS NOT NULL)"
             )
-        self._con.execute(f"CREATE VIEW annotations AS SELECT *{derived} FROM raw_annotations")
-        if "steps" in raw_columns:
-            carried = [
-                c
-                for c in ("trace_id", "config_hash", "probe_model", "outcome", "process_reward")
-                if c in raw_columns
-            ]
-            carried_sql = "".join(f", {quote_identifier(c)}" for c in carried)
-            self._con.execute(
-                f"CREATE VIEW steps AS SELECT dataset, row_key{carried_sql}, s.index AS k, s.text, s.v, "
-                "s.mig, "
-                "s.watermark, s.reward FROM (SELECT *, unnest(steps) AS s FROM raw_annotations)"
+        if "step_rewards" in columns:  # audit logs: r_k only
+            only_logs = " AND steps IS NULL" if "steps" in columns else ""
+            parts.append(
+                f"SELECT {head}, generate_subscripts(step_rewards, 1) AS k, unnest(step_rewards) AS reward "
+                f"FROM annotations WHERE step_rewards IS NOT NULL{only_logs}"
             )
+        if parts:
+            self._con.execute("CREATE VIEW steps AS " + " UNION ALL BY NAME ".join(parts))
         rejects = [source for source in self.sources if source.rejects is not None]
         if rejects:
             self._con.execute(
@@ -155,6 +152,31 @@ class AuditDatabase:
                     for s in rejects
                 )
             )
+
+    def _source_select(self, source: AuditSource) -> str:
+        """One source's rows, with the columns every report reads derived where the files lack them."""
+        scan = f"read_parquet({_file_list(source.files)}, union_by_name = true"
+        columns = {row[0] for row in self._con.execute(f"DESCRIBE SELECT * FROM {scan})").fetchall()}
+        derived = [f"{_literal(source.name)} AS dataset", "filename || ':' || file_row_number AS row_key"]
+        v_final = "v_final"
+        if "steps" in columns:
+            v_final = "(CASE WHEN len(steps) = 0 THEN v0 ELSE steps[len(steps)].v END)"
+            derived += [] if "n_steps" in columns else ["len(steps) AS n_steps"]
+            derived += [] if "v_final" in columns else [f"{v_final} AS v_final"]
+            derived += [] if "step_rewards" in columns else ["[s.reward FOR s IN steps] AS step_rewards"]
+        if "v_gain" not in columns and "v0" in columns and ("steps" in columns or "v_final" in columns):
+            derived.append(f"{v_final} - v0 AS v_gain")
+        hidden = [name for name in ("filename", "file_row_number") if name not in columns]
+        excluded = f" EXCLUDE ({', '.join(hidden)})" if hidden else ""
+        return (
+            f"SELECT *{excluded}, {', '.join(derived)} FROM {scan}, filename = true, file_row_number = true)"
+        )
+
+    def _describe(self, view: str) -> list[str]:
+        views = {row[0] for row in self._con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+        if view not in views:
+            return []
+        return [row[0] for row in self._con.execute(f"DESCRIBE {view}").fetchall()]
 
     def query(self, sql: str, parameters: Sequence[Any] | None = None) -> QueryResult:
         """Run trusted SQL (the canned reports)."""

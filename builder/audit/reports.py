@@ -53,6 +53,20 @@ def _require(db: AuditDatabase, report: str, needed: tuple[str, ...]) -> None:
         )
 
 
+def _require_steps(db: AuditDatabase, report: str, needed: tuple[str, ...]) -> None:
+    missing = [name for name in needed if name not in db.step_columns]
+    if missing:
+        raise AuditQueryError(
+            f"report {report!r} needs the step columns {', '.join(missing)}, which the sources lack "
+            "(audit logs hold only r_k per step; give a built dataset)"
+        )
+
+
+def _optional(db: AuditDatabase, *names: str) -> str:
+    """``, col`` for each of ``names`` the sources have."""
+    return "".join(f", {quote_identifier(name)}" for name in names if name in db.columns)
+
+
 def _group_column(db: AuditDatabase, options: ReportOptions) -> str:
     if options.by is not None:
         if options.by not in db.columns:
@@ -84,7 +98,7 @@ def distribution(db: AuditDatabase, options: ReportOptions) -> Report:
 
 
 def lucky_guesses(db: AuditDatabase, options: ReportOptions) -> Report:
-    _require(db, "lucky", ("trace_id", "outcome", "process_reward", "v_final", "answer"))
+    _require(db, "lucky", ("trace_id", "outcome", "process_reward", "v_final", "v_gain"))
     group = _group_column(db, options)
     g = quote_identifier(group)
     counts = db.query(
@@ -93,7 +107,7 @@ def lucky_guesses(db: AuditDatabase, options: ReportOptions) -> Report:
     ).rows[0]
     result = db.query(
         f"""
-        SELECT dataset, trace_id, {g} AS {g}, answer, v0, v_final, n_steps
+        SELECT dataset, trace_id, {g} AS {g}{_optional(db, "answer")}, v0, v_final, n_steps
         FROM annotations WHERE outcome = 1 AND process_reward = 0
         ORDER BY v_gain, dataset, trace_id LIMIT ?
         """,
@@ -105,7 +119,7 @@ def lucky_guesses(db: AuditDatabase, options: ReportOptions) -> Report:
 
 
 def hacking_suspects(db: AuditDatabase, options: ReportOptions) -> Report:
-    _require(db, "hacking", ("trace_id", "outcome", "process_reward", "answer"))
+    _require(db, "hacking", ("trace_id", "outcome", "process_reward", "max_reward", "n_steps"))
     group = _group_column(db, options)
     g = quote_identifier(group)
     threshold = db.query(
@@ -116,7 +130,7 @@ def hacking_suspects(db: AuditDatabase, options: ReportOptions) -> Report:
     total = db.query(f"SELECT count(*) FROM annotations WHERE {where}", [threshold]).rows[0][0]
     result = db.query(
         f"""
-        SELECT dataset, trace_id, {g} AS {g}, answer, process_reward, max_reward, n_steps
+        SELECT dataset, trace_id, {g} AS {g}{_optional(db, "answer")}, process_reward, max_reward, n_steps
         FROM annotations WHERE {where}
         ORDER BY process_reward DESC, dataset, trace_id LIMIT ?
         """,
@@ -130,11 +144,11 @@ def hacking_suspects(db: AuditDatabase, options: ReportOptions) -> Report:
 
 
 def top_steps(db: AuditDatabase, options: ReportOptions) -> Report:
-    _require(db, "top-steps", ("steps", "trace_id"))
+    _require_steps(db, "top-steps", ("trace_id", "k", "text", "v", "mig", "reward", "outcome"))
     result = db.query(
         """
         SELECT dataset, trace_id, k, text, v, mig, reward, outcome
-        FROM steps ORDER BY mig DESC, dataset, trace_id, k LIMIT ?
+        FROM steps WHERE mig IS NOT NULL ORDER BY mig DESC, dataset, trace_id, k LIMIT ?
         """,
         [options.top],
     )
@@ -142,7 +156,8 @@ def top_steps(db: AuditDatabase, options: ReportOptions) -> Report:
 
 
 def watermark_stalls(db: AuditDatabase, options: ReportOptions) -> Report:
-    _require(db, "stalls", ("steps", "trace_id", "process_reward", "outcome"))
+    _require(db, "stalls", ("trace_id", "process_reward", "outcome", "n_steps"))
+    _require_steps(db, "stalls", ("k", "reward"))
     stalls_sql = """
         WITH flagged AS (
             SELECT dataset, row_key, trace_id, k, reward = 0 AS zero FROM steps

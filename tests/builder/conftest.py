@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from builder.columns import ColumnMapping
 from builder.manifest import ProbeIdentity, probe_identity
 from builder.plan import BuildPlan, plan_build
 from builder.settings import BuildSettings
@@ -43,7 +42,8 @@ def arithmetic_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
                 "generator": ("alpha", "beta")[i % 2],
                 "question": f"Tom has {a} apples and buys {b} more. Then he multiplies his apples by {c}. "
                 "How many apples does he have?",
-                "completion": f"Tom starts with {a} apples.\nAfter buying he has {a} + {b} = {a + b} apples.\n"
+                "completion": f"Tom starts with {a} apples.\n"
+                f"After buying he has {a} + {b} = {a + b} apples.\n"
                 f"Then {a + b} * {c} = {answer}.\nA: {answer}",
                 "reference_answer": str(total),
                 "is_correct": correct,
@@ -60,7 +60,12 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=os.environ | {"COLUMNS": "200"}
+        [*CLI, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ | {"COLUMNS": "200"},
     )
 
 
@@ -128,11 +133,12 @@ class FakeProbe:
 FAKE_IDENTITY = ProbeIdentity(
     backend="fake", model_id="fake-probe", model_path=None, dtype="float32", fingerprint="fake"
 )
-DEFAULT_MAPPING = ColumnMapping()
 
 
 @pytest.fixture(scope="session")
-def built_dataset(tmp_path_factory: pytest.TempPathFactory, probe, real_identity: ProbeIdentity, model_path: Path):
+def built_dataset(
+    tmp_path_factory: pytest.TempPathFactory, probe, real_identity: ProbeIdentity, model_path: Path
+):
     """Eight arithmetic rollouts built with the real probe and the policy-tokenizer columns, in two shards."""
     from builder.pipeline import run_build
 

@@ -31,8 +31,24 @@ def sample_annotation() -> TraceAnnotation:
         completion="a = 1\nb = 2\nA: 3",
         v0=-2.5,
         steps=[
-            StepScore(index=1, text="a = 1", span=CharSpan(start=0, end=5), v=-2.0, mig=0.5, watermark=-2.0, reward=0.5),
-            StepScore(index=2, text="b = 2", span=CharSpan(start=6, end=11), v=-2.2, mig=-0.2, watermark=-2.0, reward=0.0),
+            StepScore(
+                index=1,
+                text="a = 1",
+                span=CharSpan(start=0, end=5),
+                v=-2.0,
+                mig=0.5,
+                watermark=-2.0,
+                reward=0.5,
+            ),
+            StepScore(
+                index=2,
+                text="b = 2",
+                span=CharSpan(start=6, end=11),
+                v=-2.2,
+                mig=-0.2,
+                watermark=-2.0,
+                reward=0.0,
+            ),
         ],
         steps_total=2,
         truncated=False,
@@ -112,14 +128,23 @@ def test_an_annotation_round_trips_through_parquet_unchanged() -> None:
     buffer.seek(0)
     read = pq.read_table(buffer).to_pylist()[0]
     restored = DatasetRow.model_validate(read)
-    assert TraceAnnotation.model_validate(restored.model_dump(include=set(TraceAnnotation.model_fields))) == annotation
+    assert (
+        TraceAnnotation.model_validate(restored.model_dump(include=set(TraceAnnotation.model_fields)))
+        == annotation
+    )
     assert restored.source_row == 7
 
 
 def test_kept_columns_follow_the_dataset_columns_and_may_not_clash() -> None:
     kept = pa.schema([pa.field("generator", pa.string())])
     schema = dataset_schema(token_columns=True, kept=kept)
-    assert schema.names[-5:] == ["completion_token_ids", "token_rewards", "cot_mask", "answer_mask", "generator"]
+    assert schema.names[-5:] == [
+        "completion_token_ids",
+        "token_rewards",
+        "cot_mask",
+        "answer_mask",
+        "generator",
+    ]
     with pytest.raises(ValueError, match="outcome"):
         dataset_schema(token_columns=False, kept=pa.schema([pa.field("outcome", pa.string())]))
 

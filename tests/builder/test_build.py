@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+import builder.sources
 from builder.columns import resolve_mapping
 from builder.errors import OutputConflictError, RejectedRowError
 from builder.layout import OutputLayout
@@ -28,7 +29,7 @@ from tests.builder.conftest import (
     write_jsonl,
 )
 
-ROWS = arithmetic_rows(4, seed=11)
+ROWS = arithmetic_rows(3, seed=11)
 
 
 def write_format(folder: Path, fmt: str) -> Path:
@@ -47,7 +48,12 @@ def write_format(folder: Path, fmt: str) -> Path:
 @pytest.fixture(scope="module")
 def engine_reference(probe) -> dict[str, dict[str, object]]:
     traces = [
-        Trace(id=r["id"], question=r["question"], completion=r["completion"], reference_answer=r["reference_answer"])
+        Trace(
+            id=r["id"],
+            question=r["question"],
+            completion=r["completion"],
+            reference_answer=r["reference_answer"],
+        )
         for r in ROWS
     ]
     return {a.trace_id: a.model_dump() for a in Annotator(probe, ScoringConfig()).annotate(traces)}
@@ -63,7 +69,7 @@ def test_builds_from_each_input_format_match_the_engine(
     assert table["trace_id"].to_list() == [row["id"] for row in ROWS]
     assert table["generator"].to_list() == [row["generator"] for row in ROWS]
     assert table["is_correct"].to_list() == [row["is_correct"] for row in ROWS]
-    assert table["source_row"].to_list() == [0, 1, 2, 3]
+    assert table["source_row"].to_list() == [0, 1, 2]
     assert set(table["source_file"].to_list()) == {str(source.resolve())}
     for row in table.iter_rows(named=True):
         expected = engine_reference[row["trace_id"]]
@@ -71,11 +77,13 @@ def test_builds_from_each_input_format_match_the_engine(
         assert row["outcome"] == expected["outcome"]
         assert row["v0"] == pytest.approx(expected["v0"], abs=1e-4)
         assert row["process_reward"] == pytest.approx(expected["process_reward"], abs=1e-4)
-        assert [s["reward"] for s in row["steps"]] == pytest.approx([s["reward"] for s in expected["steps"]], abs=1e-4)
+        assert [s["reward"] for s in row["steps"]] == pytest.approx(
+            [s["reward"] for s in expected["steps"]], abs=1e-4
+        )
         assert [s["span"] for s in row["steps"]] == [s["span"] for s in expected["steps"]]
     manifest = result.manifest
     assert manifest.status == "complete"
-    assert manifest.counts is not None and manifest.counts.annotated == 4 and manifest.counts.rejected == 0
+    assert manifest.counts is not None and manifest.counts.annotated == 3 and manifest.counts.rejected == 0
     assert manifest.identity.inputs[0].format == fmt
     assert manifest.identity.config_hash == ScoringConfig().config_hash()
     assert manifest.identity.probe.model_id == probe.model_id
@@ -102,7 +110,11 @@ def test_presets_read_verl_trl_and_gsm8k_layouts(tmp_path: Path, probe, real_ide
     outputs = {}
     for preset, source in (("verl", "verl.parquet"), ("trl", "trl.jsonl"), ("gsm8k", "gsm8k.jsonl")):
         plan = make_plan(
-            real_identity, [tmp_path / source], tmp_path / preset, preset=preset, columns=resolve_mapping(preset)
+            real_identity,
+            [tmp_path / source],
+            tmp_path / preset,
+            preset=preset,
+            columns=resolve_mapping(preset),
         )
         run_build(plan, probe)
         outputs[preset] = pl.read_parquet(tmp_path / preset / "part-00000.parquet")
@@ -117,7 +129,9 @@ def test_presets_read_verl_trl_and_gsm8k_layouts(tmp_path: Path, probe, real_ide
     assert same == pytest.approx([same[0]] * 3, abs=1e-4)
 
 
-def test_the_output_reads_as_is_in_polars_duckdb_pyarrow_and_datasets(built_dataset: Path, tmp_path: Path) -> None:
+def test_the_output_reads_as_is_in_polars_duckdb_pyarrow_and_datasets(
+    built_dataset: Path, tmp_path: Path
+) -> None:
     from datasets import load_dataset
 
     parts = sorted(str(p) for p in built_dataset.glob("part-*.parquet"))
@@ -144,9 +158,7 @@ def test_the_output_reads_as_is_in_polars_duckdb_pyarrow_and_datasets(built_data
     for field in expected_schema:
         assert arrow.schema.field(field.name).type == field.type, field.name
     con = duckdb.connect()
-    total, steps = con.execute(
-        f"SELECT count(*), sum(len(steps)) FROM read_parquet({parts!r})"
-    ).fetchone()  # type: ignore[misc]
+    total, steps = con.execute(f"SELECT count(*), sum(len(steps)) FROM read_parquet({parts!r})").fetchone()  # type: ignore[misc]
     assert (total, steps) == (8, sum(len(s) for s in frame["steps"].to_list()))
     dataset = load_dataset("parquet", data_files=parts, split="train", cache_dir=str(tmp_path / "hf"))
     assert dataset.num_rows == 8
@@ -167,7 +179,9 @@ def test_bad_rows_go_to_rejects_with_reason_and_location_and_the_build_goes_on(
     bad_answer = good[0] | {"id": "bad-answer", "reference_answer": ""}
     rows = [good[0], bad_null, good[1], bad_empty, too_long, bad_answer, good[2]]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    result = run_build(make_plan(real_identity, [source], tmp_path / "out", group_rows=2, window_rows=4), probe)
+    result = run_build(
+        make_plan(real_identity, [source], tmp_path / "out", group_rows=2, window_rows=4), probe
+    )
     annotated = pl.read_parquet(tmp_path / "out" / "part-00000.parquet")
     assert annotated["trace_id"].to_list() == [good[0]["id"], good[1]["id"], good[2]["id"]]
     rejects = pq.read_table(tmp_path / "out" / "_rejects.parquet")
@@ -194,7 +208,9 @@ def test_fail_on_reject_stops_at_the_first_bad_row(tmp_path: Path) -> None:
     rows[1]["question"] = ""
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     plan = make_plan(FAKE_IDENTITY, [source], tmp_path / "out", fail_on_reject=True)
-    with pytest.raises(RejectedRowError, match=r"in.jsonl row 1 \(trace 'arith-001'\): mapping: column 'question' is empty"):
+    with pytest.raises(
+        RejectedRowError, match=r"in.jsonl row 1 \(trace 'arith-001'\): mapping: column 'question' is empty"
+    ):
         run_build(plan, FakeProbe())
     assert not (tmp_path / "out" / "_SUCCESS").exists()
 
@@ -236,7 +252,8 @@ def test_a_folder_with_foreign_files_is_refused(tmp_path: Path) -> None:
 def test_limit_reads_only_the_first_rows_and_shards_cut_the_output(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(10))
     result = run_build(
-        make_plan(FAKE_IDENTITY, [source], tmp_path / "out", limit=7, shard_rows=3, window_rows=2), FakeProbe()
+        make_plan(FAKE_IDENTITY, [source], tmp_path / "out", limit=7, shard_rows=3, window_rows=2),
+        FakeProbe(),
     )
     parts = OutputLayout(tmp_path / "out").parts()
     assert [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
@@ -265,3 +282,42 @@ def test_cli_names_a_missing_column_and_the_columns_found(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert "column 'question' (--question-col, preset 'default') not found" in done.stderr
     assert "columns found: prompt, completion, answer" in done.stderr
+
+
+def test_lines_that_do_not_parse_are_rejected_with_the_line_as_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(builder.sources, "JSONL_INFER_ROWS", 2)  # types come from the first two lines
+    rows = arithmetic_rows(3)
+    mismatched = json.dumps(rows[1] | {"is_correct": "maybe"})
+    text = f"{json.dumps(rows[0])}\n{{not json\n\n{mismatched}\n{json.dumps(rows[2])}\n"
+    (tmp_path / "in.jsonl").write_text(text)
+    result = run_build(make_plan(FAKE_IDENTITY, [tmp_path / "in.jsonl"], tmp_path / "out"), FakeProbe())
+    assert pl.read_parquet(tmp_path / "out" / "part-00000.parquet")["trace_id"].to_list() == [
+        "arith-000",
+        "arith-002",
+    ]
+    rejects = pq.read_table(tmp_path / "out" / "_rejects.parquet").to_pylist()
+    assert [(r["source_row"], r["stage"], r["row_json"]) for r in rejects] == [
+        (1, "mapping", "{not json"),
+        (2, "mapping", mismatched),
+    ]
+    assert all("does not parse as a JSON object with the file's column types" in r["reason"] for r in rejects)
+    assert result.manifest.counts is not None and result.manifest.counts.input_rows == 4
+
+
+def test_a_second_build_into_a_folder_being_written_is_refused(tmp_path: Path) -> None:
+    from builder.storage import FolderLock
+
+    source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(2))
+    out = tmp_path / "out"
+    with FolderLock(OutputLayout(out).lock, out), pytest.raises(OutputConflictError, match="another build"):
+        run_build(make_plan(FAKE_IDENTITY, [source], out), FakeProbe())
+    assert run_build(make_plan(FAKE_IDENTITY, [source], out), FakeProbe()).manifest.status == "complete"
+
+
+def test_an_output_folder_holding_an_input_is_refused(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "data" / "in.jsonl", arithmetic_rows(2))
+    with pytest.raises(OutputConflictError, match="an input file lies inside the output folder"):
+        run_build(make_plan(FAKE_IDENTITY, [source], tmp_path), FakeProbe())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -40,7 +40,9 @@ def test_folders_and_globs_resolve_sorted_and_skip_hidden_and_underscore_files(t
         ("*.csv", "matches no"),
     ],
 )
-def test_bad_input_specs_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str, message: str) -> None:
+def test_bad_input_specs_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str, message: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError, match=message):
@@ -68,11 +70,13 @@ def test_a_nested_answer_column_must_exist_inside_its_struct(tmp_path: Path) -> 
     row = {"prompt": "q", "response": "r", "reward_model": {"style": "rule"}}
     path = write_jsonl(tmp_path / "a.jsonl", [row])
     settings = BuildSettings(inputs=[str(path)], out=tmp_path / "o", columns=resolve_mapping("verl"))
-    with pytest.raises(InputError, match="'reward_model.ground_truth'"):
+    with pytest.raises(InputError, match=r"'reward_model\.ground_truth'"):
         inspect_inputs(settings)
 
 
-def test_ids_are_generated_when_the_default_id_column_is_absent_but_required_when_named(tmp_path: Path) -> None:
+def test_ids_are_generated_when_the_default_id_column_is_absent_but_required_when_named(
+    tmp_path: Path,
+) -> None:
     path = write_jsonl(tmp_path / "a.jsonl", [{"question": "q", "completion": "c", "reference_answer": "1"}])
     _, _, id_present = inspect_inputs(BuildSettings(inputs=[str(path)], out=tmp_path / "o"))
     assert id_present is False
@@ -92,7 +96,7 @@ def test_chunked_reading_across_formats_gives_every_row_once_in_order(tmp_path: 
     kept = kept_columns(settings, schemas)
     assert [column.source for column in kept] == ["question_id", "generator", "is_correct"]
     reader = SourceReader(
-        files, pa.schema([c.field for c in kept]), [c.source for c in kept], limit=20, read_rows=3
+        files, schemas, pa.schema([c.field for c in kept]), [c.source for c in kept], limit=20, read_rows=3
     )
     batches = [reader.take(6) for _ in range(5)]
     assert [len(batch) for batch in batches] == [6, 6, 6, 2, 0]
@@ -114,7 +118,10 @@ def test_kept_columns_that_clash_with_dataset_columns_are_renamed(tmp_path: Path
     settings = BuildSettings(inputs=[str(path)], out=tmp_path / "o")
     _, schemas, _ = inspect_inputs(settings)
     kept = kept_columns(settings, schemas)
-    assert [(c.source, c.field.name) for c in kept] == [("outcome", "input_outcome"), ("steps", "input_steps")]
+    assert [(c.source, c.field.name) for c in kept] == [
+        ("outcome", "input_outcome"),
+        ("steps", "input_steps"),
+    ]
 
 
 def test_explicit_keep_columns_must_exist(tmp_path: Path) -> None:

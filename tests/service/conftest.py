@@ -17,7 +17,7 @@ from tests.service.support import live_server
 
 @pytest.fixture(scope="session", autouse=True)
 def _service_environment_cleared() -> Iterator[None]:
-    """Service settings come from MIG_* variables: the tests build theirs explicitly, unaffected by the shell's."""
+    """Service settings come from MIG_* variables: the tests set theirs explicitly, whatever the shell has."""
     with pytest.MonkeyPatch.context() as patch:
         for name in os.environ:
             if name.startswith("MIG_") and name != "MIG_CACHE_DIR":
@@ -27,10 +27,16 @@ def _service_environment_cleared() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def probe() -> Probe:
+def probe() -> Iterator[Probe]:
+    """SmolLM2 on one torch thread: on a shared 2-core machine, two threads contending with the server's
+    event loop (and other processes) make every forward pass several times slower and erratic."""
+    import torch
+
     from mig.probe.factory import ProbeSettings, open_probe
 
-    return open_probe(ProbeSettings())
+    threads_before = torch.get_num_threads()
+    yield open_probe(ProbeSettings(threads=1))
+    torch.set_num_threads(threads_before)
 
 
 @pytest.fixture(scope="session")

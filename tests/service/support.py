@@ -1,4 +1,4 @@
-"""Helpers for the service tests: a real uvicorn server on 127.0.0.1, a fault-injecting probe wrapper, traces."""
+"""Service test helpers: a real uvicorn server on 127.0.0.1, a fault-injecting probe wrapper, traces."""
 
 from __future__ import annotations
 
@@ -101,7 +101,9 @@ def small_traces(count: int, prefix: str = "t") -> list[Trace]:
             Trace(
                 id=f"{prefix}{index}",
                 question=f"Sam has {a} apples and buys {b} more. How many apples does he have?",
-                completion=f"Sam starts with {a} apples.\nHe buys {b}, so {a} + {b} = {claimed}.\nA: {claimed}",
+                completion=(
+                    f"Sam starts with {a} apples.\nHe buys {b}, so {a} + {b} = {claimed}.\nA: {claimed}"
+                ),
                 reference_answer=str(total),
             )
         )

@@ -30,7 +30,9 @@ def test_readyz_reports_the_probe_and_audit_log_ready(client: httpx.Client) -> N
     assert response.json() == {"ready": True, "probe": "ready", "audit": "ok", "detail": None}
 
 
-def test_info_names_the_probe_its_revision_defaults_and_limits(client: httpx.Client, engine: Annotator) -> None:
+def test_info_names_the_probe_its_revision_defaults_and_limits(
+    client: httpx.Client, engine: Annotator
+) -> None:
     info = client.get("/v1/info").json()
     assert info["probe"]["model"] == engine.probe.model_id == "SmolLM2-135M-Instruct"
     assert info["probe"]["backend"] == "transformers"
@@ -71,7 +73,10 @@ def test_annotate_a_group_answers_in_input_order_with_request_options(
 
 def test_annotate_explicit_steps(client: httpx.Client, engine: Annotator) -> None:
     trace = Trace(
-        id="steps", question="What is 6 times 7?", steps=["6 * 7 = 42.", "The answer is 42."], reference_answer="42"
+        id="steps",
+        question="What is 6 times 7?",
+        steps=["6 * 7 = 42.", "The answer is 42."],
+        reference_answer="42",
     )
     response = client.post("/v1/annotate", json={"trace": trace_json(trace)})
     assert response.status_code == 200
@@ -85,11 +90,15 @@ def test_openrlhf_reward_splits_queries_and_returns_the_mixed_scalar(
     prompts = [f"<|im_start|>user\n{t.question}<|im_end|>\n<|im_start|>assistant\n" for t in traces]
     queries = [p + t.completion + "<|im_end|>" for p, t in zip(prompts, traces, strict=True)]
     labels = [t.reference_answer for t in traces]
-    response = client.post("/v1/openrlhf/reward", json={"query": queries, "prompts": prompts, "labels": labels})
+    response = client.post(
+        "/v1/openrlhf/reward", json={"query": queries, "prompts": prompts, "labels": labels}
+    )
     assert response.status_code == 200
     body = response.json()
     expected = [  # one engine call per trace: the service scores each trace in its own forward pass
-        engine.annotate([Trace(id="x", question=p, completion=t.completion, reference_answer=t.reference_answer)])[0]
+        engine.annotate(
+            [Trace(id="x", question=p, completion=t.completion, reference_answer=t.reference_answer)]
+        )[0]
         for p, t in zip(prompts, traces, strict=True)
     ]
     assert body["rewards"] == [a.outcome + 1.0 * a.process_reward for a in expected]
@@ -106,7 +115,9 @@ def test_openrlhf_names_the_query_that_does_not_hold_its_prompt(client: httpx.Cl
 
 
 def test_openrlhf_rejects_lists_of_different_lengths(client: httpx.Client) -> None:
-    response = client.post("/v1/openrlhf/reward", json={"query": ["a"], "prompts": ["a", "b"], "labels": ["1"]})
+    response = client.post(
+        "/v1/openrlhf/reward", json={"query": ["a"], "prompts": ["a", "b"], "labels": ["1"]}
+    )
     assert response.status_code == 422
     assert "equal lengths" in response.json()["message"]
 
@@ -138,9 +149,13 @@ def test_openapi_documents_every_endpoint_with_models(client: httpx.Client) -> N
         "/metrics",
     }
     schemas = document["components"]["schemas"]
-    assert {"AnnotateRequest", "AnnotateResponse", "TraceAnnotation", "ErrorResponse", "ScoringOptions"} <= set(
-        schemas
-    )
+    assert {
+        "AnnotateRequest",
+        "AnnotateResponse",
+        "TraceAnnotation",
+        "ErrorResponse",
+        "ScoringOptions",
+    } <= set(schemas)
     assert schemas["AnnotateRequest"]["additionalProperties"] is False
     responses = document["paths"]["/v1/annotate"]["post"]["responses"]
     assert {"200", "401", "413", "422", "429", "503", "504"} <= set(responses)

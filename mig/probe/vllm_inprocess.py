@@ -1,0 +1,209 @@
+"""The ``vllm`` probe: vLLM's engine in this process (``vllm.LLM``), for offline builds on a GPU box.
+
+Probes are ``TokensPrompt``s scored with ``SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)``
+or, on a prefix-reusing path, the fields :func:`mig.probe.vllm_common.sampling_fields` gives. On the
+prefix-reusing paths the longest probe of every trace runs first (one ``generate`` call for all traces), the
+other probes after it, and a probe whose answer rows came from the cache (``num_cached_tokens``) is re-run
+with the cache off. ``auto`` picks the fastest path that this vLLM build accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from mig.probe.base import ProbeError, ProbeResult, ProbeStats
+from mig.probe.vllm_common import (
+    AUTO_ORDER,
+    TRIAL_TOLERANCE,
+    PathChoice,
+    ProbeRequest,
+    ResultCollector,
+    ScoringPath,
+    answer_logprobs_from_prompt_logprobs,
+    answer_logprobs_from_token_scores,
+    check_context,
+    probe_requests,
+    sampling_fields,
+    trial_requests,
+)
+from mig.prompt import ProbeSequence, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+class VLLMProbeSettings(BaseModel):
+    """How the in-process vLLM engine loads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_path: Path
+    path: PathChoice = "auto"
+    dtype: str = Field(default="float32", description="vLLM dtype: float32, bfloat16, auto, ...")
+    max_model_len: int | None = Field(default=None, ge=16, description="None: the model's own limit.")
+    enforce_eager: bool = Field(default=True, description="No CUDA graphs / compilation (fast start-up).")
+    block_size: int | None = Field(default=None, ge=1, description="KV block size (prefix-cache grain).")
+    gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1, description="GPU share for the engine.")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="More vllm.LLM keyword arguments.")
+
+
+class VLLMProbe:
+    """A :class:`mig.probe.base.Probe` running ``vllm.LLM`` in this process."""
+
+    def __init__(self, settings: VLLMProbeSettings) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from vllm import LLM
+
+        self._settings = settings
+        arguments: dict[str, Any] = {
+            "model": str(settings.model_path),
+            "dtype": settings.dtype,
+            "enforce_eager": settings.enforce_eager,
+            "enable_prefix_caching": True,
+            "gpu_memory_utilization": settings.gpu_memory_utilization,
+        }
+        if settings.max_model_len is not None:
+            arguments["max_model_len"] = settings.max_model_len
+        if settings.block_size is not None:
+            arguments["block_size"] = settings.block_size
+        self._llm = LLM(**{**arguments, **settings.engine_args})
+        self._tokenizer = self._llm.get_tokenizer()
+        self._context_limit = int(self._llm.llm_engine.model_config.max_model_len)
+        self._stats = ProbeStats()
+        self._path = self._choose_path()
+        logger.info("vllm probe: %s, path %s", settings.model_path, self._path)
+
+    @property
+    def model_id(self) -> str:
+        return Path(self._settings.model_path).name
+
+    @property
+    def context_limit(self) -> int:
+        return self._context_limit
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
+
+    @property
+    def stats(self) -> ProbeStats:
+        return self._stats
+
+    @property
+    def scoring_path(self) -> ScoringPath:
+        return self._path
+
+    @property
+    def settings(self) -> VLLMProbeSettings:
+        return self._settings
+
+    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        check_context(sequences, self._context_limit)
+        started = time.perf_counter()
+        collector = ResultCollector(sequences)
+        requests = [probe_requests(i, sequence) for i, sequence in enumerate(sequences)]
+        if self._path == "prompt-logprobs":
+            self._run_into([r for trace in requests for r in trace], self._path, collector, use_cache=False)
+        else:  # longest probes first: they fill the prefix cache for the rest
+            self._run_into([trace[0] for trace in requests], self._path, collector, use_cache=True)
+            self._run_into(
+                [r for trace in requests for r in trace[1:]], self._path, collector, use_cache=True
+            )
+        if collector.missing():
+            raise ProbeError(f"vLLM returned no scores for sequences {collector.missing()}")
+        elapsed = time.perf_counter() - started
+        self._stats.traces += len(sequences)
+        self._stats.forward_calls += 1
+        self._stats.tokens_forwarded += sum(collector.forwarded)
+        self._stats.seconds += elapsed
+        self._stats.per_call_seconds.append(elapsed)
+        return [ProbeResult(out, n) for out, n in zip(collector.outputs, collector.forwarded, strict=True)]
+
+    def close(self) -> None:
+        engine_core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()
+
+    def _run_into(
+        self, batch: list[ProbeRequest], path: ScoringPath, collector: ResultCollector, *, use_cache: bool
+    ) -> None:
+        if not batch:
+            return
+        redo = []
+        for request, (logprobs, cached) in zip(batch, self._generate(batch, path, use_cache), strict=True):
+            if logprobs is None:  # the cache covered an answer row: recompute it without the cache
+                redo.append(request)
+                collector.forwarded[request.item] += len(request.prompt) - cached
+                continue
+            collector.put(request, logprobs, len(request.prompt) - cached)
+        if redo:
+            self._run_into(redo, path, collector, use_cache=False)
+
+    def _generate(
+        self, batch: list[ProbeRequest], path: ScoringPath, use_cache: bool
+    ) -> list[tuple[np.ndarray | None, int]]:
+        """Per probe: the answer log-probs (None when the prefix cache covered an answer row) and the
+        prompt tokens that came from the cache."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.exceptions import VLLMError
+
+        prompts = [TokensPrompt(prompt_token_ids=request.prompt) for request in batch]
+        try:
+            params = [
+                SamplingParams(**sampling_fields(path, request, use_cache=use_cache)) for request in batch
+            ]
+            outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        except (VLLMError, ValueError, RuntimeError) as error:
+            raise ProbeError(f"vLLM failed on {len(batch)} probes: {error}") from error
+        results = []
+        for request, output in zip(batch, outputs, strict=True):
+            cached = int(output.num_cached_tokens or 0)
+            if not request.cache_is_safe(cached):
+                results.append((None, cached))
+                continue
+            if path == "token-scores":
+                logprobs = answer_logprobs_from_token_scores(request, output.prompt_token_id_logprobs)
+            else:
+                logprobs = answer_logprobs_from_prompt_logprobs(request, output.prompt_logprobs)
+            results.append((logprobs, cached))
+        return results
+
+    def _choose_path(self) -> ScoringPath:
+        candidates = AUTO_ORDER if self._settings.path == "auto" else (self._settings.path,)
+        reasons = []
+        for path in candidates:
+            try:
+                problem = self._path_problem(path)
+            except ProbeError as error:
+                problem = str(error)
+            if problem is None:
+                return path
+            reasons.append(f"{path}: {problem}")
+            logger.info("vllm probe: path %s unavailable: %s", path, problem)
+        raise ProbeError("no usable vLLM scoring path: " + "; ".join(reasons))
+
+    def _path_problem(self, path: ScoringPath) -> str | None:
+        """Why ``path`` cannot run on this engine, or None when a trial probe that hits the prefix cache gave
+        the same numbers as without the cache (:func:`mig.probe.vllm_common.trial_requests`)."""
+        fill, probe = trial_requests(self._tokenizer, self._context_limit)
+        if path == "prompt-logprobs":
+            self._generate([probe], path, use_cache=False)
+            return None
+        self._generate([fill], path, use_cache=True)
+        ((cached_scores, cached),) = self._generate([probe], path, use_cache=True)
+        ((fresh_scores, _),) = self._generate([probe], path, use_cache=False)
+        if cached == 0:
+            return "the prefix cache gave no hit"
+        if cached_scores is None or fresh_scores is None:
+            return "the trial probe's answer rows came from the prefix cache"
+        difference = float(np.abs(cached_scores - fresh_scores).max())
+        if difference > TRIAL_TOLERANCE:
+            return f"scores with the prefix cache differ from those without by {difference:.2g} nats"
+        return None

@@ -1,0 +1,374 @@
+"""The ``vllm-server`` probe: a vLLM OpenAI-compatible server, over HTTP (async httpx).
+
+* ``prompt-logprobs`` probes go to ``/v1/completions`` as token-id prompts, several per request, with
+  ``max_tokens=1``, ``temperature=0``, ``prompt_logprobs=0``; only the answer positions are read.
+* ``prefix-cached`` and ``token-scores`` probes go to ``/inference/v1/generate`` (the server runs with
+  ``--enable-scale-out``), which takes vLLM's full ``SamplingParams``; ``prefix-cached`` also needs
+  ``--enable-prompt-tokens-details`` so that every response says how many prompt tokens came from the
+  cache. See :mod:`mig.probe.vllm_common` for the paths; ``auto`` picks the fastest the server offers.
+
+At start-up the probe reads the served model and ``max_model_len`` from ``/v1/models``, loads the same
+tokenizer locally and compares it with the server's ``/tokenize`` (a mismatch refuses to run), and picks
+the scoring path. Connection errors, timeouts, 429 and 5xx are retried with exponential backoff; when the
+server stays unreachable :class:`VLLMServerUnavailable` says so (the service answers 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from mig.probe.base import ProbeError, ProbeResult, ProbeStats
+from mig.probe.vllm_common import (
+    AUTO_ORDER,
+    TOKENIZER_CHECK_TEXTS,
+    TRIAL_TOLERANCE,
+    PathChoice,
+    ProbeRequest,
+    ResultCollector,
+    ScoringPath,
+    answer_logprobs_from_prompt_logprobs,
+    answer_logprobs_from_token_scores,
+    check_context,
+    probe_requests,
+    sampling_fields,
+    trial_requests,
+)
+from mig.prompt import ProbeSequence, Tokenizer
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+GENERATE_ROUTE = "/inference/v1/generate"
+TRIAL_ATTEMPTS = 3
+
+
+class VLLMServerUnavailable(ProbeError):
+    """The vLLM server cannot be reached or keeps failing (connection errors, timeouts, 429, 5xx)."""
+
+
+class TokenizerMismatch(ProbeError):
+    """The local tokenizer does not tokenise like the server's: the probe refuses to run."""
+
+
+class VLLMServerSettings(BaseModel):
+    """How to reach and use a vLLM server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(default="http://127.0.0.1:8000", description="The server's root URL.")
+    tokenizer_path: Path = Field(description="A local folder with the served model's tokenizer.")
+    path: PathChoice = Field(default="auto", description="Scoring path (mig.probe.vllm_common).")
+    api_key: SecretStr | None = Field(default=None, description="Bearer key the server wants (--api-key).")
+    timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
+    max_concurrency: int = Field(default=8, ge=1, description="HTTP requests in flight at most.")
+    prompts_per_request: int = Field(default=16, ge=1, description="Probes per /v1/completions request.")
+    max_retries: int = Field(default=4, ge=0, description="Retries of a request that failed transiently.")
+    backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
+
+
+class _Transient(Exception):
+    """A response worth retrying (429, 5xx)."""
+
+
+class VLLMServerProbe:
+    """A :class:`mig.probe.base.Probe` backed by a running vLLM server."""
+
+    def __init__(self, settings: VLLMServerSettings) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self._settings = settings
+        self._base_url = settings.base_url.rstrip("/")
+        self._stats = ProbeStats()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-server-probe", daemon=True)
+        self._thread.start()
+        self._client: httpx.AsyncClient | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self.cache_fallbacks = 0  # probes re-run without the prefix cache
+        try:
+            self._served_model, self._context_limit = self._run(self._read_model())
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer_path)
+            self._run(self._check_tokenizer())
+            self._path: ScoringPath = self._run(self._choose_path())
+        except BaseException:
+            self.close()
+            raise
+        logger.info("vllm-server probe: %s at %s, path %s", self._served_model, self._base_url, self._path)
+
+    # -- the Probe interface ------------------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return Path(self._served_model).name or self._served_model
+
+    @property
+    def context_limit(self) -> int:
+        return self._context_limit
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
+
+    @property
+    def stats(self) -> ProbeStats:
+        return self._stats
+
+    @property
+    def scoring_path(self) -> ScoringPath:
+        """The scoring path in use (``auto`` resolved at start-up)."""
+        return self._path
+
+    @property
+    def settings(self) -> VLLMServerSettings:
+        return self._settings
+
+    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        return self._run(self._score(sequences))
+
+    async def ascore(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        """``score`` for async callers (runs on the probe's own event loop)."""
+        return await self._on_loop(self._score(sequences))
+
+    def health_check(self) -> None:
+        """Raises :class:`VLLMServerUnavailable` unless the server answers ``/health``."""
+        self._run(self._request("GET", "/health", retries=0))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._client is not None:
+            self._run(self._client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    # -- start-up -----------------------------------------------------------------------------------------
+
+    async def _read_model(self) -> tuple[str, int]:
+        models = (await self._request("GET", "/v1/models")).json()
+        try:
+            model = models["data"][0]
+            return str(model["id"]), int(model["max_model_len"])
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise ProbeError(f"{self._base_url}/v1/models: unexpected answer {models!r}") from error
+
+    async def _check_tokenizer(self) -> None:
+        for text in TOKENIZER_CHECK_TEXTS:
+            for special in (False, True):
+                body = {"model": self._served_model, "prompt": text, "add_special_tokens": special}
+                served = (await self._request("POST", "/tokenize", json=body)).json()["tokens"]
+                local = self._tokenizer([text], add_special_tokens=special)["input_ids"][0]
+                if list(served) != list(local):
+                    raise TokenizerMismatch(
+                        f"the tokenizer at {self._settings.tokenizer_path} does not match the server's "
+                        f"({self._served_model} at {self._base_url}) on {text!r} "
+                        f"(add_special_tokens={special}): local {local[:12]}..., server {served[:12]}...; "
+                        "point the probe's model at the served model's folder"
+                    )
+
+    async def _choose_path(self) -> ScoringPath:
+        candidates = AUTO_ORDER if self._settings.path == "auto" else (self._settings.path,)
+        reasons = []
+        for path in candidates:
+            problem = await self._path_problem(path)
+            if problem is None:
+                return path
+            reasons.append(f"{path}: {problem}")
+            logger.info("vllm-server probe: path %s unavailable: %s", path, problem)
+        raise ProbeError(f"no usable scoring path on {self._base_url}: " + "; ".join(reasons))
+
+    async def _path_problem(self, path: ScoringPath) -> str | None:
+        """Why ``path`` cannot run on this server, or None when a trial probe that hits the prefix cache gave
+        the same numbers as without the cache (:func:`mig.probe.vllm_common.trial_requests`)."""
+        if path == "prompt-logprobs":
+            check = self._tokenizer([TOKENIZER_CHECK_TEXTS[0]], add_special_tokens=False)["input_ids"][0]
+            await self._completions([ProbeRequest(0, 0, list(check), list(check[-3:]))])
+            return None
+        problem = ""
+        for _ in range(TRIAL_ATTEMPTS):  # a garbage row the server cannot serialise spoils one trial
+            fill, probe = trial_requests(self._tokenizer, self._context_limit)
+            try:
+                await self._generate(fill, path, use_cache=True)
+                cached_scores, cached = await self._generate(probe, path, use_cache=True)
+                fresh_scores, _ = await self._generate(probe, path, use_cache=False)
+            except ProbeError as error:
+                return str(error)
+            if cached_scores is None or fresh_scores is None:
+                problem = "the trial probe's answer rows could not be read"
+                continue
+            if cached is None:
+                return (
+                    "the server does not report cached tokens (start it with --enable-prompt-tokens-details)"
+                )
+            if cached == 0:
+                return "the prefix cache gave no hit (start the server with --enable-prefix-caching)"
+            difference = float(np.abs(cached_scores - fresh_scores).max())
+            if difference > TRIAL_TOLERANCE:
+                return f"scores with the prefix cache differ from those without by {difference:.2g} nats"
+            return None
+        return problem
+
+    # -- scoring ------------------------------------------------------------------------------------------
+
+    async def _score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        check_context(sequences, self._context_limit)
+        started = time.perf_counter()
+        collector = ResultCollector(sequences)
+        requests = [probe_requests(i, sequence) for i, sequence in enumerate(sequences)]
+        if self._path == "prompt-logprobs":
+            flat = [request for trace in requests for request in trace]
+            size = self._settings.prompts_per_request
+            chunks = [flat[i : i + size] for i in range(0, len(flat), size)]
+            await asyncio.gather(*(self._completions_into(chunk, collector) for chunk in chunks))
+        else:
+            await asyncio.gather(*(self._trace_into(trace, collector) for trace in requests))
+        if collector.missing():
+            raise ProbeError(f"vLLM returned no scores for sequences {collector.missing()}")
+        elapsed = time.perf_counter() - started
+        self._stats.traces += len(sequences)
+        self._stats.forward_calls += 1
+        self._stats.tokens_forwarded += sum(collector.forwarded)
+        self._stats.seconds += elapsed
+        self._stats.per_call_seconds.append(elapsed)
+        return [ProbeResult(out, n) for out, n in zip(collector.outputs, collector.forwarded, strict=True)]
+
+    async def _completions_into(self, chunk: list[ProbeRequest], collector: ResultCollector) -> None:
+        try:
+            results = await self._completions(chunk)
+        except VLLMServerUnavailable:
+            raise
+        except ProbeError as error:
+            items = sorted({request.item for request in chunk})
+            raise ProbeError(f"sequences {items}: {error}") from error
+        for request, logprobs in zip(chunk, results, strict=True):
+            collector.put(request, logprobs, len(request.prompt))
+
+    async def _trace_into(self, trace: list[ProbeRequest], collector: ResultCollector) -> None:
+        """The longest probe first (it fills the cache), then the others at once."""
+        try:
+            await self._probe_into(trace[0], collector)
+            await asyncio.gather(*(self._probe_into(request, collector) for request in trace[1:]))
+        except VLLMServerUnavailable:
+            raise
+        except ProbeError as error:
+            raise ProbeError(f"sequence {trace[0].item}: {error}") from error
+
+    async def _probe_into(self, request: ProbeRequest, collector: ResultCollector) -> None:
+        logprobs, cached = await self._generate(request, self._path, use_cache=True)
+        forwarded = len(request.prompt) - (cached or 0)
+        if logprobs is None:  # the cache covered an answer row: recompute the probe without it
+            logprobs, _ = await self._generate(request, self._path, use_cache=False)
+            forwarded += len(request.prompt)
+        assert logprobs is not None
+        collector.put(request, logprobs, forwarded)
+
+    async def _completions(self, chunk: list[ProbeRequest]) -> list[np.ndarray]:
+        body = {
+            "model": self._served_model,
+            "prompt": [request.prompt for request in chunk],
+            "max_tokens": 1,
+            "temperature": 0,
+            "prompt_logprobs": 0,
+        }
+        choices = sorted(
+            (await self._request("POST", "/v1/completions", json=body)).json()["choices"],
+            key=lambda choice: choice["index"],
+        )
+        return [
+            answer_logprobs_from_prompt_logprobs(request, choice.get("prompt_logprobs"))
+            for request, choice in zip(chunk, choices, strict=True)
+        ]
+
+    async def _generate(
+        self, request: ProbeRequest, path: ScoringPath, *, use_cache: bool
+    ) -> tuple[np.ndarray | None, int | None]:
+        """One probe through ``/inference/v1/generate``: its answer log-probs and the cached prompt tokens.
+
+        The log-probs are None when the prefix cache covered an answer row (those rows are not computed)."""
+        body = {
+            "model": self._served_model,
+            "token_ids": request.prompt,
+            "sampling_params": sampling_fields(path, request, use_cache=use_cache),
+        }
+        try:
+            answer = (await self._request("POST", GENERATE_ROUTE, json=body)).json()
+        except ProbeError as error:
+            # The rows of cached positions are unwritten memory; when they hold NaN or +inf the server
+            # cannot serialise its answer (HTTP 400 "Out of range float values"): recompute without the cache.
+            if use_cache and path == "prefix-cached" and "Out of range float" in str(error):
+                self.cache_fallbacks += 1
+                return None, None
+            raise
+        details = (answer.get("usage") or {}).get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens")
+        if use_cache and not request.cache_is_safe(cached or 0):
+            self.cache_fallbacks += 1
+            return None, cached
+        if path == "token-scores":
+            encoded = answer.get("prompt_token_id_logprobs")
+            scores = None if encoded is None else np.load(io.BytesIO(base64.b64decode(encoded)))
+            return answer_logprobs_from_token_scores(request, scores), cached
+        return answer_logprobs_from_prompt_logprobs(request, answer.get("prompt_logprobs")), cached
+
+    # -- HTTP ---------------------------------------------------------------------------------------------
+
+    async def _request(self, method: str, route: str, *, json: Any = None, retries: int | None = None):
+        if self._client is None:
+            headers = {}
+            if self._settings.api_key is not None:
+                headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
+            self._client = httpx.AsyncClient(
+                base_url=self._base_url, timeout=self._settings.timeout_s, headers=headers
+            )
+            self._semaphore = asyncio.Semaphore(self._settings.max_concurrency)
+        assert self._semaphore is not None
+        retries = self._settings.max_retries if retries is None else retries
+        last_problem = ""
+        for attempt in range(retries + 1):
+            if attempt:
+                await asyncio.sleep(self._settings.backoff_s * 2 ** (attempt - 1))
+            try:
+                async with self._semaphore:
+                    response = await self._client.request(method, route, json=json)
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise _Transient(f"HTTP {response.status_code}: {response.text[:300]}")
+            except (httpx.TransportError, _Transient) as error:
+                last_problem = f"{type(error).__name__}: {error}"
+                continue
+            if response.status_code >= 400:
+                raise ProbeError(f"{method} {route}: HTTP {response.status_code}: {_error_message(response)}")
+            return response
+        raise VLLMServerUnavailable(
+            f"the vLLM server at {self._base_url} is unavailable ({method} {route} failed "
+            f"{retries + 1} times; last: {last_problem or 'no answer'})"
+        )
+
+    # -- the event loop thread ----------------------------------------------------------------------------
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("VLLMServerProbe.score called from its own event loop; use ascore")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _on_loop(self, coroutine: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]

@@ -1,0 +1,295 @@
+"""The vLLM backends against a real vLLM CPU server on 127.0.0.1 and an in-process engine.
+
+One server for the session (fp32, the converted SmolLM2, prefix caching and the scale-out routes on); the
+tests that need vLLM skip when it is not installed: they run in ``.venv-vllm`` (``make test-vllm``,
+``scripts/setup_vllm_venv.sh``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from mig.engine import Annotator, TraceError
+from mig.probe.base import Probe
+from mig.probe.factory import ProbeSettings, open_probe
+from mig.probe.vllm_common import (
+    ProbeRequest,
+    answer_logprobs_from_prompt_logprobs,
+    probe_requests,
+    trial_requests,
+)
+from mig.prompt import ProbeSequence
+from schemas import ScoringConfig, Trace
+from tests.conftest import FIXTURES
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+NO_VLLM = "vllm is not installed here: `make test-vllm` runs these in .venv-vllm (scripts/setup_vllm_venv.sh)"
+needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason=NO_VLLM)
+SERVER_MAX_MODEL_LEN = 1024
+SERVER_START_TIMEOUT_S = 420
+AGREEMENT_TRACES = 24
+CPU_ENV = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _traces(count: int) -> list[Trace]:
+    with (FIXTURES / "synthetic_traces.jsonl").open() as handle:
+        return [Trace.model_validate(json.loads(line)) for line in itertools.islice(handle, count)]
+
+
+def _sequences(probe: Probe, traces: list[Trace]) -> list[ProbeSequence]:
+    annotator = Annotator(probe)
+    return [annotator.prepare(trace, ScoringConfig()).sequence for trace in traces]
+
+
+def _max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
+    assert [a.shape for a in first] == [b.shape for b in second]
+    return max(float(np.abs(a - b).max()) for a, b in zip(first, second, strict=True))
+
+
+# -- a real server ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vllm_server(default_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A vLLM CPU server on a free port of 127.0.0.1, fp32; its process group is stopped at the end."""
+    if not HAS_VLLM:
+        pytest.skip(NO_VLLM)
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(default_model_path), "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "float32", "--enforce-eager", "--max-model-len", str(SERVER_MAX_MODEL_LEN),
+        "--enable-prefix-caching", "--block-size", "32",
+        "--enable-scale-out", "--enable-prompt-tokens-details",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **CPU_ENV},
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the vLLM server exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the vLLM server was not healthy in {SERVER_START_TIMEOUT_S} s")
+            time.sleep(1)
+        yield base_url
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server_probes(vllm_server: str) -> Iterator[dict[str, Probe]]:
+    probes = {
+        path: open_probe(ProbeSettings(backend="vllm-server", base_url=vllm_server, vllm_path=path))
+        for path in ("auto", "prompt-logprobs", "prefix-cached")
+    }
+    yield probes
+    for probe in probes.values():
+        probe.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def inprocess_probe() -> Iterator[Probe]:
+    if not HAS_VLLM:
+        pytest.skip(NO_VLLM)
+    for name, value in CPU_ENV.items():
+        os.environ.setdefault(name, value)
+    from mig.model_store import resolve_model_path
+    from mig.probe.vllm_inprocess import VLLMProbe, VLLMProbeSettings
+
+    # vllm-cpu's default 128-token blocks (the server has 32): the path trial must hit the cache either way.
+    settings = VLLMProbeSettings(model_path=resolve_model_path(None), max_model_len=SERVER_MAX_MODEL_LEN)
+    probe = VLLMProbe(settings)
+    yield probe
+    probe.close()
+
+
+# -- pure logic (no vLLM needed) --------------------------------------------------------------------------
+
+
+def test_probe_requests_put_the_longest_probe_first_and_score_only_the_answer_rows() -> None:
+    sequence = ProbeSequence(
+        trace_ids=(1, 2, 3, 4, 5, 6), boundaries=(2, 4, 6), continuation_ids=(7, 8, 9), n_answer_tokens=2
+    )
+    requests = probe_requests(3, sequence)
+    assert [r.k for r in requests] == [2, 1, 0] and {r.item for r in requests} == {3}
+    assert requests[0].prompt == [1, 2, 3, 4, 5, 6, 7, 8, 9] and requests[2].prompt == [1, 2, 7, 8, 9]
+    assert requests[2].answer_ids == [8, 9] and requests[2].first_answer_position == 3
+    assert requests[2].score_start == 2
+    assert requests[2].cache_is_safe(2) and not requests[2].cache_is_safe(3)
+
+
+def test_the_path_trial_hits_the_cache_before_its_answer_rows_for_every_block_size(
+    default_model_path: Path,
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path)
+    fill, probe = trial_requests(tokenizer, context_limit=1024)
+    shared = shared_prefix(fill, probe)
+    assert fill.answer_ids == probe.answer_ids == fill.prompt[-2:] == probe.prompt[-2:]
+    assert len(fill.prompt) == len(probe.prompt) + 1 <= 1024
+    for block_size in (16, 32, 128, 256):
+        cached = shared // block_size * block_size  # whole blocks of the fill request that the probe shares
+        assert cached > 0 and probe.cache_is_safe(cached), block_size
+    again, _ = trial_requests(tokenizer, context_limit=1024)
+    assert again.prompt[:4] != fill.prompt[:4]  # a fresh nonce: an earlier trial is not in the cache
+    short_fill, short_probe = trial_requests(tokenizer, context_limit=100)  # a server with a short context
+    assert len(short_fill.prompt) == 100 and short_probe.cache_is_safe(shared_prefix(short_fill, short_probe))
+
+
+def shared_prefix(first: ProbeRequest, second: ProbeRequest) -> int:
+    return next(i for i, (a, b) in enumerate(zip(first.prompt, second.prompt, strict=False)) if a != b)
+
+
+def test_answer_logprobs_are_read_from_string_keyed_http_entries() -> None:
+    request = ProbeRequest(item=0, k=0, prompt=[5, 6, 7], answer_ids=[6, 7])
+    entries = [None, {"6": {"logprob": -1.5, "rank": 2}}, {"7": {"logprob": -0.25, "rank": 1}}]
+    assert answer_logprobs_from_prompt_logprobs(request, entries).tolist() == [-1.5, -0.25]
+
+
+def test_a_server_that_is_down_is_reported_as_unavailable() -> None:
+    from mig.probe.vllm_server import VLLMServerUnavailable
+
+    url = f"http://127.0.0.1:{_free_port()}"
+    settings = ProbeSettings(backend="vllm-server", base_url=url, max_retries=1, request_timeout_s=2)
+    with pytest.raises(VLLMServerUnavailable, match=rf"vLLM server at {url} is unavailable.*2 times"):
+        open_probe(settings)
+
+
+def test_the_default_probe_settings_stay_transformers() -> None:
+    settings = ProbeSettings()
+    assert (settings.backend, settings.mode, settings.dtype, settings.model) == (
+        "transformers", "packed", "float32", None
+    )  # fmt: skip
+
+
+# -- against the real server ------------------------------------------------------------------------------
+
+
+@needs_vllm
+def test_the_server_probe_reads_the_model_and_picks_the_prefix_cached_path_on_cpu(server_probes) -> None:
+    probe = server_probes["auto"]
+    assert isinstance(probe, Probe)
+    assert probe.model_id == "SmolLM2-135M-Instruct"
+    assert probe.context_limit == SERVER_MAX_MODEL_LEN
+    # vllm-cpu has no Triton, so no Model Runner V2: token-scores is refused and prefix-cached is next.
+    assert probe.scoring_path == "prefix-cached"
+
+
+@needs_vllm
+def test_transformers_server_and_inprocess_agree_within_1e_3_nats_on_both_paths(
+    packed_probe, server_probes, inprocess_probe
+) -> None:
+    traces = _traces(AGREEMENT_TRACES)
+    sequences = _sequences(packed_probe, traces)
+    results = {"transformers": [r.token_logprobs for r in packed_probe.score(sequences)]}
+    forwarded = {}
+    for path in ("prompt-logprobs", "prefix-cached"):
+        scored = server_probes[path].score(sequences)
+        results[f"server/{path}"] = [r.token_logprobs for r in scored]
+        forwarded[f"server/{path}"] = sum(r.tokens_forwarded for r in scored)
+    assert inprocess_probe.scoring_path == "prefix-cached"
+    results["inprocess/prefix-cached"] = [r.token_logprobs for r in inprocess_probe.score(sequences)]
+    inprocess_probe._path = "prompt-logprobs"  # the same engine on the full-prefill path
+    try:
+        results["inprocess/prompt-logprobs"] = [r.token_logprobs for r in inprocess_probe.score(sequences)]
+    finally:
+        inprocess_probe._path = "prefix-cached"
+    assert len(traces) >= 20
+    for (name_a, a), (name_b, b) in itertools.combinations(results.items(), 2):
+        assert _max_difference(a, b) <= 1e-3, (name_a, name_b)
+    naive = sum(s.naive_tokens for s in sequences)
+    assert forwarded["server/prompt-logprobs"] == naive
+    assert forwarded["server/prefix-cached"] < naive
+
+
+@needs_vllm
+def test_a_tokenizer_that_differs_from_the_servers_is_refused(
+    vllm_server: str, default_model_path: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from mig.probe.vllm_server import TokenizerMismatch, VLLMServerProbe, VLLMServerSettings
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path)
+    tokenizer.add_tokens(["Question:"])  # one more token: the check texts now tokenise differently
+    tokenizer.save_pretrained(tmp_path)
+    shutil.copy(default_model_path / "config.json", tmp_path / "config.json")
+    with pytest.raises(TokenizerMismatch, match="does not match the server's"):
+        VLLMServerProbe(VLLMServerSettings(base_url=vllm_server, tokenizer_path=tmp_path))
+
+
+@needs_vllm
+def test_a_trace_over_the_servers_max_model_len_is_a_clear_error_naming_it(server_probes) -> None:
+    probe = server_probes["auto"]
+    steps = [f"Step {i}: we add {i} apples to the basket and count them all again." for i in range(80)]
+    trace = Trace(id="too-long-for-vllm", question="How many apples?", steps=steps, reference_answer="3240")
+    with pytest.raises(TraceError, match=rf"'too-long-for-vllm'.*context limit of {SERVER_MAX_MODEL_LEN}"):
+        Annotator(probe).annotate([trace])
+    sequence = PromptBuilderSequence.build(probe, trace)
+    with pytest.raises(ValueError, match=rf"sequence 0: .* max_model_len {SERVER_MAX_MODEL_LEN}"):
+        probe.score([sequence])
+
+
+class PromptBuilderSequence:
+    """Builds a trace's probe sequence without the engine's context check."""
+
+    @staticmethod
+    def build(probe: Probe, trace: Trace) -> ProbeSequence:
+        from mig.prompt import PromptBuilder
+
+        assert trace.steps is not None
+        return PromptBuilder(probe.tokenizer, ScoringConfig().prompt).build(
+            trace.question, trace.steps, trace.reference_answer
+        )
+
+
+@needs_vllm
+def test_the_server_probe_health_check_passes_while_the_server_runs(server_probes) -> None:
+    server_probes["auto"].health_check()

@@ -1,0 +1,214 @@
+"""Pure logic of the service: micro-batch formation, OpenRLHF splitting, scalars, settings, client retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from schemas.api import AnnotateRequest, OpenRLHFRewardRequest, ScoringOptions
+from schemas.config import ScoringConfig
+from service.batcher import Deliver, MicroBatcher, ProbeFailure, ScoringJob
+from service.errors import Overloaded, ProbeUnavailable, field_path
+from service.integrations import _retry_wait_s
+from service.metrics import ServiceMetrics
+from service.openrlhf import split_completion
+from service.settings import ServiceSettings
+
+
+class _Sequence:
+    def __init__(self, tokens: int) -> None:
+        self.minimal_tokens = tokens
+
+
+class _Prepared:
+    """Stands in for a PreparedTrace: the batcher only reads the token count."""
+
+    def __init__(self, name: str, tokens: int) -> None:
+        self.name = name
+        self.sequence = _Sequence(tokens)
+
+
+class _RecordingRun:
+    """A run_batch that records batches and answers each job with its name (or fails on demand)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.fail_batches: set[int] = set()
+
+    def __call__(self, jobs: Sequence[ScoringJob], deliver: Deliver) -> None:
+        self.batches.append([job.prepared.name for job in jobs])  # type: ignore[attr-defined]
+        if len(self.batches) - 1 in self.fail_batches:
+            deliver(jobs[0], jobs[0].prepared.name)  # type: ignore[arg-type, attr-defined]
+            raise ProbeFailure("boom")
+        for job in jobs:
+            deliver(job, job.prepared.name)  # type: ignore[arg-type, attr-defined]
+
+
+def _batcher(run: _RecordingRun, **overrides: Any) -> MicroBatcher:
+    options = {
+        "max_tokens": 100,
+        "max_wait_s": 0.05,
+        "max_queue": 10,
+        "metrics": ServiceMetrics(),
+        **overrides,
+    }
+    return MicroBatcher(run, **options)
+
+
+def _submit(batcher: MicroBatcher, *items: tuple[str, int]) -> list[asyncio.Future[Any]]:
+    return batcher.submit([_Prepared(name, tokens) for name, tokens in items], ScoringConfig())  # type: ignore[list-item]
+
+
+def test_concurrent_requests_share_batches_up_to_the_token_budget() -> None:
+    async def scenario() -> tuple[list[list[str]], list[Any]]:
+        run = _RecordingRun()
+        batcher = _batcher(run)
+        batcher.start()
+        futures = (
+            _submit(batcher, ("a", 40), ("b", 40)) + _submit(batcher, ("c", 40)) + _submit(batcher, ("d", 10))
+        )
+        results = await asyncio.gather(*futures)
+        await batcher.stop()
+        return run.batches, results
+
+    batches, results = asyncio.run(scenario())
+    assert results == ["a", "b", "c", "d"]
+    assert batches == [["a", "b"], ["c", "d"]]  # 80 + 40 > 100: c waits for the next batch
+
+
+def test_a_full_queue_refuses_the_whole_request() -> None:
+    async def scenario() -> None:
+        batcher = _batcher(_RecordingRun(), max_queue=3)
+        batcher.start()
+        first = _submit(batcher, ("a", 1), ("b", 1))
+        with pytest.raises(Overloaded) as refused:
+            _submit(batcher, ("c", 1), ("d", 1))
+        assert refused.value.headers["Retry-After"] == "1"
+        assert batcher.queued == 2  # nothing of the refused request was queued
+        await asyncio.gather(*first)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_probe_failure_fails_only_the_unfinished_traces_of_its_batch() -> None:
+    async def scenario() -> list[Any]:
+        run = _RecordingRun()
+        run.fail_batches = {0}
+        batcher = _batcher(run, max_tokens=20)
+        batcher.start()
+        futures = _submit(batcher, ("a", 10), ("b", 10), ("c", 10))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        later = await asyncio.gather(*_submit(batcher, ("d", 10)))
+        await batcher.stop()
+        return [*results, *later]
+
+    a, b, c, d = asyncio.run(scenario())
+    assert a == "a"  # delivered before the failure
+    assert isinstance(b, ProbeUnavailable) and "boom" in b.message
+    assert c == "c" and d == "d"  # the next batches run normally
+
+
+def test_traces_whose_request_gave_up_are_not_scored() -> None:
+    async def scenario() -> list[list[str]]:
+        run = _RecordingRun()
+        batcher = _batcher(run, max_wait_s=0.1)
+        batcher.start()
+        futures = _submit(batcher, ("a", 10), ("b", 10))
+        futures[0].cancel()
+        await futures[1]
+        await batcher.stop()
+        return run.batches
+
+    assert asyncio.run(scenario()) == [["b"]]
+
+
+def test_stopping_fails_what_is_still_queued() -> None:
+    async def scenario() -> BaseException | None:
+        batcher = _batcher(_RecordingRun(), max_wait_s=5)
+        batcher.start()
+        (future,) = _submit(batcher, ("a", 1))
+        await batcher.stop()
+        return future.exception()
+
+    assert isinstance(asyncio.run(scenario()), ProbeUnavailable)
+
+
+@pytest.mark.parametrize(
+    ("query", "prompt", "expected"),
+    [
+        ("Q: 2+2?\nA: 4", "Q: 2+2?", "\nA: 4"),
+        ("<s>Q: 2+2? It is 4.</s>", "Q: 2+2?", " It is 4."),
+        ("Q: 1?A: 1<|im_end|>\n<|endoftext|>", "Q: 1?", "A: 1"),
+        ("something else", "Q: 2+2?", None),
+    ],
+)
+def test_openrlhf_queries_split_into_the_response_after_the_prompt(
+    query: str, prompt: str, expected: str | None
+) -> None:
+    assert split_completion(query, prompt, ["<|im_end|>", "<|endoftext|>", "</s>"]) == expected
+
+
+def test_scoring_options_mirror_every_scoring_config_field_and_refuse_others() -> None:
+    assert set(ScoringOptions.model_fields) == set(ScoringConfig.model_fields)
+    assert ScoringOptions.model_validate({"watermark": "gain"}).model_dump(exclude_unset=True) == {
+        "watermark": "gain"
+    }
+    with pytest.raises(ValidationError):
+        ScoringOptions.model_validate({"temperature": 1})
+
+
+def test_an_annotate_request_takes_exactly_one_of_trace_and_traces() -> None:
+    trace = {"id": "a", "question": "q", "completion": "c", "reference_answer": "1"}
+    assert AnnotateRequest.model_validate({"trace": trace}).field_name == "trace"
+    assert len(AnnotateRequest.model_validate({"traces": [trace, trace]}).trace_list) == 2
+    for body in ({}, {"trace": trace, "traces": [trace]}, {"traces": []}):
+        with pytest.raises(ValidationError):
+            AnnotateRequest.model_validate(body)
+    with pytest.raises(ValidationError, match="equal lengths"):
+        OpenRLHFRewardRequest.model_validate({"query": ["a"], "prompts": [], "labels": []})
+
+
+def test_settings_come_from_mig_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIG_PORT", "9001")
+    monkeypatch.setenv("MIG_PROBE__THREADS", "3")
+    monkeypatch.setenv("MIG_SCORING__WATERMARK", "gain")
+    monkeypatch.setenv("MIG_API_KEYS", '{"trainer-a": "sk-1"}')
+    monkeypatch.setenv("MIG_CORS_ORIGINS", '["https://a.example"]')
+    monkeypatch.setenv("MIG_EXACT_BATCHING", "false")
+    settings = ServiceSettings()
+    assert settings.port == 9001 and settings.probe.threads == 3 and settings.scoring.watermark == "gain"
+    assert settings.api_key_ids() == {"sk-1": "trainer-a"}
+    assert "sk-1" not in repr(settings)
+    assert settings.cors_origins == ["https://a.example"] and settings.exact is False
+
+
+def test_exact_batching_defaults_to_exact_for_the_embedded_probe_only() -> None:
+    assert ServiceSettings().exact is True
+    assert ServiceSettings(probe={"backend": "vllm-server"}).exact is False
+    assert ServiceSettings(probe={"backend": "vllm-server"}, exact_batching=True).exact is True
+
+
+def test_settings_refuse_a_queue_smaller_than_one_request() -> None:
+    with pytest.raises(ValidationError, match="queue_max_traces"):
+        ServiceSettings(queue_max_traces=8, max_traces_per_request=16)
+
+
+def test_error_locations_read_as_field_paths() -> None:
+    assert field_path(("body", "traces", 3, "steps", 0)) == "traces[3].steps[0]"
+    assert field_path(("body",)) == "body"
+    assert field_path(("config", "prompt", "header")) == "config.prompt.header"
+
+
+def test_client_retries_wait_as_the_server_says_capped() -> None:
+    def response(retry_after: str | None) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": retry_after} if retry_after else {})
+
+    assert _retry_wait_s(response("2"), attempt=0) == 2.0
+    assert _retry_wait_s(response("600"), attempt=0) == 30.0
+    assert _retry_wait_s(response(None), attempt=2) == 2.0

@@ -1,0 +1,230 @@
+"""The Python clients, the TRL reward function and the verl adapters, against a live service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mig.probe.base import Probe
+from schemas import Trace, TraceAnnotation
+from service.app import create_app
+from service.integrations import (
+    AsyncMigClient,
+    MigClient,
+    MigRewardManager,
+    MigServiceError,
+    compute_score,
+    token_end_offsets,
+    trl_reward_function,
+)
+from service.settings import ServiceSettings
+from tests.service.support import live_server, small_traces
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def client(service_url: str) -> Iterator[MigClient]:
+    with MigClient(service_url) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def two_per_request_url(probe: Probe) -> Iterator[str]:
+    settings = ServiceSettings(max_traces_per_request=2, audit_enabled=False)
+    with live_server(create_app(settings, probe=probe)) as url:
+        yield url
+
+
+def test_the_sync_client_splits_large_groups_and_keeps_their_order(
+    two_per_request_url: str, client: MigClient
+) -> None:
+    traces = small_traces(5, prefix="chunk-")
+    with MigClient(two_per_request_url) as small:
+        assert small.info().limits.max_traces_per_request == 2
+        chunked = small.annotate(traces)
+    assert [a.trace_id for a in chunked] == [t.id for t in traces]
+    assert chunked == client.annotate(traces)  # same numbers from a server that takes them all at once
+
+
+def test_the_async_client_sends_chunks_concurrently_with_the_same_results(
+    two_per_request_url: str, client: MigClient
+) -> None:
+    traces = small_traces(5, prefix="chunk-")
+
+    async def run() -> list[TraceAnnotation]:
+        async with AsyncMigClient(two_per_request_url) as async_client:
+            return await async_client.annotate(traces, config={"watermark": "gain"})
+
+    assert asyncio.run(run()) == client.annotate(traces, config={"watermark": "gain"})
+
+
+def test_client_errors_carry_status_code_and_fields(client: MigClient) -> None:
+    bad = {"id": "bad", "question": "q", "completion": "c", "reference_answer": "1", "colour": "red"}
+    with pytest.raises(MigServiceError) as caught:
+        client.annotate([bad])
+    assert caught.value.status == 422
+    assert caught.value.error == "invalid_request"
+    assert caught.value.fields == ["traces[0].colour"]
+
+
+def test_trl_reward_function_returns_one_float_per_completion(client: MigClient) -> None:
+    traces = small_traces(4, prefix="trl-")
+    reward = trl_reward_function(client, reward="mixed", lam=0.5, answer_column="answer")
+    assert reward.__name__ == "mig_mixed"
+    # GRPOTrainer's call: keyword arguments, dataset columns as lists, plus trainer_state and completion_ids
+    rewards = reward(
+        prompts=[t.question for t in traces],
+        completions=[t.completion for t in traces],
+        completion_ids=[[1, 2, 3]] * 4,
+        answer=[t.reference_answer for t in traces],
+        trainer_state=None,
+    )
+    expected = client.annotate(traces)
+    assert isinstance(rewards, list) and len(rewards) == 4 and all(isinstance(r, float) for r in rewards)
+    assert rewards == [a.outcome + 0.5 * a.process_reward for a in expected]
+
+
+def test_trl_reward_function_reads_conversational_batches_and_transforms_references(
+    client: MigClient,
+) -> None:
+    traces = small_traces(3, prefix="chat-")
+    outcome = trl_reward_function(
+        client,
+        reward="outcome",
+        answer_column="solution",
+        reference_transform=lambda s: s.split("####")[-1].strip(),
+    )
+    process = trl_reward_function(
+        client,
+        reward="process",
+        answer_column="solution",
+        reference_transform=lambda s: s.split("####")[-1].strip(),
+    )
+    batch: dict[str, Any] = {
+        "prompts": [
+            [{"role": "system", "content": "Solve it."}, {"role": "user", "content": t.question}]
+            for t in traces
+        ],
+        "completions": [[{"role": "assistant", "content": t.completion}] for t in traces],
+        "solution": [f"Add them.\n#### {t.reference_answer}" for t in traces],
+        "trainer_state": None,
+    }
+    expected = client.annotate(traces)
+    assert outcome(**batch) == [float(a.outcome) for a in expected] == [0.0, 1.0, 1.0]
+    assert process(**batch) == [a.process_reward for a in expected]
+
+
+def test_trl_reward_function_names_a_missing_answer_column(client: MigClient) -> None:
+    reward = trl_reward_function(client)
+    with pytest.raises(ValueError, match=r"no column 'answer'.*'ground_truth'"):
+        reward(prompts=["q"], completions=["c"], ground_truth=["1"], trainer_state=None)
+    with pytest.raises(ValueError, match="reward must be one of"):
+        trl_reward_function(client, reward="best")  # type: ignore[arg-type]
+
+
+def test_verl_compute_score_returns_the_score_and_its_parts(service_url: str, client: MigClient) -> None:
+    trace = small_traces(2)[1]
+    result = compute_score(
+        "openai/gsm8k",
+        trace.completion,
+        trace.reference_answer,
+        {"question": trace.question, "split": "train", "index": 1},
+        base_url=service_url,
+    )
+    (annotation,) = client.annotate([trace])
+    assert result == {
+        "score": annotation.outcome + annotation.process_reward,
+        "outcome": 1.0,
+        "process_reward": annotation.process_reward,
+    }
+    with pytest.raises(ValueError, match="extra_info\\['question'\\]"):
+        compute_score("openai/gsm8k", trace.completion, "5", {"split": "train"}, base_url=service_url)
+
+
+@dataclass
+class VerlBatch:
+    """The two attributes of verl's DataProto that reward managers read (verl itself is not installed)."""
+
+    batch: dict[str, torch.Tensor]
+    non_tensor_batch: dict[str, np.ndarray]
+
+
+def _verl_batch(tokenizer: Any, traces: list[Trace]) -> tuple[VerlBatch, list[list[int]]]:
+    prompt_ids = [tokenizer(t.question, add_special_tokens=False)["input_ids"] for t in traces]
+    eos = tokenizer.eos_token_id
+    response_ids = [tokenizer(t.completion, add_special_tokens=False)["input_ids"] + [eos] for t in traces]
+    prompt_width, response_width = max(map(len, prompt_ids)), max(map(len, response_ids)) + 3
+    pad = tokenizer.pad_token_id or 0
+    prompts = torch.full((len(traces), prompt_width), pad)
+    responses = torch.full((len(traces), response_width), pad)
+    attention = torch.zeros((len(traces), prompt_width + response_width), dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
+        prompts[i, prompt_width - len(p) :] = torch.tensor(p)  # left-padded prompts, as verl has them
+        responses[i, : len(r)] = torch.tensor(r)  # right-padded responses
+        attention[i, prompt_width - len(p) : prompt_width + len(r)] = 1
+    data = VerlBatch(
+        batch={"prompts": prompts, "responses": responses, "attention_mask": attention},
+        non_tensor_batch={
+            "data_source": np.array(["openai/gsm8k"] * len(traces), dtype=object),
+            "reward_model": np.array([{"ground_truth": t.reference_answer} for t in traces], dtype=object),
+            "extra_info": np.array([{"question": t.question} for t in traces], dtype=object),
+        },
+    )
+    return data, response_ids
+
+
+def test_verl_reward_manager_puts_step_rewards_on_step_ends_and_the_outcome_on_the_answer(
+    probe: Probe, client: MigClient
+) -> None:
+    tokenizer = probe.tokenizer  # stands in for the policy's tokenizer
+    traces = small_traces(3, prefix="verl-")
+    data, response_ids = _verl_batch(tokenizer, traces)
+    manager = MigRewardManager(
+        tokenizer, num_examine=0, client=client, outcome_weight=1.0, process_weight=2.0
+    )
+
+    result = manager(data, return_dict=True)
+
+    tensor = result["reward_tensor"]
+    assert tensor.shape == data.batch["responses"].shape and tensor.dtype == torch.float32
+    annotations = client.annotate(traces)
+    for i, (ids, annotation) in enumerate(zip(response_ids, annotations, strict=True)):
+        assert annotation.completion == tokenizer.decode(ids, skip_special_tokens=True)
+        expected = torch.zeros(tensor.shape[1])
+        for step in annotation.steps:
+            expected[_first_token_covering(tokenizer, ids, step.span.end)] += 2.0 * step.reward
+        assert annotation.answer_span is not None
+        expected[_first_token_covering(tokenizer, ids, annotation.answer_span.end)] += annotation.outcome
+        assert torch.allclose(tensor[i], expected, atol=1e-6)
+        total = annotation.outcome + 2.0 * annotation.process_reward
+        assert float(tensor[i].sum()) == pytest.approx(total, abs=1e-5)
+        assert torch.all(tensor[i, len(ids) :] == 0)  # nothing on padding
+    assert result["reward_extra_info"]["outcome"] == [float(a.outcome) for a in annotations]
+    assert torch.equal(manager(data), tensor)
+
+
+def _first_token_covering(tokenizer: Any, ids: list[int], char_end: int) -> int:
+    """The reference placement: the first token whose decoded prefix reaches ``char_end``."""
+    return next(
+        t
+        for t in range(len(ids))
+        if len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) >= char_end
+    )
+
+
+def test_token_end_offsets_match_prefix_decoding(probe: Probe) -> None:
+    tokenizer = probe.tokenizer
+    text = "Sam has 3 apples; 3 + 2 = 5 → done. Ünïcödé ✓"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ends = token_end_offsets(tokenizer, ids, text)
+    assert len(ends) == len(ids) and ends[-1] == len(text) == ends[-2]
+    assert ends == sorted(ends)
+    slow = token_end_offsets(tokenizer, ids, text + " ")  # the re-tokenisation differs: prefix decoding
+    assert slow[-1] == len(text)
