@@ -23,23 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DEFAULT_ROLLOUTS = ROOT.parent / "shared" / "data" / "gsm8k_rollouts.jsonl"
-
-
-def gsm8k_traces(path: Path, limit: int) -> list:
-    from schemas import Trace
-
-    rows = [json.loads(line) for line in path.open(encoding="utf-8")]
-    stride = max(1, len(rows) // limit)  # spread over problems and generators
-    return [
-        Trace(
-            id=r["id"],
-            question=r["question"],
-            completion=r["completion"],
-            reference_answer=r["reference_answer"],
-        )
-        for r in rows[::stride][:limit]
-    ]
+from common import DEFAULT_ROLLOUTS, spread_gsm8k_traces, write_benchmark_section  # noqa: E402
 
 
 def long_trace() -> list:
@@ -68,7 +52,7 @@ def run_worker(workload: str, mode: str, rollouts: Path, limit: int, repeats: in
     from mig.probe.factory import ProbeSettings, open_probe
     from schemas import ScoringConfig
 
-    traces = gsm8k_traces(rollouts, limit) if workload == "gsm8k" else long_trace()
+    traces = spread_gsm8k_traces(rollouts, limit) if workload == "gsm8k" else long_trace()
     probe = open_probe(ProbeSettings(mode=mode))
     annotator = Annotator(probe)
     config = ScoringConfig()
@@ -142,21 +126,6 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(table: str, command: str, notes: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = (
-        path.read_text() if path.exists() else "# Benchmarks\n\nEvery number comes from the command shown.\n"
-    )
-    section = f"## Engine\n\n`{command}`\n\n{notes}\n\n{table}\n"
-    start = text.find("## Engine\n")
-    if start == -1:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -207,7 +176,7 @@ def main() -> None:
             "same shapes with the built-in causal mask: the throughput ceiling for this many tokens."
         )
         command = f"python bench/engine.py --limit {args.limit} --long-repeats {args.long_repeats} --write"
-        write_section(table, command, notes)
+        write_benchmark_section("Engine", f"`{command}`\n\n{notes}\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import socket
@@ -70,17 +69,9 @@ def load_traces(path: Path, count: int) -> list[Trace]:
         print(f"no rollouts at {path}: using the {SAMPLE_TRACES.name} shipped with the package", flush=True)
         shipped = read_traces_jsonl(SAMPLE_TRACES)
         return [shipped[i % len(shipped)].model_copy(update={"id": f"sample-{i}"}) for i in range(count)]
-    rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
-    stride = max(1, len(rows) // count)  # spread over problems and generators
-    return [
-        Trace(
-            id=r["id"],
-            question=r["question"],
-            completion=r["completion"],
-            reference_answer=r["reference_answer"],
-        )
-        for r in rows[::stride][:count]
-    ]
+    from common import spread_gsm8k_traces
+
+    return spread_gsm8k_traces(path, count)
 
 
 class Engine:
@@ -285,25 +276,6 @@ def format_report(
     return "\n".join(lines)
 
 
-def write_section(report: str, command: str) -> None:
-    """Append this run under ``## Service`` in BENCHMARKS.md (created if absent); other sections stay."""
-    path = ROOT / "BENCHMARKS.md"
-    text = (
-        path.read_text() if path.exists() else "# Benchmarks\n\nEvery number comes from the command shown.\n"
-    )
-    entry = f"`{command}`\n\n{report}\n"
-    start = text.find("## Service\n")
-    if start == -1:
-        text = text.rstrip() + "\n\n## Service\n\n" + entry
-    else:
-        end = text.find("\n## ", start + 1)
-        if end == -1:
-            text = text.rstrip() + "\n\n" + entry
-        else:
-            text = text[:end].rstrip() + "\n\n" + entry + text[end:]
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -353,7 +325,10 @@ def main() -> None:
     )
     if not args.no_write:
         shown = " ".join(a if not a.startswith(str(ROOT)) else os.path.relpath(a, ROOT) for a in sys.argv[1:])
-        write_section(report, f".venv/bin/python bench/service_load.py {shown}".strip())
+        from common import write_benchmark_section
+
+        command = f".venv/bin/python bench/service_load.py {shown}".strip()
+        write_benchmark_section("Service", f"`{command}`\n\n{report}")
         print(f"written to {ROOT / 'BENCHMARKS.md'}")
 
 

@@ -129,9 +129,9 @@ def predicted_prefix_cached_tokens(sequences: Sequence, block_size: int) -> int:
 
 
 def load_traces(rollouts: Path, limit: int) -> list:
-    from engine import gsm8k_traces  # every (4000 // limit)-th rollout: spread over problems, generators
+    from common import spread_gsm8k_traces
 
-    return gsm8k_traces(rollouts, limit)
+    return spread_gsm8k_traces(rollouts, limit)
 
 
 def warmup_sequences(annotator, count: int = 6) -> list:
@@ -251,22 +251,6 @@ def target_verdict(runs: list[dict], minimal: int, grain: dict[int, int], block_
     )
 
 
-def write_section(body: str) -> None:
-    """Replace (or append) the ``## vLLM`` section of BENCHMARKS.md, leaving the others alone."""
-    path = ROOT / "BENCHMARKS.md"
-    text = (
-        path.read_text() if path.exists() else "# Benchmarks\n\nEvery number comes from the command shown.\n"
-    )
-    section = f"## vLLM\n\n{body}\n"
-    start = text.find("## vLLM\n")
-    if start == -1:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -342,7 +326,9 @@ def main() -> None:
     verdict = target_verdict(runs, minimal, grain, args.block_size)
     print(table, grain_note, verdict, sep="\n\n")
     if args.write:
-        write_section(f"`{command}`\n\n{notes}\n\n{table}\n\n{grain_note}\n\n{verdict}")
+        from common import write_benchmark_section
+
+        write_benchmark_section("vLLM", f"`{command}`\n\n{notes}\n\n{table}\n\n{grain_note}\n\n{verdict}")
 
 
 if __name__ == "__main__":

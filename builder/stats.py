@@ -18,28 +18,61 @@ def v_final() -> pl.Expr:
     )
 
 
-def reward_stats(parts: Sequence[Path]) -> dict[str, Any]:
-    """Counts and reward summaries: outcome and SFT rates, process-reward quantiles, steps."""
-    if not parts:
-        return {"annotated": 0}
-    frame = pl.scan_parquet([str(path) for path in parts])
+def _part_summary(path: Path) -> tuple[dict[str, float], pl.Series]:
+    """Sums over one part file, and its process rewards (for the quantiles). One file is read at a time."""
+    frame = pl.read_parquet(
+        path, columns=["outcome", "sft_gate", "process_reward", "max_reward", "v0", "truncated", "steps"]
+    )
     process = pl.col("process_reward")
-    summary = frame.select(
-        pl.len().alias("annotated"),
-        pl.col("outcome").mean().alias("outcome_rate"),
-        pl.col("sft_gate").cast(pl.Float64).mean().alias("sft_rate"),
-        process.mean().alias("process_reward_mean"),
-        process.quantile(0.1, "linear").alias("process_reward_p10"),
-        process.median().alias("process_reward_p50"),
-        process.quantile(0.9, "linear").alias("process_reward_p90"),
-        process.max().alias("process_reward_max"),
-        (process == 0).cast(pl.Float64).mean().alias("zero_process_reward_rate"),
-        pl.col("max_reward").mean().alias("max_reward_mean"),
-        pl.col("v0").mean().alias("v0_mean"),
-        v_final().mean().alias("v_final_mean"),
-        pl.col("steps").list.len().mean().alias("steps_mean"),
-        pl.col("truncated").sum().alias("truncated"),
-        ((pl.col("outcome") == 1) & (process == 0)).sum().alias("lucky_guesses"),
-    ).collect(engine="streaming")
-    row = summary.row(0, named=True)
-    return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in row.items()}
+    sums = frame.select(
+        pl.len().cast(pl.Float64).alias("annotated"),
+        pl.col("outcome").sum().cast(pl.Float64),
+        pl.col("sft_gate").sum().cast(pl.Float64),
+        pl.col("max_reward").sum(),
+        pl.col("v0").sum(),
+        v_final().sum().alias("v_final"),
+        pl.col("steps").list.len().sum().cast(pl.Float64).alias("n_steps"),
+        pl.col("truncated").sum().cast(pl.Float64),
+        ((pl.col("outcome") == 1) & (process == 0)).sum().cast(pl.Float64).alias("lucky_guesses"),
+        (process == 0).sum().cast(pl.Float64).alias("zero_process_reward"),
+    ).row(0, named=True)
+    return sums, frame.get_column("process_reward")
+
+
+def reward_stats(parts: Sequence[Path]) -> dict[str, Any]:
+    """Counts and reward summaries: outcome and SFT rates, process-reward quantiles, steps.
+
+    Memory holds one part file's columns at a time plus each trace's process reward (8 bytes).
+    """
+    totals: dict[str, float] = {}
+    rewards: list[pl.Series] = []
+    for path in parts:
+        sums, process = _part_summary(path)
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0.0) + (value or 0.0)
+        rewards.append(process)
+    n = int(totals.get("annotated", 0))
+    if n == 0:
+        return {"annotated": 0}
+    process = pl.concat(rewards)
+
+    def mean(key: str) -> float:
+        return round(totals[key] / n, 6)
+
+    return {
+        "annotated": n,
+        "outcome_rate": mean("outcome"),
+        "sft_rate": mean("sft_gate"),
+        "process_reward_mean": round(float(process.mean()), 6),  # type: ignore[arg-type]
+        "process_reward_p10": round(float(process.quantile(0.1, "linear")), 6),  # type: ignore[arg-type]
+        "process_reward_p50": round(float(process.quantile(0.5, "linear")), 6),  # type: ignore[arg-type]
+        "process_reward_p90": round(float(process.quantile(0.9, "linear")), 6),  # type: ignore[arg-type]
+        "process_reward_max": round(float(process.max()), 6),  # type: ignore[arg-type]
+        "zero_process_reward_rate": mean("zero_process_reward"),
+        "max_reward_mean": mean("max_reward"),
+        "v0_mean": mean("v0"),
+        "v_final_mean": mean("v_final"),
+        "steps_mean": mean("n_steps"),
+        "truncated": int(totals["truncated"]),
+        "lucky_guesses": int(totals["lucky_guesses"]),
+    }

@@ -320,3 +320,19 @@ def test_the_service_audit_log_mixes_with_built_datasets(tmp_path: Path, dataset
     assert [r["trace_id"] for r in report(paths, "top-steps", top=2).records()] == ["t3", "t3"]
     with pytest.raises(AuditQueryError, match="audit logs hold only r_k"):
         report([log], "top-steps")
+
+
+def test_the_build_summary_statistics_match_hand_counts(dataset_a: Path) -> None:
+    from builder.stats import reward_stats
+
+    stats = reward_stats([dataset_a / "part-00000.parquet"])
+    assert stats["annotated"] == 6
+    assert stats["outcome_rate"] == pytest.approx(0.5)  # t1, t2, t6
+    assert stats["sft_rate"] == pytest.approx(2 / 6, abs=1e-6)  # t1, t6
+    assert stats["process_reward_mean"] == pytest.approx(3.4 / 6, abs=1e-6)
+    assert stats["process_reward_p50"] == pytest.approx(0.35)  # 0, 0, .2, .5, .7, 2
+    assert stats["process_reward_max"] == pytest.approx(2.0)
+    assert stats["zero_process_reward_rate"] == pytest.approx(2 / 6, abs=1e-6)
+    assert stats["v_final_mean"] == pytest.approx(-8.8 / 6, abs=1e-6)
+    assert stats["steps_mean"] == pytest.approx(14 / 6, abs=1e-6)
+    assert (stats["lucky_guesses"], stats["truncated"]) == (1, 0)
