@@ -59,10 +59,21 @@ def build(
     window_rows: Annotated[int, typer.Option(help="Rows sorted together by length for the probe.")] = 1024,
     group_rows: Annotated[int, typer.Option(help="Traces per probe call and per checkpoint.")] = 64,
     row_group_rows: Annotated[int, typer.Option(help="Rows per Parquet row group.")] = 2048,
-    model: Annotated[
-        str | None, typer.Option(help="A local HF model folder (default: SmolLM2-135M).")
+    backend: Annotated[
+        str, typer.Option(help="Probe backend: transformers | vllm | vllm-server")
+    ] = "transformers",
+    base_url: Annotated[str, typer.Option(help="vllm-server: the server's URL.")] = "http://127.0.0.1:8000",
+    vllm_path: Annotated[
+        str, typer.Option(help="vLLM scoring path: auto | token-scores | prefix-cached | prompt-logprobs")
+    ] = "auto",
+    api_key: Annotated[
+        str | None, typer.Option(envvar="MIG_VLLM_API_KEY", help="vllm-server: the server's --api-key.")
     ] = None,
-    mode: Annotated[str, typer.Option(help="packed | naive")] = "packed",
+    model: Annotated[
+        str | None,
+        typer.Option(help="A local HF model folder (default: SmolLM2-135M); vllm-server: its tokenizer."),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="transformers: packed | packed-single | naive")] = "packed",
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
@@ -121,6 +132,10 @@ def build(
             overwrite=overwrite,
         )
         probe_settings = ProbeSettings(
+            backend=backend,
+            base_url=base_url,
+            vllm_path=vllm_path,
+            api_key=api_key,
             model=model,
             mode=mode,
             dtype=dtype,
@@ -132,12 +147,17 @@ def build(
         if dry_run:
             _dry_run(settings, open_probe(probe_settings))
             return
-        plan = plan_build(settings, probe_identity("transformers", model_path.name, model_path, dtype))
+        probe = None
+        model_id = model_path.name
+        if backend == "vllm-server":  # the served model's name comes from the server
+            probe = open_probe(probe_settings)
+            model_id = probe.model_id
+        plan = plan_build(settings, probe_identity(backend, model_id, model_path, dtype))
         claim_output(plan)  # refuse a conflicting folder before loading the model
         finished = None if overwrite else finished_manifest(plan)
-        if finished is None:
+        if finished is None and probe is None:
             probe = open_probe(probe_settings)
-    except (ValidationError, BuildError, ModelStoreError, ValueError) as error:
+    except (ValidationError, BuildError, ModelStoreError, ProbeError, ValueError) as error:
         _fail(str(error))
     from builder.progress import RichBuildProgress, summary
 
@@ -146,6 +166,7 @@ def build(
         console.print(summary(finished))
         return
     observer = RichBuildProgress(console if progress else Console(quiet=True))
+    assert probe is not None
     try:
         result = run_build(plan, probe, observer)
     except KeyboardInterrupt:

@@ -321,3 +321,21 @@ def test_an_output_folder_holding_an_input_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OutputConflictError, match="an input file lies inside the output folder"):
         run_build(make_plan(FAKE_IDENTITY, [source], tmp_path), FakeProbe())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_cli_builds_with_the_probe_its_flags_name_and_says_when_it_is_unreachable(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(1))
+    out = tmp_path / "out"
+    done = run_cli(
+        "build",
+        str(source),
+        "--out",
+        str(out),
+        "--backend",
+        "vllm-server",
+        "--base-url",
+        "http://127.0.0.1:9",
+    )
+    assert done.returncode == 2
+    assert "the vLLM server at http://127.0.0.1:9 is unavailable" in " ".join(done.stderr.split())
+    assert not out.exists()

@@ -132,10 +132,10 @@ def commit_events(out: Path) -> set[str]:
 def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_build(
     tmp_path: Path, model_path: Path, probe, real_identity
 ) -> None:
-    rows = arithmetic_rows(16, seed=21)
+    rows = arithmetic_rows(12, seed=21)
     rows[5]["question"] = None
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    layout = {"shard_rows": 7, "window_rows": 3, "group_rows": 1}
+    layout = {"shard_rows": 5, "window_rows": 3, "group_rows": 1}
     reference = make_plan(
         real_identity, [source], tmp_path / "reference", policy_tokenizer=model_path, **layout
     )
@@ -187,5 +187,5 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_build(
     manifest = read_manifest(out / "_manifest.json")
     assert manifest is not None and manifest.timings is not None
     assert 1 < manifest.timings.sessions <= runs  # runs killed before claiming the folder do not count
-    assert manifest.counts is not None and (manifest.counts.annotated, manifest.counts.rejected) == (15, 1)
+    assert manifest.counts is not None and (manifest.counts.annotated, manifest.counts.rejected) == (11, 1)
     assert not (out / "_work").exists()
