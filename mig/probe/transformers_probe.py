@@ -11,7 +11,8 @@ Three ways to get the same numbers:
   kernel over the traces and keeps their KV cache; the probe pass forwards all K+1 copies of every
   trace at once against that cache, under the same 4-D mask restricted to the copies. Same tokens as
   ``packed-single``, but the L x L masked attention over the whole row becomes causal attention
-  over the trace plus a small (K+1)C x (T + (K+1)C) block: faster on long traces (BENCHMARKS.md).
+  over the trace plus a small (K+1)C x (T + (K+1)C) block: faster on one long trace, not settled
+  on GSM8K (BENCHMARKS.md).
 
 All modes gather the hidden states that predict answer tokens and apply the LM head to those alone,
 so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
