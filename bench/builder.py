@@ -56,8 +56,8 @@ class FixedValueProbe:
     def __init__(self) -> None:
         from transformers import AutoTokenizer
 
-        from mig.model_store import resolve_model_path
-        from mig.probe.base import ProbeStats
+        from mig_annotator.mig.model_store import resolve_model_path
+        from mig_annotator.mig.probe.base import ProbeStats
 
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(None))
         self.context_limit = 8192
@@ -66,7 +66,7 @@ class FixedValueProbe:
     def score(self, sequences: Sequence[Any]) -> list[Any]:
         import numpy as np
 
-        from mig.probe.base import ProbeResult
+        from mig_annotator.mig.probe.base import ProbeResult
 
         results = []
         for sequence in sequences:
@@ -114,10 +114,10 @@ def peak_rss_mb() -> float:
 
 def memory_child(input_path: Path, out: Path) -> None:
     """Build ``input_path`` with the fixed-value probe; print rows, seconds and peak RSS as JSON."""
-    from builder.manifest import probe_identity
-    from builder.pipeline import run_build
-    from builder.plan import plan_build
-    from builder.settings import BuildSettings
+    from mig_annotator.builder.manifest import probe_identity
+    from mig_annotator.builder.pipeline import run_build
+    from mig_annotator.builder.plan import plan_build
+    from mig_annotator.builder.settings import BuildSettings
 
     shutil.rmtree(out, ignore_errors=True)
     probe = FixedValueProbe()
@@ -142,9 +142,9 @@ def memory_child(input_path: Path, out: Path) -> None:
 
 def engine_alone(probe: Any, rollouts: Path) -> dict[str, Any]:
     """Read the rollouts and annotate them in one engine call."""
-    from mig.engine import Annotator
-    from mig.traces_io import read_traces_jsonl
-    from schemas import ScoringConfig
+    from mig_annotator.mig.engine import Annotator
+    from mig_annotator.mig.traces_io import read_traces_jsonl
+    from mig_annotator.schemas import ScoringConfig
 
     started, cpu = time.perf_counter(), time.process_time()
     traces = read_traces_jsonl(rollouts)
@@ -163,12 +163,12 @@ def builder_in_process(probe: Any, rollouts: Path, out: Path) -> dict[str, Any]:
     """Plan and run a build of the rollouts (gsm8k preset, default layout) with the same probe object."""
     import polars as pl
 
-    from builder.columns import resolve_mapping
-    from builder.manifest import probe_identity
-    from builder.pipeline import run_build
-    from builder.plan import plan_build
-    from builder.settings import BuildSettings
-    from mig.model_store import resolve_model_path
+    from mig_annotator.builder.columns import resolve_mapping
+    from mig_annotator.builder.manifest import probe_identity
+    from mig_annotator.builder.pipeline import run_build
+    from mig_annotator.builder.plan import plan_build
+    from mig_annotator.builder.settings import BuildSettings
+    from mig_annotator.mig.model_store import resolve_model_path
 
     shutil.rmtree(out, ignore_errors=True)
     model_path = resolve_model_path(None)
@@ -242,7 +242,8 @@ def time_to_resume(rollouts: Path, rows: int, group_rows: int, threads: int) -> 
     out = WORK / "resume"
     shutil.rmtree(out, ignore_errors=True)
     command = [
-        sys.executable, "-m", "mig.cli", "build", str(rollouts), "--out", str(out), "--preset", "gsm8k",
+        sys.executable, "-m", "mig_annotator.mig.cli", "build", str(rollouts), "--out", str(out),
+        "--preset", "gsm8k",
         "--limit", str(rows), "--group-rows", str(group_rows), "--threads", str(threads),
     ]  # fmt: skip
     groups = -(-rows // group_rows)
@@ -386,7 +387,7 @@ def main() -> None:
 
     import torch
 
-    from mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
 
     probe = open_probe(ProbeSettings(threads=args.threads))
     threads = torch.get_num_threads()

@@ -12,7 +12,7 @@ DEFAULT_ROLLOUTS = ROOT.parent / "shared" / "data" / "gsm8k_rollouts.jsonl"
 
 def spread_gsm8k_traces(path: Path, count: int) -> list:
     """``count`` rollouts taken at an even stride through the file: spread over problems and generators."""
-    from schemas import Trace
+    from mig_annotator.schemas import Trace
 
     with path.open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]

@@ -28,7 +28,7 @@ from common import DEFAULT_ROLLOUTS, spread_gsm8k_traces, write_benchmark_sectio
 
 def long_trace() -> list:
     """32 steps of ~130 tokens each: about 4k tokens of chain of thought."""
-    from schemas import Trace
+    from mig_annotator.schemas import Trace
 
     steps = []
     total = 0
@@ -48,9 +48,9 @@ def long_trace() -> list:
 
 
 def run_worker(workload: str, mode: str, rollouts: Path, limit: int, repeats: int) -> dict:
-    from mig.engine import Annotator
-    from mig.probe.factory import ProbeSettings, open_probe
-    from schemas import ScoringConfig
+    from mig_annotator.mig.engine import Annotator
+    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.schemas import ScoringConfig
 
     traces = spread_gsm8k_traces(rollouts, limit) if workload == "gsm8k" else long_trace()
     probe = open_probe(ProbeSettings(mode=mode))

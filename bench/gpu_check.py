@@ -171,7 +171,7 @@ def synchronize(device: str) -> None:
 def run_mode(mode: str, model_dir: Path, workloads: dict, args: argparse.Namespace, deadline: float) -> dict:
     import torch
 
-    from mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
     settings = TransformersProbeSettings(
         model_path=model_dir,
@@ -322,8 +322,8 @@ def main() -> None:
     print(json.dumps(env), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from mig.prompt import PromptBuilder
-    from schemas import ScoringConfig
+    from mig_annotator.mig.prompt import PromptBuilder
+    from mig_annotator.schemas import ScoringConfig
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-model-") as folder:
         model_dir = Path(folder)

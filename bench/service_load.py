@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from schemas import Trace, TraceAnnotation  # noqa: E402
+from mig_annotator.schemas import Trace, TraceAnnotation  # noqa: E402
 
 DEFAULT_ROLLOUTS = ROOT.parent / "shared" / "data" / "gsm8k_rollouts.jsonl"
 SAMPLE_TRACES = ROOT / "mig" / "data" / "sample_traces.jsonl"
@@ -63,7 +63,7 @@ class Run:
 
 
 def load_traces(path: Path, count: int) -> list[Trace]:
-    from mig.traces_io import read_traces_jsonl
+    from mig_annotator.mig.traces_io import read_traces_jsonl
 
     if not path.is_file():
         print(f"no rollouts at {path}: using the {SAMPLE_TRACES.name} shipped with the package", flush=True)
@@ -78,8 +78,8 @@ class Engine:
     """The in-process engine over the same probe settings as the service."""
 
     def __init__(self, threads: int | None) -> None:
-        from mig.engine import Annotator
-        from mig.probe.factory import ProbeSettings, open_probe
+        from mig_annotator.mig.engine import Annotator
+        from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
 
         self.annotator = Annotator(open_probe(ProbeSettings(threads=threads)))
 
@@ -117,7 +117,16 @@ class ServerProcess:
             "MIG_REQUEST_TIMEOUT_S": "600",
             **env,
         }
-        command = [sys.executable, "-m", "mig.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "mig_annotator.mig.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         self._process = subprocess.Popen(command, env=full_env, cwd=ROOT)
 
     def __enter__(self) -> ServerProcess:

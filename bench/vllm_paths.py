@@ -135,7 +135,7 @@ def load_traces(rollouts: Path, limit: int) -> list:
 
 
 def warmup_sequences(annotator, count: int = 6) -> list:
-    from schemas import ScoringConfig, Trace
+    from mig_annotator.schemas import ScoringConfig, Trace
 
     with WARMUP_TRACES.open(encoding="utf-8") as handle:
         traces = [Trace.model_validate(json.loads(line)) for line in handle][-count:]
@@ -143,7 +143,7 @@ def warmup_sequences(annotator, count: int = 6) -> list:
 
 
 def run_transformers(sequences: list, warmup: list, threads: int | None) -> dict:
-    from mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
 
     probe = open_probe(ProbeSettings(backend="transformers", mode="packed", threads=threads))
     probe.score(warmup)
@@ -161,8 +161,8 @@ def run_transformers(sequences: list, warmup: list, threads: int | None) -> dict
 
 
 def run_vllm_path(path: str, sequences: list, warmup: list, block_size: int, log_dir: Path) -> dict:
-    from mig.model_store import resolve_model_path
-    from mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.model_store import resolve_model_path
+    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
 
     model = resolve_model_path(None)
     with vllm_server(model, block_size, log_dir / f"vllm-{path}.log") as base_url:
@@ -274,9 +274,9 @@ def main() -> None:
         sys.exit(f"no rollouts at {args.rollouts}: pass --rollouts PATH")
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
-    from mig.engine import Annotator
-    from mig.probe.factory import ProbeSettings, open_probe
-    from schemas import ScoringConfig
+    from mig_annotator.mig.engine import Annotator
+    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.schemas import ScoringConfig
 
     load_average = os.getloadavg()[0]
     tokenizer_probe = open_probe(ProbeSettings(backend="transformers"))

@@ -14,13 +14,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from builder.columns import ColumnMapping
-from builder.rows import RowProblem, map_record, row_id, row_json
-from builder.sources import SourceBatch
-from builder.token_columns import TokenAligner
-from mig.engine import Annotator, PreparedTrace, TraceError
-from schemas import ScoringConfig
-from schemas.arrow import DATASET_ROW_SCHEMA, TOKEN_COLUMNS_SCHEMA, RejectStage
+from mig_annotator.builder.columns import ColumnMapping
+from mig_annotator.builder.rows import RowProblem, map_record, row_id, row_json
+from mig_annotator.builder.sources import SourceBatch
+from mig_annotator.builder.token_columns import TokenAligner
+from mig_annotator.mig.engine import Annotator, PreparedTrace, TraceError
+from mig_annotator.schemas import ScoringConfig
+from mig_annotator.schemas.arrow import DATASET_ROW_SCHEMA, TOKEN_COLUMNS_SCHEMA, RejectStage
 
 #: Checkpoint files carry each row's global input index in this column (dropped from the final files).
 GLOBAL_ROW = "_global_row"

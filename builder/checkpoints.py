@@ -13,11 +13,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from builder.annotate import GLOBAL_ROW
-from builder.layout import OutputLayout
-from builder.plan import ShardPlan, WindowPlan
-from builder.storage import write_bytes_atomic, write_parquet_atomic
-from schemas.arrow import REJECT_SCHEMA
+from mig_annotator.builder.annotate import GLOBAL_ROW
+from mig_annotator.builder.layout import OutputLayout
+from mig_annotator.builder.plan import ShardPlan, WindowPlan
+from mig_annotator.builder.storage import write_bytes_atomic, write_parquet_atomic
+from mig_annotator.schemas.arrow import REJECT_SCHEMA
 
 STATS_KEY = b"mig.stats"
 _GLOBAL_FIELD = pa.field(GLOBAL_ROW, pa.int64(), nullable=False)

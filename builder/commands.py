@@ -12,10 +12,10 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from builder.columns import PRESETS, resolve_mapping
-from builder.errors import BuildError
-from builder.settings import BuildSettings
-from schemas import PromptTemplate, ScoringConfig
+from mig_annotator.builder.columns import PRESETS, resolve_mapping
+from mig_annotator.builder.errors import BuildError
+from mig_annotator.builder.settings import BuildSettings
+from mig_annotator.schemas import PromptTemplate, ScoringConfig
 
 console = Console()
 errors = Console(stderr=True)
@@ -90,12 +90,12 @@ def build(
     progress: Annotated[bool, typer.Option(help="Draw a progress bar.")] = True,
 ) -> None:
     """Annotate rollout files into a trainer-ready Parquet dataset (resumable)."""
-    from builder.manifest import probe_identity
-    from builder.pipeline import claim_output, finished_manifest, run_build
-    from builder.plan import plan_build
-    from mig.model_store import ModelStoreError, resolve_model_path
-    from mig.probe.base import ProbeError
-    from mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.builder.manifest import probe_identity
+    from mig_annotator.builder.pipeline import claim_output, finished_manifest, run_build
+    from mig_annotator.builder.plan import plan_build
+    from mig_annotator.mig.model_store import ModelStoreError, resolve_model_path
+    from mig_annotator.mig.probe.base import ProbeError
+    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
 
     try:
         if preset not in PRESETS:
@@ -159,7 +159,7 @@ def build(
             probe = open_probe(probe_settings)
     except (ValidationError, BuildError, ModelStoreError, ProbeError, ValueError) as error:
         _fail(str(error))
-    from builder.progress import RichBuildProgress, summary
+    from mig_annotator.builder.progress import RichBuildProgress, summary
 
     if finished is not None:
         console.print(f"already complete: {out}")
@@ -189,8 +189,8 @@ def _keep_list(keep_cols: str | None) -> list[str] | None:
 
 
 def _dry_run(settings: BuildSettings, probe: object) -> None:
-    from builder.dry_run import dry_run
-    from mig.cli import step_table
+    from mig_annotator.builder.dry_run import dry_run
+    from mig_annotator.mig.cli import step_table
 
     result = dry_run(settings, probe)  # type: ignore[arg-type]
     mapping = settings.columns.mapped()
@@ -217,7 +217,7 @@ def _dry_run(settings: BuildSettings, probe: object) -> None:
 
 
 def _export(kind: str, dataset: Path, out: Path) -> None:
-    from builder.export import export
+    from mig_annotator.builder.export import export
 
     try:
         result = export(dataset, kind, out)  # type: ignore[arg-type]
@@ -269,9 +269,9 @@ def audit(
     output_format: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
 ) -> None:
     """Question the rewards of built datasets with DuckDB: canned reports or one read-only SQL query."""
-    from builder.audit.database import AuditDatabase, discover_sources
-    from builder.audit.render import render
-    from builder.audit.reports import REPORTS, Report, ReportOptions, run_reports
+    from mig_annotator.builder.audit.database import AuditDatabase, discover_sources
+    from mig_annotator.builder.audit.render import render
+    from mig_annotator.builder.audit.reports import REPORTS, Report, ReportOptions, run_reports
 
     if output_format not in ("table", "csv", "json"):
         _fail(f"--format {output_format}: choose table, csv or json")

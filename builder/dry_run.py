@@ -7,13 +7,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from builder.annotate import WindowAnnotator
-from builder.plan import inspect_inputs, kept_columns
-from builder.settings import BuildSettings
-from builder.sources import SourceReader
-from mig.engine import Annotator
-from mig.probe.base import Probe
-from schemas.arrow import DatasetRow
+from mig_annotator.builder.annotate import WindowAnnotator
+from mig_annotator.builder.plan import inspect_inputs, kept_columns
+from mig_annotator.builder.settings import BuildSettings
+from mig_annotator.builder.sources import SourceReader
+from mig_annotator.mig.engine import Annotator
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.schemas.arrow import DatasetRow
 
 DRY_RUN_ROWS = 3
 

@@ -14,9 +14,9 @@ from typing import Literal
 
 import polars as pl
 
-from builder.errors import DatasetError
-from builder.layout import OutputLayout
-from builder.storage import commit, tmp_path
+from mig_annotator.builder.errors import DatasetError
+from mig_annotator.builder.layout import OutputLayout
+from mig_annotator.builder.storage import commit, tmp_path
 
 ExportKind = Literal["sft", "prm"]
 ExportFormat = Literal["parquet", "jsonl"]

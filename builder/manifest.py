@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from builder.columns import ColumnMapping
-from builder.storage import write_bytes_atomic
-from schemas import ScoringConfig
+from mig_annotator.builder.columns import ColumnMapping
+from mig_annotator.builder.storage import write_bytes_atomic
+from mig_annotator.schemas import ScoringConfig
 
 FORMAT_VERSION = 1
 VERSIONED_PACKAGES = (

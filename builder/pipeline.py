@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from builder import checkpoints as ck
-from builder.annotate import PreparedWindow, WindowAnnotator
-from builder.errors import BuildError, InputError, OutputConflictError, RejectedRowError
-from builder.layout import OutputLayout
-from builder.manifest import (
+from mig_annotator.builder import checkpoints as ck
+from mig_annotator.builder.annotate import PreparedWindow, WindowAnnotator
+from mig_annotator.builder.errors import BuildError, InputError, OutputConflictError, RejectedRowError
+from mig_annotator.builder.layout import OutputLayout
+from mig_annotator.builder.manifest import (
     Counts,
     Manifest,
     Timings,
@@ -28,20 +28,20 @@ from builder.manifest import (
     versions,
     write_manifest,
 )
-from builder.plan import BuildPlan, ShardPlan, WindowPlan
-from builder.sources import SourceBatch, SourceReader
-from builder.stats import reward_stats
-from builder.storage import (
+from mig_annotator.builder.plan import BuildPlan, ShardPlan, WindowPlan
+from mig_annotator.builder.sources import SourceBatch, SourceReader
+from mig_annotator.builder.stats import reward_stats
+from mig_annotator.builder.storage import (
     FolderLock,
     remove_stale_tmp,
     remove_tree,
     write_bytes_atomic,
     write_parquet_atomic,
 )
-from builder.token_columns import TokenAligner, load_policy_tokenizer
-from mig.engine import Annotator
-from mig.probe.base import Probe
-from schemas.arrow import REJECT_SCHEMA
+from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokenizer
+from mig_annotator.mig.engine import Annotator
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.schemas.arrow import REJECT_SCHEMA
 
 SESSIONS_FILE = "sessions.json"
 

@@ -10,17 +10,17 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from builder.errors import InputError
-from builder.layout import OutputLayout
-from builder.manifest import (
+from mig_annotator.builder.errors import InputError
+from mig_annotator.builder.layout import OutputLayout
+from mig_annotator.builder.manifest import (
     BuildIdentity,
     InputFingerprint,
     Layout,
     ProbeIdentity,
     tokenizer_identity,
 )
-from builder.settings import BuildSettings
-from builder.sources import (
+from mig_annotator.builder.settings import BuildSettings
+from mig_annotator.builder.sources import (
     InputFile,
     arrow_type_of,
     column_dtype,
@@ -28,7 +28,7 @@ from builder.sources import (
     read_schema,
     resolve_inputs,
 )
-from schemas.arrow import RESERVED_COLUMNS, dataset_schema
+from mig_annotator.schemas.arrow import RESERVED_COLUMNS, dataset_schema
 
 #: Which flag sets each trace field's column, for error messages.
 COLUMN_FLAGS = {

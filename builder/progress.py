@@ -9,9 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from builder.manifest import Manifest
-from builder.pipeline import BuildResult
-from builder.plan import BuildPlan
+from mig_annotator.builder.manifest import Manifest
+from mig_annotator.builder.pipeline import BuildResult
+from mig_annotator.builder.plan import BuildPlan
 
 
 class _SessionRates(ProgressColumn):

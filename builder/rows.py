@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from builder.columns import ColumnMapping
-from builder.sources import lookup
-from schemas import Trace
-from schemas.arrow import RejectStage
+from mig_annotator.builder.columns import ColumnMapping
+from mig_annotator.builder.sources import lookup
+from mig_annotator.schemas import Trace
+from mig_annotator.schemas.arrow import RejectStage
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from builder.columns import ColumnMapping, PresetName
-from schemas import ScoringConfig
+from mig_annotator.builder.columns import ColumnMapping, PresetName
+from mig_annotator.schemas import ScoringConfig
 
 
 class BuildSettings(BaseModel):

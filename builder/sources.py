@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from builder.errors import InputError
+from mig_annotator.builder.errors import InputError
 
 InputFormat = Literal["jsonl", "jsonl.gz", "parquet"]
 SUFFIXES: dict[str, InputFormat] = {

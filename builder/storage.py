@@ -16,7 +16,7 @@ from typing import IO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from builder.errors import OutputConflictError
+from mig_annotator.builder.errors import OutputConflictError
 
 TMP_MARK = ".tmp-"
 PARQUET_COMPRESSION = "zstd"

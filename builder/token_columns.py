@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from builder.errors import BuildError
-from schemas import TraceAnnotation
-from schemas.arrow import TokenColumns
+from mig_annotator.builder.errors import BuildError
+from mig_annotator.schemas import TraceAnnotation
+from mig_annotator.schemas.arrow import TokenColumns
 
 
 def load_policy_tokenizer(path: Path) -> Any:

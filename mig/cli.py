@@ -11,11 +11,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from builder.commands import register as register_builder_commands
-from mig.model_store import ModelStoreError, prepare_default_model
-from mig.probe.factory import ProbeSettings, open_probe
-from mig.traces_io import TraceFileError, read_traces_jsonl
-from schemas import PromptTemplate, ScoringConfig, Trace, TraceAnnotation
+from mig_annotator.builder.commands import register as register_builder_commands
+from mig_annotator.mig.model_store import ModelStoreError, prepare_default_model
+from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+from mig_annotator.mig.traces_io import TraceFileError, read_traces_jsonl
+from mig_annotator.schemas import PromptTemplate, ScoringConfig, Trace, TraceAnnotation
 
 app = typer.Typer(
     help="Step-wise Marginal Information Gain (MIG) rewards for reasoning traces.", no_args_is_help=True
@@ -78,7 +78,7 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON annotation per line.")] = False,
 ) -> None:
     """Annotate traces with per-step MIG rewards."""
-    from mig.engine import Annotator, TraceError
+    from mig_annotator.mig.engine import Annotator, TraceError
 
     try:
         config = ScoringConfig(
@@ -113,8 +113,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port ($MIG_PORT; default 8000).")] = None,
 ) -> None:
     """Run the reward service; every other setting comes from MIG_* variables (docs/service.md)."""
-    from service.server import serve as run_server
-    from service.settings import ServiceSettings
+    from mig_annotator.service.server import serve as run_server
+    from mig_annotator.service.settings import ServiceSettings
 
     overrides = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
     try:

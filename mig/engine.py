@@ -8,11 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mig.probe.base import Probe, ProbeResult
-from mig.prompt import ProbeSequence, PromptBuilder
-from mig.rewards import aggregate_logprobs, outcome_reward, sft_gate, step_rewards
-from mig.segment import SegmentationError, SegmentedCompletion, segment_completion, segment_steps
-from schemas import CharSpan, ScoringConfig, StepScore, Trace, TraceAnnotation
+from mig_annotator.mig.probe.base import Probe, ProbeResult
+from mig_annotator.mig.prompt import ProbeSequence, PromptBuilder
+from mig_annotator.mig.rewards import aggregate_logprobs, outcome_reward, sft_gate, step_rewards
+from mig_annotator.mig.segment import (
+    SegmentationError,
+    SegmentedCompletion,
+    segment_completion,
+    segment_steps,
+)
+from mig_annotator.schemas import CharSpan, ScoringConfig, StepScore, Trace, TraceAnnotation
 
 
 class TraceError(ValueError):

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.config import PromptTemplate
+from mig_annotator.schemas.config import PromptTemplate
 
 
 class Tokenizer(Protocol):

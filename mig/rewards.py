@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from schemas.config import Aggregation, WatermarkKind
+from mig_annotator.schemas.config import Aggregation, WatermarkKind
 
 __all__ = [
     "MATH_VERIFY_TIMEOUT_S",

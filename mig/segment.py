@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from schemas.config import SegmenterName
+from mig_annotator.schemas.config import SegmenterName
 
 __all__ = [
     "Segment",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from schemas import Trace
+from mig_annotator.schemas import Trace
 
 TRACE_FIELDS = frozenset(Trace.model_fields)
 

@@ -1,7 +1,7 @@
 """Pydantic models shared by the engine, the service and the builder."""
 
-from schemas.annotation import CharSpan, StepScore, TraceAnnotation
-from schemas.config import (
+from mig_annotator.schemas.annotation import CharSpan, StepScore, TraceAnnotation
+from mig_annotator.schemas.config import (
     Aggregation,
     ContextLimitPolicy,
     PromptTemplate,
@@ -9,7 +9,7 @@ from schemas.config import (
     SegmenterName,
     WatermarkKind,
 )
-from schemas.trace import Trace
+from mig_annotator.schemas.trace import Trace
 
 __all__ = [
     "Aggregation",

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from schemas.annotation import TraceAnnotation
-from schemas.config import ScoringConfig
-from schemas.trace import Trace
+from mig_annotator.schemas.annotation import TraceAnnotation
+from mig_annotator.schemas.config import ScoringConfig
+from mig_annotator.schemas.trace import Trace
 
 RewardScalar = Literal["outcome", "process", "mixed"]
 """How one number is made from an annotation: outcome, process_reward, or outcome + lambda * process."""

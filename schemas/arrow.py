@@ -18,7 +18,7 @@ from typing import Any, Literal, Union
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.annotation import TraceAnnotation
+from mig_annotator.schemas.annotation import TraceAnnotation
 
 RejectStage = Literal["mapping", "validation", "prepare", "scoring"]
 

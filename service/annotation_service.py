@@ -17,22 +17,22 @@ from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
-from mig.engine import Annotator, PreparedTrace, TraceError
-from schemas import ScoringConfig, Trace, TraceAnnotation
-from schemas.api import AuditRecord, FieldError
-from service.audit import AuditLog
-from service.batcher import MicroBatcher
-from service.errors import (
+from mig_annotator.mig.engine import Annotator, PreparedTrace, TraceError
+from mig_annotator.schemas import ScoringConfig, Trace, TraceAnnotation
+from mig_annotator.schemas.api import AuditRecord, FieldError
+from mig_annotator.service.audit import AuditLog
+from mig_annotator.service.batcher import MicroBatcher
+from mig_annotator.service.errors import (
     DeadlineExceeded,
     InvalidRequest,
     NotReady,
     PayloadTooLarge,
     ServiceError,
 )
-from service.errors import field_path as to_field_path
-from service.metrics import ServiceMetrics
-from service.runtime import ProbeRuntime
-from service.settings import ServiceSettings
+from mig_annotator.service.errors import field_path as to_field_path
+from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.runtime import ProbeRuntime
+from mig_annotator.service.settings import ServiceSettings
 
 logger = logging.getLogger("mig.service")
 

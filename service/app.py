@@ -9,12 +9,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware import Middleware
 
-from mig.probe.base import Probe
-from service.components import ServiceComponents
-from service.errors import install_error_handlers
-from service.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestContextMiddleware
-from service.routes import ENDPOINTS, ops, service_version, v1
-from service.settings import ServiceSettings
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.service.components import ServiceComponents
+from mig_annotator.service.errors import install_error_handlers
+from mig_annotator.service.middleware import (
+    BodySizeLimitMiddleware,
+    MetricsMiddleware,
+    RequestContextMiddleware,
+)
+from mig_annotator.service.routes import ENDPOINTS, ops, service_version, v1
+from mig_annotator.service.settings import ServiceSettings
 
 DESCRIPTION = """\
 Step-wise Marginal Information Gain (MIG) rewards for reasoning traces, for RL trainers.

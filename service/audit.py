@@ -36,8 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
-from schemas.api import AuditRecord
-from service.metrics import ServiceMetrics
+from mig_annotator.schemas.api import AuditRecord
+from mig_annotator.service.metrics import ServiceMetrics
 
 logger = logging.getLogger("mig.service")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fastapi.security import HTTPAuthorizationCredentials
 
-from service.errors import Forbidden, Unauthorized
+from mig_annotator.service.errors import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True, slots=True)

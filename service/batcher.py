@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mig.engine import PreparedTrace
-from schemas import ScoringConfig, TraceAnnotation
-from service.errors import Overloaded, ProbeUnavailable, ServiceError
-from service.metrics import ServiceMetrics
+from mig_annotator.mig.engine import PreparedTrace
+from mig_annotator.schemas import ScoringConfig, TraceAnnotation
+from mig_annotator.service.errors import Overloaded, ProbeUnavailable, ServiceError
+from mig_annotator.service.metrics import ServiceMetrics
 
 logger = logging.getLogger("mig.service")
 

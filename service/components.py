@@ -6,16 +6,16 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from mig.probe.base import Probe
-from service.annotation_service import AnnotationService
-from service.audit import AuditLog
-from service.auth import ApiKeyAuthenticator
-from service.batcher import MicroBatcher
-from service.metrics import ServiceMetrics
-from service.outcome import OutcomeChecker, OutcomeCheckError
-from service.runtime import ProbeRuntime
-from service.scorer import BatchScorer
-from service.settings import ServiceSettings
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.service.annotation_service import AnnotationService
+from mig_annotator.service.audit import AuditLog
+from mig_annotator.service.auth import ApiKeyAuthenticator
+from mig_annotator.service.batcher import MicroBatcher
+from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.outcome import OutcomeChecker, OutcomeCheckError
+from mig_annotator.service.runtime import ProbeRuntime
+from mig_annotator.service.scorer import BatchScorer
+from mig_annotator.service.settings import ServiceSettings
 
 logger = logging.getLogger("mig.service")
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from schemas.api import ErrorResponse, FieldError
+from mig_annotator.schemas.api import ErrorResponse, FieldError
 
 logger = logging.getLogger("mig.service")
 

@@ -24,9 +24,9 @@ from typing import Any, get_args
 
 import httpx
 
-from schemas import Trace, TraceAnnotation
-from schemas.api import AnnotateResponse, ErrorResponse, InfoResponse, RewardScalar
-from service.scalar import scalar_reward
+from mig_annotator.schemas import Trace, TraceAnnotation
+from mig_annotator.schemas.api import AnnotateResponse, ErrorResponse, InfoResponse, RewardScalar
+from mig_annotator.service.scalar import scalar_reward
 
 __all__ = [
     "AsyncMigClient",

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, error_response
-from service.metrics import ServiceMetrics
+from mig_annotator.service.errors import PayloadTooLarge, error_response
+from mig_annotator.service.metrics import ServiceMetrics
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 

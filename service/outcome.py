@@ -93,7 +93,7 @@ class OutcomeChecker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.outcome_worker"],
+            [sys.executable, "-m", "mig_annotator.service.outcome_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

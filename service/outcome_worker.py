@@ -15,7 +15,7 @@ def main() -> None:
     # the protocol gets its own copy of stdout; anything a library prints goes to stderr instead
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    from mig.rewards import outcome_reward
+    from mig_annotator.mig.rewards import outcome_reward
 
     outcome_reward("1", "1")  # warm math-verify's parsers before announcing readiness
     protocol.write("ready\n")

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from schemas.api import (
+from mig_annotator.schemas.api import (
     AnnotateRequest,
     AnnotateResponse,
     HealthResponse,
@@ -21,11 +21,11 @@ from schemas.api import (
     ProbeInfo,
     ReadinessResponse,
 )
-from service.annotation_service import AnnotationService, CallContext
-from service.auth import Principal
-from service.components import ServiceComponents
-from service.errors import ERROR_RESPONSES, NotReady
-from service.openrlhf import reward_response, traces_from_request
+from mig_annotator.service.annotation_service import AnnotationService, CallContext
+from mig_annotator.service.auth import Principal
+from mig_annotator.service.components import ServiceComponents
+from mig_annotator.service.errors import ERROR_RESPONSES, NotReady
+from mig_annotator.service.openrlhf import reward_response, traces_from_request
 
 ANNOTATE_PATH = "/v1/annotate"
 OPENRLHF_PATH = "/v1/openrlhf/reward"

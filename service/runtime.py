@@ -10,10 +10,10 @@ import struct
 from pathlib import Path
 from typing import Literal
 
-from mig.engine import Annotator
-from mig.probe.base import Probe
-from mig.probe.factory import ProbeSettings, open_probe
-from schemas import ScoringConfig, Trace
+from mig_annotator.mig.engine import Annotator
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+from mig_annotator.schemas import ScoringConfig, Trace
 
 logger = logging.getLogger("mig.service")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from schemas import TraceAnnotation
-from schemas.api import RewardScalar
+from mig_annotator.schemas import TraceAnnotation
+from mig_annotator.schemas.api import RewardScalar
 
 
 def scalar_reward(annotation: TraceAnnotation, kind: RewardScalar, lam: float = 1.0) -> float:

@@ -13,14 +13,14 @@ import logging
 import time
 from collections.abc import Sequence
 
-from mig.engine import Annotator
-from mig.probe.base import ProbeResult
-from schemas import TraceAnnotation
-from service.batcher import Deliver, ProbeFailure, ScoringJob
-from service.errors import ProbeUnavailable, ServiceError
-from service.metrics import ServiceMetrics
-from service.outcome import OutcomeChecker, OutcomeCheckError
-from service.runtime import ProbeRuntime
+from mig_annotator.mig.engine import Annotator
+from mig_annotator.mig.probe.base import ProbeResult
+from mig_annotator.schemas import TraceAnnotation
+from mig_annotator.service.batcher import Deliver, ProbeFailure, ScoringJob
+from mig_annotator.service.errors import ProbeUnavailable, ServiceError
+from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.outcome import OutcomeChecker, OutcomeCheckError
+from mig_annotator.service.runtime import ProbeRuntime
 
 logger = logging.getLogger("mig.service")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
-from service.app import create_app
-from service.settings import ServiceSettings
+from mig_annotator.service.app import create_app
+from mig_annotator.service.settings import ServiceSettings
 
 
 def serve(settings: ServiceSettings) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mig.probe.factory import ProbeSettings
-from schemas.api import RewardScalar
-from schemas.config import ScoringConfig
+from mig_annotator.mig.probe.factory import ProbeSettings
+from mig_annotator.schemas.api import RewardScalar
+from mig_annotator.schemas.config import ScoringConfig
 
 
 class ServiceSettings(BaseSettings):

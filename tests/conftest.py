@@ -16,21 +16,21 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
-    from mig.model_store import resolve_model_path
+    from mig_annotator.mig.model_store import resolve_model_path
 
     return resolve_model_path(None)
 
 
 @pytest.fixture(scope="session")
 def packed_probe(default_model_path: Path):
-    from mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
     return TransformersProbe(TransformersProbeSettings(model_path=default_model_path, mode="packed"))
 
 
 @pytest.fixture(scope="session")
 def naive_probe(default_model_path: Path):
-    from mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
     return TransformersProbe(TransformersProbeSettings(model_path=default_model_path, mode="naive"))
 

@@ -15,8 +15,8 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from mig.cli import app
-from service.settings import ServiceSettings
+from mig_annotator.mig.cli import app
+from mig_annotator.service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

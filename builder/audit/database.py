@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import duckdb
 
-from builder.errors import DatasetError
-from builder.layout import OutputLayout
+from mig_annotator.builder.errors import DatasetError
+from mig_annotator.builder.layout import OutputLayout
 
 SourceKind = Literal["dataset", "log"]
 ALLOWED_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
-from builder.audit.reports import Report
+from mig_annotator.builder.audit.reports import Report
 
 OutputFormat = Literal["table", "csv", "json"]
 TEXT_WIDTH = 80

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.audit.database import AuditDatabase, AuditQueryError, QueryResult, quote_identifier
+from mig_annotator.builder.audit.database import AuditDatabase, AuditQueryError, QueryResult, quote_identifier
 
 #: The trace-level scores whose agreement with a label column is measured, as (column, shown name).
 LABEL_SCORES = (

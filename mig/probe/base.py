@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 
 
 @dataclass(frozen=True, slots=True)

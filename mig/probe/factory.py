@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from mig.probe.base import Probe
-from mig.probe.transformers_probe import ProbeDType, ProbeMode
-from mig.probe.vllm_common import PathChoice
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.mig.probe.transformers_probe import ProbeDType, ProbeMode
+from mig_annotator.mig.probe.vllm_common import PathChoice
 
 ProbeBackend = Literal["transformers", "vllm-server", "vllm"]
 
@@ -54,10 +54,10 @@ class ProbeSettings(BaseModel):
 
 def open_probe(settings: ProbeSettings) -> Probe:
     """Load the probe (slow: loads model weights). Heavy imports happen here, not at import time."""
-    from mig.model_store import resolve_model_path
+    from mig_annotator.mig.model_store import resolve_model_path
 
     if settings.backend == "vllm-server":
-        from mig.probe.vllm_server import VLLMServerProbe, VLLMServerSettings
+        from mig_annotator.mig.probe.vllm_server import VLLMServerProbe, VLLMServerSettings
 
         return VLLMServerProbe(
             VLLMServerSettings(
@@ -71,7 +71,7 @@ def open_probe(settings: ProbeSettings) -> Probe:
             )
         )
     if settings.backend == "vllm":
-        from mig.probe.vllm_inprocess import VLLMProbe, VLLMProbeSettings
+        from mig_annotator.mig.probe.vllm_inprocess import VLLMProbe, VLLMProbeSettings
 
         return VLLMProbe(
             VLLMProbeSettings(
@@ -84,7 +84,7 @@ def open_probe(settings: ProbeSettings) -> Probe:
             )
         )
 
-    from mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
     return TransformersProbe(
         TransformersProbeSettings(

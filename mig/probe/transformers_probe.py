@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from mig.probe.base import ProbeError, ProbeResult, ProbeStats
-from mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.mig.probe.base import ProbeError, ProbeResult, ProbeStats
+from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 
 if TYPE_CHECKING:
     import torch

@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mig.probe.base import ProbeError
-from mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.mig.probe.base import ProbeError
+from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 
 ScoringPath = Literal["prompt-logprobs", "prefix-cached", "token-scores"]
 PathChoice = Literal["auto", "prompt-logprobs", "prefix-cached", "token-scores"]

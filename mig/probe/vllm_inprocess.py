@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from mig.probe.base import ProbeError, ProbeResult, ProbeStats
-from mig.probe.vllm_common import (
+from mig_annotator.mig.probe.base import ProbeError, ProbeResult, ProbeStats
+from mig_annotator.mig.probe.vllm_common import (
     AUTO_ORDER,
     TRIAL_TOLERANCE,
     PathChoice,
@@ -34,7 +34,7 @@ from mig.probe.vllm_common import (
     sampling_fields,
     trial_requests,
 )
-from mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 
 logger = logging.getLogger(__name__)
 

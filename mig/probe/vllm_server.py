@@ -30,8 +30,8 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from mig.probe.base import ProbeError, ProbeResult, ProbeStats
-from mig.probe.vllm_common import (
+from mig_annotator.mig.probe.base import ProbeError, ProbeResult, ProbeStats
+from mig_annotator.mig.probe.vllm_common import (
     AUTO_ORDER,
     TOKENIZER_CHECK_TEXTS,
     TRIAL_TOLERANCE,
@@ -46,7 +46,7 @@ from mig.probe.vllm_common import (
     sampling_fields,
     trial_requests,
 )
-from mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

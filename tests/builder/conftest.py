@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from builder.manifest import ProbeIdentity, probe_identity
-from builder.plan import BuildPlan, plan_build
-from builder.settings import BuildSettings
-from mig.probe.base import ProbeResult, ProbeStats
-from mig.prompt import ProbeSequence
+from mig_annotator.builder.manifest import ProbeIdentity, probe_identity
+from mig_annotator.builder.plan import BuildPlan, plan_build
+from mig_annotator.builder.settings import BuildSettings
+from mig_annotator.mig.probe.base import ProbeResult, ProbeStats
+from mig_annotator.mig.prompt import ProbeSequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "mig.cli"]
+CLI = [sys.executable, "-m", "mig_annotator.mig.cli"]
 
 
 def arithmetic_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -71,7 +71,7 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="session")
 def model_path() -> Path:
-    from mig.model_store import resolve_model_path
+    from mig_annotator.mig.model_store import resolve_model_path
 
     return resolve_model_path(None)
 
@@ -79,7 +79,7 @@ def model_path() -> Path:
 @pytest.fixture(scope="session")
 def probe(model_path: Path):
     """The real default probe, configured as `mig-annotator build` opens it."""
-    from mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
 
     return open_probe(ProbeSettings())
 
@@ -140,7 +140,7 @@ def built_dataset(
     tmp_path_factory: pytest.TempPathFactory, probe, real_identity: ProbeIdentity, model_path: Path
 ):
     """Eight arithmetic rollouts built with the real probe and the policy-tokenizer columns, in two shards."""
-    from builder.pipeline import run_build
+    from mig_annotator.builder.pipeline import run_build
 
     root = tmp_path_factory.mktemp("built")
     source = write_jsonl(root / "rollouts.jsonl", arithmetic_rows(8, seed=3))

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas import CharSpan, StepScore, TraceAnnotation
-from schemas.arrow import (
+from mig_annotator.schemas import CharSpan, StepScore, TraceAnnotation
+from mig_annotator.schemas.arrow import (
     ANNOTATION_SCHEMA,
     DATASET_ROW_SCHEMA,
     REJECT_SCHEMA,

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from builder.audit.database import AuditDatabase, AuditQueryError, discover_sources
-from builder.audit.reports import ReportOptions, run_reports
-from builder.errors import DatasetError
-from mig.rewards import step_rewards
-from schemas.arrow import DATASET_ROW_SCHEMA
+from mig_annotator.builder.audit.database import AuditDatabase, AuditQueryError, discover_sources
+from mig_annotator.builder.audit.reports import ReportOptions, run_reports
+from mig_annotator.builder.errors import DatasetError
+from mig_annotator.mig.rewards import step_rewards
+from mig_annotator.schemas.arrow import DATASET_ROW_SCHEMA
 from tests.builder.conftest import run_cli
 
 # trace id -> (generator, is_correct, outcome, v_0..v_K); rewards follow from the level watermark.
@@ -323,7 +323,7 @@ def test_the_service_audit_log_mixes_with_built_datasets(tmp_path: Path, dataset
 
 
 def test_the_build_summary_statistics_match_hand_counts(dataset_a: Path) -> None:
-    from builder.stats import reward_stats
+    from mig_annotator.builder.stats import reward_stats
 
     stats = reward_stats([dataset_a / "part-00000.parquet"])
     assert stats["annotated"] == 6

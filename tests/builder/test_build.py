@@ -11,15 +11,15 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-import builder.sources
-from builder.columns import resolve_mapping
-from builder.errors import OutputConflictError, RejectedRowError
-from builder.layout import OutputLayout
-from builder.manifest import read_manifest
-from builder.pipeline import run_build
-from mig.engine import Annotator
-from schemas import ScoringConfig, Trace
-from schemas.arrow import REJECT_SCHEMA, dataset_schema
+from mig_annotator.builder import sources as builder_sources
+from mig_annotator.builder.columns import resolve_mapping
+from mig_annotator.builder.errors import OutputConflictError, RejectedRowError
+from mig_annotator.builder.layout import OutputLayout
+from mig_annotator.builder.manifest import read_manifest
+from mig_annotator.builder.pipeline import run_build
+from mig_annotator.mig.engine import Annotator
+from mig_annotator.schemas import ScoringConfig, Trace
+from mig_annotator.schemas.arrow import REJECT_SCHEMA, dataset_schema
 from tests.builder.conftest import (
     FAKE_IDENTITY,
     FakeProbe,
@@ -287,7 +287,7 @@ def test_cli_names_a_missing_column_and_the_columns_found(tmp_path: Path) -> Non
 def test_lines_that_do_not_parse_are_rejected_with_the_line_as_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(builder.sources, "JSONL_INFER_ROWS", 2)  # types come from the first two lines
+    monkeypatch.setattr(builder_sources, "JSONL_INFER_ROWS", 2)  # types come from the first two lines
     rows = arithmetic_rows(3)
     mismatched = json.dumps(rows[1] | {"is_correct": "maybe"})
     text = f"{json.dumps(rows[0])}\n{{not json\n\n{mismatched}\n{json.dumps(rows[2])}\n"
@@ -307,7 +307,7 @@ def test_lines_that_do_not_parse_are_rejected_with_the_line_as_read(
 
 
 def test_a_second_build_into_a_folder_being_written_is_refused(tmp_path: Path) -> None:
-    from builder.storage import FolderLock
+    from mig_annotator.builder.storage import FolderLock
 
     source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(2))
     out = tmp_path / "out"

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from builder.errors import DatasetError
-from builder.export import export
+from mig_annotator.builder.errors import DatasetError
+from mig_annotator.builder.export import export
 from tests.builder.conftest import run_cli
 
 

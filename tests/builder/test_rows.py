@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from builder.columns import PRESETS, ColumnMapping
-from builder.rows import RowProblem, map_record, row_json
-from schemas import Trace
+from mig_annotator.builder.columns import PRESETS, ColumnMapping
+from mig_annotator.builder.rows import RowProblem, map_record, row_json
+from mig_annotator.schemas import Trace
 
 
 def test_a_plain_record_maps_to_a_trace() -> None:

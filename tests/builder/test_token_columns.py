@@ -7,8 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from builder.token_columns import load_policy_tokenizer, token_columns
-from schemas import CharSpan, StepScore, TraceAnnotation
+from mig_annotator.builder.token_columns import load_policy_tokenizer, token_columns
+from mig_annotator.schemas import CharSpan, StepScore, TraceAnnotation
 
 
 def test_token_columns_agree_with_the_step_spans_of_every_built_row(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from mig.engine import Annotator, TraceError
-from schemas import ScoringConfig, Trace
+from mig_annotator.mig.engine import Annotator, TraceError
+from mig_annotator.schemas import ScoringConfig, Trace
 from tests.conftest import FIXTURES
 
 GOLDEN_TRACES = [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mig.model_store import (
+from mig_annotator.mig.model_store import (
     DEFAULT_MODEL_NAME,
     MARKER_FILE,
     ModelStoreError,
@@ -49,7 +49,7 @@ def test_an_unfinished_folder_is_replaced(tmp_path: Path, default_model_path: Pa
 
 
 def test_cache_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from mig.model_store import default_cache_dir
+    from mig_annotator.mig.model_store import default_cache_dir
 
     monkeypatch.setenv("MIG_CACHE_DIR", str(tmp_path))
     assert default_cache_dir() == tmp_path

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mig.prompt import PromptBuilder, split_trailing_whitespace
-from schemas import PromptTemplate
+from mig_annotator.mig.prompt import PromptBuilder, split_trailing_whitespace
+from mig_annotator.schemas import PromptTemplate
 from tests.conftest import FIXTURES
 
 

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mig import rewards
-from mig.rewards import (
+from mig_annotator.mig import rewards
+from mig_annotator.mig.rewards import (
     StepRewards,
     aggregate_logprobs,
     level_watermark,

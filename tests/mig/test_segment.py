@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mig.segment import Segment, SegmentationError, SegmentedCompletion, segment_completion, segment_steps
+from mig_annotator.mig.segment import (
+    Segment,
+    SegmentationError,
+    SegmentedCompletion,
+    segment_completion,
+    segment_steps,
+)
 
 GSM8K_ROLLOUT = (
     "Janet eats 3 ducks eggs for breakfast every morning and she sells the rest so she has "

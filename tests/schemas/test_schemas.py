@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas import CharSpan, PromptTemplate, ScoringConfig, Trace
+from mig_annotator.schemas import CharSpan, PromptTemplate, ScoringConfig, Trace
 
 
 def test_a_trace_needs_exactly_one_of_steps_or_completion() -> None:

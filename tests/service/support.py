@@ -11,9 +11,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from mig.probe.base import Probe, ProbeError, ProbeResult, ProbeStats
-from mig.prompt import ProbeSequence, Tokenizer
-from schemas import Trace
+from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult, ProbeStats
+from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.schemas import Trace
 
 
 @contextmanager

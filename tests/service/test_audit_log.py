@@ -13,15 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from mig.cli import app
-from mig.probe.base import Probe
-from schemas import TraceAnnotation
-from schemas.api import AuditRecord
-from service.annotation_service import trace_sha256
-from service.app import create_app
-from service.audit import AUDIT_SCHEMA, AuditLog, recover
-from service.metrics import ServiceMetrics
-from service.settings import ServiceSettings
+from mig_annotator.mig.cli import app
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.schemas import TraceAnnotation
+from mig_annotator.schemas.api import AuditRecord
+from mig_annotator.service.annotation_service import trace_sha256
+from mig_annotator.service.app import create_app
+from mig_annotator.service.audit import AUDIT_SCHEMA, AuditLog, recover
+from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server, small_traces, trace_json
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from mig.engine import Annotator
-from schemas import ScoringConfig, Trace, TraceAnnotation
+from mig_annotator.mig.engine import Annotator
+from mig_annotator.schemas import ScoringConfig, Trace, TraceAnnotation
 from tests.service.support import small_traces, trace_json
 
 pytestmark = pytest.mark.model

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from mig.probe.base import Probe
-from service.app import create_app
-from service.settings import ServiceSettings
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.service.app import create_app
+from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server, small_traces, trace_json
 
 pytestmark = pytest.mark.model

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mig.probe.base import Probe
-from schemas import TraceAnnotation
-from service.app import create_app
-from service.settings import ServiceSettings
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.schemas import TraceAnnotation
+from mig_annotator.service.app import create_app
+from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import ControlledProbe, live_server, small_traces, trace_json
 
 pytestmark = pytest.mark.model

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 
-from mig.probe.base import Probe
-from service.app import create_app
-from service.settings import ServiceSettings
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.service.app import create_app
+from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server
 
 pytestmark = pytest.mark.model

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from mig.probe.base import Probe
-from service.app import create_app
-from service.outcome import OutcomeChecker
-from service.settings import ServiceSettings
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.service.app import create_app
+from mig_annotator.service.outcome import OutcomeChecker
+from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server
 
 PATHOLOGICAL = "10^{10^{10^{10}}}"  # math-verify blocks on this for many seconds (forever in a thread)

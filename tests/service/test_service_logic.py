@@ -10,14 +10,14 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from schemas.api import AnnotateRequest, OpenRLHFRewardRequest, ScoringOptions
-from schemas.config import ScoringConfig
-from service.batcher import Deliver, MicroBatcher, ProbeFailure, ScoringJob
-from service.errors import Overloaded, ProbeUnavailable, field_path
-from service.integrations import _retry_wait_s
-from service.metrics import ServiceMetrics
-from service.openrlhf import split_completion
-from service.settings import ServiceSettings
+from mig_annotator.schemas.api import AnnotateRequest, OpenRLHFRewardRequest, ScoringOptions
+from mig_annotator.schemas.config import ScoringConfig
+from mig_annotator.service.batcher import Deliver, MicroBatcher, ProbeFailure, ScoringJob
+from mig_annotator.service.errors import Overloaded, ProbeUnavailable, field_path
+from mig_annotator.service.integrations import _retry_wait_s
+from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.openrlhf import split_completion
+from mig_annotator.service.settings import ServiceSettings
 
 
 class _Sequence:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from mig.probe.base import Probe
-from schemas import Trace, TraceAnnotation
-from service.app import create_app
-from service.integrations import (
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.schemas import Trace, TraceAnnotation
+from mig_annotator.service.app import create_app
+from mig_annotator.service.integrations import (
     AsyncMigClient,
     MigClient,
     MigRewardManager,
@@ -23,7 +23,7 @@ from service.integrations import (
     token_end_offsets,
     trl_reward_function,
 )
-from service.settings import ServiceSettings
+from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server, small_traces
 
 pytestmark = pytest.mark.model

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from mig.engine import Annotator
-from mig.probe.base import Probe
-from mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
-from schemas import ScoringConfig, Trace
+from mig_annotator.mig.engine import Annotator
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+from mig_annotator.schemas import ScoringConfig, Trace
 from tests.conftest import FIXTURES
 
 

