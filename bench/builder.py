@@ -242,7 +242,7 @@ def time_to_resume(rollouts: Path, rows: int, group_rows: int, threads: int) -> 
     out = WORK / "resume"
     shutil.rmtree(out, ignore_errors=True)
     command = [
-        sys.executable, "-m", "mig_annotator.mig.cli", "build", str(rollouts), "--out", str(out),
+        sys.executable, "-m", "mig_annotator.cli", "build", str(rollouts), "--out", str(out),
         "--preset", "gsm8k",
         "--limit", str(rows), "--group-rows", str(group_rows), "--threads", str(threads),
     ]  # fmt: skip

@@ -120,7 +120,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "mig_annotator.mig.cli",
+            "mig_annotator.cli",
             "serve",
             "--host",
             "127.0.0.1",

@@ -15,7 +15,7 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from mig_annotator.mig.cli import app
+from mig_annotator.cli.app import app
 from mig_annotator.service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]

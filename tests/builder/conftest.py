@@ -23,7 +23,7 @@ from mig_annotator.mig.prompt import ProbeSequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "mig_annotator.mig.cli"]
+CLI = [sys.executable, "-m", "mig_annotator.cli"]
 
 
 def arithmetic_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from mig_annotator.mig.cli import app
+from mig_annotator.cli.app import app
 from mig_annotator.mig.probe.base import Probe
 from mig_annotator.schemas import TraceAnnotation
 from mig_annotator.schemas.api import AuditRecord
