@@ -10,10 +10,10 @@ dict becomes a settings object.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Annotated, Any, get_args
 
-import click
 import typer
 from pydantic import ValidationError
 
@@ -123,9 +123,8 @@ APIKeyOption = Annotated[
     str | None,
     typer.Option(
         "--api-key",
-        envvar=API_KEY_ENV,
-        help="vllm-server: the key the server was started with (its --api-key). Prefer the environment "
-        "variable: a command line is visible to other users.",
+        help=f"vllm-server: the key the server was started with (its --api-key); default: ${API_KEY_ENV}. "
+        "Prefer the variable: a command line is visible to other users.",
         show_default=False,
         rich_help_panel=PROBE_PANEL,
     ),
@@ -258,15 +257,14 @@ class ScoringOptionValues:
 def probe_options(values: ProbeOptionValues, *, default_backend: ProbeBackend | None) -> dict[str, Any]:
     """The probe settings the user gave, as a dict; ``backend`` is ``default_backend`` when not given.
 
-    The API key counts as given when it is on the command line, or in ``MIG_PROBE__API_KEY`` and the
-    backend is vllm-server (the only one that takes a key), so a key exported for a server does not make
-    other backends refuse their settings.
+    The API key is ``--api-key``, else ``$MIG_PROBE__API_KEY`` when the backend is vllm-server (the only
+    one that takes a key), so a key exported for a server does not make other backends refuse their settings.
     """
     given = {name: getattr(values, name) for name in PROBE_OPTIONS if getattr(values, name) is not None}
     if "backend" not in given and default_backend is not None:
         given["backend"] = default_backend
-    if "api_key" in given and given.get("backend") != "vllm-server" and _from_environment("api_key"):
-        del given["api_key"]
+    if "api_key" not in given and given.get("backend") == "vllm-server" and os.environ.get(API_KEY_ENV):
+        given["api_key"] = os.environ[API_KEY_ENV]
     return given
 
 
@@ -327,10 +325,3 @@ def describe_validation_error(error: ValidationError, *, env_prefix: str | None 
         message = "does not apply to this backend" if issue["type"] == "extra_forbidden" else issue["msg"]
         lines.append(f"{' or '.join(names)}: {message}" if names else message)
     return "; ".join(lines)
-
-
-def _from_environment(parameter: str) -> bool:
-    context = click.get_current_context(silent=True)
-    if context is None:
-        return False
-    return context.get_parameter_source(parameter) is click.core.ParameterSource.ENVIRONMENT

@@ -1,0 +1,157 @@
+"""The probe and scoring options: one declaration each, shared by `score`, `serve` and `build`."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from mig_annotator.cli import options
+from mig_annotator.cli.app import app
+from mig_annotator.cli.build import build
+from mig_annotator.cli.options import (
+    OptionError,
+    ProbeOptionValues,
+    ScoringOptionValues,
+    probe_and_scoring,
+    probe_options,
+    scoring_options,
+)
+from mig_annotator.cli.score import score
+from mig_annotator.cli.serve import serve
+from mig_annotator.mig.probe.factory import ProbeSettings
+from mig_annotator.schemas import PromptTemplate, ScoringConfig
+
+SHARED = {**options.PROBE_OPTIONS, **options.SCORING_OPTIONS}
+COMMANDS = {"score": score, "serve": serve, "build": build}
+
+
+def option_info(annotated: object) -> typer.models.OptionInfo:
+    [info] = [extra for extra in typing.get_args(annotated)[1:] if isinstance(extra, typer.models.OptionInfo)]
+    return info
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_shared_option_is_the_one_declared_object(command: str) -> None:
+    hints = typing.get_type_hints(COMMANDS[command], include_extras=True)
+    for name, declared in SHARED.items():
+        assert option_info(hints[name]) is option_info(declared), f"{command} --{name}"
+
+
+def click_params(command: str) -> dict[str, click.Parameter]:
+    root = typer.main.get_command(app)
+    return {param.name: param for param in root.commands[command].params}  # type: ignore[attr-defined]
+
+
+def test_the_three_commands_parse_the_shared_options_alike() -> None:
+    described = {
+        command: {
+            name: (
+                tuple(param.opts),
+                tuple(param.secondary_opts),
+                param.metavar,
+                param.envvar,
+                param.help,
+            )
+            for name, param in click_params(command).items()
+            if name in SHARED
+        }
+        for command in COMMANDS
+    }
+    assert set(described["score"]) == set(SHARED)
+    assert described["score"] == described["serve"] == described["build"]
+    assert "MIG_PROBE__API_KEY" in described["score"]["api_key"][4]
+
+
+def test_only_given_options_reach_the_settings_plus_the_backend() -> None:
+    assert probe_options(ProbeOptionValues(mode="naive"), default_backend="transformers") == {
+        "backend": "transformers",
+        "mode": "naive",
+    }
+    assert probe_options(ProbeOptionValues(), default_backend=None) == {}
+    assert scoring_options(ScoringOptionValues(watermark="gain", chat_template=False)) == {
+        "watermark": "gain",
+        "prompt": {"chat": False},
+    }
+    probe, config = probe_and_scoring(
+        ProbeOptionValues(backend="vllm-server", base_url="http://gpu:8000", api_key="k"),
+        ScoringOptionValues(segmenter="regex", step_regex=r"\n\n", chat_template=True),
+    )
+    assert probe == ProbeSettings(backend="vllm-server", base_url="http://gpu:8000", api_key="k")
+    assert config == ScoringConfig(segmenter="regex", step_regex=r"\n\n", prompt=PromptTemplate(chat=True))
+
+
+def test_invalid_settings_name_the_options() -> None:
+    with pytest.raises(OptionError, match="--threads: Input should be greater than or equal to 1"):
+        probe_and_scoring(ProbeOptionValues(threads=0), ScoringOptionValues())
+    with pytest.raises(OptionError, match=r"step_regex is required when segmenter=.regex.$"):
+        probe_and_scoring(ProbeOptionValues(), ScoringOptionValues(segmenter="regex"))
+
+
+def test_the_old_build_key_variable_is_gone_and_the_service_one_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`build` read MIG_VLLM_API_KEY; every command now reads MIG_PROBE__API_KEY, as the service does."""
+    seen: list[ProbeSettings] = []
+
+    def capture(settings: ProbeSettings) -> None:
+        seen.append(settings)
+        raise SystemExit(7)  # stop before any model work
+
+    monkeypatch.setattr("mig_annotator.mig.probe.factory.open_probe", capture)
+    runner = CliRunner()
+    args = ["score", "--backend", "vllm-server", "--question", "q", "--completion", "c", "--answer", "1"]
+    runner.invoke(app, args, env={"MIG_VLLM_API_KEY": "old", "MIG_PROBE__API_KEY": ""})
+    runner.invoke(app, args, env={"MIG_PROBE__API_KEY": "new"})
+    keys = [None if s.api_key is None else s.api_key.get_secret_value() for s in seen]
+    assert keys == [None, "new"]
+
+
+def test_an_exported_server_key_does_not_reach_other_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[ProbeSettings] = []
+
+    def capture(settings: ProbeSettings) -> None:
+        seen.append(settings)
+        raise SystemExit(7)
+
+    monkeypatch.setattr("mig_annotator.mig.probe.factory.open_probe", capture)
+    result = CliRunner().invoke(
+        app,
+        ["score", "--question", "q", "--completion", "c", "--answer", "1"],
+        env={"MIG_PROBE__API_KEY": "k"},
+    )
+    assert result.exit_code == 7 and seen[0].backend == "transformers" and seen[0].api_key is None
+
+
+def test_serve_merges_its_options_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mig_annotator.service.settings import ServiceSettings
+
+    served: list[ServiceSettings] = []
+    monkeypatch.setattr("mig_annotator.service.server.serve", served.append)
+    env = {
+        "MIG_PROBE__MODEL": str(tmp_path),
+        "MIG_PROBE__THREADS": "3",
+        "MIG_SCORING__WATERMARK": "gain",
+        "MIG_PORT": "9001",
+    }
+    result = CliRunner().invoke(app, ["serve", "--mode", "naive", "--chat-template", "--port", "0"], env=env)
+    assert result.exit_code == 0, result.output
+    [settings] = served
+    assert (settings.probe.model, settings.probe.threads, settings.probe.mode) == (str(tmp_path), 3, "naive")
+    assert settings.scoring.watermark == "gain" and settings.scoring.prompt.chat is True
+    assert settings.port == 0
+
+
+def test_serve_names_the_option_or_variable_of_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mig_annotator.service.server.serve", lambda settings: None)
+    result = CliRunner().invoke(app, ["serve"], env={"MIG_PROBE__THREADS": "0"})
+    assert result.exit_code == 2
+    assert "--threads or MIG_PROBE__THREADS: Input should be greater than or equal to 1" in " ".join(
+        result.output.split()
+    )
