@@ -25,7 +25,7 @@ model: install
 	$(BIN)/mig-annotator model prepare
 
 demo: model
-	$(BIN)/mig-annotator score --input mig/data/sample_traces.jsonl
+	$(BIN)/mig-annotator score --input mig/data/sample_traces.jsonl --format table
 
 lint: install
 	$(BIN)/ruff check .

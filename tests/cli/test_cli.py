@@ -1,26 +1,78 @@
-"""The console script, run as a user runs it: a real process, real model, real output."""
+"""The console script, run as a user runs it: a real process (`python -m mig_annotator.cli`), real model, real
+output."""
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "mig_annotator.cli"]
+# rich draws the progress bar only on a terminal; this makes it treat stderr as one (stdout stays a pipe)
+PROGRESS_ON_A_PIPE = {"TTY_COMPATIBLE": "1"}
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
-    command = [sys.executable, "-m", "mig_annotator.mig.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+def cli_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160", **extra}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env or cli_env(), cwd=ROOT, timeout=600
+    )
+
+
+def good(trace_id: str, answer: str = "3") -> dict[str, object]:
+    return {
+        "id": trace_id,
+        "question": "Tom has 1 apple and buys 2 more. How many apples does he have?",
+        "completion": f"He buys 2 more.\n1 + 2 = 3\nA: {answer}",
+        "reference_answer": "3",
+    }
+
+
+def mixed_rows(path: Path) -> Path:
+    """Six rows: good, not JSON, good (chat messages), no reference answer, over the context, good (steps)."""
+    chat = {
+        "id": "chat",
+        "question": [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": good("x")["question"]},
+        ],
+        "completion": [{"role": "assistant", "content": "1 + 2 = 3\nA: 3"}],
+        "reference_answer": 3,
+    }
+    missing_answer = {key: value for key, value in good("no-answer").items() if key != "reference_answer"}
+    too_long = {**good("too-long"), "completion": "one more word " * 12000 + "\nA: 3"}
+    steps = {
+        "id": "steps",
+        "question": "What is 1 + 2?",
+        "steps": ["1 + 2 = 3", "A: 3"],
+        "reference_answer": "3",
+    }
+    lines = [
+        json.dumps(good("first")),
+        '{"id": "broken", "question": ',
+        json.dumps(chat),
+        json.dumps(missing_answer),
+        json.dumps(too_long),
+        json.dumps(steps),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def test_score_one_trace_as_json() -> None:
     result = run_cli(
         "score",
-        "--json",
         "--question",
         "A robe takes 2 bolts of blue fiber and half that much white fiber.  "
         "How many bolts in total does it take?",
@@ -31,27 +83,75 @@ def test_score_one_trace_as_json() -> None:
         "3",
     )
     assert result.returncode == 0, result.stderr
-    annotation = json.loads(result.stdout)
+    [annotation] = json_lines(result.stdout)
     assert annotation["trace_id"] == "cli" and annotation["answer"] == "3" and annotation["outcome"] == 1
     assert [round(step["v"], 4) for step in annotation["steps"]] == [-1.9456, -0.5027]  # golden (test_engine)
 
 
 def test_score_a_jsonl_file_prints_the_step_table() -> None:
-    result = run_cli("score", "--input", "mig/data/sample_traces.jsonl")
+    result = run_cli("score", "--input", "mig/data/sample_traces.jsonl", "--format", "table")
     assert result.returncode == 0, result.stderr
     assert "gsm8k-test-0001-reference: answer '3' (correct)" in result.stdout
     assert "boxed-tags-example" in result.stdout and "(question only)" in result.stdout
 
 
-def test_a_bad_line_is_reported_with_file_line_and_field(tmp_path: Path) -> None:
-    traces = tmp_path / "traces.jsonl"
-    good = {"id": "a", "question": "q?", "completion": "x\n#### 1", "reference_answer": "1"}
-    traces.write_text(
-        json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "reference_answer": " "}) + "\n"
+def test_score_streams_the_good_rows_and_reports_each_bad_one(tmp_path: Path) -> None:
+    traces = mixed_rows(tmp_path / "traces.jsonl")
+    result = run_cli("score", "--input", str(traces), "--batch-size", "2", env=cli_env(**PROGRESS_ON_A_PIPE))
+    assert result.returncode == 1
+    annotations = json_lines(result.stdout)  # only JSON on stdout: one line per good trace, in input order
+    assert [annotation["trace_id"] for annotation in annotations] == ["first", "chat", "steps"]
+    assert [annotation["outcome"] for annotation in annotations] == [1, 1, 1]
+    assert "\x1b" not in result.stdout and "scoring" not in result.stdout
+    stderr = " ".join(result.stderr.split())
+    assert f"{traces}:2: not valid JSON" in stderr
+    assert f"{traces}:4: reference_answer: column 'reference_answer' is missing" in stderr
+    assert f"{traces}:5: completion: the probe input is" in stderr and "(trace 'too-long')" in stderr
+    assert "scored 3 trace(s); 3 bad row(s) skipped" in stderr
+    assert "scoring traces.jsonl" in stderr  # the progress bar, drawn on stderr
+
+
+def test_strict_stops_at_the_first_bad_row(tmp_path: Path) -> None:
+    traces = mixed_rows(tmp_path / "traces.jsonl")
+    out = tmp_path / "annotations.jsonl"
+    result = run_cli("score", "--input", str(traces), "--strict", "--out", str(out), "--no-progress")
+    assert result.returncode == 1 and result.stdout == ""
+    assert [annotation["trace_id"] for annotation in json_lines(out.read_text())] == ["first"]
+    stderr = " ".join(result.stderr.split())
+    assert f"{traces}:2: not valid JSON" in stderr and f"{traces}:4" not in stderr
+    assert "stopped at the first bad row (--strict)" in stderr
+
+
+def test_each_batch_is_written_before_the_next_row_is_read() -> None:
+    """Through a pipe: the first annotation arrives while the input is still open."""
+    process = subprocess.Popen(
+        [*CLI, "score", "--input", "-", "--batch-size", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=ROOT,
     )
-    result = run_cli("score", "--input", str(traces))
-    assert result.returncode == 2
-    assert f"{traces}:2: reference_answer" in " ".join(result.stderr.split())
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(json.dumps(good("streamed-1")) + "\n")
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], 300)  # a hang guard, not a timing assertion
+        assert ready, "no output within 300 s while the input stayed open"
+        assert json.loads(process.stdout.readline())["trace_id"] == "streamed-1"
+        process.stdin.write(json.dumps(good("streamed-2")) + "\n")
+        process.stdin.close()
+        rest = process.stdout.read()
+        assert process.wait(timeout=300) == 0
+    finally:
+        process.kill()
+    assert [annotation["trace_id"] for annotation in json_lines(rest)] == ["streamed-2"]
+
+
+def test_a_missing_input_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli("score", "--input", str(tmp_path / "absent.jsonl"))
+    assert result.returncode == 2 and "absent.jsonl: no such file" in " ".join(result.stderr.split())
 
 
 def test_an_invalid_option_value_names_the_option() -> None:
