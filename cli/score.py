@@ -85,6 +85,9 @@ def score(
             rich_help_panel=IO_PANEL,
         ),
     ] = "jsonl",
+    as_json: Annotated[
+        bool, typer.Option("--json", hidden=True, help="Deprecated: JSON lines are the default format.")
+    ] = False,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Traces per probe call (and per write).", rich_help_panel=IO_PANEL)
     ] = 32,
@@ -132,6 +135,8 @@ def score(
 
     single = (question, completion, answer)
     try:
+        if as_json and output_format != "jsonl":
+            raise OptionError("--json (deprecated: JSON lines are the default) contradicts --format table")
         if input_file is not None and any(value is not None for value in single):
             raise OptionError("give either --input or --question/--completion/--answer, not both")
         if input_file is None and any(value is None for value in single):

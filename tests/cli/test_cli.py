@@ -8,12 +8,25 @@ import os
 import select
 import subprocess
 import sys
+import typing
 from pathlib import Path
+
+from mig_annotator.cli.options import BackendOption
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "mig_annotator.cli"]
 # rich draws the progress bar only on a terminal; this makes it treat stderr as one (stdout stays a pipe)
 PROGRESS_ON_A_PIPE = {"TTY_COMPATIBLE": "1"}
+
+
+def _backends() -> tuple[str, ...]:
+    backend_or_none = typing.get_args(BackendOption)[0]
+    return typing.get_args(typing.get_args(backend_or_none)[0])
+
+
+# The streaming tests check plumbing, not numbers: the packaged fake probe where there is one (fast), else the
+# default model.
+PLUMBING_PROBE = ["--backend", "fake"] if "fake" in _backends() else []
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -97,11 +110,23 @@ def test_score_a_jsonl_file_prints_the_step_table() -> None:
 
 def test_score_streams_the_good_rows_and_reports_each_bad_one(tmp_path: Path) -> None:
     traces = mixed_rows(tmp_path / "traces.jsonl")
-    result = run_cli("score", "--input", str(traces), "--batch-size", "2", env=cli_env(**PROGRESS_ON_A_PIPE))
+    result = run_cli(
+        "score",
+        "--input",
+        str(traces),
+        "--batch-size",
+        "2",
+        *PLUMBING_PROBE,
+        env=cli_env(**PROGRESS_ON_A_PIPE),
+    )
     assert result.returncode == 1
     annotations = json_lines(result.stdout)  # only JSON on stdout: one line per good trace, in input order
     assert [annotation["trace_id"] for annotation in annotations] == ["first", "chat", "steps"]
-    assert [annotation["outcome"] for annotation in annotations] == [1, 1, 1]
+    assert [annotation["outcome"] for annotation in annotations] == [
+        1,
+        1,
+        1,
+    ]  # the answer checks, not the probe
     assert "\x1b" not in result.stdout and "scoring" not in result.stdout
     stderr = " ".join(result.stderr.split())
     assert f"{traces}:2: not valid JSON" in stderr
@@ -114,7 +139,9 @@ def test_score_streams_the_good_rows_and_reports_each_bad_one(tmp_path: Path) ->
 def test_strict_stops_at_the_first_bad_row(tmp_path: Path) -> None:
     traces = mixed_rows(tmp_path / "traces.jsonl")
     out = tmp_path / "annotations.jsonl"
-    result = run_cli("score", "--input", str(traces), "--strict", "--out", str(out), "--no-progress")
+    result = run_cli(
+        "score", "--input", str(traces), "--strict", "--out", str(out), "--no-progress", *PLUMBING_PROBE
+    )
     assert result.returncode == 1 and result.stdout == ""
     assert [annotation["trace_id"] for annotation in json_lines(out.read_text())] == ["first"]
     stderr = " ".join(result.stderr.split())
@@ -125,7 +152,7 @@ def test_strict_stops_at_the_first_bad_row(tmp_path: Path) -> None:
 def test_each_batch_is_written_before_the_next_row_is_read() -> None:
     """Through a pipe: the first annotation arrives while the input is still open."""
     process = subprocess.Popen(
-        [*CLI, "score", "--input", "-", "--batch-size", "1"],
+        [*CLI, "score", "--input", "-", "--batch-size", "1", *PLUMBING_PROBE],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
