@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -133,7 +134,8 @@ def test_score_streams_the_good_rows_and_reports_each_bad_one(tmp_path: Path) ->
     assert f"{traces}:4: reference_answer: column 'reference_answer' is missing" in stderr
     assert f"{traces}:5: completion: the probe input is" in stderr and "(trace 'too-long')" in stderr
     assert "scored 3 trace(s); 3 bad row(s) skipped" in stderr
-    assert "scoring traces.jsonl" in stderr  # the progress bar, drawn on stderr
+    without_colours = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stderr)
+    assert "scoring traces.jsonl" in without_colours  # the progress bar, drawn on stderr
 
 
 def test_strict_stops_at_the_first_bad_row(tmp_path: Path) -> None:
