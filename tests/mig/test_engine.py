@@ -178,7 +178,7 @@ def test_bad_step_regex_is_an_error_naming_the_trace(annotator: Annotator) -> No
 def test_annotate_many_gives_each_bad_trace_its_error_and_scores_the_others(annotator: Annotator) -> None:
     long_steps = [f"Step {k}: we add {k} and keep going with the running total." * 20 for k in range(40)]
     too_long = Trace(id="too-long", question="Sum it all.", steps=long_steps, reference_answer="7")
-    robe, pens, train = GOLDEN_TRACES
+    robe, pens = GOLDEN_TRACES[:2]
     results = annotator.annotate_many([robe, too_long, pens])
     assert [type(result).__name__ for result in results] == [
         "TraceAnnotation",
