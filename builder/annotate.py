@@ -1,9 +1,11 @@
-"""Annotate one window of input rows: map and prepare every row, then score length-sorted groups.
+"""Annotate one window of input rows: map and plan every row, then score length-sorted groups.
 
-Rows that cannot become traces, or that the engine refuses before probe work, are rejects with a
-reason. The accepted rows are sorted by probe length (longest first, ties in input order) and cut into
-groups of ``group_rows``: each group is one probe call and one checkpoint. The cut depends only on the
-window's rows, so a resumed build scores exactly the groups an uninterrupted one would.
+All engine work goes through :class:`Annotator`: :meth:`Annotator.plan` for the window (the CPU part, which
+tells each row's probe tokens) and :meth:`Annotator.annotate_many` for each group. Rows that cannot become
+traces, or that the engine refuses, are rejects with a reason. The accepted rows are sorted by probe length
+(longest first, ties in input order) and cut into groups of ``group_rows``: each group is one probe call and
+one checkpoint. The cut depends only on the window's rows, so a resumed build scores exactly the groups an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from mig_annotator.builder.rows import RowProblem, map_record, row_id, row_json
 from mig_annotator.builder.sources import SourceBatch
 from mig_annotator.builder.token_columns import TokenAligner
 from mig_annotator.mig.engine import Annotator, PreparedTrace, TraceError
-from mig_annotator.schemas import ScoringConfig
+from mig_annotator.schemas import ScoringConfig, Trace
 from mig_annotator.schemas.arrow import DATASET_ROW_SCHEMA, TOKEN_COLUMNS_SCHEMA, RejectStage
 
 #: Checkpoint files carry each row's global input index in this column (dropped from the final files).
@@ -33,7 +35,7 @@ class AcceptedRow:
 
     @property
     def probe_tokens(self) -> int:
-        return self.prepared.sequence.minimal_tokens
+        return self.prepared.probe_tokens
 
 
 @dataclass
@@ -93,7 +95,7 @@ class WindowAnnotator:
 
     def prepare(self, batch: SourceBatch) -> PreparedWindow:
         started = time.perf_counter()
-        accepted: list[AcceptedRow] = []
+        mapped_rows: list[tuple[int, Trace]] = []
         rejects: list[dict[str, Any]] = []
         for local, record in enumerate(batch.records):
             if local in batch.errors:
@@ -106,10 +108,15 @@ class WindowAnnotator:
                     reject_record(batch, local, mapped.stage, mapped.field, mapped.reason, trace_id)
                 )
                 continue
-            try:
-                accepted.append(AcceptedRow(local, self._annotator.prepare(mapped, self._config)))
-            except TraceError as error:
-                rejects.append(reject_record(batch, local, "prepare", error.field, error.problem, mapped.id))
+            mapped_rows.append((local, mapped))
+        plans = self._annotator.plan([trace for _, trace in mapped_rows], self._config)
+        accepted: list[AcceptedRow] = []
+        for (local, trace), plan in zip(mapped_rows, plans, strict=True):
+            if isinstance(plan, TraceError):
+                rejects.append(reject_record(batch, local, "prepare", plan.field, plan.problem, trace.id))
+            else:
+                accepted.append(AcceptedRow(local, plan))
+        rejects.sort(key=lambda reject: reject[GLOBAL_ROW])
         accepted.sort(key=lambda row: (-row.probe_tokens, row.local))
         groups = [accepted[i : i + self._group_rows] for i in range(0, len(accepted), self._group_rows)]
         return PreparedWindow(groups, rejects, time.perf_counter() - started)
@@ -119,19 +126,19 @@ class WindowAnnotator:
         started = time.perf_counter()
         probe = self._annotator.probe
         probe_seconds_before = probe.stats.seconds
-        results = probe.score([row.prepared.sequence for row in group])
+        results = self._annotator.annotate_many([row.prepared for row in group])
         probe_seconds = probe.stats.seconds - probe_seconds_before
         rows: list[dict[str, Any]] = []
         kept_rows: list[int] = []
         annotations = []
         rejects: list[dict[str, Any]] = []
         tokens = 0
-        for row, result in zip(group, results, strict=True):
+        for row, annotation in zip(group, results, strict=True):
             trace = row.prepared.trace
-            try:
-                annotation = self._annotator.finish(row.prepared, result, self._config)
-            except ValueError as error:  # non-finite probe values and the like
-                rejects.append(reject_record(batch, row.local, "scoring", None, str(error), trace.id))
+            if isinstance(annotation, TraceError):  # non-finite probe values and the like
+                rejects.append(
+                    reject_record(batch, row.local, "scoring", annotation.field, annotation.problem, trace.id)
+                )
                 continue
             annotations.append(annotation)
             tokens += annotation.tokens_forwarded

@@ -110,7 +110,11 @@ def _build(plan: BuildPlan, probe: Probe, observer: BuildObserver, existing: Man
     remove_stale_tmp([layout.root, layout.work])
     done = sum(ck.committed_rows(layout, shard) for shard in plan.shards)
     observer.on_start(plan, done)
-    _Builder(plan, probe, observer).build_shards()
+    builder = _Builder(plan, probe, observer)
+    try:
+        builder.build_shards()
+    finally:
+        builder.close()
     manifest = _finish(plan, sessions, time.perf_counter() - session_started)
     return BuildResult(manifest, already_complete=False, resumed_rows=done)
 
@@ -204,8 +208,9 @@ class _Builder:
         aligner = None
         if settings.policy_tokenizer is not None:
             aligner = TokenAligner(load_policy_tokenizer(settings.policy_tokenizer))
+        self._annotator = Annotator(probe, settings.scoring)  # starts answer-check workers on first use
         self._windows = WindowAnnotator(
-            Annotator(probe, settings.scoring),
+            self._annotator,
             settings.scoring,
             settings.columns,
             plan.id_present,
@@ -221,6 +226,10 @@ class _Builder:
             limit=settings.limit,
             read_rows=min(settings.window_rows, 4096),
         )
+
+    def close(self) -> None:
+        """Stop the answer-check workers (the probe belongs to the caller)."""
+        self._annotator.close()
 
     def build_shards(self) -> None:
         for shard in self._plan.shards:

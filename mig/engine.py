@@ -1,22 +1,37 @@
-"""The annotation engine: traces in, per-step MIG rewards out.
+"""The annotation engine: traces in, per-step MIG rewards out. Every caller goes through :class:`Annotator`.
 
-Segmentation -> probe prompts -> one probe call for the whole batch -> reward math. No I/O here.
+The whole pipeline lives here, in this order: segmentation -> probe prompts (tokenised) -> context-limit
+policy -> one probe call for the batch -> reward math -> outcome (the answer verifier) -> ``TraceAnnotation``.
+
+Two ways in:
+
+* :meth:`Annotator.annotate` for callers that want all or nothing (a bad trace raises :class:`TraceError`
+  before any probe work);
+* :meth:`Annotator.annotate_many` for callers that batch for themselves (the service's micro-batcher, the
+  builder, ``score --input``): one result per trace, an annotation or a :class:`TraceError`, never an
+  exception for a single bad trace. Such callers may :meth:`Annotator.plan` first (the CPU part: it tells each
+  trace's probe tokens, for batching and sorting) and hand the plans to ``annotate_many``.
+
+A probe failure (:class:`mig_annotator.mig.probe.base.ProbeError` and the like) is not a trace's fault and
+propagates: the caller retries or fails the batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mig_annotator.mig.probe.base import Probe, ProbeResult
 from mig_annotator.mig.prompt import ProbeSequence, PromptBuilder
-from mig_annotator.mig.rewards import aggregate_logprobs, outcome_reward, sft_gate, step_rewards
+from mig_annotator.mig.rewards import aggregate_logprobs, sft_gate, step_rewards
 from mig_annotator.mig.segment import (
     SegmentationError,
     SegmentedCompletion,
     segment_completion,
     segment_steps,
 )
+from mig_annotator.mig.verify import AnswerVerifier, ProcessVerifier
 from mig_annotator.schemas import CharSpan, ScoringConfig, StepScore, Trace, TraceAnnotation
 
 
@@ -29,24 +44,58 @@ class TraceError(ValueError):
         self.field = field
         self.problem = problem
 
+    def __reduce__(self) -> tuple[type[TraceError], tuple[str, str, str]]:  # picklable (worker processes)
+        return (TraceError, (self.trace_id, self.field, self.problem))
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedTrace:
-    """A trace segmented and tokenised, ready for the probe."""
+    """A trace segmented and tokenised under one scoring config, ready for the probe (from :meth:`plan`)."""
 
     trace: Trace
+    config: ScoringConfig
     segmented: SegmentedCompletion
     sequence: ProbeSequence
     truncated: bool
 
+    @property
+    def probe_tokens(self) -> int:
+        """Tokens the probe must forward at the least for this trace (for batching and sorting)."""
+        return self.sequence.minimal_tokens
+
+    @property
+    def probe_length(self) -> int:
+        """Tokens of the longest probe input (question, every step, answer prompt and answer)."""
+        return self.sequence.probe_length
+
+    @property
+    def step_count(self) -> int:
+        return len(self.segmented.steps)
+
+
+AnnotationResult = TraceAnnotation | TraceError
+
 
 class Annotator:
-    """Annotates traces with one probe; scoring options come per call, with defaults from the constructor."""
+    """Annotates traces with one probe and one answer verifier; scoring options come per call.
 
-    def __init__(self, probe: Probe, default_config: ScoringConfig | None = None) -> None:
+    ``verifier``: None starts the default :class:`ProcessVerifier` (killable math-verify workers), owned and
+    closed by this annotator; a given verifier belongs to its caller.
+    """
+
+    def __init__(
+        self,
+        probe: Probe,
+        default_config: ScoringConfig | None = None,
+        *,
+        verifier: AnswerVerifier | None = None,
+    ) -> None:
         self._probe = probe
         self._default_config = default_config or ScoringConfig()
+        self._owns_verifier = verifier is None
+        self._verifier: AnswerVerifier = verifier if verifier is not None else ProcessVerifier()
         self._builders: dict[str, PromptBuilder] = {}
+        self._verify_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mig-annotator-verify")
 
     @property
     def probe(self) -> Probe:
@@ -56,15 +105,100 @@ class Annotator:
     def default_config(self) -> ScoringConfig:
         return self._default_config
 
+    @property
+    def verifier(self) -> AnswerVerifier:
+        return self._verifier
+
+    def close(self) -> None:
+        """Stop the verification thread and the verifier this annotator started (not the probe)."""
+        self._verify_thread.shutdown(wait=True)
+        if self._owns_verifier:
+            self._verifier.close()
+
+    def __enter__(self) -> Annotator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------------
+    # public entry points
+    # ------------------------------------------------------------------------------------------------------
+
     def annotate(self, traces: Sequence[Trace], config: ScoringConfig | None = None) -> list[TraceAnnotation]:
         """Annotations in input order. A bad trace raises :class:`TraceError` before any probe work."""
-        config = config or self._default_config
-        prepared = [self.prepare(trace, config) for trace in traces]
-        results = self._probe.score([item.sequence for item in prepared])
-        return [self.finish(item, result, config) for item, result in zip(prepared, results, strict=True)]
+        plans = self.plan(traces, config)
+        for item in plans:
+            if isinstance(item, TraceError):
+                raise item
+        results = self.annotate_many(plans)
+        for result in results:
+            if isinstance(result, TraceError):
+                raise result
+        return results  # type: ignore[return-value]
 
-    def prepare(self, trace: Trace, config: ScoringConfig) -> PreparedTrace:
+    def plan(
+        self, traces: Sequence[Trace], config: ScoringConfig | None = None
+    ) -> list[PreparedTrace | TraceError]:
+        """Segment, tokenise and check every trace (no probe work); a bad trace gives its error in place."""
+        config = config or self._default_config
+        planned: list[PreparedTrace | TraceError] = []
+        for trace in traces:
+            try:
+                planned.append(self._prepare(trace, config))
+            except TraceError as error:
+                planned.append(error)
+            except Exception as error:  # tokenizer or template failures on odd input: the trace's fault
+                field = "steps" if trace.steps is not None else "completion"
+                planned.append(TraceError(trace.id, field, f"the trace could not be prepared: {error}"))
+        return planned
+
+    def annotate_many(
+        self,
+        items: Sequence[Trace | PreparedTrace | TraceError],
+        config: ScoringConfig | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> list[AnnotationResult]:
+        """One result per item, in order: an annotation, or the :class:`TraceError` that stopped it.
+
+        Items may be traces (planned here under ``config``), plans from :meth:`plan` (scored under the config
+        they were planned with), or errors from :meth:`plan` (passed through). ``deadline`` (a
+        ``time.monotonic()`` instant) bounds the answer checks, which run while the probe works. Raises only
+        when the probe fails (the whole batch is then unscored).
+        """
+        config = config or self._default_config
+        planned: list[PreparedTrace | TraceError] = []
+        for item in items:
+            if isinstance(item, Trace):
+                planned.extend(self.plan([item], config))
+            else:
+                planned.append(item)
+        live = [item for item in planned if isinstance(item, PreparedTrace)]
+        if not live:
+            return list(planned)  # type: ignore[arg-type]
+        # the answer checks need only the extracted answer and the reference: they overlap the probe pass
+        pairs = [(_answer_text(item), item.trace.reference_answer) for item in live]
+        verdicts = self._verify_thread.submit(self._verifier.check_many, pairs, deadline=deadline)
+        results = self._probe.score([item.sequence for item in live])
+        outcomes = iter(verdicts.result())
+        scored = iter(zip(live, results, strict=True))
+        out: list[AnnotationResult] = []
+        for item in planned:
+            if isinstance(item, TraceError):
+                out.append(item)
+                continue
+            prepared, result = next(scored)
+            out.append(self._finish(prepared, result, next(outcomes)))
+        return out
+
+    # ------------------------------------------------------------------------------------------------------
+    # pipeline steps (private: callers go through the entry points above)
+    # ------------------------------------------------------------------------------------------------------
+
+    def _prepare(self, trace: Trace, config: ScoringConfig) -> PreparedTrace:
         segmented = _segment(trace, config)
+        reasoning = "steps" if trace.steps is not None else "completion"
         builder = self._builder(config)
         try:
             sequence = builder.build(
@@ -74,29 +208,28 @@ class Annotator:
             raise TraceError(trace.id, "reference_answer", str(error)) from error
         limit = self._probe.context_limit
         if sequence.probe_length <= limit:
-            return PreparedTrace(trace, segmented, sequence, truncated=False)
+            return PreparedTrace(trace, config, segmented, sequence, truncated=False)
         answer_tokens = len(sequence.continuation_ids)
         if config.context_limit == "error" or sequence.boundaries[0] + answer_tokens > limit:
             raise TraceError(
                 trace.id,
-                "completion" if trace.completion is not None else "steps",
+                reasoning,
                 f"the probe input is {sequence.probe_length} tokens (question and steps "
                 f"{sequence.boundaries[-1]}, answer prompt {answer_tokens}), over the probe's context limit "
                 f"of {limit}; set context_limit='truncate_steps' to score only the leading steps that fit",
             )
         fitting_steps = max(k for k, end in enumerate(sequence.boundaries) if end + answer_tokens <= limit)
-        return PreparedTrace(trace, segmented, sequence.truncated(fitting_steps), truncated=True)
+        return PreparedTrace(trace, config, segmented, sequence.truncated(fitting_steps), truncated=True)
 
-    def finish(
-        self, item: PreparedTrace, result: ProbeResult, config: ScoringConfig, *, outcome: int | None = None
-    ) -> TraceAnnotation:
-        """``outcome``: a verdict the caller already computed (e.g. where math-verify can time out)."""
-        values = aggregate_logprobs(result.token_logprobs, config.aggregation)
-        rewards = step_rewards(values, config.watermark)
+    def _finish(self, item: PreparedTrace, result: ProbeResult, outcome: int) -> AnnotationResult:
+        config = item.config
+        try:
+            values = aggregate_logprobs(result.token_logprobs, config.aggregation)
+            rewards = step_rewards(values, config.watermark)
+        except ValueError as error:  # non-finite probe values and the like: this trace fails alone
+            return TraceError(item.trace.id, "probe", f"the probe's scores are unusable: {error}")
         segmented = item.segmented
         answer = segmented.answer
-        if outcome is None:
-            outcome = outcome_reward(answer.text if answer else None, item.trace.reference_answer)
         steps = [
             StepScore(
                 index=k + 1,
@@ -110,6 +243,7 @@ class Annotator:
             for k, step in enumerate(segmented.steps[: len(values) - 1])
         ]
         cot_start, cot_end = segmented.cot_span
+        gate_statistic = rewards.max_reward if config.sft_statistic == "max" else rewards.process_reward
         return TraceAnnotation(
             trace_id=item.trace.id,
             completion=segmented.completion,
@@ -124,7 +258,7 @@ class Annotator:
             outcome=outcome,
             process_reward=rewards.process_reward,
             max_reward=rewards.max_reward,
-            sft_gate=sft_gate(outcome, rewards.process_reward, config.sft_threshold),
+            sft_gate=sft_gate(outcome, gate_statistic, config.sft_threshold),
             probe_model=self._probe.model_id,
             config_hash=config.config_hash(),
             tokens_forwarded=result.tokens_forwarded,
@@ -136,6 +270,11 @@ class Annotator:
         if key not in self._builders:
             self._builders[key] = PromptBuilder(self._probe.tokenizer, config.prompt)
         return self._builders[key]
+
+
+def _answer_text(item: PreparedTrace) -> str | None:
+    answer = item.segmented.answer
+    return answer.text if answer else None
 
 
 def _segment(trace: Trace, config: ScoringConfig) -> SegmentedCompletion:

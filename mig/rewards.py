@@ -15,7 +15,7 @@ From the value trajectory ``v_0..v_K`` this module derives
                         ``r_k = max(0, mig_k - G_{k-1})``                          (``watermark="gain"``)
 
 plus the outcome reward (math-aware answer equivalence via ``math-verify``) and the dual SFT gate
-``outcome == 1 and sum_k r_k > threshold``.
+``outcome == 1 and max_k r_k > threshold`` (``sum_k r_k`` as an option).
 
 Everything except :func:`outcome_reward` is pure numpy and vectorised.
 """
@@ -252,11 +252,14 @@ def outcome_reward(predicted_answer: str | None, reference_answer: str) -> int:
     return int(bool(verify(gold, pred, timeout_seconds=timeout)))
 
 
-def sft_gate(outcome: int, process_reward: float, threshold: float = 0.0) -> bool:
-    """Dual gate for SFT: keep a trace iff ``outcome == 1 and process_reward > threshold`` (strict).
+def sft_gate(outcome: int, statistic: float, threshold: float = 0.0) -> bool:
+    """Dual gate for SFT: keep a trace iff ``outcome == 1 and statistic > threshold`` (strict).
 
-    Raises ``ValueError`` if ``outcome`` is not 0 or 1. A NaN ``process_reward`` never passes.
+    ``statistic`` is ``max_k r_k`` as the method states it (``StepRewards.max_reward``, the default), or
+    ``sum_k r_k`` (``StepRewards.process_reward``) where the scoring config asks for ``sft_statistic="sum"``;
+    both are > 0 exactly when some step sets a new maximum, so they agree at the default threshold 0.
+    Raises ``ValueError`` if ``outcome`` is not 0 or 1. A NaN ``statistic`` never passes.
     """
     if outcome not in (0, 1):
         raise ValueError(f"outcome must be 0 or 1, got {outcome!r}")
-    return bool(outcome == 1 and process_reward > threshold)
+    return bool(outcome == 1 and statistic > threshold)

@@ -7,6 +7,7 @@ from mig_annotator.schemas.config import (
     PromptTemplate,
     ScoringConfig,
     SegmenterName,
+    SftStatistic,
     WatermarkKind,
 )
 from mig_annotator.schemas.trace import Trace
@@ -18,6 +19,7 @@ __all__ = [
     "PromptTemplate",
     "ScoringConfig",
     "SegmenterName",
+    "SftStatistic",
     "StepScore",
     "Trace",
     "TraceAnnotation",

@@ -54,7 +54,10 @@ class TraceAnnotation(BaseModel):
     outcome: int = Field(ge=0, le=1, description="1 if the answer equals the reference (math-aware).")
     process_reward: float = Field(description="sum_k r_k.")
     max_reward: float = Field(description="max_k r_k (0 with no steps).")
-    sft_gate: bool = Field(description="outcome == 1 and process_reward > sft_threshold.")
+    sft_gate: bool = Field(
+        description="outcome == 1 and the gate statistic > sft_threshold: max_reward (default), or "
+        "process_reward with sft_statistic='sum'."
+    )
     probe_model: str
     config_hash: str
     tokens_forwarded: int = Field(

@@ -11,6 +11,7 @@ SegmenterName = Literal["auto", "tags", "lines", "headers", "regex"]
 Aggregation = Literal["mean", "sum"]
 WatermarkKind = Literal["level", "gain"]
 ContextLimitPolicy = Literal["error", "truncate_steps"]
+SftStatistic = Literal["max", "sum"]
 
 
 class PromptTemplate(BaseModel):
@@ -64,7 +65,13 @@ class ScoringConfig(BaseModel):
     )
     watermark: WatermarkKind = Field(default="level", description="level: over v (default); gain: over mig.")
     sft_threshold: float = Field(
-        default=0.0, description="SFT gate: correct outcome and sum(r_k) > threshold."
+        default=0.0,
+        description="SFT gate: correct outcome and the gate statistic (sft_statistic) > threshold.",
+    )
+    sft_statistic: SftStatistic = Field(
+        default="max",
+        description="The SFT gate's statistic: max (default, as the method states: max_k r_k) or sum "
+        "(sum_k r_k). They agree at threshold 0.",
     )
     context_limit: ContextLimitPolicy = Field(
         default="error",

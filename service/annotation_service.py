@@ -1,6 +1,9 @@
-"""Annotating a request's traces: options, limits, preparation, the micro-batcher, the deadline, the audit.
+"""Annotating a request's traces: options, limits, planning, the micro-batcher, the deadline, the audit.
 
-The HTTP routes are thin wrappers over :meth:`AnnotationService.annotate`.
+The HTTP routes are thin wrappers over :meth:`AnnotationService.annotate`. Every per-request CPU step
+(segmentation and tokenisation, in :meth:`Annotator.plan`) runs off the event loop, within the request's
+deadline; scoring runs in the micro-batcher's probe thread. Failures are domain failures
+(:mod:`mig_annotator.service.failures`); only :mod:`mig_annotator.service.errors` knows HTTP.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from mig_annotator.schemas import ScoringConfig, Trace, TraceAnnotation
 from mig_annotator.schemas.api import AuditRecord, FieldError
 from mig_annotator.service.audit import AuditLog
 from mig_annotator.service.batcher import MicroBatcher
-from mig_annotator.service.errors import (
-    DeadlineExceeded,
-    InvalidRequest,
+from mig_annotator.service.failures import (
+    DeadlinePassed,
+    InvalidInput,
     NotReady,
-    PayloadTooLarge,
-    ServiceError,
+    ScoringFailed,
+    ServiceFailure,
+    TooManyTraces,
+    field_path,
 )
-from mig_annotator.service.errors import field_path as to_field_path
 from mig_annotator.service.metrics import ServiceMetrics
 from mig_annotator.service.runtime import ProbeRuntime
 from mig_annotator.service.settings import ServiceSettings
@@ -62,10 +66,10 @@ class AnnotationService:
         self._batcher = batcher
         self._audit = audit
         self._metrics = metrics
-        self._prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mig-prepare")
+        self._plan_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mig-plan")
 
     def close(self) -> None:
-        self._prepare_executor.shutdown(wait=True)
+        self._plan_executor.shutdown(wait=True)
 
     def scoring_config(self, options: BaseModel | None) -> ScoringConfig:
         """The server defaults with the request's options laid over them (422 naming the bad option)."""
@@ -79,31 +83,34 @@ class AnnotationService:
             return ScoringConfig.model_validate({**defaults.model_dump(), **given})
         except ValidationError as error:
             fields = [
-                FieldError(field=to_field_path(("config", *problem["loc"])), message=problem["msg"])
+                FieldError(field=field_path(("config", *problem["loc"])), message=problem["msg"])
                 for problem in error.errors()
             ]
-            raise InvalidRequest("; ".join(f"{f.field}: {f.message}" for f in fields), fields) from error
+            raise InvalidInput("; ".join(f"{f.field}: {f.message}" for f in fields), fields) from error
 
     async def annotate(
         self, traces: Sequence[Trace], config: ScoringConfig, context: CallContext, field: str = "traces"
     ) -> list[TraceAnnotation]:
-        """Annotations in input order, or a :class:`ServiceError` with the status to answer."""
+        """Annotations in input order, or a :class:`ServiceFailure` saying why not."""
         annotator = self._runtime.annotator
         if annotator is None:
             raise NotReady(self._runtime.error or "the probe is still loading", retry_after_s=5)
         limit = self._settings.max_traces_per_request
         if len(traces) > limit:
             self._metrics.rejected.labels(reason="too_many_traces").inc()
-            raise PayloadTooLarge.for_field(
+            raise TooManyTraces.for_field(
                 field,
                 f"{len(traces)} traces, over the limit of {limit} per request (MIG_MAX_TRACES_PER_REQUEST)",
             )
+        deadline = context.received_monotonic + self._settings.request_timeout_s
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(
-            self._prepare_executor, self._prepare_all, annotator, traces, config, field
-        )
-        futures = self._batcher.submit(prepared, config)
-        annotations = await self._wait(futures, context)
+        planning = loop.run_in_executor(self._plan_executor, self._plan, annotator, traces, config, field)
+        try:
+            prepared = await asyncio.wait_for(planning, timeout=max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise self._deadline_passed() from None
+        futures = self._batcher.submit(prepared, deadline)
+        annotations = await self._wait(futures, deadline)
         latency_ms = (time.monotonic() - context.received_monotonic) * 1000.0
         self._metrics.traces_annotated.inc(len(annotations))
         if self._audit is not None:
@@ -115,69 +122,81 @@ class AnnotationService:
             )
         return annotations
 
-    def _prepare_all(
+    def _plan(
         self, annotator: Annotator, traces: Sequence[Trace], config: ScoringConfig, field: str
     ) -> list[PreparedTrace]:
-        """Segment and tokenise every trace and check the per-trace limits; 422 naming every bad trace."""
-        prepared: list[PreparedTrace] = []
+        """Plan every trace through the engine and check the service's per-trace limits.
+
+        Raises :class:`InvalidInput` naming every bad trace's field (``traces[3].completion``).
+        """
+        settings = self._settings
         problems: list[FieldError] = []
+        checked: list[Trace] = []
+        wheres: list[str] = []
         for index, trace in enumerate(traces):
             where = field if field == "trace" else f"{field}[{index}]"
             try:
-                prepared.append(self._prepare_one(annotator, trace, config, where))
-            except InvalidRequest as error:
+                _check_encodable(trace, where)
+                if trace.steps is not None and len(trace.steps) > settings.max_steps_per_trace:
+                    raise _too_many_steps(f"{where}.steps", len(trace.steps), settings.max_steps_per_trace)
+            except InvalidInput as error:
                 problems.extend(error.fields)
+                continue
+            checked.append(trace)
+            wheres.append(where)
+        prepared: list[PreparedTrace] = []
+        for where, item in zip(wheres, annotator.plan(checked, config), strict=True):
+            if isinstance(item, TraceError):
+                problems.append(FieldError(field=f"{where}.{item.field}", message=item.problem))
+                continue
+            problem = self._over_limit(item, where)
+            if problem is not None:
+                problems.append(problem)
+                continue
+            prepared.append(item)
         if problems:
-            raise InvalidRequest("; ".join(f"{p.field}: {p.message}" for p in problems[:10]), problems)
+            raise InvalidInput("; ".join(f"{p.field}: {p.message}" for p in problems[:10]), problems)
         return prepared
 
-    def _prepare_one(
-        self, annotator: Annotator, trace: Trace, config: ScoringConfig, where: str
-    ) -> PreparedTrace:
+    def _over_limit(self, item: PreparedTrace, where: str) -> FieldError | None:
         settings = self._settings
-        reasoning = "steps" if trace.steps is not None else "completion"
-        _check_encodable(trace, where)
-        if trace.steps is not None and len(trace.steps) > settings.max_steps_per_trace:
-            raise _too_many_steps(f"{where}.steps", len(trace.steps), settings.max_steps_per_trace)
-        try:
-            item = annotator.prepare(trace, config)
-        except TraceError as error:
-            raise InvalidRequest.for_field(f"{where}.{error.field}", error.problem) from error
-        except Exception as error:  # tokenizer or template failures on odd input: the trace's fault, named
-            logger.warning("trace %r could not be prepared", trace.id, exc_info=True)
-            raise InvalidRequest.for_field(where, f"the trace could not be prepared: {error}") from error
-        if len(item.segmented.steps) > settings.max_steps_per_trace:
-            raise _too_many_steps(
-                f"{where}.{reasoning}", len(item.segmented.steps), settings.max_steps_per_trace
-            )
-        if item.sequence.probe_length > settings.max_tokens_per_trace:
-            raise InvalidRequest.for_field(
-                f"{where}.{reasoning}",
-                f"the probe input is {item.sequence.probe_length} tokens, over the limit of "
+        reasoning = f"{where}.{'steps' if item.trace.steps is not None else 'completion'}"
+        if item.step_count > settings.max_steps_per_trace:
+            return _too_many_steps(reasoning, item.step_count, settings.max_steps_per_trace).fields[0]
+        if item.probe_length > settings.max_tokens_per_trace:
+            return FieldError(
+                field=reasoning,
+                message=f"the probe input is {item.probe_length} tokens, over the limit of "
                 f"{settings.max_tokens_per_trace} per trace (MIG_MAX_TOKENS_PER_TRACE)",
             )
-        return item
+        return None
 
     async def _wait(
-        self, futures: list[asyncio.Future[TraceAnnotation]], context: CallContext
+        self, futures: list[asyncio.Future[TraceAnnotation]], deadline: float
     ) -> list[TraceAnnotation]:
-        remaining = context.received_monotonic + self._settings.request_timeout_s - time.monotonic()
         done, pending = await asyncio.wait(
-            futures, timeout=max(remaining, 0.0), return_when=asyncio.FIRST_EXCEPTION
+            futures, timeout=max(deadline - time.monotonic(), 0.0), return_when=asyncio.FIRST_EXCEPTION
         )
         for future in pending:
-            future.cancel()  # traces not yet scored are skipped by the probe thread
+            future.cancel()  # traces not yet scored are skipped by the batcher and the probe thread
         failures = [future.exception() for future in done if future.exception() is not None]
         if failures:
+            for future in futures:
+                future.cancel()  # the request fails: its other traces need no probe work
             first = failures[0]
-            raise first if isinstance(first, ServiceError) else ServiceError(f"scoring failed: {first}")
-        if pending:
-            self._metrics.rejected.labels(reason="deadline").inc()
-            raise DeadlineExceeded(
-                f"not scored within the deadline of {self._settings.request_timeout_s}s "
-                "(MIG_REQUEST_TIMEOUT_S)"
-            )
+            if isinstance(first, ServiceFailure) and not isinstance(first, DeadlinePassed):
+                raise first
+            if not isinstance(first, ServiceFailure):
+                raise ScoringFailed(f"scoring failed: {first}")
+        if pending or failures:
+            raise self._deadline_passed()
         return [future.result() for future in futures]
+
+    def _deadline_passed(self) -> DeadlinePassed:
+        self._metrics.rejected.labels(reason="deadline").inc()
+        return DeadlinePassed(
+            f"not scored within the deadline of {self._settings.request_timeout_s}s (MIG_REQUEST_TIMEOUT_S)"
+        )
 
     def _audit_record(
         self, trace: Trace, annotation: TraceAnnotation, context: CallContext, latency_ms: float
@@ -217,8 +236,8 @@ def trace_sha256(trace: Trace) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _too_many_steps(field: str, found: int, limit: int) -> InvalidRequest:
-    return InvalidRequest.for_field(
+def _too_many_steps(field: str, found: int, limit: int) -> InvalidInput:
+    return InvalidInput.for_field(
         field, f"{found} steps, over the limit of {limit} per trace (MIG_MAX_STEPS_PER_TRACE)"
     )
 
@@ -235,6 +254,6 @@ def _check_encodable(trace: Trace, where: str) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as error:
-            raise InvalidRequest.for_field(
+            raise InvalidInput.for_field(
                 f"{where}.{name}", f"not valid Unicode text (a lone surrogate at position {error.start})"
             ) from error

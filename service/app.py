@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from mig_annotator.mig.probe.base import Probe
 from mig_annotator.service.components import ServiceComponents
 from mig_annotator.service.errors import install_error_handlers
+from mig_annotator.service.metrics import ServiceMetrics
 from mig_annotator.service.middleware import (
     BodySizeLimitMiddleware,
     MetricsMiddleware,
@@ -33,11 +34,12 @@ def create_app(settings: ServiceSettings | None = None, *, probe: Probe | None =
     already-open probe to serve (else the one the settings name is opened in the background at start-up).
     """
     settings = settings or ServiceSettings()
-    components = ServiceComponents.build(settings, probe)
+    metrics = ServiceMetrics()  # the middleware counts requests from the first one on
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await components.start()
+        components = await ServiceComponents.start(settings, metrics, probe)
+        app.state.components = components
         try:
             yield
         finally:
@@ -45,7 +47,7 @@ def create_app(settings: ServiceSettings | None = None, *, probe: Probe | None =
 
     middleware = [
         Middleware(RequestContextMiddleware),
-        Middleware(MetricsMiddleware, metrics=components.metrics, endpoints=ENDPOINTS),
+        Middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS),
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
     if settings.cors_origins:
@@ -65,7 +67,6 @@ def create_app(settings: ServiceSettings | None = None, *, probe: Probe | None =
         lifespan=lifespan,
         middleware=middleware,
     )
-    app.state.components = components
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(ops)

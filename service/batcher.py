@@ -1,9 +1,13 @@
 """Micro-batching: traces from concurrent requests share probe work, each result goes back to its request.
 
-Requests put their traces in a bounded queue (all of a request's traces, or none: 429). One worker task
-takes batches from it, up to a token budget or after a short wait, and runs each batch off the event loop
-in a single probe thread. Results come back one trace at a time to the future registered for it before it
-was queued; a probe failure fails that batch's unfinished traces only, and the worker goes on.
+Requests put their planned traces in a bounded queue (all of a request's traces, or none: :class:`QueueFull`).
+One worker task takes batches from it, up to a token budget or after a short wait, and runs each batch off
+the event loop in a single probe thread. Results come back one trace at a time to the future registered for
+it before it was queued; a probe failure fails that batch's unfinished traces only, and the worker goes on.
+
+No probe work is started for a trace whose request is gone (its future is done: the client gave up or an
+earlier trace of the request failed) or whose deadline has passed; such traces are dropped when a batch is
+taken and skipped again just before each probe pass.
 """
 
 from __future__ import annotations
@@ -18,8 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mig_annotator.mig.engine import PreparedTrace
-from mig_annotator.schemas import ScoringConfig, TraceAnnotation
-from mig_annotator.service.errors import Overloaded, ProbeUnavailable, ServiceError
+from mig_annotator.schemas import TraceAnnotation
+from mig_annotator.service.failures import (
+    DeadlinePassed,
+    ProbeFailure,
+    QueueFull,
+    ScoringFailed,
+    ServiceFailure,
+    ShuttingDown,
+)
 from mig_annotator.service.metrics import ServiceMetrics
 
 logger = logging.getLogger("mig.service")
@@ -27,15 +38,19 @@ logger = logging.getLogger("mig.service")
 
 @dataclass(eq=False)
 class ScoringJob:
-    """One trace on its way through the probe, and the future its request waits on."""
+    """One trace on its way through the probe, the future its request waits on, and its deadline."""
 
     prepared: PreparedTrace
-    config: ScoringConfig
+    deadline: float  # time.monotonic() instant after which nobody waits for the result
     future: asyncio.Future[TraceAnnotation] = field(repr=False)
 
     @property
     def tokens(self) -> int:
-        return self.prepared.sequence.minimal_tokens
+        return self.prepared.probe_tokens
+
+    def wanted(self) -> bool:
+        """Whether anyone still waits for this trace: its request is there and its deadline not passed."""
+        return not self.future.done() and time.monotonic() < self.deadline
 
 
 Deliver = Callable[[ScoringJob, "TraceAnnotation | BaseException"], None]
@@ -43,10 +58,6 @@ Deliver = Callable[[ScoringJob, "TraceAnnotation | BaseException"], None]
 
 RunBatch = Callable[[Sequence[ScoringJob], Deliver], None]
 """Scores a batch in the probe thread; raises :class:`ProbeFailure` when the probe fails."""
-
-
-class ProbeFailure(RuntimeError):
-    """The probe failed on a batch; its unfinished traces are answered 503."""
 
 
 class MicroBatcher:
@@ -90,25 +101,25 @@ class MicroBatcher:
         while self._pending:
             job = self._pending.popleft()
             if not job.future.done():
-                job.future.set_exception(ProbeUnavailable("the service is shutting down"))
+                job.future.set_exception(ShuttingDown("the service is shutting down"))
         self._set_depth()
         self._executor.shutdown(wait=True)
 
     def submit(
-        self, prepared: Sequence[PreparedTrace], config: ScoringConfig
+        self, prepared: Sequence[PreparedTrace], deadline: float
     ) -> list[asyncio.Future[TraceAnnotation]]:
         """Queue a request's traces (all or none) and return one future per trace, in order."""
         if self._worker is None:
-            raise ProbeUnavailable("the micro-batcher is not running")
+            raise ShuttingDown("the micro-batcher is not running")
         if self.queued + len(prepared) > self._max_queue:
             self._metrics.rejected.labels(reason="queue_full").inc()
-            raise Overloaded(
+            raise QueueFull(
                 f"the queue holds {self.queued} traces and takes at most {self._max_queue} "
                 f"(MIG_QUEUE_MAX_TRACES); this request brings {len(prepared)}",
                 retry_after_s=self._retry_after_s(len(prepared)),
             )
         loop = asyncio.get_running_loop()
-        jobs = [ScoringJob(item, config, loop.create_future()) for item in prepared]  # futures first
+        jobs = [ScoringJob(item, deadline, loop.create_future()) for item in prepared]  # futures first
         self._pending.extend(jobs)
         self._pending_tokens += sum(job.tokens for job in jobs)
         self._set_depth()
@@ -141,11 +152,15 @@ class MicroBatcher:
                 self._metrics.probe_failures.inc()
                 logger.error("probe failed on a batch of %d traces: %s", len(batch), error)
                 for job in batch:
-                    loop.call_soon(_settle, job.future, ProbeUnavailable(f"the probe failed: {error}"))
+                    loop.call_soon(_settle, job.future, ProbeFailure(f"the probe failed: {error.message}"))
+            except ServiceFailure as error:
+                logger.error("a batch of %d traces failed: %s", len(batch), error)
+                for job in batch:
+                    loop.call_soon(_settle, job.future, error)
             except Exception as error:  # a bug: fail this batch, keep serving
                 logger.exception("scoring a batch failed")
                 for job in batch:
-                    loop.call_soon(_settle, job.future, ServiceError(f"scoring failed: {error}"))
+                    loop.call_soon(_settle, job.future, ScoringFailed(f"scoring failed: {error}"))
             await asyncio.sleep(0)  # let the answers scheduled from the probe thread land first
             self._in_flight.clear()
             self._set_depth()
@@ -175,7 +190,9 @@ class MicroBatcher:
                 break
             self._pending.popleft()
             self._pending_tokens -= job.tokens
-            if job.future.done():  # its request gave up (deadline): no probe work for it
+            if not job.wanted():  # its request is gone or its deadline passed: no probe work for it
+                self._metrics.dropped_traces.inc()
+                _settle(job.future, DeadlinePassed("the request's deadline passed before its turn"))
                 continue
             batch.append(job)
             tokens += job.tokens

@@ -1,4 +1,5 @@
-"""The errors the service answers, each with its HTTP status, and the handlers that render them."""
+"""HTTP errors: the HTTP layer's own (JSON, auth, body size), the one mapping of domain failures
+(:mod:`mig_annotator.service.failures`) to statuses, and the handlers that render the error envelope."""
 
 from __future__ import annotations
 
@@ -12,6 +13,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from mig_annotator.schemas.api import ErrorResponse, FieldError
+from mig_annotator.service.failures import (
+    AnswersUncheckable,
+    DeadlinePassed,
+    InvalidInput,
+    NotReady,
+    ProbeFailure,
+    QueueFull,
+    ScoringFailed,
+    ServiceFailure,
+    ShuttingDown,
+    TooManyTraces,
+    field_path,
+)
 
 logger = logging.getLogger("mig.service")
 
@@ -61,26 +75,31 @@ class InvalidRequest(ServiceError):
     status, code = 422, "invalid_request"
 
 
-class Overloaded(ServiceError):
-    status, code = 429, "overloaded"
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
-
-
-class ProbeUnavailable(ServiceError):
-    status, code = 503, "probe_unavailable"
-
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
-
-
-class NotReady(ProbeUnavailable):
-    code = "not_ready"
+#: Each domain failure's HTTP status and error code (the most specific class in a failure's MRO wins).
+FAILURE_STATUS: dict[type[ServiceFailure], tuple[int, str]] = {
+    ServiceFailure: (500, "internal_error"),
+    ScoringFailed: (500, "internal_error"),
+    InvalidInput: (422, "invalid_request"),
+    TooManyTraces: (413, "payload_too_large"),
+    QueueFull: (429, "overloaded"),
+    ProbeFailure: (503, "probe_unavailable"),
+    AnswersUncheckable: (503, "probe_unavailable"),
+    ShuttingDown: (503, "probe_unavailable"),
+    NotReady: (503, "not_ready"),
+    DeadlinePassed: (504, "deadline_exceeded"),
+}
 
 
-class DeadlineExceeded(ServiceError):
-    status, code = 504, "deadline_exceeded"
+def http_error(failure: ServiceFailure) -> ServiceError:
+    """The HTTP answer to a domain failure: its status, code, fields and ``Retry-After`` (503s get one)."""
+    status, code = next(FAILURE_STATUS[kind] for kind in type(failure).__mro__ if kind in FAILURE_STATUS)
+    retry_after = (
+        failure.retry_after_s if failure.retry_after_s is not None else (1 if status == 503 else None)
+    )
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    error = ServiceError(failure.message, failure.fields, headers)
+    error.status, error.code = status, code
+    return error
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -110,20 +129,6 @@ def error_response(request_id: str | None, error: ServiceError) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=error.status, headers=headers)
 
 
-def field_path(location: Sequence[int | str]) -> str:
-    """('body', 'traces', 3, 'steps') -> 'traces[3].steps'."""
-    parts = list(location)
-    if parts and parts[0] == "body":
-        parts = parts[1:]
-    path = ""
-    for part in parts:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "body"
-
-
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = exc.errors()
     if any(problem.get("type") == "json_invalid" for problem in problems):
@@ -146,6 +151,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ServiceError)
         return error_response(request_id_of(request), exc)
 
+    async def on_failure(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceFailure)
+        return error_response(request_id_of(request), http_error(exc))
+
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         return _validation_error(request, exc)
@@ -158,6 +167,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request_id_of(request), ServiceError("internal error; see the server log"))
 
     app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(ServiceFailure, on_failure)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(json.JSONDecodeError, on_json_error)
     app.add_exception_handler(RecursionError, on_json_error)

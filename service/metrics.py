@@ -49,6 +49,11 @@ class ServiceMetrics:
         self.rejected = Counter(
             "mig_rejected", "Requests refused before scoring, by reason.", ["reason"], registry=registry
         )
+        self.dropped_traces = Counter(
+            "mig_dropped_traces",
+            "Queued traces never scored because their request was gone or its deadline had passed.",
+            registry=registry,
+        )
         self.outcome_timeouts = Counter(
             "mig_outcome_timeouts",
             "Answers whose math-verify check was cut off (outcome 0).",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from mig_annotator.schemas import Trace, TraceAnnotation
 from mig_annotator.schemas.api import FieldError, OpenRLHFRewardRequest, OpenRLHFRewardResponse, RewardScalar
-from mig_annotator.service.errors import InvalidRequest
+from mig_annotator.service.failures import InvalidInput
 from mig_annotator.service.scalar import scalar_reward
 
 
@@ -60,7 +60,7 @@ def traces_from_request(
             )
         )
     if problems:
-        raise InvalidRequest("; ".join(f"{p.field}: {p.message}" for p in problems[:10]), problems)
+        raise InvalidInput("; ".join(f"{p.field}: {p.message}" for p in problems[:10]), problems)
     return traces
 
 

@@ -24,7 +24,7 @@ from mig_annotator.schemas.api import (
 from mig_annotator.service.annotation_service import AnnotationService, CallContext
 from mig_annotator.service.auth import Principal
 from mig_annotator.service.components import ServiceComponents
-from mig_annotator.service.errors import ERROR_RESPONSES, NotReady
+from mig_annotator.service.errors import ERROR_RESPONSES
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
 
 ANNOTATE_PATH = "/v1/annotate"
@@ -49,8 +49,6 @@ def authenticate(
 
 
 def get_annotations(components: Components) -> AnnotationService:
-    if components.annotations is None:
-        raise NotReady("the service is starting")
     return components.annotations
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 from mig_annotator.mig.engine import Annotator
 from mig_annotator.mig.probe.base import Probe
 from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+from mig_annotator.mig.verify import AnswerVerifier
 from mig_annotator.schemas import ScoringConfig, Trace
 
 logger = logging.getLogger("mig.service")
@@ -25,10 +26,15 @@ class ProbeRuntime:
     """Opens the probe off the event loop and hands out the :class:`Annotator` once it is ready."""
 
     def __init__(
-        self, settings: ProbeSettings, scoring_defaults: ScoringConfig, probe: Probe | None = None
+        self,
+        settings: ProbeSettings,
+        scoring_defaults: ScoringConfig,
+        verifier: AnswerVerifier,
+        probe: Probe | None = None,
     ) -> None:
         self._settings = settings
         self._defaults = scoring_defaults
+        self._verifier = verifier
         self._state: ProbeState = "loading"
         self._error: str | None = None
         self._annotator: Annotator | None = None
@@ -63,7 +69,7 @@ class ProbeRuntime:
             return
         try:
             probe = await asyncio.to_thread(open_probe, self._settings)
-            await asyncio.to_thread(self._warm_up, probe)
+            await asyncio.to_thread(self._warm_up, Annotator(probe, self._defaults, verifier=self._verifier))
         except Exception as error:
             logger.exception("the probe failed to load")
             self._state, self._error = "failed", f"the probe failed to load: {error}"
@@ -85,22 +91,25 @@ class ProbeRuntime:
         return None
 
     def close(self) -> None:
-        """Release the probe this runtime opened (an injected probe belongs to its caller)."""
-        close = getattr(self._annotator.probe, "close", None) if self._annotator is not None else None
+        """Release the annotator, and the probe this runtime opened (an injected one is the caller's)."""
+        if self._annotator is None:
+            return
+        self._annotator.close()
+        close = getattr(self._annotator.probe, "close", None)
         if self._owns_probe and callable(close):
             close()
 
     def _install(self, probe: Probe) -> None:
-        self._annotator = Annotator(probe, self._defaults)
+        self._annotator = Annotator(probe, self._defaults, verifier=self._verifier)
         self._revision = probe_revision(probe)
         self._state, self._error = "ready", None
 
     @staticmethod
-    def _warm_up(probe: Probe) -> None:
-        """One tiny forward pass, so the first request does not pay the backend's one-time set-up."""
+    def _warm_up(annotator: Annotator) -> None:
+        """One tiny annotation, so the first request does not pay the backend's one-time set-up."""
         warm_up = Trace(id="warm-up", question="1 + 1?", steps=["1 + 1 = 2."], reference_answer="2")
-        annotator = Annotator(probe)
-        probe.score([annotator.prepare(warm_up, annotator.default_config).sequence])
+        annotator.annotate_many([warm_up])
+        annotator.close()  # its thread only: the verifier belongs to the runtime's owner
 
 
 def probe_revision(probe: Probe) -> str | None:

@@ -1,10 +1,13 @@
-"""What the probe thread does with a micro-batch: probe scoring, outcome checks, reward math.
+"""What the probe thread does with a micro-batch: hand it to the engine and deliver each trace's result.
 
-Batch invariance: with ``exact=True`` every trace gets its own ``probe.score([trace])`` call, i.e. its own
-forward pass with no padding and no neighbours, so its numbers are bit-identical whether it came alone or
-in a crowd (padded batches change GEMM and attention shapes and move results in the last float bits;
-measured on SmolLM2 in float32: up to 1.3e-5 in per-token log-probs). ``exact=False`` hands the whole batch
-to the probe, which packs it into shared forward passes.
+The engine (:meth:`Annotator.annotate_many`) runs the whole pipeline; this module only chooses how a batch
+is cut into engine calls and turns engine outcomes into the service's failures.
+
+Batch invariance: with ``exact=True`` every trace gets its own engine call, i.e. its own forward pass with no
+padding and no neighbours, so its numbers are bit-identical whether it came alone or in a crowd (padded
+batches change GEMM and attention shapes and move results in the last float bits; measured on SmolLM2 in
+float32: up to 1.3e-5 in per-token log-probs). ``exact=False`` hands the whole batch to one engine call,
+which packs it into shared forward passes.
 """
 
 from __future__ import annotations
@@ -13,74 +16,75 @@ import logging
 import time
 from collections.abc import Sequence
 
-from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.probe.base import ProbeResult
+from mig_annotator.mig.engine import AnnotationResult, Annotator
+from mig_annotator.mig.verify import VerifierUnavailable
 from mig_annotator.schemas import TraceAnnotation
-from mig_annotator.service.batcher import Deliver, ProbeFailure, ScoringJob
-from mig_annotator.service.errors import ProbeUnavailable, ServiceError
+from mig_annotator.service.batcher import Deliver, ScoringJob
+from mig_annotator.service.failures import (
+    AnswersUncheckable,
+    InvalidInput,
+    NotReady,
+    ProbeFailure,
+    ServiceFailure,
+)
 from mig_annotator.service.metrics import ServiceMetrics
-from mig_annotator.service.outcome import OutcomeChecker, OutcomeCheckError
 from mig_annotator.service.runtime import ProbeRuntime
 
 logger = logging.getLogger("mig.service")
 
 
 class BatchScorer:
-    """Runs one micro-batch (in the probe thread) and delivers each trace's annotation."""
+    """Runs one micro-batch (in the probe thread) and delivers each trace's annotation or failure."""
 
-    def __init__(
-        self, runtime: ProbeRuntime, outcomes: OutcomeChecker, *, exact: bool, metrics: ServiceMetrics
-    ) -> None:
+    def __init__(self, runtime: ProbeRuntime, *, exact: bool, metrics: ServiceMetrics) -> None:
         self._runtime = runtime
-        self._outcomes = outcomes
         self._exact = exact
         self._metrics = metrics
 
     def __call__(self, jobs: Sequence[ScoringJob], deliver: Deliver) -> None:
         annotator = self._runtime.annotator
         if annotator is None:
-            raise ProbeFailure("the probe is not loaded")
+            raise NotReady("the probe is not loaded")
         probe_seconds = 0.0
         try:
             if self._exact:
                 for job in jobs:
-                    if job.future.done():  # its request gave up while the batch ran
+                    if not job.wanted():  # its request gave up, or its deadline passed, while the batch ran
                         continue
-                    (result,), seconds = self._score(annotator, [job])
+                    (result,), seconds = self._annotate(annotator, [job])
                     probe_seconds += seconds
-                    deliver(job, self._finish(annotator, job, result))
+                    deliver(job, self._outcome(result))
             else:
-                live = [job for job in jobs if not job.future.done()]
-                results, probe_seconds = self._score(annotator, live)
+                live = [job for job in jobs if job.wanted()]
+                results, probe_seconds = self._annotate(annotator, live)
                 for job, result in zip(live, results, strict=True):
-                    deliver(job, self._finish(annotator, job, result))
+                    deliver(job, self._outcome(result))
         finally:
             self._metrics.probe_seconds.observe(probe_seconds)
 
-    def _score(self, annotator: Annotator, jobs: Sequence[ScoringJob]) -> tuple[list[ProbeResult], float]:
+    def _annotate(
+        self, annotator: Annotator, jobs: Sequence[ScoringJob]
+    ) -> tuple[list[AnnotationResult], float]:
         if not jobs:
             return [], 0.0
         started = time.perf_counter()
         try:
-            results = annotator.probe.score([job.prepared.sequence for job in jobs])
-        except (
-            Exception
-        ) as error:  # ProbeError, device faults, a backend gone: this batch fails, not the service
+            results = annotator.annotate_many(
+                [job.prepared for job in jobs], deadline=max(job.deadline for job in jobs)
+            )
+        except VerifierUnavailable as error:
+            raise AnswersUncheckable(f"answers cannot be checked right now: {error}") from error
+        except Exception as error:  # ProbeError, device faults, a lost backend: the batch fails alone
             raise ProbeFailure(f"{type(error).__name__}: {error}") from error
-        self._metrics.tokens_forwarded.inc(sum(result.tokens_forwarded for result in results))
+        forwarded = sum(result.tokens_forwarded for result in results if isinstance(result, TraceAnnotation))
+        self._metrics.tokens_forwarded.inc(forwarded)
         return results, time.perf_counter() - started
 
-    def _finish(
-        self, annotator: Annotator, job: ScoringJob, result: ProbeResult
-    ) -> TraceAnnotation | Exception:
-        trace = job.prepared.trace
-        answer = job.prepared.segmented.answer
-        try:
-            outcome = self._outcomes.check(answer.text if answer else None, trace.reference_answer)
-        except OutcomeCheckError as error:
-            return ProbeUnavailable(f"answers cannot be checked right now: {error}")
-        try:
-            return annotator.finish(job.prepared, result, job.config, outcome=outcome)
-        except Exception as error:  # a bug: this trace fails alone
-            logger.exception("finishing trace %r failed", trace.id)
-            return ServiceError(f"scoring trace {trace.id!r} failed: {error}")
+    @staticmethod
+    def _outcome(result: AnnotationResult) -> TraceAnnotation | ServiceFailure:
+        if isinstance(result, TraceAnnotation):
+            return result
+        logger.warning("trace %r failed in scoring: %s", result.trace_id, result)
+        if result.field == "probe":  # the probe's numbers for this trace were unusable
+            return ProbeFailure(f"trace {result.trace_id!r}: {result.problem}")
+        return InvalidInput.for_field(result.field, result.problem)

@@ -63,6 +63,12 @@ class ServiceSettings(BaseSettings):
     outcome_timeout_s: float = Field(
         default=5.0, gt=0, description="Hard limit on checking one answer with math-verify (then outcome 0)."
     )
+    verifier_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Answer-check worker processes: this many slow answers are checked at once.",
+    )
 
     # access
     api_keys: dict[str, SecretStr] = Field(

@@ -173,3 +173,57 @@ def test_bad_step_regex_is_an_error_naming_the_trace(annotator: Annotator) -> No
     trace = Trace(id="rx", question="q?", completion="a\nb", reference_answer="1")
     with pytest.raises(TraceError, match=r"trace 'rx': completion: .*step_regex"):
         annotator.annotate([trace], ScoringConfig(segmenter="regex", step_regex="(unclosed"))
+
+
+def test_annotate_many_gives_each_bad_trace_its_error_and_scores_the_others(annotator: Annotator) -> None:
+    long_steps = [f"Step {k}: we add {k} and keep going with the running total." * 20 for k in range(40)]
+    too_long = Trace(id="too-long", question="Sum it all.", steps=long_steps, reference_answer="7")
+    robe, pens = GOLDEN_TRACES[:2]
+    results = annotator.annotate_many([robe, too_long, pens])
+    assert [type(result).__name__ for result in results] == [
+        "TraceAnnotation",
+        "TraceError",
+        "TraceAnnotation",
+    ]
+    error = results[1]
+    assert isinstance(error, TraceError) and error.trace_id == "too-long" and error.field == "steps"
+    assert [results[0], results[2]] == annotator.annotate([robe, pens])  # the bad one cost the others nothing
+    with pytest.raises(TraceError, match="too-long"):
+        annotator.annotate([robe, too_long])  # the all-or-nothing entry point still refuses the request
+
+
+def test_plans_carry_probe_tokens_and_score_like_traces(annotator: Annotator) -> None:
+    plans = annotator.plan(GOLDEN_TRACES)
+    assert all(not isinstance(plan, TraceError) for plan in plans)
+    assert [plan.step_count for plan in plans] == [2, 2, 3]  # type: ignore[union-attr]
+    assert all(plan.probe_tokens >= plan.probe_length > 0 for plan in plans)  # type: ignore[union-attr]
+    assert annotator.annotate_many(plans) == annotator.annotate(GOLDEN_TRACES)
+
+
+def test_a_probe_failure_is_raised_for_the_batch_not_returned_per_trace(packed_probe) -> None:
+    class BrokenProbe:
+        """The real probe's tokenizer and limits, and a scoring call that fails like a lost backend."""
+
+        model_id = packed_probe.model_id
+        context_limit = packed_probe.context_limit
+        tokenizer = packed_probe.tokenizer
+        stats = packed_probe.stats
+
+        def score(self, sequences: object) -> list[object]:
+            raise RuntimeError("the device is gone")
+
+    with Annotator(BrokenProbe()) as broken, pytest.raises(RuntimeError, match="device is gone"):  # type: ignore[arg-type]
+        broken.annotate_many(GOLDEN_TRACES[:1])
+
+
+def test_the_sft_gate_uses_max_reward_by_default_and_sum_on_request(annotator: Annotator) -> None:
+    train = GOLDEN_TRACES[2]  # two rewarded steps: r = (0, 0.527, 0.945): max 0.945 < sum 1.473
+    (default,) = annotator.annotate([train], ScoringConfig(sft_threshold=1.0))
+    (summed,) = annotator.annotate([train], ScoringConfig(sft_threshold=1.0, sft_statistic="sum"))
+    assert default.outcome == 1 and summed.outcome == 1
+    assert default.max_reward < 1.0 < default.process_reward
+    assert default.sft_gate is False and summed.sft_gate is True
+    assert default.config_hash != summed.config_hash
+    (at_zero_max,) = annotator.annotate([train])
+    (at_zero_sum,) = annotator.annotate([train], ScoringConfig(sft_statistic="sum"))
+    assert at_zero_max.sft_gate is at_zero_sum.sft_gate is True  # they agree at the default threshold 0

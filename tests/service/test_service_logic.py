@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,17 +13,21 @@ from pydantic import ValidationError
 
 from mig_annotator.schemas.api import AnnotateRequest, OpenRLHFRewardRequest, ScoringOptions
 from mig_annotator.schemas.config import ScoringConfig
-from mig_annotator.service.batcher import Deliver, MicroBatcher, ProbeFailure, ScoringJob
-from mig_annotator.service.errors import Overloaded, ProbeUnavailable, field_path
+from mig_annotator.service.batcher import Deliver, MicroBatcher, ScoringJob
+from mig_annotator.service.errors import http_error
+from mig_annotator.service.failures import (
+    DeadlinePassed,
+    InvalidInput,
+    NotReady,
+    ProbeFailure,
+    QueueFull,
+    ShuttingDown,
+    field_path,
+)
 from mig_annotator.service.integrations import _retry_wait_s
 from mig_annotator.service.metrics import ServiceMetrics
 from mig_annotator.service.openrlhf import split_completion
 from mig_annotator.service.settings import ServiceSettings
-
-
-class _Sequence:
-    def __init__(self, tokens: int) -> None:
-        self.minimal_tokens = tokens
 
 
 class _Prepared:
@@ -30,7 +35,7 @@ class _Prepared:
 
     def __init__(self, name: str, tokens: int) -> None:
         self.name = name
-        self.sequence = _Sequence(tokens)
+        self.probe_tokens = tokens
 
 
 class _RecordingRun:
@@ -60,8 +65,11 @@ def _batcher(run: _RecordingRun, **overrides: Any) -> MicroBatcher:
     return MicroBatcher(run, **options)
 
 
-def _submit(batcher: MicroBatcher, *items: tuple[str, int]) -> list[asyncio.Future[Any]]:
-    return batcher.submit([_Prepared(name, tokens) for name, tokens in items], ScoringConfig())  # type: ignore[list-item]
+def _submit(
+    batcher: MicroBatcher, *items: tuple[str, int], deadline_s: float = 60.0
+) -> list[asyncio.Future[Any]]:
+    prepared = [_Prepared(name, tokens) for name, tokens in items]
+    return batcher.submit(prepared, time.monotonic() + deadline_s)  # type: ignore[arg-type]
 
 
 def test_concurrent_requests_share_batches_up_to_the_token_budget() -> None:
@@ -86,9 +94,9 @@ def test_a_full_queue_refuses_the_whole_request() -> None:
         batcher = _batcher(_RecordingRun(), max_queue=3)
         batcher.start()
         first = _submit(batcher, ("a", 1), ("b", 1))
-        with pytest.raises(Overloaded) as refused:
+        with pytest.raises(QueueFull) as refused:
             _submit(batcher, ("c", 1), ("d", 1))
-        assert refused.value.headers["Retry-After"] == "1"
+        assert refused.value.retry_after_s == 1
         assert batcher.queued == 2  # nothing of the refused request was queued
         await asyncio.gather(*first)
         await batcher.stop()
@@ -110,7 +118,7 @@ def test_a_probe_failure_fails_only_the_unfinished_traces_of_its_batch() -> None
 
     a, b, c, d = asyncio.run(scenario())
     assert a == "a"  # delivered before the failure
-    assert isinstance(b, ProbeUnavailable) and "boom" in b.message
+    assert isinstance(b, ProbeFailure) and "boom" in b.message
     assert c == "c" and d == "d"  # the next batches run normally
 
 
@@ -128,6 +136,22 @@ def test_traces_whose_request_gave_up_are_not_scored() -> None:
     assert asyncio.run(scenario()) == [["b"]]
 
 
+def test_traces_whose_deadline_passed_in_the_queue_get_no_probe_work() -> None:
+    async def scenario() -> tuple[list[list[str]], list[Any]]:
+        run = _RecordingRun()
+        batcher = _batcher(run, max_wait_s=0.2)
+        batcher.start()
+        expired = _submit(batcher, ("late", 10), deadline_s=0.05)
+        live = _submit(batcher, ("on-time", 10))
+        results = await asyncio.gather(*expired, *live, return_exceptions=True)
+        await batcher.stop()
+        return run.batches, results
+
+    batches, (late, on_time) = asyncio.run(scenario())
+    assert batches == [["on-time"]]  # the expired trace never reached the probe
+    assert isinstance(late, DeadlinePassed) and on_time == "on-time"
+
+
 def test_stopping_fails_what_is_still_queued() -> None:
     async def scenario() -> BaseException | None:
         batcher = _batcher(_RecordingRun(), max_wait_s=5)
@@ -136,7 +160,26 @@ def test_stopping_fails_what_is_still_queued() -> None:
         await batcher.stop()
         return future.exception()
 
-    assert isinstance(asyncio.run(scenario()), ProbeUnavailable)
+    assert isinstance(asyncio.run(scenario()), ShuttingDown)
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code", "retry_after"),
+    [
+        (InvalidInput.for_field("traces[0].completion", "empty"), 422, "invalid_request", None),
+        (QueueFull("full", retry_after_s=7), 429, "overloaded", "7"),
+        (ProbeFailure("gone"), 503, "probe_unavailable", "1"),
+        (NotReady("loading", retry_after_s=5), 503, "not_ready", "5"),
+        (DeadlinePassed("late"), 504, "deadline_exceeded", None),
+    ],
+)
+def test_domain_failures_map_to_http_in_one_place(
+    failure: Any, status: int, code: str, retry_after: str | None
+) -> None:
+    error = http_error(failure)
+    assert (error.status, error.code, error.message) == (status, code, failure.message)
+    assert error.headers.get("Retry-After") == retry_after
+    assert error.fields == failure.fields
 
 
 @pytest.mark.parametrize(

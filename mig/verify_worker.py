@@ -1,7 +1,8 @@
-"""The outcome-check worker process: one JSON line in (``[answer, reference]``), one line out (0 or 1).
+"""The answer-verification worker process: one JSON line in (``[answer, reference]``), one line out (0 or 1).
 
-It runs :func:`mig.rewards.outcome_reward` in its own main thread, where math-verify's signal-based
-timeouts work; the parent (:class:`service.outcome.OutcomeChecker`) kills it if it still hangs.
+It runs :func:`mig_annotator.mig.rewards.outcome_reward` in its own main thread, where math-verify's
+signal-based timeouts work; the parent (:class:`mig_annotator.mig.verify.ProcessVerifier`) kills it if it
+still hangs.
 """
 
 from __future__ import annotations
