@@ -30,6 +30,7 @@ from mig_annotator.cli.options import (
     ProbeOptionValues,
     ScoringOptionValues,
     SegmenterOption,
+    SFTStatisticOption,
     SFTThresholdOption,
     StepRegexOption,
     ThreadsOption,
@@ -93,6 +94,7 @@ def build(
     watermark: WatermarkOption = None,
     chat_template: ChatTemplateOption = None,
     sft_threshold: SFTThresholdOption = None,
+    sft_statistic: SFTStatisticOption = None,
     context_limit: ContextLimitOption = None,
 ) -> None:
     """Annotate rollout files into a trainer-ready Parquet dataset (resumable)."""
@@ -129,6 +131,7 @@ def build(
                 watermark=watermark,
                 chat_template=chat_template,
                 sft_threshold=sft_threshold,
+                sft_statistic=sft_statistic,
                 context_limit=context_limit,
             ),
         )

@@ -21,7 +21,13 @@ from mig_annotator.mig.probe.factory import ProbeBackend, ProbeSettings
 from mig_annotator.mig.probe.transformers_probe import ProbeDType, ProbeMode
 from mig_annotator.mig.probe.vllm_common import PathChoice
 from mig_annotator.schemas import ScoringConfig
-from mig_annotator.schemas.config import Aggregation, ContextLimitPolicy, SegmenterName, WatermarkKind
+from mig_annotator.schemas.config import (
+    Aggregation,
+    ContextLimitPolicy,
+    SegmenterName,
+    SftStatistic,
+    WatermarkKind,
+)
 
 PROBE_PANEL = "Probe"
 SCORING_PANEL = "Scoring"
@@ -178,8 +184,17 @@ SFTThresholdOption = Annotated[
     float | None,
     typer.Option(
         "--sft-threshold",
-        help="SFT gate: a correct outcome and a process reward over this threshold.",
+        help="SFT gate: a correct outcome and the gate statistic (--sft-statistic) over this threshold.",
         show_default=_scoring_default("sft_threshold"),
+        rich_help_panel=SCORING_PANEL,
+    ),
+]
+SFTStatisticOption = Annotated[
+    SftStatistic | None,
+    typer.Option(
+        "--sft-statistic",
+        help="The SFT gate's statistic: max (max_k r_k, as the method states) or sum (sum_k r_k).",
+        show_default=_scoring_default("sft_statistic"),
         rich_help_panel=SCORING_PANEL,
     ),
 ]
@@ -213,6 +228,7 @@ SCORING_OPTIONS: dict[str, Any] = {
     "watermark": WatermarkOption,
     "chat_template": ChatTemplateOption,
     "sft_threshold": SFTThresholdOption,
+    "sft_statistic": SFTStatisticOption,
     "context_limit": ContextLimitOption,
 }
 # settings field -> the option that sets it, for error messages
@@ -251,6 +267,7 @@ class ScoringOptionValues:
     watermark: WatermarkKind | None = None
     chat_template: bool | None = None
     sft_threshold: float | None = None
+    sft_statistic: SftStatistic | None = None
     context_limit: ContextLimitPolicy | None = None
 
 

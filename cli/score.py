@@ -36,6 +36,7 @@ from mig_annotator.cli.options import (
     ProbeOptionValues,
     ScoringOptionValues,
     SegmenterOption,
+    SFTStatisticOption,
     SFTThresholdOption,
     StepRegexOption,
     ThreadsOption,
@@ -121,6 +122,7 @@ def score(
     watermark: WatermarkOption = None,
     chat_template: ChatTemplateOption = None,
     sft_threshold: SFTThresholdOption = None,
+    sft_statistic: SFTStatisticOption = None,
     context_limit: ContextLimitOption = None,
 ) -> None:
     """Annotate traces with per-step MIG rewards: a JSONL file streamed batch by batch, or one trace.
@@ -161,6 +163,7 @@ def score(
                 watermark=watermark,
                 chat_template=chat_template,
                 sft_threshold=sft_threshold,
+                sft_statistic=sft_statistic,
                 context_limit=context_limit,
             ),
         )

@@ -26,6 +26,7 @@ from mig_annotator.cli.options import (
     ProbeOptionValues,
     ScoringOptionValues,
     SegmenterOption,
+    SFTStatisticOption,
     SFTThresholdOption,
     StepRegexOption,
     ThreadsOption,
@@ -60,6 +61,7 @@ def serve(
     watermark: WatermarkOption = None,
     chat_template: ChatTemplateOption = None,
     sft_threshold: SFTThresholdOption = None,
+    sft_statistic: SFTStatisticOption = None,
     context_limit: ContextLimitOption = None,
 ) -> None:
     """Run the reward service (HTTP API for trainers).
@@ -100,6 +102,7 @@ def serve(
             watermark=watermark,
             chat_template=chat_template,
             sft_threshold=sft_threshold,
+            sft_statistic=sft_statistic,
             context_limit=context_limit,
         )
     )
