@@ -51,6 +51,7 @@ from mig_annotator.schemas import TraceAnnotation
 
 IO_PANEL = "Input and output"
 ROWS_FAILED = 1
+INTERRUPTED = 130
 OutputFormat = Literal["jsonl", "table"]
 
 
@@ -184,6 +185,9 @@ def score(
         except ProbeError as error:
             sink.close()
             fail(f"the probe failed: {error}; the rows of finished batches are written", ROWS_FAILED)
+        except KeyboardInterrupt:
+            sink.close()
+            fail("interrupted; the rows of finished batches are written", INTERRUPTED)
     _summary(tally, out)
     if tally.failed:
         raise typer.Exit(code=ROWS_FAILED)
