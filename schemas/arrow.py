@@ -1,18 +1,20 @@
-"""The Arrow/Parquet schema of every row the builder writes, derived from the pydantic models.
+"""The Arrow/Parquet schema of every row we write (dataset rows, rejects, the service's audit log), derived
+from the pydantic models.
 
 One source of truth: the column types come from the pydantic field annotations
 (:class:`schemas.annotation.TraceAnnotation` and the builder row models below), mapped mechanically:
-``str`` -> string, ``int`` -> int64, ``float`` -> float64, ``bool`` -> bool, ``Literal[str, ...]`` ->
-string, ``list[X]`` -> list<X>, a nested model -> struct, ``X | None`` -> a nullable column (every other
-column is non-nullable). A dataset row is a :class:`DatasetRow` (the annotation plus the question, the
-reference answer and where the row came from), optionally followed by the :class:`TokenColumns`, then by
-the input columns the build keeps.
+``str`` -> string, ``int`` -> int64, ``float`` -> float64, ``bool`` -> bool, ``datetime`` -> UTC timestamp
+(microseconds), ``Literal[str, ...]`` -> string, ``list[X]`` -> list<X>, a nested model -> struct,
+``X | None`` -> a nullable column (every other column is non-nullable). A dataset row is a
+:class:`DatasetRow` (the annotation plus the question, the reference answer and where the row came from),
+optionally followed by the :class:`TokenColumns`, then by the input columns the build keeps.
 """
 
 from __future__ import annotations
 
 import types
 import typing
+from datetime import datetime
 from typing import Any, Literal, Union
 
 import pyarrow as pa
@@ -92,6 +94,7 @@ def arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
         bool: pa.bool_(),
         int: pa.int64(),
         float: pa.float64(),
+        datetime: pa.timestamp("us", tz="UTC"),
     }
     if annotation in scalars:
         return scalars[annotation], False
