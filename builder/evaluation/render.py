@@ -25,33 +25,32 @@ def eval_renderable(result: EvalResult) -> Group:
             table.add_row(row.score, _number(row.auroc), str(row.n), str(row.positives), str(row.negatives))
         parts.append(table)
     if result.step_level:
+        counts = result.step_level[0].auroc
         table = Table(
-            title=f"step level (ProcessBench, {result.step_traces} traces, label column {result.step_label})",
+            title=f"step level, ProcessBench format ({result.step_traces} traces, label column "
+            f"{result.step_label})",
             title_justify="left",
-            caption="AUROC: correct steps before the first error vs the first wrong step. "
-            "F1: first step with score < -tau predicted as the earliest error.",
+            caption=f"step AUROC: {counts.positives} correct steps before the first error vs "
+            f"{counts.negatives} first wrong steps. F1: the first step scoring below -tau is the "
+            "predicted earliest error; accuracy on erroneous (err) and all-correct (ok) traces.",
             caption_justify="left",
         )
-        for header in ("score", "measure", "tau", "acc. erroneous", "acc. correct", "value"):
+        for header in ("score", "measure", "tau", "acc err", "acc ok", "value"):
             table.add_column(header, justify="left" if header in ("score", "measure") else "right")
+        short = {
+            "tau = 0": "F1, tau = 0",
+            "tau chosen on the data": "F1, tau on data",
+            "tau by 2-fold CV": "F1, 2-fold CV",
+        }
         for row in result.step_level:
-            table.add_row(
-                row.score,
-                f"step AUROC ({row.auroc.positives} vs {row.auroc.negatives} steps)",
-                "",
-                "",
-                "",
-                _number(row.auroc.auroc),
-            )
+            table.add_row(row.score, "step AUROC", "", "", "", _number(row.auroc.auroc))
             for f1 in row.f1:
                 tau = (
-                    f"{f1.tau:.3g}"
-                    if f1.tau is not None
-                    else " / ".join(f"{tau:.3g}" for tau in f1.fold_taus)
+                    f"{f1.tau:.3g}" if f1.tau is not None else "/".join(f"{tau:.3g}" for tau in f1.fold_taus)
                 )
                 table.add_row(
                     "",
-                    f"F1, {f1.method}",
+                    short.get(f1.method, f1.method),
                     tau,
                     _number(f1.accuracy_erroneous),
                     _number(f1.accuracy_correct),
