@@ -105,3 +105,13 @@ def test_the_audit_log_report_says_what_it_lacks(tmp_path: Path) -> None:
     steps = sorted((int(k), round(float(r), 9)) for k, r, _ in STEP.findall(html))
     assert steps == [(1, 0.0), (1, 0.5), (2, 0.0), (3, 0.2)]  # t1: r = .5, 0, .2; t2: r = 0
     assert 'title="step 1: v_k = n/a, mig_k = n/a, W_k = n/a, r_k = 0.5000"' in html
+
+
+def test_a_built_dataset_and_an_audit_log_in_one_report(tmp_path: Path) -> None:
+    dataset = write_labelled_dataset(tmp_path / "labelled")
+    log = write_audit_log(tmp_path / "log", {"L1": [-2.0, -1.0]}, outcome=0)
+    html = write_report([dataset, log], tmp_path / "r.html", ReportOptions(sample=6)).path.read_text()
+    assert sorted(trace_ids(html)) == ["A", "B", "C", "D", "L1"]
+    assert "the audit-log rows lack the step texts" in html and "<h3>by dataset</h3>" in html
+    assert 'title="step 1: v_k = n/a, mig_k = n/a, W_k = n/a, r_k = 1.0000"' in html  # the log's one step
+    assert 'data-chart="traj"' in html  # the dataset's traces still have trajectories
