@@ -1,0 +1,1 @@
+"""The `mig-annotator` command line: one module per command group, each exposing ``register(app)``."""
