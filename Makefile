@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-vllm lint model bench clean
+.PHONY: install system-packages demo test test-vllm lint model bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: model lint
+# Debian packages for the browser test (chromium, chromium-driver); needs root, else that test skips.
+system-packages:
+	scripts/install_system_packages.sh
+
+test: model lint system-packages
 	$(BIN)/python -m pytest
 	$(MAKE) test-vllm
 
