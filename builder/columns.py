@@ -7,7 +7,7 @@ with the literal dotted name wins over the path.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -85,3 +85,15 @@ def resolve_mapping(
     if answer_col is not None:
         updates["answer"] = answer_col
     return ColumnMapping.model_validate(base.model_dump() | updates)
+
+
+def lookup(record: dict[str, Any], column: str) -> Any:
+    """A row's value for ``column`` (a name or a dotted struct path); None when absent."""
+    if column in record:
+        return record[column]
+    value: Any = record
+    for name in column.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from mig_annotator.builder.columns import ColumnMapping
-from mig_annotator.builder.sources import lookup
+from mig_annotator.builder.columns import ColumnMapping, lookup
 from mig_annotator.schemas import Trace
-from mig_annotator.schemas.arrow import RejectStage
+
+if TYPE_CHECKING:  # schemas.arrow imports pyarrow; `score` maps rows without it
+    from mig_annotator.schemas.arrow import RejectStage
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,18 +158,6 @@ def column_dtype(schema: pl.Schema, column: str) -> pl.DataType | None:
     return dtype
 
 
-def lookup(record: dict[str, Any], column: str) -> Any:
-    """A row's value for ``column`` (a name or a dotted struct path); None when absent."""
-    if column in record:
-        return record[column]
-    value: Any = record
-    for name in column.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(name)
-    return value
-
-
 def arrow_type_of(dtype: pl.DataType) -> pa.DataType:
     """The Arrow type a polars column is written as (plain, not large, strings and lists)."""
     if isinstance(dtype, pl.Null):

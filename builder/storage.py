@@ -1,43 +1,42 @@
-"""Crash-safe file writes: everything is written to a hidden temporary sibling, flushed, then renamed.
+"""The builder's files: zstd Parquet written crash-safely, and the lock on an output folder.
 
-A reader (or a resumed build) therefore sees a file whole or not at all. :func:`commit` is the one rename
-every write goes through.
+The atomic-write and lock primitives are :mod:`mig_annotator.mig.atomic_files` (shared with the audit log);
+they are re-exported here for the builder's modules. A reader (or a resumed build) sees a file whole or not
+at all.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mig_annotator.builder.errors import OutputConflictError
+from mig_annotator.mig.atomic_files import (
+    FileLock,
+    LockHeld,
+    atomic_writer,
+    commit,
+    remove_stale_tmp,
+    tmp_path,
+    write_bytes_atomic,
+)
 
-TMP_MARK = ".tmp-"
+__all__ = [
+    "PARQUET_COMPRESSION",
+    "FolderLock",
+    "commit",
+    "remove_stale_tmp",
+    "remove_tree",
+    "tmp_path",
+    "write_bytes_atomic",
+    "write_parquet_atomic",
+]
+
 PARQUET_COMPRESSION = "zstd"
-
-
-def tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-
-
-def commit(tmp: Path, path: Path) -> None:
-    """Atomically move a finished temporary file into place and make the rename durable."""
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = tmp_path(path)
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        _flush(handle)
-    commit(tmp, path)
 
 
 def write_parquet_atomic(
@@ -47,9 +46,8 @@ def write_parquet_atomic(
 
     Tables are buffered until a row group fills, so memory holds about one row group. Returns the rows.
     """
-    tmp = tmp_path(path)
     rows = 0
-    with tmp.open("wb") as handle:
+    with atomic_writer(path) as handle:
         writer = pq.ParquetWriter(handle, schema, compression=PARQUET_COMPRESSION)
         buffer: list[pa.Table] = []
         buffered = 0
@@ -66,17 +64,7 @@ def write_parquet_atomic(
             writer.write_table(pa.concat_tables(buffer) if buffer else schema.empty_table())
             rows += buffered
         writer.close()
-        _flush(handle)
-    commit(tmp, path)
     return rows
-
-
-def remove_stale_tmp(folders: Iterable[Path]) -> None:
-    """Delete temporary files a killed writer left behind."""
-    for folder in folders:
-        if folder.is_dir():
-            for path in folder.rglob(f".*{TMP_MARK}*"):
-                path.unlink(missing_ok=True)
 
 
 def remove_tree(path: Path) -> None:
@@ -86,48 +74,17 @@ def remove_tree(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-class FolderLock:
-    """An exclusive advisory lock on a file; the kernel releases it when the process dies."""
+class FolderLock(FileLock):
+    """The build's lock on its output folder: a second build of the same folder is refused while one runs."""
 
     def __init__(self, path: Path, guarded: Path) -> None:
-        self._path = path
+        super().__init__(path)
         self._guarded = guarded
-        self._handle: IO[bytes] | None = None
 
     def acquire(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self._path.open("ab")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            handle.close()
+            super().acquire()
+        except LockHeld as error:
             raise OutputConflictError(
                 f"{self._guarded}: another build is writing this folder right now"
             ) from error
-        self._handle = handle
-
-    def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
-
-    def __enter__(self) -> FolderLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-def _flush(handle: IO[bytes]) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

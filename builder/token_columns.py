@@ -1,8 +1,10 @@
 """Token-level trainer columns in the policy's tokenizer: decoupled masking, ready for a reward tensor.
 
-The completion is tokenised with character offsets. A step's reward goes on the last token that overlaps
-the step; ``answer_mask`` marks tokens that overlap the final-answer part (where the outcome applies);
-``cot_mask`` marks the other tokens inside the chain-of-thought span (where process rewards apply).
+The completion is tokenised with character offsets; rewards and masks follow the one rule of
+:mod:`mig_annotator.schemas.token_alignment` (shared with the verl adapter): a step's reward on the last
+token that overlaps the step; ``completion_mask`` every token that covers text; ``answer_mask`` tokens
+overlapping the final-answer part (where the outcome applies); ``cot_mask`` the other tokens inside the
+chain-of-thought span (where process rewards apply).
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mig_annotator.builder.errors import BuildError
 from mig_annotator.schemas import TraceAnnotation
 from mig_annotator.schemas.arrow import TokenColumns
+from mig_annotator.schemas.token_alignment import align_annotation
 
 
 def load_policy_tokenizer(path: Path) -> Any:
@@ -63,25 +64,11 @@ def token_columns(
     annotation: TraceAnnotation, token_ids: Sequence[int], offsets: Sequence[tuple[int, int]]
 ) -> TokenColumns:
     """The token columns of one annotation, given its completion's tokens and their character offsets."""
-    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    starts, ends = spans[:, 0], spans[:, 1]
-    nonempty = ends > starts
-
-    def overlaps(start: int, end: int) -> np.ndarray:
-        return nonempty & (starts < end) & (ends > start)
-
-    part = annotation.answer_part_span
-    answer_mask = overlaps(part.start, part.end) if part is not None else np.zeros(len(spans), dtype=bool)
-    cot = annotation.cot_span
-    cot_mask = overlaps(cot.start, cot.end) & ~answer_mask
-    rewards = np.zeros(len(spans), dtype=np.float64)
-    for step in annotation.steps:
-        hits = np.flatnonzero(overlaps(step.span.start, step.span.end))
-        if hits.size:
-            rewards[hits[-1]] += step.reward
+    alignment = align_annotation(annotation, offsets)
     return TokenColumns(
         completion_token_ids=list(token_ids),
-        token_rewards=rewards.tolist(),
-        cot_mask=cot_mask.tolist(),
-        answer_mask=answer_mask.tolist(),
+        token_rewards=alignment.step_rewards.tolist(),
+        cot_mask=alignment.cot_mask.tolist(),
+        answer_mask=alignment.answer_mask.tolist(),
+        completion_mask=alignment.completion_mask.tolist(),
     )

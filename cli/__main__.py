@@ -1,5 +1,5 @@
-"""``python -m mig_annotator.cli``: the same as the ``mig-annotator`` console script."""
+"""``python -m mig_annotator.cli``: the same as the ``mig-annotator`` script (its extras check first)."""
 
-from mig_annotator.cli.app import main
+from mig_annotator._launcher import main
 
 main()

@@ -71,7 +71,10 @@ def build(
         bool, typer.Option(help="Stop at the first row that cannot be annotated.")
     ] = False,
     policy_tokenizer: Annotated[
-        Path | None, typer.Option(help="Local tokenizer folder: adds token_rewards, cot_mask, answer_mask.")
+        Path | None,
+        typer.Option(
+            help="Local tokenizer folder: adds token_rewards and the cot, answer and completion masks."
+        ),
     ] = None,
     shard_rows: Annotated[int, typer.Option(help="Input rows per output Parquet file.")] = 16384,
     window_rows: Annotated[int, typer.Option(help="Rows sorted together by length for the probe.")] = 1024,

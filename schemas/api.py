@@ -138,8 +138,11 @@ class LimitsInfo(BaseModel):
 
     max_body_bytes: int
     max_traces_per_request: int
-    max_steps_per_trace: int
-    max_tokens_per_trace: int
+    max_steps_per_trace: int | None = Field(description="None: no cap beyond the probe's context.")
+    max_tokens_per_trace: int | None = Field(
+        description="Probe tokens one trace may take: the setting, else the loaded probe's context length "
+        "(None while the probe loads)."
+    )
     request_timeout_s: float
     queue_max_traces: int
 

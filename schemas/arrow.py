@@ -1,18 +1,20 @@
-"""The Arrow/Parquet schema of every row the builder writes, derived from the pydantic models.
+"""The Arrow/Parquet schema of every row we write (dataset rows, rejects, the service's audit log), derived
+from the pydantic models.
 
 One source of truth: the column types come from the pydantic field annotations
 (:class:`schemas.annotation.TraceAnnotation` and the builder row models below), mapped mechanically:
-``str`` -> string, ``int`` -> int64, ``float`` -> float64, ``bool`` -> bool, ``Literal[str, ...]`` ->
-string, ``list[X]`` -> list<X>, a nested model -> struct, ``X | None`` -> a nullable column (every other
-column is non-nullable). A dataset row is a :class:`DatasetRow` (the annotation plus the question, the
-reference answer and where the row came from), optionally followed by the :class:`TokenColumns`, then by
-the input columns the build keeps.
+``str`` -> string, ``int`` -> int64, ``float`` -> float64, ``bool`` -> bool, ``datetime`` -> UTC timestamp
+(microseconds), ``Literal[str, ...]`` -> string, ``list[X]`` -> list<X>, a nested model -> struct,
+``X | None`` -> a nullable column (every other column is non-nullable). A dataset row is a
+:class:`DatasetRow` (the annotation plus the question, the reference answer and where the row came from),
+optionally followed by the :class:`TokenColumns`, then by the input columns the build keeps.
 """
 
 from __future__ import annotations
 
 import types
 import typing
+from datetime import datetime
 from typing import Any, Literal, Union
 
 import pyarrow as pa
@@ -35,10 +37,12 @@ class DatasetRow(TraceAnnotation):
 class TokenColumns(BaseModel):
     """Token-level columns in the policy's tokenizer, aligned to ``DatasetRow.completion``.
 
-    Token i covers ``completion[start_i:end_i]`` (the tokenizer's offsets). A step's reward sits on the
-    last token that overlaps the step (rewards add up if two steps end in one token); ``answer_mask`` marks
-    the tokens that overlap the answer part; ``cot_mask`` the other tokens inside the chain-of-thought
-    span. Zero-width tokens are in neither mask.
+    Token i covers ``completion[start_i:end_i]`` (the tokenizer's offsets). Placed by the one rule of
+    :mod:`mig_annotator.schemas.token_alignment`: a step's reward sits on the last token that overlaps the
+    step (rewards add up if two steps end in one token); ``completion_mask`` marks every token that covers
+    text (for an outcome applied to the whole completion); ``answer_mask`` the tokens that overlap the
+    answer part; ``cot_mask`` the other tokens inside the chain-of-thought span. Zero-width tokens are in
+    no mask.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,6 +51,9 @@ class TokenColumns(BaseModel):
     token_rewards: list[float] = Field(description="r_k on the last token of step k, 0.0 elsewhere.")
     cot_mask: list[bool] = Field(description="Chain-of-thought tokens: process rewards apply here.")
     answer_mask: list[bool] = Field(description="Final-answer tokens: the outcome applies here.")
+    completion_mask: list[bool] = Field(
+        description="Every completion token that covers text: for an outcome applied to the whole completion."
+    )
 
 
 class RejectRow(BaseModel):
@@ -87,6 +94,7 @@ def arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
         bool: pa.bool_(),
         int: pa.int64(),
         float: pa.float64(),
+        datetime: pa.timestamp("us", tz="UTC"),
     }
     if annotation in scalars:
         return scalars[annotation], False

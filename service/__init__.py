@@ -1,2 +1,2 @@
-"""The reward service: FastAPI + uvicorn over the engine (``service.app.create_app``), and the trainer
-integrations (``service.integrations``, importable without the server's dependencies being used)."""
+"""The reward service: FastAPI + uvicorn over the engine (``service.app.create_app``). Its Python client
+and the trainer adapters live in :mod:`mig_annotator.client`."""

@@ -137,8 +137,9 @@ class AnnotationService:
             where = field if field == "trace" else f"{field}[{index}]"
             try:
                 _check_encodable(trace, where)
-                if trace.steps is not None and len(trace.steps) > settings.max_steps_per_trace:
-                    raise _too_many_steps(f"{where}.steps", len(trace.steps), settings.max_steps_per_trace)
+                steps_cap = settings.max_steps_per_trace
+                if steps_cap is not None and trace.steps is not None and len(trace.steps) > steps_cap:
+                    raise _too_many_steps(f"{where}.steps", len(trace.steps), steps_cap)
             except InvalidInput as error:
                 problems.extend(error.fields)
                 continue
@@ -159,15 +160,17 @@ class AnnotationService:
         return prepared
 
     def _over_limit(self, item: PreparedTrace, where: str) -> FieldError | None:
+        """The service's own caps, when set (the probe's context limit is the engine's check)."""
         settings = self._settings
         reasoning = f"{where}.{'steps' if item.trace.steps is not None else 'completion'}"
-        if item.step_count > settings.max_steps_per_trace:
-            return _too_many_steps(reasoning, item.step_count, settings.max_steps_per_trace).fields[0]
-        if item.probe_length > settings.max_tokens_per_trace:
+        steps_cap, tokens_cap = settings.max_steps_per_trace, settings.max_tokens_per_trace
+        if steps_cap is not None and item.step_count > steps_cap:
+            return _too_many_steps(reasoning, item.step_count, steps_cap).fields[0]
+        if tokens_cap is not None and item.probe_length > tokens_cap:
             return FieldError(
                 field=reasoning,
                 message=f"the probe input is {item.probe_length} tokens, over the limit of "
-                f"{settings.max_tokens_per_trace} per trace (MIG_MAX_TOKENS_PER_TRACE)",
+                f"{tokens_cap} per trace (MIG_MAX_TOKENS_PER_TRACE)",
             )
         return None
 

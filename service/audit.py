@@ -18,25 +18,24 @@ writing resumes when the directory works again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import secrets
 import threading
 import time
-import types
-import typing
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from mig_annotator.mig.atomic_files import atomic_writer, temporaries_of, try_lock
 from mig_annotator.schemas.api import AuditRecord
+from mig_annotator.schemas.arrow import model_schema
 from mig_annotator.service.metrics import ServiceMetrics
 
 logger = logging.getLogger("mig.service")
@@ -47,36 +46,7 @@ SEGMENT_SUFFIX = ".parquet"
 _RETRY_S = 1.0
 
 
-def arrow_schema(model: type[BaseModel]) -> pa.Schema:
-    """The Arrow schema of a flat pydantic model (str, int, float, bool, datetime, list[float], optionals)."""
-    fields = []
-    for name, info in model.model_fields.items():
-        annotation, nullable = _strip_optional(info.annotation)
-        fields.append(pa.field(name, _arrow_type(annotation, name), nullable=nullable))
-    return pa.schema(fields)
-
-
-def _strip_optional(annotation: Any) -> tuple[Any, bool]:
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return annotation, False
-
-
-def _arrow_type(annotation: Any, name: str) -> pa.DataType:
-    scalar = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
-    if annotation in scalar:
-        return scalar[annotation]
-    if annotation is datetime:
-        return pa.timestamp("us", tz="UTC")
-    if typing.get_origin(annotation) is list:
-        (item,) = typing.get_args(annotation)
-        return pa.list_(_arrow_type(item, name))
-    raise TypeError(f"audit field {name}: no Arrow type for {annotation!r}")
-
-
-AUDIT_SCHEMA = arrow_schema(AuditRecord)
+AUDIT_SCHEMA = model_schema(AuditRecord)
 
 
 class AuditLog:
@@ -269,9 +239,7 @@ class _Journal:
     def open_locked(cls, path: Path) -> _Journal | None:
         """Open (creating) and lock ``path``; None when another live writer holds the lock."""
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not try_lock(descriptor):
             os.close(descriptor)
             return None
         return cls(path, descriptor)
@@ -311,12 +279,9 @@ def seal_journal(path: Path, journal: _Journal | None = None) -> Path:
         records = journal.read_records() if journal is not None else parse_journal(path.read_bytes(), path)
         if records:
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{segment.name}.tmp")
             table = pa.Table.from_pylist([r.model_dump() for r in records], schema=AUDIT_SCHEMA)
-            pq.write_table(table, temporary)
-            _fsync(temporary)
-            os.replace(temporary, segment)
-            _fsync(path.parent)
+            with atomic_writer(segment) as handle:
+                pq.write_table(table, handle)
     path.unlink(missing_ok=True)
     return segment
 
@@ -343,7 +308,8 @@ def recover(directory: Path) -> int:
         if journal is None:  # a live writer holds it
             continue
         try:
-            path.with_name(f".{path.with_suffix(SEGMENT_SUFFIX).name}.tmp").unlink(missing_ok=True)
+            for leftover in temporaries_of(path.with_suffix(SEGMENT_SUFFIX)):  # we hold its journal's lock
+                leftover.unlink(missing_ok=True)
             seal_journal(path, journal)
         finally:
             journal.close()
@@ -351,11 +317,3 @@ def recover(directory: Path) -> int:
     if recovered:
         logger.info("audit log: recovered %d journal(s) under %s", recovered, directory)
     return recovered
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from mig_annotator.schemas import Trace, TraceAnnotation
 from mig_annotator.schemas.api import FieldError, OpenRLHFRewardRequest, OpenRLHFRewardResponse, RewardScalar
+from mig_annotator.schemas.scalar import scalar_reward
 from mig_annotator.service.failures import InvalidInput
-from mig_annotator.service.scalar import scalar_reward
 
 
 def split_completion(query: str, prompt: str, strip_suffixes: Sequence[str]) -> str | None:

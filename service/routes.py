@@ -132,7 +132,9 @@ async def info(components: Components, caller: Caller) -> InfoResponse:
             max_body_bytes=settings.max_body_bytes,
             max_traces_per_request=settings.max_traces_per_request,
             max_steps_per_trace=settings.max_steps_per_trace,
-            max_tokens_per_trace=settings.max_tokens_per_trace,
+            max_tokens_per_trace=settings.max_tokens_per_trace
+            if settings.max_tokens_per_trace is not None
+            else (probe.context_limit if probe is not None else None),
             request_timeout_s=settings.request_timeout_s,
             queue_max_traces=settings.queue_max_traces,
         ),

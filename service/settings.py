@@ -37,9 +37,17 @@ class ServiceSettings(BaseSettings):
     # limits
     max_body_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body (413).")
     max_traces_per_request: int = Field(default=64, ge=1, description="Traces in one request (413).")
-    max_steps_per_trace: int = Field(default=256, ge=1, description="Steps in one trace (422).")
-    max_tokens_per_trace: int = Field(
-        default=4096, ge=16, description="Probe tokens of one trace: question, steps and answer prompt (422)."
+    max_steps_per_trace: int | None = Field(
+        default=None,
+        ge=1,
+        description="Steps in one trace (422). None (default): no cap of its own; the probe's context bounds "
+        "a trace (the steps cap of the scoring config, when set, merges steps instead of refusing).",
+    )
+    max_tokens_per_trace: int | None = Field(
+        default=None,
+        ge=16,
+        description="Probe tokens of one trace: question, steps and answer prompt (422). None (default): "
+        "what the loaded probe can take, its context length.",
     )
     request_timeout_s: float = Field(default=120.0, gt=0, description="Per-request deadline (504).")
 

@@ -138,11 +138,12 @@ def test_an_annotation_round_trips_through_parquet_unchanged() -> None:
 def test_kept_columns_follow_the_dataset_columns_and_may_not_clash() -> None:
     kept = pa.schema([pa.field("generator", pa.string())])
     schema = dataset_schema(token_columns=True, kept=kept)
-    assert schema.names[-5:] == [
+    assert schema.names[-6:] == [
         "completion_token_ids",
         "token_rewards",
         "cot_mask",
         "answer_mask",
+        "completion_mask",
         "generator",
     ]
     with pytest.raises(ValueError, match="outcome"):

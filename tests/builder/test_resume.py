@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mig_annotator.builder import storage as builder_storage
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.manifest import read_manifest
 from mig_annotator.builder.pipeline import run_build
+from mig_annotator.mig import atomic_files
 from tests.builder.conftest import (
     CLI,
     FAKE_IDENTITY,
@@ -81,7 +81,7 @@ def test_a_crash_at_every_write_then_a_rerun_equals_an_uninterrupted_build(
         writes += 1
         real_replace(src, dst)
 
-    monkeypatch.setattr(builder_storage.os, "replace", counting_replace)
+    monkeypatch.setattr(atomic_files.os, "replace", counting_replace)
     run_build(fake_plan(source, tmp_path / "reference"), FakeProbe())
     expected = output_state(tmp_path / "reference")
     total_writes = writes
@@ -103,10 +103,10 @@ def test_a_crash_at_every_write_then_a_rerun_equals_an_uninterrupted_build(
                 if calls == crash_at:
                     raise SimulatedCrash
 
-            monkeypatch.setattr(builder_storage.os, "replace", crashing_replace)
+            monkeypatch.setattr(atomic_files.os, "replace", crashing_replace)
             with pytest.raises(SimulatedCrash):
                 run_build(fake_plan(source, out), FakeProbe())
-            monkeypatch.setattr(builder_storage.os, "replace", real_replace)
+            monkeypatch.setattr(atomic_files.os, "replace", real_replace)
             result = run_build(fake_plan(source, out), FakeProbe())
             assert_same_output(output_state(out), expected)
             assert not (out / "_work").exists()

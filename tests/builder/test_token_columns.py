@@ -25,6 +25,7 @@ def test_token_columns_agree_with_the_step_spans_of_every_built_row(
         assert ids == encoded["input_ids"]
         n = len(ids)
         assert len(row["token_rewards"]) == len(row["cot_mask"]) == len(row["answer_mask"]) == n
+        assert row["completion_mask"] == [end > start for start, end in offsets]
         cot = row["cot_span"]
         part = row["answer_part_span"]
         for i, (start, end) in enumerate(offsets):
@@ -96,6 +97,7 @@ def test_rewards_sit_on_each_steps_last_token_and_add_up_when_steps_share_it() -
     assert columns.token_rewards == [0.0, 0.5, 0.0, 0.0, 0.25, 0.0, 0.0, 0.0]
     assert columns.cot_mask == [True, True, True, True, True, False, False, False]
     assert columns.answer_mask == [False, False, False, False, False, True, True, False]
+    assert columns.completion_mask == [True] * 7 + [False]  # the zero-width token covers no text
     merged = token_columns(annotation, [0, 1], [(0, 8), (8, 16)])
     assert merged.token_rewards == [0.5, 0.25]
     assert merged.answer_mask == [False, True] and merged.cot_mask == [True, False]

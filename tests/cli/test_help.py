@@ -107,3 +107,20 @@ def test_every_documented_command_line_names_real_commands_and_options() -> None
             assert flag in known, f"{doc}: mig-annotator {' '.join(words)}: no option {flag}"
         checked += 1
     assert checked >= 20  # the docs do show the commands
+
+
+def test_the_cli_loads_without_the_serve_and_build_extras() -> None:
+    """`score` is in the engine extra: loading the app (and mapping rows) must not need polars, pyarrow,
+    duckdb or fastapi, which only the build and serve extras install."""
+    code = (
+        "import sys\n"
+        "from mig_annotator.cli.app import app\n"
+        "from mig_annotator.cli.trace_input import single_row\n"
+        "single_row('q?', 'a', '1')\n"
+        "print(sorted(m for m in ('polars', 'pyarrow', 'duckdb', 'fastapi', 'torch') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, env=os.environ
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

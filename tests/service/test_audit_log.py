@@ -56,7 +56,7 @@ def _rows(directory: Path) -> list[dict[str, object]]:
 
 def test_the_arrow_schema_has_every_audit_field_with_its_type() -> None:
     assert AUDIT_SCHEMA.names == list(AuditRecord.model_fields)
-    assert str(AUDIT_SCHEMA.field("step_rewards").type) == "list<item: double>"
+    assert str(AUDIT_SCHEMA.field("step_rewards").type) == "list<element: double not null>"
     assert str(AUDIT_SCHEMA.field("received_at").type) == "timestamp[us, tz=UTC]"
     assert AUDIT_SCHEMA.field("api_key_id").nullable and not AUDIT_SCHEMA.field("trace_id").nullable
 

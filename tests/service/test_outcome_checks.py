@@ -1,63 +1,34 @@
-"""Outcome checks run in a worker process with a hard limit: a pathological answer cannot hang the service."""
+"""Answer checks in the service: a pathological answer cannot hang it, and slow checks do not serialise."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from mig_annotator.mig.probe.base import Probe
 from mig_annotator.service.app import create_app
-from mig_annotator.service.outcome import OutcomeChecker
 from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server
 
 PATHOLOGICAL = "10^{10^{10^{10}}}"  # math-verify blocks on this for many seconds (forever in a thread)
 
 
-@pytest.fixture(scope="module")
-def timeouts() -> list[float]:
-    return []
-
-
-@pytest.fixture(scope="module")
-def checker(timeouts: list[float]) -> Iterator[OutcomeChecker]:
-    checker = OutcomeChecker(timeout_s=1.0, on_timeout=lambda: timeouts.append(time.monotonic()))
-    checker.start()
-    yield checker
-    checker.close()
-
-
-def test_equivalent_answers_are_correct_and_others_not(checker: OutcomeChecker) -> None:
-    assert checker.check("18", "18.0") == 1
-    assert checker.check("\\frac{1}{2}", "0.5") == 1
-    assert checker.check("1,000", "1000") == 1
-    assert checker.check("19", "18") == 0
-    assert checker.check(None, "18") == 0
-    assert checker.check("   ", "18") == 0
-
-
-def test_a_pathological_answer_is_cut_off_as_wrong_and_the_next_check_works(
-    checker: OutcomeChecker, timeouts: list[float]
-) -> None:
-    started = time.monotonic()
-    assert checker.check(PATHOLOGICAL, "10^{10^{10^{9}}}") == 0
-    assert time.monotonic() - started < 10
-    assert len(timeouts) == 1
-    assert checker.check("42", "42") == 1  # a fresh worker took over
+def _trace(trace_id: str, answer: str, reference: str) -> dict[str, str]:
+    return {
+        "id": trace_id,
+        "question": "What is 10 to the power 10 to the power 10 to the power 9?",
+        "completion": f"Stack the powers.\nA: {answer}",
+        "reference_answer": reference,
+    }
 
 
 @pytest.mark.model
 def test_the_service_answers_a_pathological_trace_with_outcome_0(probe: Probe) -> None:
     settings = ServiceSettings(outcome_timeout_s=1.0, audit_enabled=False)
-    trace = {
-        "id": "tower",
-        "question": "What is 10 to the power 10 to the power 10 to the power 9?",
-        "completion": f"Stack the powers.\nA: {PATHOLOGICAL}",
-        "reference_answer": "10^{10^{10^{9}}}",
-    }
+    trace = _trace("tower", PATHOLOGICAL, "10^{10^{10^{9}}}")
     with live_server(create_app(settings, probe=probe)) as url:
         started = time.monotonic()
         response = httpx.post(f"{url}/v1/annotate", json={"trace": trace}, timeout=120)
@@ -67,10 +38,36 @@ def test_the_service_answers_a_pathological_trace_with_outcome_0(probe: Probe) -
         assert annotation["answer"] == PATHOLOGICAL and annotation["outcome"] == 0
         metrics = httpx.get(f"{url}/metrics").text
         assert "mig_outcome_timeouts_total 1.0" in metrics
-        ok = {**trace, "id": "ok", "completion": "Two and two.\nA: 4", "reference_answer": "4"}
-        assert (
-            httpx.post(f"{url}/v1/annotate", json={"trace": ok}, timeout=120).json()["annotations"][0][
-                "outcome"
-            ]
-            == 1
+        ok = _trace("ok", "4", "4")
+        answer = httpx.post(f"{url}/v1/annotate", json={"trace": ok}, timeout=120).json()
+        assert answer["annotations"][0]["outcome"] == 1
+
+
+@pytest.mark.model
+def test_slow_answer_checks_do_not_hold_up_a_valid_request_behind_them(probe: Probe) -> None:
+    """Four pathological answers (each cut off at 2 s) and a valid request sent right after them.
+
+    Before: one checker checked answers one at a time, so four took ~4 x the limit and the valid request
+    waited behind all of them (22.8 s in the issue). Now four workers check them side by side, so everything
+    is answered in about one limit plus the probe time. Bound: the valid request completes in under
+    3 x 2 s + 10 s of probe slack on a loaded 2-core machine, well under the serial 4 x 2 s + probe time
+    plus respawns the old design needed; and the slow ones still come back as outcome 0.
+    """
+    settings = ServiceSettings(outcome_timeout_s=2.0, verifier_workers=4, audit_enabled=False)
+    slow = {"traces": [_trace(f"slow-{k}", PATHOLOGICAL, "1") for k in range(4)]}
+    valid = {"trace": _trace("valid", "4", "4")}
+    with live_server(create_app(settings, probe=probe)) as url:
+        httpx.post(f"{url}/v1/annotate", json=valid, timeout=120).raise_for_status()  # warm everything
+        slow_answer: list[httpx.Response] = []
+        sender = threading.Thread(
+            target=lambda: slow_answer.append(httpx.post(f"{url}/v1/annotate", json=slow, timeout=120))
         )
+        sender.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        response = httpx.post(f"{url}/v1/annotate", json=valid, timeout=120)
+        waited = time.monotonic() - started
+        sender.join()
+    assert response.status_code == 200 and response.json()["annotations"][0]["outcome"] == 1
+    assert [a["outcome"] for a in slow_answer[0].json()["annotations"]] == [0, 0, 0, 0]
+    assert waited < 16.0, f"a valid request waited {waited:.1f}s behind four slow answer checks"

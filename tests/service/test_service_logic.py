@@ -7,7 +7,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -24,7 +23,6 @@ from mig_annotator.service.failures import (
     ShuttingDown,
     field_path,
 )
-from mig_annotator.service.integrations import _retry_wait_s
 from mig_annotator.service.metrics import ServiceMetrics
 from mig_annotator.service.openrlhf import split_completion
 from mig_annotator.service.settings import ServiceSettings
@@ -246,12 +244,3 @@ def test_error_locations_read_as_field_paths() -> None:
     assert field_path(("body", "traces", 3, "steps", 0)) == "traces[3].steps[0]"
     assert field_path(("body",)) == "body"
     assert field_path(("config", "prompt", "header")) == "config.prompt.header"
-
-
-def test_client_retries_wait_as_the_server_says_capped() -> None:
-    def response(retry_after: str | None) -> httpx.Response:
-        return httpx.Response(429, headers={"Retry-After": retry_after} if retry_after else {})
-
-    assert _retry_wait_s(response("2"), attempt=0) == 2.0
-    assert _retry_wait_s(response("600"), attempt=0) == 30.0
-    assert _retry_wait_s(response(None), attempt=2) == 2.0

@@ -1,4 +1,4 @@
-"""One number per trace from an annotation, for trainers that take a scalar reward."""
+"""One number per trace from an annotation, for trainers that take a scalar reward (client and service)."""
 
 from __future__ import annotations
 

@@ -1,45 +1,34 @@
-"""The Python clients, the TRL reward function and the verl adapters, against a live service."""
+"""The Python clients, the TRL reward function and the verl adapters, against a live service (fake probe)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
-from mig_annotator.mig.probe.base import Probe
-from mig_annotator.schemas import Trace, TraceAnnotation
-from mig_annotator.service.app import create_app
-from mig_annotator.service.integrations import (
+from mig_annotator.client import (
     AsyncMigClient,
     MigClient,
     MigRewardManager,
     MigServiceError,
     compute_score,
-    token_end_offsets,
     trl_reward_function,
 )
-from mig_annotator.service.settings import ServiceSettings
-from tests.service.support import live_server, small_traces
+from mig_annotator.schemas import Trace, TraceAnnotation
+from tests.service.support import small_traces
 
-pytestmark = pytest.mark.model
-
-
-@pytest.fixture(scope="module")
-def client(service_url: str) -> Iterator[MigClient]:
-    with MigClient(service_url) as client:
-        yield client
+POLICY_TOKENIZER = Path(__file__).resolve().parents[2] / "bench" / "assets" / "smollm2-tokenizer"
 
 
 @pytest.fixture(scope="module")
-def two_per_request_url(probe: Probe) -> Iterator[str]:
-    settings = ServiceSettings(max_traces_per_request=2, audit_enabled=False)
-    with live_server(create_app(settings, probe=probe)) as url:
-        yield url
+def policy_tokenizer() -> Any:
+    return AutoTokenizer.from_pretrained(POLICY_TOKENIZER, local_files_only=True)
 
 
 def test_the_sync_client_splits_large_groups_and_keeps_their_order(
@@ -181,9 +170,9 @@ def _verl_batch(tokenizer: Any, traces: list[Trace]) -> tuple[VerlBatch, list[li
 
 
 def test_verl_reward_manager_puts_step_rewards_on_step_ends_and_the_outcome_on_the_answer(
-    probe: Probe, client: MigClient
+    policy_tokenizer: Any, client: MigClient
 ) -> None:
-    tokenizer = probe.tokenizer  # stands in for the policy's tokenizer
+    tokenizer = policy_tokenizer
     traces = small_traces(3, prefix="verl-")
     data, response_ids = _verl_batch(tokenizer, traces)
     manager = MigRewardManager(
@@ -206,6 +195,7 @@ def test_verl_reward_manager_puts_step_rewards_on_step_ends_and_the_outcome_on_t
         total = annotation.outcome + 2.0 * annotation.process_reward
         assert float(tensor[i].sum()) == pytest.approx(total, abs=1e-5)
         assert torch.all(tensor[i, len(ids) :] == 0)  # nothing on padding
+    assert sum(a.process_reward for a in annotations) > 0  # the step placement is exercised
     assert result["reward_extra_info"]["outcome"] == [float(a.outcome) for a in annotations]
     assert torch.equal(manager(data), tensor)
 
@@ -217,14 +207,3 @@ def _first_token_covering(tokenizer: Any, ids: list[int], char_end: int) -> int:
         for t in range(len(ids))
         if len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) >= char_end
     )
-
-
-def test_token_end_offsets_match_prefix_decoding(probe: Probe) -> None:
-    tokenizer = probe.tokenizer
-    text = "Sam has 3 apples; 3 + 2 = 5 → done. Ünïcödé ✓"
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    ends = token_end_offsets(tokenizer, ids, text)
-    assert len(ends) == len(ids) and ends[-1] == len(text) == ends[-2]
-    assert ends == sorted(ends)
-    slow = token_end_offsets(tokenizer, ids, text + " ")  # the re-tokenisation differs: prefix decoding
-    assert slow[-1] == len(text)

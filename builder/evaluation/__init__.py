@@ -1,0 +1,1 @@
+"""Reward fidelity against labels: trace-level AUROC and ProcessBench step-level metrics."""

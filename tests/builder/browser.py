@@ -1,0 +1,55 @@
+"""Headless Chromium (Debian's chromium + chromium-driver) driven by selenium, for the report's browser test.
+
+``open_chromium()`` skips the calling test with the reason when the browser, its driver or selenium is
+missing; it never lets a test pass without a browser.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+DRIVER_NAMES = ("chromedriver", "chromium-driver")
+
+
+def _which(names: tuple[str, ...]) -> str | None:
+    return next((found for name in names if (found := shutil.which(name))), None)
+
+
+def open_chromium(width: int = 1400, height: int = 1000):
+    """A headless Chromium WebDriver that records the browser console."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install selenium)")
+    browser, driver = _which(CHROMIUM_NAMES), _which(DRIVER_NAMES)
+    if browser is None or driver is None:
+        pytest.skip(
+            "no Chromium: the browser test needs `apt-get install -y chromium chromium-driver` "
+            f"(found browser={browser}, driver={driver})"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={width},{height}",
+        "--force-device-scale-factor=1",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+def screenshot_full_page(driver, path: Path, width: int = 1400, max_height: int = 2600) -> Path:
+    """A PNG of the page's top ``max_height`` pixels at ``width``."""
+    height = min(int(driver.execute_script("return document.documentElement.scrollHeight")), max_height)
+    driver.set_window_size(width, height)
+    driver.save_screenshot(str(path))
+    return path
