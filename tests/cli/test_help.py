@@ -36,7 +36,7 @@ def test_the_module_runs_as_the_console_script_and_lists_every_command_group() -
     )
     assert result.returncode == 0, result.stderr
     listed = set(re.findall(r"^│ (\w+) ", result.stdout, flags=re.MULTILINE))
-    assert {"score", "serve", "build", "export", "audit", "model"} <= listed
+    assert {"score", "serve", "build", "export", "audit", "report", "eval", "model"} <= listed
 
 
 @pytest.mark.parametrize("command", ["score", "serve", "build"])
