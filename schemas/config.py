@@ -84,8 +84,8 @@ class ScoringConfig(BaseModel):
         max_length=MAX_STEP_REGEX_CHARS,
         description=f"The pattern for segmenter='regex' (at most {MAX_STEP_REGEX_CHARS} characters), run "
         "with RE2 (linear time; no backreferences or lookaround). A step is group 'step', else group 1, "
-        "else the match. Completions over 4,096 UTF-8 bytes are searched in 4,096-byte windows "
-        "overlapping by half: there a match over 2,048 bytes may be missed or cut,"
+        "else the match. Completions over 2,048 UTF-8 bytes are searched in 2,048-byte windows "
+        "overlapping by half: there a match over 1,024 bytes may be missed or cut,"
         " and $ also matches at a window end.",
     )
     min_step_chars: int = Field(

@@ -23,7 +23,6 @@ import heapq
 import re
 from collections.abc import Iterator
 
-from mig_annotator.mig.segment.lines import line_spans
 from mig_annotator.mig.segment.model import Span, strip_span
 
 # A sentence end: a run of terminal punctuation (scanned once, from its first character, possessively),
@@ -34,9 +33,14 @@ _WORD = re.compile(r"\S+")
 _MATH_CLOSER = {"\\[": "\\]", "$$": "$$"}
 
 
-def _breaks(gap: str) -> int:
-    """Line breaks in ``gap`` (``\\r\\n`` counts once)."""
-    return gap.count("\n") + gap.count("\r") - gap.count("\r\n")
+# The stripped content of one line: starts only at a non-space (O(1) elsewhere), runs to the line end and
+# gives back the trailing blanks once.
+_STRIPPED_LINE = re.compile(r"\S(?:[^\r\n]*\S)?")
+
+
+def _breaks(text: str, start: int, end: int) -> int:
+    """Line breaks in ``text[start:end]`` (``\\r\\n`` counts once)."""
+    return text.count("\n", start, end) + text.count("\r", start, end) - text.count("\r\n", start, end)
 
 
 def _line_units(text: str, start: int, end: int) -> Iterator[Span]:
@@ -44,23 +48,19 @@ def _line_units(text: str, start: int, end: int) -> Iterator[Span]:
     math_open: Span | None = None
     closer = ""
     previous_end = start
-    for raw_start, raw_end in line_spans(text, start, end):
-        line = strip_span(text, raw_start, raw_end)
-        blank = line[1] == line[0] or _breaks(text[previous_end:raw_start]) > 1
-        if math_open is not None and blank:  # an unclosed display block ends with its paragraph
-            yield math_open
+    for match in _STRIPPED_LINE.finditer(text, start, end):
+        line = match.span()
+        if math_open is not None and _breaks(text, previous_end, line[0]) > 1:
+            yield math_open  # an unclosed display block ends with its paragraph
             math_open = None
-        previous_end = raw_end
-        if line[1] == line[0]:
-            continue
-        content = text[line[0] : line[1]]
+        previous_end = line[1]
         if math_open is not None:
             math_open = (math_open[0], line[1])
-            if content.endswith(closer):
+            if text.endswith(closer, *line):
                 yield math_open
                 math_open = None
-        elif content in _MATH_CLOSER:
-            math_open, closer = line, _MATH_CLOSER[content]
+        elif line[1] - line[0] == 2 and text[line[0] : line[1]] in _MATH_CLOSER:
+            math_open, closer = line, _MATH_CLOSER[text[line[0] : line[1]]]
         else:
             yield line
     if math_open is not None:

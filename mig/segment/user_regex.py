@@ -5,7 +5,7 @@ such as ``x|a[^!]*!`` keeps a thread alive to the end of the text on every resta
 with any leftmost-first engine). So a completion longer than :data:`WINDOW_BYTES` (UTF-8) is searched in
 windows of that size: each search reads at most one window, a window without a match moves on by half a
 window, and the whole pass is linear. Consequence, stated in the config field: on such long completions a
-match longer than half a window (2,048 bytes) may be missed or found shorter, and ``$``/``\\z`` also match
+match longer than half a window (1,024 bytes) may be missed or found shorter, and ``$``/``\\z`` also match
 at a window end. Completions up to one window are searched whole, exactly.
 """
 
@@ -18,7 +18,7 @@ import re2
 
 from mig_annotator.mig.segment.model import SegmentationError, Span
 
-WINDOW_BYTES = 4096
+WINDOW_BYTES = 2048
 
 
 def _options() -> re2.Options:
