@@ -6,7 +6,8 @@ import pytest
 
 from mig_annotator.schemas.api import AnnotateRequest
 from mig_annotator.service.annotation_service import AnnotationService
-from mig_annotator.service.errors import InvalidRequest
+from mig_annotator.service.errors import http_error
+from mig_annotator.service.failures import InvalidInput
 from mig_annotator.service.metrics import ServiceMetrics
 from mig_annotator.service.settings import ServiceSettings
 
@@ -27,9 +28,11 @@ def test_a_bad_step_regex_is_refused_naming_config_step_regex(pattern: str) -> N
         metrics=ServiceMetrics(),
     )
     try:
-        with pytest.raises(InvalidRequest) as caught:
+        with pytest.raises(InvalidInput) as caught:
             service.scoring_config(request.config)
     finally:
         service.close()
-    assert caught.value.status == 422
-    assert [item.field for item in caught.value.fields] == ["config.step_regex"]
+    error = http_error(caught.value)
+    assert error.status == 422
+    assert [item.field for item in error.fields] == ["config.step_regex"]
+    assert "step_regex" in error.message
