@@ -114,7 +114,8 @@ class ScoringConfig(BaseModel):
         default=DEFAULT_MAX_STEPS,
         ge=1,
         description="At most this many steps per trace (any segmenter, explicit steps too): adjacent steps "
-        "are merged, the pair with the shortest merged span first, instead of failing. None: no cap.",
+        "are merged, the pair with the shortest merged span first (over 4 x max_steps steps, runs of equal "
+        "step counts are joined first), instead of failing. None: no cap.",
     )
     prompt: PromptTemplate = Field(default_factory=PromptTemplate)
     aggregation: Aggregation = Field(

@@ -20,6 +20,7 @@ Everything is one left-to-right pass over the text (the cap is O(s log s) in the
 from __future__ import annotations
 
 import heapq
+import itertools
 import re
 from collections.abc import Iterator
 
@@ -31,6 +32,7 @@ _SENTENCE_END = re.compile(r"(?<![.!?…])[.!?…]++[\"'”’)\]*]*+(?=\s)|(?<!
 _SPACE_RUN = re.compile(r"\s*")
 _WORD = re.compile(r"\S+")
 _MATH_CLOSER = {"\\[": "\\]", "$$": "$$"}
+_EVEN_FIRST = 4
 
 
 # The stripped content of one line: starts only at a non-space (O(1) elsewhere), runs to the line end and
@@ -143,13 +145,24 @@ def prose_steps(text: str, start: int, end: int, min_chars: int, max_chars: int)
     return steps
 
 
+def _join_evenly(steps: list[Span], groups: int) -> list[Span]:
+    """Join runs of consecutive steps into ``groups`` runs of (nearly) equal counts."""
+    count = len(steps)
+    bounds = [count * g // groups for g in range(groups + 1)]
+    return [(steps[a][0], steps[b - 1][1]) for a, b in itertools.pairwise(bounds) if b > a]
+
+
 def cap_steps(steps: list[Span], max_steps: int | None) -> list[Span]:
     """Merge adjacent steps until at most ``max_steps`` remain: the pair whose merged span is shortest goes
     first (ties: the earlier pair). A merged step spans from its first step's start to its last step's end.
+
+    With more than ``4 * max_steps`` steps (a degenerate trace, e.g. a million one-character lines) runs of
+    consecutive steps are first joined into ``2 * max_steps`` runs of equal step counts, which keeps the
+    cost near linear; the shortest-pair merging then finishes from there.
     """
     if max_steps is None or len(steps) <= max_steps:
         return steps
-    spans = list(steps)
+    spans = _join_evenly(steps, 2 * max_steps) if len(steps) > _EVEN_FIRST * max_steps else list(steps)
     count = len(spans)
     next_index = [*range(1, count), -1]
     previous_index = [-1, *range(count - 1)]

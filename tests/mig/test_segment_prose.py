@@ -99,6 +99,14 @@ def test_max_steps_merges_the_shortest_adjacent_pairs_first() -> None:
     assert result.answer is not None and result.answer.text == "3"
 
 
+def test_far_over_the_cap_runs_are_first_joined_by_equal_counts() -> None:
+    """Over 4 x max_steps steps, runs of equal step counts are joined first (near-linear cost)."""
+    lines = "\n".join("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[:40])
+    assert texts(lines, max_steps=5) == ["\n".join(lines.split("\n")[k : k + 8]) for k in range(0, 40, 8)]
+    nine = "\n".join("abcdefghi")
+    assert texts(nine, max_steps=2) == ["a\nb\nc\nd", "e\nf\ng\nh\ni"]  # 4 runs (2, 2, 2, 3), then pairs
+
+
 def test_max_steps_applies_to_explicit_steps_and_headers() -> None:
     merged = segment_steps(["a", "bb", "c", "The answer is 4."], max_steps=2)
     assert [s.text for s in merged.steps] == ["a\nbb", "c"]
