@@ -25,12 +25,7 @@ from dataclasses import dataclass
 from mig_annotator.mig.probe.base import Probe, ProbeResult
 from mig_annotator.mig.prompt import ProbeSequence, PromptBuilder
 from mig_annotator.mig.rewards import aggregate_logprobs, sft_gate, step_rewards
-from mig_annotator.mig.segment import (
-    SegmentationError,
-    SegmentedCompletion,
-    segment_completion,
-    segment_steps,
-)
+from mig_annotator.mig.segment import SegmentationError, SegmentedCompletion, segment_for_config
 from mig_annotator.mig.verify import AnswerVerifier, ProcessVerifier
 from mig_annotator.schemas import CharSpan, ScoringConfig, StepScore, Trace, TraceAnnotation
 
@@ -279,10 +274,7 @@ def _answer_text(item: PreparedTrace) -> str | None:
 
 def _segment(trace: Trace, config: ScoringConfig) -> SegmentedCompletion:
     try:
-        if trace.steps is not None:
-            return segment_steps(trace.steps)
-        assert trace.completion is not None
-        return segment_completion(trace.completion, config.segmenter, config.step_regex)
+        return segment_for_config(config, completion=trace.completion, steps=trace.steps)
     except SegmentationError as error:
         field = "steps" if trace.steps is not None else "completion"
         raise TraceError(trace.id, field, str(error)) from error

@@ -5,13 +5,41 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SegmenterName = Literal["auto", "tags", "lines", "headers", "regex"]
 Aggregation = Literal["mean", "sum"]
 WatermarkKind = Literal["level", "gain"]
 ContextLimitPolicy = Literal["error", "truncate_steps"]
 SftStatistic = Literal["max", "sum"]
+
+MAX_STEP_REGEX_CHARS = 512
+DEFAULT_MIN_STEP_CHARS = 120
+DEFAULT_MAX_STEP_CHARS = 2000
+DEFAULT_MAX_STEPS = 256
+
+
+def check_step_regex(pattern: str) -> None:
+    """Raise ValueError unless RE2 (the linear-time engine that runs it) compiles ``pattern``.
+
+    Without google-re2 (the base, client-only install) the check is left to the engine, which compiles the
+    pattern with RE2 before running it and refuses it there with the same reason.
+    """
+    try:
+        import re2  # google-re2 (the engine extra); imported here so that loading the schemas stays light
+    except ImportError:
+        return
+
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        re2.compile(pattern, options)
+    except re2.error as error:
+        reason = error.args[0].decode() if error.args and isinstance(error.args[0], bytes) else str(error)
+        raise ValueError(
+            f"step_regex {pattern!r} is not a valid RE2 pattern: {reason} (RE2 runs in linear time and "
+            "has no backreferences or lookaround)"
+        ) from error
 
 
 class PromptTemplate(BaseModel):
@@ -58,7 +86,37 @@ class ScoringConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     segmenter: SegmenterName = Field(default="auto", description="How a raw completion is split into steps.")
-    step_regex: str | None = Field(default=None, description="The pattern for segmenter='regex'.")
+    step_regex: str | None = Field(
+        default=None,
+        max_length=MAX_STEP_REGEX_CHARS,
+        description=f"The pattern for segmenter='regex' (at most {MAX_STEP_REGEX_CHARS} characters), run "
+        "with RE2 (linear time; no backreferences or lookaround). A step is group 'step', else group 1, "
+        "else the match. Completions over 2,048 UTF-8 bytes are searched in 2,048-byte windows "
+        "overlapping by half: there a match over 1,024 bytes may be missed or cut,"
+        " and $ also matches at a window end.",
+    )
+    min_step_chars: int = Field(
+        default=DEFAULT_MIN_STEP_CHARS,
+        ge=0,
+        le=100_000,
+        description="Prose splitting (segmenter 'lines'/'auto' without tags or headers): pieces cut from a "
+        "line longer than max_step_chars are packed into steps of at least this many characters. Whole "
+        "lines are never merged: a trace written one step per line keeps one step per line.",
+    )
+    max_step_chars: int = Field(
+        default=DEFAULT_MAX_STEP_CHARS,
+        ge=1,
+        le=1_000_000,
+        description="A line longer than this is split at sentence ends (then whitespace) into steps of at "
+        "most this many characters.",
+    )
+    max_steps: int | None = Field(
+        default=DEFAULT_MAX_STEPS,
+        ge=1,
+        description="At most this many steps per trace (any segmenter, explicit steps too): adjacent steps "
+        "are merged, the pair with the shortest merged span first (over 4 x max_steps steps, runs of equal "
+        "step counts are joined first), instead of failing. None: no cap.",
+    )
     prompt: PromptTemplate = Field(default_factory=PromptTemplate)
     aggregation: Aggregation = Field(
         default="mean", description="v_k: mean (default) or sum of answer log-probs."
@@ -79,10 +137,22 @@ class ScoringConfig(BaseModel):
         "steps that fit (reported as truncated).",
     )
 
+    @field_validator("step_regex")
+    @classmethod
+    def _step_regex_compiles_with_re2(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            check_step_regex(pattern)
+        return pattern
+
     @model_validator(mode="after")
     def _regex_given_for_regex_segmenter(self) -> ScoringConfig:
         if self.segmenter == "regex" and not self.step_regex:
             raise ValueError("step_regex is required when segmenter='regex'")
+        if self.min_step_chars > self.max_step_chars:
+            raise ValueError(
+                f"min_step_chars ({self.min_step_chars}) must not exceed "
+                f"max_step_chars ({self.max_step_chars})"
+            )
         return self
 
     def config_hash(self) -> str:

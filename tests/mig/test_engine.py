@@ -171,8 +171,10 @@ def test_truncate_steps_scores_the_leading_steps_that_fit_and_says_so(annotator:
 
 def test_bad_step_regex_is_an_error_naming_the_trace(annotator: Annotator) -> None:
     trace = Trace(id="rx", question="q?", completion="a\nb", reference_answer="1")
+    # ScoringConfig refuses the pattern itself; a config built without validation fails per trace
+    config = ScoringConfig.model_construct(segmenter="regex", step_regex="(unclosed")
     with pytest.raises(TraceError, match=r"trace 'rx': completion: .*step_regex"):
-        annotator.annotate([trace], ScoringConfig(segmenter="regex", step_regex="(unclosed"))
+        annotator.annotate([trace], config)
 
 
 def test_annotate_many_gives_each_bad_trace_its_error_and_scores_the_others(annotator: Annotator) -> None:

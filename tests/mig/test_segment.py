@@ -224,8 +224,11 @@ def test_invalid_arguments() -> None:
         segment_completion("a", "bogus")  # type: ignore[arg-type]
     with pytest.raises(SegmentationError, match="step_regex"):
         segment_completion("a", "lines", r"\w")
-    with pytest.raises(SegmentationError, match="overlapping"):
+    # lookaround (which could make steps overlap) and backreferences are not RE2 syntax: refused by name
+    with pytest.raises(SegmentationError, match=r"step_regex .*lookaround"):
         segment_completion("abc", "regex", r"(?=(\w\w))")
+    with pytest.raises(SegmentationError, match=r"step_regex .*backreferences"):
+        segment_completion("abab", "regex", r"(ab)\1")
 
 
 def test_segment_steps_splits_answer_from_last_step() -> None:
