@@ -153,6 +153,37 @@ StepRegexOption = Annotated[
         "--step-regex", help="The step pattern for --segmenter regex.", rich_help_panel=SCORING_PANEL
     ),
 ]
+MinStepCharsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--min-step-chars",
+        min=0,
+        help="Prose splitting: pieces cut from an over-long line are packed into steps of at least this many "
+        "characters (whole lines are never merged).",
+        show_default=_scoring_default("min_step_chars"),
+        rich_help_panel=SCORING_PANEL,
+    ),
+]
+MaxStepCharsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-step-chars",
+        min=1,
+        help="A line longer than this is split at sentence ends into steps of at most this many characters.",
+        show_default=_scoring_default("max_step_chars"),
+        rich_help_panel=SCORING_PANEL,
+    ),
+]
+MaxStepsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-steps",
+        min=1,
+        help="At most this many steps per trace: adjacent steps are merged (shortest merged span first).",
+        show_default=_scoring_default("max_steps"),
+        rich_help_panel=SCORING_PANEL,
+    ),
+]
 AggregationOption = Annotated[
     Aggregation | None,
     typer.Option(
@@ -224,6 +255,9 @@ PROBE_OPTIONS: dict[str, Any] = {
 SCORING_OPTIONS: dict[str, Any] = {
     "segmenter": SegmenterOption,
     "step_regex": StepRegexOption,
+    "min_step_chars": MinStepCharsOption,
+    "max_step_chars": MaxStepCharsOption,
+    "max_steps": MaxStepsOption,
     "aggregation": AggregationOption,
     "watermark": WatermarkOption,
     "chat_template": ChatTemplateOption,
@@ -263,6 +297,9 @@ class ScoringOptionValues:
 
     segmenter: SegmenterName | None = None
     step_regex: str | None = None
+    min_step_chars: int | None = None
+    max_step_chars: int | None = None
+    max_steps: int | None = None
     aggregation: Aggregation | None = None
     watermark: WatermarkKind | None = None
     chat_template: bool | None = None

@@ -155,3 +155,9 @@ def test_serve_names_the_option_or_variable_of_a_bad_setting(monkeypatch: pytest
     assert "--threads or MIG_PROBE__THREADS: Input should be greater than or equal to 1" in " ".join(
         result.output.split()
     )
+
+
+def test_every_scoring_field_has_its_shared_option() -> None:
+    """A new ScoringConfig field needs an option here, or score/serve/build silently cannot set it."""
+    fields = set(ScoringConfig.model_fields) - {"prompt"}
+    assert fields == set(options.SCORING_OPTIONS) - {"chat_template"}
