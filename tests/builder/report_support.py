@@ -77,7 +77,7 @@ def write_audit_log(folder: Path, trajectories: dict[str, list[float]], outcome:
 
     from mig_annotator.mig.rewards import step_rewards
     from mig_annotator.schemas.api import AuditRecord
-    from mig_annotator.service.audit import arrow_schema
+    from mig_annotator.service.audit import AUDIT_SCHEMA
 
     folder.mkdir(parents=True)
     records = []
@@ -107,7 +107,7 @@ def write_audit_log(folder: Path, trajectories: dict[str, list[float]], outcome:
             ).model_dump()
         )
     pq.write_table(
-        pa.Table.from_pylist(records, schema=arrow_schema(AuditRecord)),
+        pa.Table.from_pylist(records, schema=AUDIT_SCHEMA),
         folder / "audit-20260101T000000-1-abc-0.parquet",
     )
     return folder
