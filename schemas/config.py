@@ -81,9 +81,10 @@ class PromptTemplate(BaseModel):
 
 
 class ScoringConfig(BaseModel):
-    """What to score and how. Defaults follow the MIG paper."""
+    """What to score and how. Defaults follow the MIG paper. Numbers must be finite (NaN and infinities
+    would all share one ``config_hash``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     segmenter: SegmenterName = Field(default="auto", description="How a raw completion is split into steps.")
     step_regex: str | None = Field(
