@@ -24,7 +24,7 @@ from mig_annotator.schemas.api import (
 from mig_annotator.service.annotation_service import AnnotationService, CallContext
 from mig_annotator.service.auth import Principal
 from mig_annotator.service.components import ServiceComponents
-from mig_annotator.service.errors import ERROR_RESPONSES
+from mig_annotator.service.errors import ERROR_RESPONSES, UnsupportedMediaType
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
 
 ANNOTATE_PATH = "/v1/annotate"
@@ -67,15 +67,33 @@ def call_context(request: Request, caller: Principal, endpoint: str) -> CallCont
     )
 
 
+def require_json_body(request: Request) -> None:
+    """415 unless the body is declared JSON (``application/json`` or ``application/*+json``): FastAPI
+    would otherwise not parse it and answer a puzzling 'Input should be a valid dictionary'."""
+    declared = request.headers.get("content-type")
+    media_type = (declared or "").split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    got = f"the Content-Type is {declared!r}" if declared else "no Content-Type was sent"
+    raise UnsupportedMediaType.for_field(
+        "Content-Type", f"{got}; send the body as JSON with Content-Type: application/json"
+    )
+
+
 v1 = APIRouter(prefix="/v1", tags=["rewards"])
 ops = APIRouter(tags=["operations"])
-_annotate_errors = {status: ERROR_RESPONSES[status] for status in (400, 401, 403, 413, 422, 429, 503, 504)}
+_annotate_errors = {
+    status: ERROR_RESPONSES[status] for status in (400, 401, 403, 413, 415, 422, 429, 503, 504)
+}
 
 
 @v1.post(
     "/annotate",
     response_model=AnnotateResponse,
     responses=_annotate_errors,
+    dependencies=[Depends(require_json_body)],
     summary="Per-step MIG rewards for one trace or a rollout group",
 )
 async def annotate(
@@ -92,6 +110,7 @@ async def annotate(
     "/openrlhf/reward",
     response_model=OpenRLHFRewardResponse,
     responses=_annotate_errors,
+    dependencies=[Depends(require_json_body)],
     summary="OpenRLHF's remote reward-model protocol (--remote_rm_url)",
 )
 async def openrlhf_reward(
