@@ -8,21 +8,38 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from mig_annotator.schemas.annotation import TraceAnnotation
-from mig_annotator.schemas.config import ScoringConfig
+from mig_annotator.schemas.config import PromptTemplate, ScoringConfig
 from mig_annotator.schemas.trace import NonBlankText, Trace
 
 RewardScalar = Literal["outcome", "process", "mixed"]
 """How one number is made from an annotation: outcome, process_reward, or outcome + lambda * process."""
 
 
+class PromptOptions(PromptTemplate):
+    """The prompt template as a request gives it: JSON types only (no "true" for a boolean)."""
+
+    model_config = ConfigDict(strict=True)
+
+
 def _all_optional(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
-    """A model with every field of ``model``, each optional and defaulting to None (= the server's value)."""
+    """A model with every field of ``model``, each optional: left out means the server's value. A field keeps
+    its own type, so an explicit null is refused where ``model`` refuses it, as the JSON schema says; values
+    are validated strictly (a boolean is not a number, a string not a boolean), as JSON Schema types are."""
     fields: dict[str, Any] = {
-        field_name: (field.annotation | None, Field(default=None, description=field.description))
+        field_name: (
+            PromptOptions if field.annotation is PromptTemplate else field.annotation,
+            Field(default=None, description=field.description),
+        )
         for field_name, field in model.model_fields.items()
     }
-    config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra=_no_defaults)
     return create_model(name, __config__=config, __doc__=doc, **fields)
+
+
+def _no_defaults(schema: dict[str, Any]) -> None:
+    """A left-out option takes the server's default, which the schema cannot know (GET /v1/info says)."""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
 
 
 ScoringOptions = _all_optional(

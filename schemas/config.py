@@ -57,15 +57,22 @@ class PromptTemplate(BaseModel):
     header: str = Field(
         default="Question: {question}\nAnswer: Let's think step by step.\n",
         description="Text before the first step; must contain {question}.",
+        json_schema_extra={"pattern": r"\{question\}"},
     )
-    step: str = Field(default="{step}\n", description="Text of one step; must contain {step}.")
+    step: str = Field(
+        default="{step}\n",
+        description="Text of one step; must contain {step}.",
+        json_schema_extra={"pattern": r"\{step\}"},
+    )
     answer_prefix: str = Field(
         default="Therefore, the final answer is: ",
         description="Answer-elicitation suffix read after the steps and before the reference answer.",
     )
     chat: bool = Field(default=False, description="Wrap the question in the probe model's chat template.")
     chat_user_message: str = Field(
-        default="{question}", description="The user turn in chat mode; must contain {question}."
+        default="{question}",
+        description="The user turn in chat mode; must contain {question}.",
+        json_schema_extra={"pattern": r"\{question\}"},
     )
 
     @model_validator(mode="after")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -202,6 +202,27 @@ async def readyz(components: Components) -> JSONResponse:
 )
 async def metrics(components: Components) -> Response:
     return Response(components.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def declare_auth(app: FastAPI, auth_required: bool) -> None:
+    """The OpenAPI document declares bearer auth (``security``, 401 and 403) only when keys are configured:
+    without keys every request is let in, and a client generated from the schema must not demand a key."""
+    if auth_required:
+        return
+    generate = app.openapi
+
+    def openapi_without_auth() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            document.get("components", {}).pop("securitySchemes", None)
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+                    for status in ("401", "403"):
+                        operation.get("responses", {}).pop(status, None)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi_without_auth  # type: ignore[method-assign]
 
 
 def service_version() -> str:

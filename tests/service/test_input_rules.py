@@ -100,3 +100,27 @@ def test_refused_traces_never_reach_the_audit_log(url: str, audit_dir: Path) -> 
     with AuditDatabase(discover_sources([audit_dir])) as db:
         ids = {row[0] for row in db.query("SELECT trace_id FROM annotations").rows}
     assert "kept" in ids and "empty" not in ids
+
+
+@pytest.mark.parametrize(
+    ("option", "field"),
+    [
+        ({"sft_threshold": False}, "config.sft_threshold"),
+        ({"sft_threshold": "0.5"}, "config.sft_threshold"),
+        ({"segmenter": None}, "config.segmenter"),
+        ({"prompt": {"chat": "true"}}, "config.prompt.chat"),
+        ({"prompt": {"header": "no placeholder"}}, "config.prompt"),
+    ],
+)
+def test_options_of_the_wrong_json_type_are_a_422_naming_the_option(
+    url: str, option: dict[str, object], field: str
+) -> None:
+    """The schema says number, enum, boolean: a boolean, a string or a null is not silently converted."""
+    trace = TRACE | {"completion": "1 + 1 = 2\nA: 2"}
+    response = httpx.post(f"{url}/v1/annotate", json={"trace": trace, "config": option})
+    assert response.status_code == 422, response.text
+    assert _fields(response) == [field]
+    assert (
+        httpx.post(f"{url}/v1/annotate", json={"trace": trace, "config": {"sft_threshold": 1}}).status_code
+        == 200
+    )
