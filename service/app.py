@@ -70,5 +70,5 @@ def create_app(settings: ServiceSettings | None = None, *, probe: Probe | None =
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(ops)
-    declare_auth(app, components.authenticator.required)
+    declare_auth(app, auth_required=bool(settings.api_keys))
     return app

@@ -3,6 +3,7 @@ JSON schema says so."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -41,8 +42,6 @@ def test_a_trace_without_reasoning_text_is_refused_naming_the_field(
 
 @pytest.mark.parametrize(("reasoning", "field"), NO_REASONING)
 def test_the_cli_refuses_the_same_lines_naming_the_field(reasoning: dict[str, object], field: str) -> None:
-    import json
-
     with pytest.raises(TraceFileError, match=rf"in\.jsonl:3: {re.escape(field)}: "):
         parse_trace_line(json.dumps(BASE | reasoning), "in.jsonl:3")
 

@@ -1,7 +1,4 @@
-"""A live service over a deterministic fake probe (no model): for tests of the HTTP surface only.
-
-The probe is the builder tests' character-level fake until ``mig_annotator.mig.probe.fake`` exists.
-"""
+"""A live service over the deterministic fake probe (no model): for tests of the HTTP surface only."""
 
 from __future__ import annotations
 
@@ -12,12 +9,11 @@ from typing import Any
 
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
+from tests.client.support import fake_probe
 from tests.service.support import live_server
 
-try:  # the probe helper's shared fake, once merged
-    from mig_annotator.mig.probe.fake import FakeProbe  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - until then
-    from tests.builder.conftest import FakeProbe  # type: ignore[assignment,unused-ignore]
+TIMEOUT_S = 120.0
+"""Client timeout of these tests: on a loaded machine the first request waits for the answer-check workers."""
 
 
 @contextmanager
@@ -26,5 +22,5 @@ def fake_service(audit_dir: Path | None = None, **settings: Any) -> Iterator[str
     service_settings = ServiceSettings(
         audit_enabled=audit_dir is not None, audit_dir=audit_dir or Path("unused-audit"), **settings
     )
-    with live_server(create_app(service_settings, probe=FakeProbe())) as url:
+    with live_server(create_app(service_settings, probe=fake_probe())) as url:
         yield url

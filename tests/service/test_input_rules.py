@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.service.fake_server import fake_service
+from tests.service.fake_server import TIMEOUT_S, fake_service
 
 TRACE = {"id": "a", "question": "What is 1 + 1?", "reference_answer": "2"}
 
@@ -42,7 +43,9 @@ def test_a_trace_without_reasoning_text_is_a_422_naming_the_field(
     url: str, audit_dir: Path, reasoning: dict[str, object], field: str
 ) -> None:
     good = TRACE | {"id": "good", "completion": "1 + 1 = 2\nA: 2"}
-    response = httpx.post(f"{url}/v1/annotate", json={"traces": [good, TRACE | reasoning]})
+    response = httpx.post(
+        timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": [good, TRACE | reasoning]}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "invalid_request"
     assert _fields(response) == [field]
@@ -54,14 +57,18 @@ def test_an_openrlhf_query_with_no_response_is_a_422_naming_the_query(url: str) 
         "query": ["Q: 1+1?", "Q: 2+2? 4", "Q: 3+3?  <|im_end|>"],
         "prompts": ["Q: 1+1?", "Q: 2+2?", "Q: 3+3?"],
     }
-    response = httpx.post(f"{url}/v1/openrlhf/reward", json=body | {"labels": ["2", "4", "6"]})
+    response = httpx.post(
+        timeout=TIMEOUT_S, url=f"{url}/v1/openrlhf/reward", json=body | {"labels": ["2", "4", "6"]}
+    )
     assert response.status_code == 422, response.text
     assert _fields(response) == ["query[0]", "query[2]"]
     assert "no response after prompts[0]" in response.json()["message"]
 
 
 def test_an_empty_openrlhf_query_list_names_query(url: str) -> None:
-    response = httpx.post(f"{url}/v1/openrlhf/reward", json={"query": [], "prompts": [], "labels": []})
+    response = httpx.post(
+        timeout=TIMEOUT_S, url=f"{url}/v1/openrlhf/reward", json={"query": [], "prompts": [], "labels": []}
+    )
     assert response.status_code == 422
     assert _fields(response) == ["query"]
 
@@ -70,14 +77,22 @@ def test_an_empty_openrlhf_query_list_names_query(url: str) -> None:
 def test_non_finite_numbers_are_a_422_naming_the_field(url: str, literal: str) -> None:
     trace = '{"id": "a", "question": "q", "completion": "x\\nA: 2", "reference_answer": "2"}'
     body = f'{{"trace": {trace}, "config": {{"sft_threshold": {literal}}}}}'
-    response = httpx.post(f"{url}/v1/annotate", content=body, headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        timeout=TIMEOUT_S,
+        url=f"{url}/v1/annotate",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 422, response.text
     assert _fields(response) == ["config.sft_threshold"]
     metadata = trace.replace(
         '"reference_answer"', f'"metadata": {{"p": [0.5, {literal}]}}, "reference_answer"'
     )
     response = httpx.post(
-        f"{url}/v1/annotate", content=f'{{"trace": {metadata}}}', headers={"Content-Type": "application/json"}
+        timeout=TIMEOUT_S,
+        url=f"{url}/v1/annotate",
+        content=f'{{"trace": {metadata}}}',
+        headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 422, response.text
     assert "metadata.p[1]: must be a finite number" in response.json()["message"]
@@ -88,11 +103,13 @@ def test_refused_traces_never_reach_the_audit_log(url: str, audit_dir: Path) -> 
     from mig_annotator.builder.audit.database import AuditDatabase, discover_sources
 
     good = TRACE | {"id": "kept", "completion": "1 + 1 = 2\nA: 2"}
-    assert httpx.post(f"{url}/v1/annotate", json={"trace": good}).status_code == 200
-    refused = httpx.post(f"{url}/v1/annotate", json={"traces": [good | {"id": "empty", "completion": " "}]})
+    assert httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"trace": good}).status_code == 200
+    refused = httpx.post(
+        timeout=TIMEOUT_S,
+        url=f"{url}/v1/annotate",
+        json={"traces": [good | {"id": "empty", "completion": " "}]},
+    )
     assert refused.status_code == 422
-    import time
-
     deadline = time.monotonic() + 30
     while not list(audit_dir.glob("*.parquet")) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -117,10 +134,14 @@ def test_options_of_the_wrong_json_type_are_a_422_naming_the_option(
 ) -> None:
     """The schema says number, enum, boolean: a boolean, a string or a null is not silently converted."""
     trace = TRACE | {"completion": "1 + 1 = 2\nA: 2"}
-    response = httpx.post(f"{url}/v1/annotate", json={"trace": trace, "config": option})
+    response = httpx.post(
+        timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"trace": trace, "config": option}
+    )
     assert response.status_code == 422, response.text
     assert _fields(response) == [field]
     assert (
-        httpx.post(f"{url}/v1/annotate", json={"trace": trace, "config": {"sft_threshold": 1}}).status_code
+        httpx.post(
+            timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"trace": trace, "config": {"sft_threshold": 1}}
+        ).status_code
         == 200
     )

@@ -8,12 +8,12 @@ import httpx
 import pytest
 
 from mig_annotator.schemas.trace import NOT_BLANK_PATTERN
-from tests.service.fake_server import fake_service
+from tests.service.fake_server import TIMEOUT_S, fake_service
 
 
 def _openapi(**settings: Any) -> dict[str, Any]:
     with fake_service(**settings) as url:
-        return httpx.get(f"{url}/openapi.json").json()
+        return httpx.get(timeout=TIMEOUT_S, url=f"{url}/openapi.json").json()
 
 
 def _operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:

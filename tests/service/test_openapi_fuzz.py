@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.fake_server import fake_service
+from tests.service.fake_server import TIMEOUT_S, fake_service
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 LIMITS = {
@@ -77,7 +77,7 @@ def test_schemathesis_finds_no_failure_and_gets_past_validation(open_url: str, t
     done = _schemathesis(open_url, max_time_s=60, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
     assert "No issues found" in done.stdout or "passed" in done.stdout, done.stdout[-3000:]
-    metrics = httpx.get(f"{open_url}/metrics").text
+    metrics = httpx.get(timeout=TIMEOUT_S, url=f"{open_url}/metrics").text
     # fuzzing that never gets past validation tests nothing: some generated requests were scored
     assert _count(metrics, "/v1/annotate", "200") >= 5
     assert _count(metrics, "/v1/annotate", "422") >= 1  # and some were refused, naming the field
@@ -90,7 +90,9 @@ def test_schemathesis_with_api_keys_finds_no_failure(tmp_path: Path) -> None:
         pytest.skip(f"schemathesis is not installed next to {sys.executable}")
     with fake_service(api_keys={"fuzz": "fuzz-key-1"}, **LIMITS) as url:
         done = _schemathesis(url, "--header", "Authorization: Bearer fuzz-key-1", max_time_s=20, cwd=tmp_path)
-        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer fuzz-key-1"}).text
+        metrics = httpx.get(
+            timeout=TIMEOUT_S, url=f"{url}/metrics", headers={"Authorization": "Bearer fuzz-key-1"}
+        ).text
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
     assert _count(metrics, "/v1/annotate", "200") >= 1
     assert _count(metrics, "/v1/annotate", "401") >= 1  # ignored_auth tried without the key
