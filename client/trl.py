@@ -9,6 +9,7 @@ from mig_annotator.client.http import MigClient
 from mig_annotator.schemas import Trace
 from mig_annotator.schemas.api import RewardScalar
 from mig_annotator.schemas.scalar import scalar_reward
+from mig_annotator.schemas.trace import has_text
 
 __all__ = ["trl_reward_function"]
 
@@ -55,18 +56,25 @@ def trl_reward_function(
         references = [str(value) for value in kwargs[answer_column]]
         if reference_transform is not None:
             references = [reference_transform(value) for value in references]
+        texts = [_message_text(completion, None) for completion in completions]
+        if len(references) != len(texts) or len(prompts) != len(texts):
+            raise ValueError("prompts, completions and the answer column must have equal lengths")
+        # no reasoning text is not a trace (the service refuses it): zero reward, not a failed batch
+        scored = [index for index, text in enumerate(texts) if has_text(text)]
         traces = [
             Trace(
                 id=f"trl-{index}",
-                question=_message_text(prompt, "user"),
-                completion=_message_text(completion, None),
-                reference_answer=reference,
+                question=_message_text(prompts[index], "user"),
+                completion=texts[index],
+                reference_answer=references[index],
             )
-            for index, (prompt, completion, reference) in enumerate(
-                zip(prompts, completions, references, strict=True)
-            )
+            for index in scored
         ]
-        return [scalar_reward(a, kind, lam) for a in client.annotate(traces, config)]
+        rewards = [0.0] * len(texts)
+        if traces:
+            for index, annotation in zip(scored, client.annotate(traces, config), strict=True):
+                rewards[index] = scalar_reward(annotation, kind, lam)
+        return rewards
 
     reward_func.__name__ = f"mig_{reward}"
     return reward_func

@@ -16,6 +16,7 @@ from mig_annotator.schemas import Trace
 from mig_annotator.schemas.api import RewardScalar
 from mig_annotator.schemas.scalar import scalar_reward
 from mig_annotator.schemas.token_alignment import align_annotation, token_offsets
+from mig_annotator.schemas.trace import has_text
 
 __all__ = ["MigRewardManager", "compute_score", "register_verl_reward_manager"]
 
@@ -54,6 +55,8 @@ def compute_score(
         raise ValueError(
             "compute_score: extra_info['question'] is required (the problem text); add it in preprocessing"
         )
+    if not has_text(solution_str):  # no reasoning text is not a trace (the service refuses it): zero reward
+        return {"score": 0.0, "outcome": 0.0, "process_reward": 0.0}
     trace = Trace(
         id=f"verl-{data_source}",
         question=question,
@@ -114,10 +117,14 @@ class MigRewardManager:
         extra = data.non_tensor_batch.get("extra_info")
         sources = data.non_tensor_batch.get(self.reward_fn_key)
         response_ids: list[list[int]] = []
-        traces: list[Trace] = []
+        traces: list[Trace | None] = []  # None: no reasoning text, so not a trace; its row stays zero
         for i in range(responses.shape[0]):
             ids = responses[i, : int(response_lengths[i])].tolist()
             response_ids.append(ids)
+            completion = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if not has_text(completion):
+                traces.append(None)
+                continue
             info = extra[i] if extra is not None and extra[i] is not None else {}
             question = info.get("question") or self.tokenizer.decode(
                 prompts[i, prompt_width - int(prompt_lengths[i]) :].tolist(), skip_special_tokens=True
@@ -126,14 +133,16 @@ class MigRewardManager:
                 Trace(
                     id=f"verl-{sources[i] if sources is not None else 'batch'}-{i}",
                     question=question,
-                    completion=self.tokenizer.decode(ids, skip_special_tokens=True),
+                    completion=completion,
                     reference_answer=str(data.non_tensor_batch["reward_model"][i]["ground_truth"]),
                 )
             )
-        annotations = self._client.annotate(traces, self.config)
+        sent = [trace for trace in traces if trace is not None]
+        scored = iter(self._client.annotate(sent, self.config) if sent else [])
+        annotations = [next(scored) if trace is not None else None for trace in traces]
         reward_tensor = torch.zeros(responses.shape, dtype=torch.float32)
         for i, (ids, annotation) in enumerate(zip(response_ids, annotations, strict=True)):
-            if not ids:
+            if not ids or annotation is None:
                 continue
             alignment = align_annotation(
                 annotation, token_offsets(self.tokenizer, ids, annotation.completion)
@@ -147,9 +156,9 @@ class MigRewardManager:
         return {
             "reward_tensor": reward_tensor,
             "reward_extra_info": {
-                "outcome": [float(a.outcome) for a in annotations],
-                "process_reward": [a.process_reward for a in annotations],
-                "steps": [float(len(a.steps)) for a in annotations],
+                "outcome": [float(a.outcome) if a else 0.0 for a in annotations],
+                "process_reward": [a.process_reward if a else 0.0 for a in annotations],
+                "steps": [float(len(a.steps)) if a else 0.0 for a in annotations],
             },
         }
 

@@ -8,20 +8,38 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from mig_annotator.schemas.annotation import TraceAnnotation
-from mig_annotator.schemas.config import ScoringConfig
-from mig_annotator.schemas.trace import Trace
+from mig_annotator.schemas.config import PromptTemplate, ScoringConfig
+from mig_annotator.schemas.trace import NonBlankText, Trace
 
 RewardScalar = Literal["outcome", "process", "mixed"]
 """How one number is made from an annotation: outcome, process_reward, or outcome + lambda * process."""
 
 
+class PromptOptions(PromptTemplate):
+    """The prompt template as a request gives it: JSON types only (no "true" for a boolean)."""
+
+    model_config = ConfigDict(strict=True)
+
+
 def _all_optional(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
-    """A model with every field of ``model``, each optional and defaulting to None (= the server's value)."""
+    """A model with every field of ``model``, each optional: left out means the server's value. A field keeps
+    its own type, so an explicit null is refused where ``model`` refuses it, as the JSON schema says; values
+    are validated strictly (a boolean is not a number, a string not a boolean), as JSON Schema types are."""
     fields: dict[str, Any] = {
-        field_name: (field.annotation | None, Field(default=None, description=field.description))
+        field_name: (
+            PromptOptions if field.annotation is PromptTemplate else field.annotation,
+            Field(default=None, description=field.description),
+        )
         for field_name, field in model.model_fields.items()
     }
-    return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=doc, **fields)
+    config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra=_no_defaults)
+    return create_model(name, __config__=config, __doc__=doc, **fields)
+
+
+def _no_defaults(schema: dict[str, Any]) -> None:
+    """A left-out option takes the server's default, which the schema cannot know (GET /v1/info says)."""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
 
 
 ScoringOptions = _all_optional(
@@ -33,19 +51,18 @@ ScoringOptions = _all_optional(
 
 
 def _one_of_trace_or_traces(schema: dict[str, Any]) -> None:
-    """The JSON schema says what the validator checks: exactly one of trace/traces, none of them null."""
-    for name in ("trace", "traces", "config"):
-        field = schema["properties"][name]
-        branches = [branch for branch in field.pop("anyOf", []) if branch.get("type") != "null"]
-        if len(branches) == 1:
-            field.update(branches[0])
-    schema["oneOf"] = [{"required": ["trace"]}, {"required": ["traces"]}]
+    """The JSON schema says what the validator checks: exactly one of trace/traces is given and not null
+    (null counts as absent, as in the model)."""
+    schema["oneOf"] = [
+        {"required": ["trace"], "properties": {"trace": {"type": "object"}}},
+        {"required": ["traces"], "properties": {"traces": {"type": "array"}}},
+    ]
 
 
 class AnnotateRequest(BaseModel):
     """One trace (``trace``) or a rollout group (``traces``), with optional scoring options."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of_trace_or_traces)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra=_one_of_trace_or_traces)
 
     trace: Trace | None = Field(default=None, description="A single trace.")
     traces: list[Trace] | None = Field(
@@ -79,18 +96,22 @@ class AnnotateResponse(BaseModel):
 
 
 class OpenRLHFRewardRequest(BaseModel):
-    """OpenRLHF's remote reward-model request (``--remote_rm_url``)."""
+    """OpenRLHF's remote reward-model request (``--remote_rm_url``): three lists of equal length."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    query: list[str] = Field(description="Prompt + response, as the trainer decoded them.")
-    prompts: list[str] = Field(description="The prompts; each must occur in its query (the rest is scored).")
-    labels: list[str] = Field(description="The reference answers.")
+    query: list[str] = Field(
+        min_length=1,
+        description="Prompt + response, as the trainer decoded them; the response after the prompt must not "
+        "be blank.",
+    )
+    prompts: list[NonBlankText] = Field(
+        description="The prompts (not blank); each must occur in its query (the rest is scored)."
+    )
+    labels: list[NonBlankText] = Field(description="The reference answers (not blank).")
 
     @model_validator(mode="after")
     def _equal_lengths(self) -> OpenRLHFRewardRequest:
-        if not self.query:
-            raise ValueError("`query` must not be empty")
         if not len(self.query) == len(self.prompts) == len(self.labels):
             raise ValueError(
                 f"query, prompts and labels must have equal lengths, got {len(self.query)}, "

@@ -57,15 +57,22 @@ class PromptTemplate(BaseModel):
     header: str = Field(
         default="Question: {question}\nAnswer: Let's think step by step.\n",
         description="Text before the first step; must contain {question}.",
+        json_schema_extra={"pattern": r"\{question\}"},
     )
-    step: str = Field(default="{step}\n", description="Text of one step; must contain {step}.")
+    step: str = Field(
+        default="{step}\n",
+        description="Text of one step; must contain {step}.",
+        json_schema_extra={"pattern": r"\{step\}"},
+    )
     answer_prefix: str = Field(
         default="Therefore, the final answer is: ",
         description="Answer-elicitation suffix read after the steps and before the reference answer.",
     )
     chat: bool = Field(default=False, description="Wrap the question in the probe model's chat template.")
     chat_user_message: str = Field(
-        default="{question}", description="The user turn in chat mode; must contain {question}."
+        default="{question}",
+        description="The user turn in chat mode; must contain {question}.",
+        json_schema_extra={"pattern": r"\{question\}"},
     )
 
     @model_validator(mode="after")
@@ -81,9 +88,10 @@ class PromptTemplate(BaseModel):
 
 
 class ScoringConfig(BaseModel):
-    """What to score and how. Defaults follow the MIG paper."""
+    """What to score and how. Defaults follow the MIG paper. Numbers must be finite (NaN and infinities
+    would all share one ``config_hash``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     segmenter: SegmenterName = Field(default="auto", description="How a raw completion is split into steps.")
     step_regex: str | None = Field(

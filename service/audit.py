@@ -290,8 +290,8 @@ def parse_journal(data: bytes, path: Path) -> list[AuditRecord]:
     """The whole rows of a journal's bytes; a torn last line (a crash mid-write) is skipped."""
     records = []
     lines = data.split(b"\n")
-    if lines and lines[-1]:
-        logger.warning("audit journal %s: torn last line skipped", path)
+    if lines and lines[-1]:  # only a crash mid-write leaves one (a failed write is cut back): expected
+        logger.info("audit journal %s: its last line was cut off by a crash; skipped", path)
     for number, line in enumerate(lines[:-1], start=1):
         try:
             records.append(AuditRecord.model_validate_json(line))
@@ -310,9 +310,16 @@ def recover(directory: Path) -> int:
         try:
             for leftover in temporaries_of(path.with_suffix(SEGMENT_SUFFIX)):  # we hold its journal's lock
                 leftover.unlink(missing_ok=True)
-            seal_journal(path, journal)
+            segment = seal_journal(path, journal)
         finally:
             journal.close()
+        rows = pq.read_metadata(segment).num_rows if segment.exists() else 0
+        logger.info(
+            "audit log: recovered %s, left unsealed by a stopped process: %d rows in segment %s",
+            path.name,
+            rows,
+            segment.name,
+        )
         recovered += 1
     if recovered:
         logger.info("audit log: recovered %d journal(s) under %s", recovered, directory)

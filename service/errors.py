@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Self
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mig_annotator.schemas.api import ErrorResponse, FieldError
 from mig_annotator.service.failures import (
@@ -67,8 +69,20 @@ class Forbidden(ServiceError):
     status, code = 403, "forbidden"
 
 
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status, code = 405, "method_not_allowed"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
 
 
 class InvalidRequest(ServiceError):
@@ -109,6 +123,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (401, "No bearer API key (when keys are configured)."),
         (403, "The API key is not known."),
         (413, "The body, or the number of traces, is over a limit."),
+        (415, "The body is not sent as JSON (Content-Type: application/json)."),
         (422, "A field is invalid or over a limit; `fields` names it."),
         (429, "The queue is full; retry after `Retry-After` seconds."),
         (503, "The probe is loading or failed for this batch; retry after `Retry-After` seconds."),
@@ -146,6 +161,35 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     return error_response(request_id_of(request), InvalidRequest(summary or "invalid request", fields))
 
 
+def _http_error(request: Request, exc: StarletteHTTPException) -> ServiceError:
+    """Starlette's and FastAPI's own HTTP errors (unknown path, wrong method, unparsable body) as ours."""
+    path, method = request.url.path, request.method
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        return NotFound(f"no endpoint at {path}; see /docs for the API")
+    if exc.status_code == 405:
+        allowed = headers.get("Allow", headers.get("allow", ""))
+        error: ServiceError = MethodNotAllowed(f"{method} is not allowed on {path}; use {allowed}")
+        error.headers = headers
+        return error
+    if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
+        return _body_error(exc.__cause__)
+    error = ServiceError(str(exc.detail), headers=headers)
+    error.status = exc.status_code
+    error.code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    return error
+
+
+def _body_error(cause: BaseException) -> InvalidJSON:
+    if isinstance(cause, RecursionError):
+        reason = "it is nested too deeply"
+    elif isinstance(cause, UnicodeDecodeError):
+        reason = f"it is not valid UTF-8 ({cause.reason} at byte {cause.start})"
+    else:
+        reason = str(cause) or type(cause).__name__
+    return InvalidJSON(f"the body is not valid JSON: {reason}", [FieldError(field="body", message=reason)])
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
@@ -159,8 +203,12 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return _validation_error(request, exc)
 
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(request_id_of(request), _http_error(request, exc))
+
     async def on_json_error(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(request_id_of(request), InvalidJSON(f"the body is not valid JSON: {exc}"))
+        return error_response(request_id_of(request), _body_error(exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error serving %s", request.url.path, exc_info=exc)
@@ -169,6 +217,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(ServiceFailure, on_failure)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)  # FastAPI's HTTPException too
     app.add_exception_handler(json.JSONDecodeError, on_json_error)
     app.add_exception_handler(RecursionError, on_json_error)
     app.add_exception_handler(Exception, on_unexpected)

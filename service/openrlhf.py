@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from mig_annotator.schemas import Trace, TraceAnnotation
 from mig_annotator.schemas.api import FieldError, OpenRLHFRewardRequest, OpenRLHFRewardResponse, RewardScalar
 from mig_annotator.schemas.scalar import scalar_reward
+from mig_annotator.schemas.trace import has_text
 from mig_annotator.service.failures import InvalidInput
 
 
@@ -45,11 +46,10 @@ def traces_from_request(
         if completion is None:
             problems.append(FieldError(field=f"query[{index}]", message=f"does not contain prompts[{index}]"))
             continue
-        if not prompt.strip():
-            problems.append(FieldError(field=f"prompts[{index}]", message="must not be empty or whitespace"))
-            continue
-        if not label.strip():
-            problems.append(FieldError(field=f"labels[{index}]", message="must not be empty or whitespace"))
+        if not has_text(completion):  # the Trace rule: no reasoning text, nothing to score
+            problems.append(
+                FieldError(field=f"query[{index}]", message=f"has no response after prompts[{index}]")
+            )
             continue
         traces.append(
             Trace(

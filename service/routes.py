@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -24,7 +24,7 @@ from mig_annotator.schemas.api import (
 from mig_annotator.service.annotation_service import AnnotationService, CallContext
 from mig_annotator.service.auth import Principal
 from mig_annotator.service.components import ServiceComponents
-from mig_annotator.service.errors import ERROR_RESPONSES
+from mig_annotator.service.errors import ERROR_RESPONSES, UnsupportedMediaType
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
 
 ANNOTATE_PATH = "/v1/annotate"
@@ -67,15 +67,33 @@ def call_context(request: Request, caller: Principal, endpoint: str) -> CallCont
     )
 
 
+def require_json_body(request: Request) -> None:
+    """415 unless the body is declared JSON (``application/json`` or ``application/*+json``): FastAPI
+    would otherwise not parse it and answer a puzzling 'Input should be a valid dictionary'."""
+    declared = request.headers.get("content-type")
+    media_type = (declared or "").split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    got = f"the Content-Type is {declared!r}" if declared else "no Content-Type was sent"
+    raise UnsupportedMediaType.for_field(
+        "Content-Type", f"{got}; send the body as JSON with Content-Type: application/json"
+    )
+
+
 v1 = APIRouter(prefix="/v1", tags=["rewards"])
 ops = APIRouter(tags=["operations"])
-_annotate_errors = {status: ERROR_RESPONSES[status] for status in (400, 401, 403, 413, 422, 429, 503, 504)}
+_annotate_errors = {
+    status: ERROR_RESPONSES[status] for status in (400, 401, 403, 413, 415, 422, 429, 503, 504)
+}
 
 
 @v1.post(
     "/annotate",
     response_model=AnnotateResponse,
     responses=_annotate_errors,
+    dependencies=[Depends(require_json_body)],
     summary="Per-step MIG rewards for one trace or a rollout group",
 )
 async def annotate(
@@ -92,6 +110,7 @@ async def annotate(
     "/openrlhf/reward",
     response_model=OpenRLHFRewardResponse,
     responses=_annotate_errors,
+    dependencies=[Depends(require_json_body)],
     summary="OpenRLHF's remote reward-model protocol (--remote_rm_url)",
 )
 async def openrlhf_reward(
@@ -183,6 +202,27 @@ async def readyz(components: Components) -> JSONResponse:
 )
 async def metrics(components: Components) -> Response:
     return Response(components.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def declare_auth(app: FastAPI, auth_required: bool) -> None:
+    """The OpenAPI document declares bearer auth (``security``, 401 and 403) only when keys are configured:
+    without keys every request is let in, and a client generated from the schema must not demand a key."""
+    if auth_required:
+        return
+    generate = app.openapi
+
+    def openapi_without_auth() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            document.get("components", {}).pop("securitySchemes", None)
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+                    for status in ("401", "403"):
+                        operation.get("responses", {}).pop(status, None)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi_without_auth  # type: ignore[method-assign]
 
 
 def service_version() -> str:

@@ -65,7 +65,12 @@ class ServiceSettings(BaseSettings):
         "None (auto): True for the embedded transformers probe, False for vLLM backends (not batch "
         "invariant anyway, and they score a batch's traces concurrently).",
     )
-    queue_max_traces: int = Field(default=256, ge=1, description="Traces waiting for the probe (429 above).")
+    queue_max_traces: int = Field(
+        default=256,
+        ge=1,
+        description="Traces waiting for the probe (429 above); must be at least MIG_MAX_TRACES_PER_REQUEST, "
+        "or the largest requests could never be admitted.",
+    )
 
     # outcome checking
     outcome_timeout_s: float = Field(
@@ -113,8 +118,8 @@ class ServiceSettings(BaseSettings):
     def _queue_holds_a_request(self) -> ServiceSettings:
         if self.queue_max_traces < self.max_traces_per_request:
             raise ValueError(
-                f"queue_max_traces ({self.queue_max_traces}) must be at least max_traces_per_request "
-                f"({self.max_traces_per_request}), or large requests could never be admitted"
+                f"MIG_QUEUE_MAX_TRACES ({self.queue_max_traces}) must be at least MIG_MAX_TRACES_PER_REQUEST "
+                f"({self.max_traces_per_request}), or the largest requests could never be admitted"
             )
         return self
 

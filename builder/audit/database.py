@@ -6,14 +6,18 @@ Views: ``annotations`` (one row per annotated trace, plus ``dataset``, ``row_key
 dataset has rejects. Built datasets and the service's audit log (:class:`schemas.api.AuditRecord` rows:
 ``v_final``, ``n_steps`` and ``step_rewards`` instead of the step records) mix in one view.
 
-After the views are registered, external access is disabled with only the sources' own files allowed, and
-the configuration is locked.
-User SQL must be a single SELECT (or EXPLAIN): DuckDB would otherwise let ``COPY ... TO`` overwrite an
-allowed file.
+The views are written to a DuckDB file in a private temporary folder, which is then opened read-only; before
+any query runs, spilling to a temp folder is turned off, external access is disabled with only the sources'
+own files readable (no allowed directory), and the configuration is locked.
+
+User SQL must be a single SELECT, or an EXPLAIN [ANALYZE] of a single SELECT: DuckDB parses it
+(``extract_statements``, ``tokenize``) and the type of the statement it would execute decides, since
+``EXPLAIN ANALYZE`` runs its statement and a ``COPY ... TO`` could overwrite an allowed file.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +29,7 @@ from mig_annotator.builder.errors import DatasetError
 from mig_annotator.builder.layout import OutputLayout
 
 SourceKind = Literal["dataset", "log"]
-ALLOWED_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+_EXPLAIN_OPTIONS = frozenset({"ANALYZE", "ANALYSE"})
 
 
 class AuditQueryError(DatasetError):
@@ -102,19 +106,27 @@ def _file_list(files: Sequence[Path]) -> str:
 
 
 class AuditDatabase:
-    """An in-memory DuckDB database whose views read the sources' files, and nothing else."""
+    """A read-only DuckDB database whose views read the sources' files, and nothing else."""
 
     def __init__(self, sources: Sequence[AuditSource]) -> None:
         self.sources = list(sources)
-        self._con = duckdb.connect(":memory:")
+        self._folder = tempfile.TemporaryDirectory(prefix="mig-audit-")
+        path = str(Path(self._folder.name) / "views.duckdb")
+        no_extensions = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
         try:
-            self._register_views()
+            self._con = duckdb.connect(path, config=no_extensions)
+            try:
+                self._register_views()
+            finally:
+                self._con.close()
+            self._con = duckdb.connect(path, read_only=True, config=no_extensions)
         except duckdb.Error as error:
+            self._folder.cleanup()
             raise DatasetError(f"cannot read the audit sources: {error}") from error
         allowed = [str(path) for source in self.sources for path in source.files]
         allowed += [str(source.rejects) for source in self.sources if source.rejects is not None]
-        self._con.execute("SET autoinstall_known_extensions = false")
-        self._con.execute("SET autoload_known_extensions = false")
+        self._con.execute("SET temp_directory = ''")  # no spilling, and no temp folder on the allowed list
+        self._con.execute("SET allowed_directories = []")
         self._con.execute(f"SET allowed_paths = {_file_list([Path(p) for p in allowed])}")
         self._con.execute("SET enable_external_access = false")
         self._con.execute("SET lock_configuration = true")
@@ -188,23 +200,86 @@ class AuditDatabase:
             raise AuditQueryError(f"query failed: {error}") from error
 
     def user_query(self, sql: str) -> QueryResult:
-        """Run one user SELECT; anything else (COPY, ATTACH, INSTALL, SET, DDL, DML...) is refused."""
+        """Run one user SELECT (or EXPLAIN [ANALYZE] of one); anything else (COPY, ATTACH, INSTALL, SET, DDL,
+        DML, or any of them inside EXPLAIN ...) is refused."""
+        statement = self._single_statement(sql)
+        executed, shown = self._executed_statement(statement)
+        if executed.type != duckdb.StatementType.SELECT:
+            raise AuditQueryError(f"--sql: only SELECT queries are allowed, got {shown}")
+        return self.query(sql)
+
+    def _single_statement(self, sql: str) -> duckdb.Statement:
         try:
             statements = self._con.extract_statements(sql)
         except duckdb.Error as error:
             raise AuditQueryError(f"--sql: {error}") from error
         if len(statements) != 1:
             raise AuditQueryError(f"--sql: give exactly one statement, got {len(statements)}")
-        kind = statements[0].type
-        if kind not in ALLOWED_STATEMENTS:
-            raise AuditQueryError(f"--sql: only SELECT queries are allowed, got {kind.name}")
-        return self.query(sql)
+        return statements[0]
+
+    def _executed_statement(self, statement: duckdb.Statement) -> tuple[duckdb.Statement, str]:
+        """The statement DuckDB would run (the one inside EXPLAIN [ANALYZE] [(options)], recursively), and
+        how to name it in a refusal, e.g. ``EXPLAIN ANALYZE COPY``."""
+        words = _keywords(statement.query)
+        if statement.type != duckdb.StatementType.EXPLAIN:
+            # INSTALL and LOAD share the statement type LOAD: name what was written
+            name = (
+                words[0][1] if statement.type == duckdb.StatementType.LOAD and words else statement.type.name
+            )
+            return statement, name
+        inner = _explained_text(statement.query)
+        inner_statement = self._single_statement(inner)
+        prefix = " ".join(word for _, word in words[:2] if word in ("EXPLAIN", *_EXPLAIN_OPTIONS))
+        executed, shown = self._executed_statement(inner_statement)
+        return executed, f"{prefix} {shown}"
 
     def close(self) -> None:
         self._con.close()
+        self._folder.cleanup()
 
     def __enter__(self) -> AuditDatabase:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _tokens(sql: str) -> list[tuple[int, str, duckdb.token_type]]:
+    """DuckDB's tokens without comments: (offset, text, type)."""
+    tokens = duckdb.tokenize(sql)
+    ends = [offset for offset, _ in tokens[1:]] + [len(sql)]
+    return [
+        (offset, sql[offset:end].strip(), kind)
+        for (offset, kind), end in zip(tokens, ends, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+
+
+def _keywords(sql: str) -> list[tuple[int, str]]:
+    """The leading keywords, upper-cased, with their offsets."""
+    words = []
+    for offset, text, kind in _tokens(sql):
+        if kind != duckdb.token_type.keyword:
+            break
+        words.append((offset, text.upper()))
+    return words
+
+
+def _explained_text(sql: str) -> str:
+    """The statement after ``EXPLAIN [ANALYZE] [(options)]``."""
+    tokens = _tokens(sql)
+    position = 1  # tokens[0] is EXPLAIN
+    if position < len(tokens) and tokens[position][1].upper() in _EXPLAIN_OPTIONS:
+        position += 1
+    if position < len(tokens) and tokens[position][1] == "(":
+        depth = 0
+        for position in range(position, len(tokens)):  # noqa: B020 - continues from the options' start
+            _, text, kind = tokens[position]
+            if kind == duckdb.token_type.operator:
+                depth += text.count("(") - text.count(")")
+                if depth == 0:
+                    break
+        position += 1
+    if position >= len(tokens):
+        raise AuditQueryError("--sql: EXPLAIN without a statement")
+    return sql[tokens[position][0] :]

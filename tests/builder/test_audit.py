@@ -228,6 +228,88 @@ def test_sql_that_reaches_outside_the_dataset_is_refused(dataset_a: Path, sql: s
     assert not Path("/tmp/mig-audit-leak.csv").exists()
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN ANALYZE COPY (select 42 as x) TO '{part}' (FORMAT parquet, USE_TMP_FILE false)",
+        "EXPLAIN ANALYZE COPY (select 42 as x) TO '{tmp}/dropped.csv'",
+        "EXPLAIN ANALYZE COPY (select 42 as x) TO '.tmp/dropped.csv'",
+        "EXPLAIN (FORMAT json) COPY (select 42 as x) TO '{tmp}/dropped.csv'",
+        "EXPLAIN (FORMAT ')') COPY (select 42 as x) TO '{tmp}/dropped.csv'",
+        "EXPLAIN /* c */ ANALYZE -- x\n COPY (select 42 as x) TO '{tmp}/dropped.csv'",
+        "EXPLAIN ANALYZE CREATE TABLE leak AS SELECT * FROM annotations",
+        "EXPLAIN ANALYZE CREATE MACRO leak(a) AS a",
+        "CREATE TEMP TABLE leak AS SELECT 1",
+        "PIVOT annotations ON generator",
+    ],
+)
+def test_statements_inside_explain_are_checked_too(
+    dataset_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sql: str
+) -> None:
+    """EXPLAIN ANALYZE runs its statement: what counts is the statement DuckDB would execute."""
+    monkeypatch.chdir(tmp_path)  # DuckDB's default temp folder, .tmp, is relative to the working directory
+    part = dataset_a / "part-00000.parquet"
+    before = part.read_bytes()
+    with AuditDatabase(discover_sources([dataset_a])) as db:
+        with pytest.raises(AuditQueryError, match="only SELECT queries are allowed"):
+            db.user_query(sql.format(part=part, tmp=tmp_path))
+        assert db.user_query("SELECT count(*) FROM annotations").rows == [(6,)]  # nothing was created
+    assert part.read_bytes() == before
+    assert not (tmp_path / "dropped.csv").exists() and not (tmp_path / ".tmp").exists()
+
+
+def test_the_database_is_read_only_and_reaches_no_folder(dataset_a: Path) -> None:
+    """Defence in depth behind the statement check: a read-only database, no temp folder, a locked
+    configuration, and only the sources' files readable."""
+    with AuditDatabase(discover_sources([dataset_a])) as db:
+        settings = db.query(
+            "SELECT current_setting('allowed_directories') AS dirs, current_setting('temp_directory') AS tmp,"
+            " current_setting('enable_external_access') AS external,"
+            " current_setting('lock_configuration') AS locked"
+        ).records()[0]
+        assert settings == {"dirs": [], "tmp": "", "external": False, "locked": True}
+        with pytest.raises(AuditQueryError, match="read-only"):
+            db.query("CREATE TABLE leak AS SELECT 1")
+        with pytest.raises(AuditQueryError, match="disabled by configuration"):
+            db.query(f"SELECT * FROM read_parquet('{dataset_a}/*.parquet')")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN SELECT * FROM annotations",
+        "EXPLAIN ANALYZE SELECT count(*) FROM steps",
+        "EXPLAIN (FORMAT json) SELECT 1",
+        "  -- a comment\n WITH t AS (SELECT * FROM annotations) SELECT count(*) FROM t",
+        "FROM annotations SELECT trace_id",
+        "SUMMARIZE annotations",
+        "DESCRIBE steps",
+    ],
+)
+def test_selects_and_explains_of_selects_run(dataset_a: Path, sql: str) -> None:
+    with AuditDatabase(discover_sources([dataset_a])) as db:
+        assert db.user_query(sql).rows
+
+
+def test_install_is_refused_by_its_name(dataset_a: Path) -> None:
+    with AuditDatabase(discover_sources([dataset_a])) as db:
+        with pytest.raises(AuditQueryError, match=r"got INSTALL$"):
+            db.user_query("INSTALL httpfs")
+        with pytest.raises(AuditQueryError, match=r"got LOAD$"):
+            db.user_query("LOAD httpfs")
+
+
+def test_cli_audit_refuses_explain_analyze_copy_over_a_dataset_file(dataset_a: Path) -> None:
+    """The exploit from issue 12: it exited 0 and replaced the dataset's part file."""
+    part = dataset_a / "part-00000.parquet"
+    before = part.read_bytes()
+    sql = f"EXPLAIN ANALYZE COPY (select 42 as x) TO '{part}' (FORMAT parquet, USE_TMP_FILE false)"
+    done = run_cli("audit", str(dataset_a), "--sql", sql)
+    assert done.returncode == 2, done.stdout
+    assert "only SELECT queries are allowed, got EXPLAIN ANALYZE COPY" in done.stderr
+    assert part.read_bytes() == before
+
+
 def test_sql_can_query_the_views(dataset_a: Path) -> None:
     with AuditDatabase(discover_sources([dataset_a])) as db:
         result = db.user_query("SELECT count(*) AS n, sum(reward) AS total FROM steps")

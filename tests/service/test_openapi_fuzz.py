@@ -1,66 +1,98 @@
-"""Schemathesis over the live service's OpenAPI document: generated requests, valid and not, never a 5xx."""
+"""The schemathesis CLI against a live service (fake probe) and its own OpenAPI document: every check but one.
+
+Left out: ``positive_data_acceptance``. Some rules cannot be written in JSON Schema (OpenRLHF's three lists
+of equal length, each prompt inside its query; the token and step limits, which depend on the tokenizer and
+the server's settings), so a schema-valid request may still get its 422 naming the field. Every other check
+runs: no 5xx, documented status codes, content types and headers, responses that match their schemas, and
+requests the schema refuses are refused (``negative_data_rejection``), with and without API keys.
+
+(schemathesis' pytest plugin does not load under pytest 9, so its CLI runs in a subprocess; the run is bounded
+by examples per operation and by ``--max-time``.)
+"""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.generation.modes import GenerationMode
 
-from mig_annotator.mig.probe.base import Probe
-from mig_annotator.service.app import create_app
-from mig_annotator.service.settings import ServiceSettings
-from tests.service.support import live_server
+from tests.service.fake_server import TIMEOUT_S, fake_service
 
-pytestmark = pytest.mark.model
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+LIMITS = {
+    "max_body_bytes": 50_000,
+    "max_traces_per_request": 3,
+    "queue_max_traces": 16,
+    "max_steps_per_trace": 16,
+    "max_tokens_per_trace": 2048,
+}
 
-EXAMPLES_PER_OPERATION_AND_MODE = 25
+
+def _schemathesis(url: str, *options: str, max_time_s: int, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run in ``cwd``: schemathesis keeps a cache folder where it runs."""
+    command = [
+        str(SCHEMATHESIS),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--exclude-checks",
+        "positive_data_acceptance",
+        "--mode",
+        "all",
+        "--max-examples",
+        "25",
+        "--max-time",
+        str(max_time_s),
+        "--seed",
+        "20261130",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        *options,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=max_time_s + 240, cwd=cwd)
+
+
+def _count(metrics: str, endpoint: str, status: str) -> float:
+    pattern = rf'^mig_requests_total\{{endpoint="{re.escape(endpoint)}",status="{status}"\}} (\S+)$'
+    return sum(float(match) for match in re.findall(pattern, metrics, flags=re.MULTILINE))
 
 
 @pytest.fixture(scope="module")
-def fuzz_url(probe: Probe) -> Iterator[str]:
-    limits = ServiceSettings(
-        max_body_bytes=50_000,
-        max_traces_per_request=3,
-        max_steps_per_trace=16,
-        max_tokens_per_trace=256,
-        audit_enabled=False,
-    )
-    with live_server(create_app(limits, probe=probe)) as url:
+def open_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with fake_service(tmp_path_factory.mktemp("audit"), **LIMITS) as url:
         yield url
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
-def test_no_generated_request_gets_a_server_error(fuzz_url: str, mode: GenerationMode) -> None:
-    # (schemathesis' own pytest loader does not run under pytest 9, so the operations are driven here)
-    schema = schemathesis.openapi.from_url(f"{fuzz_url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/v1/annotate", "/v1/openrlhf/reward", "/readyz", "/metrics"}
-    if mode == GenerationMode.NEGATIVE:  # endpoints without inputs have nothing to make invalid
-        operations = [op for op in operations if op.method.upper() == "POST"]
-    calls: dict[str, list[int]] = {}
-    for operation in operations:
-        _fuzz(operation, mode, fuzz_url, calls.setdefault(f"{operation.method.upper()} {operation.path}", []))
-    assert all(statuses for statuses in calls.values())
-    assert not [s for statuses in calls.values() for s in statuses if s >= 500]
-    if mode == GenerationMode.POSITIVE:
-        assert set(calls["GET /healthz"]) == {200}
+def test_schemathesis_finds_no_failure_and_gets_past_validation(open_url: str, tmp_path: Path) -> None:
+    if not SCHEMATHESIS.exists():
+        pytest.skip(f"schemathesis is not installed next to {sys.executable}")
+    done = _schemathesis(open_url, max_time_s=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    assert "No issues found" in done.stdout or "passed" in done.stdout, done.stdout[-3000:]
+    metrics = httpx.get(timeout=TIMEOUT_S, url=f"{open_url}/metrics").text
+    # fuzzing that never gets past validation tests nothing: some generated requests were scored
+    assert _count(metrics, "/v1/annotate", "200") >= 5
+    assert _count(metrics, "/v1/annotate", "422") >= 1  # and some were refused, naming the field
+    assert _count(metrics, "/v1/annotate", "500") == 0 and _count(metrics, "other", "500") == 0
 
 
-def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, url: str, statuses: list[int]) -> None:
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=EXAMPLES_PER_OPERATION_AND_MODE,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    def check(case: schemathesis.Case) -> None:
-        response = case.call_and_validate(base_url=url, checks=[not_a_server_error], timeout=120)
-        statuses.append(response.status_code)
-
-    check()
+def test_schemathesis_with_api_keys_finds_no_failure(tmp_path: Path) -> None:
+    """With keys configured the schema declares bearer auth, and requests without a key are refused."""
+    if not SCHEMATHESIS.exists():
+        pytest.skip(f"schemathesis is not installed next to {sys.executable}")
+    with fake_service(api_keys={"fuzz": "fuzz-key-1"}, **LIMITS) as url:
+        done = _schemathesis(url, "--header", "Authorization: Bearer fuzz-key-1", max_time_s=20, cwd=tmp_path)
+        metrics = httpx.get(
+            timeout=TIMEOUT_S, url=f"{url}/metrics", headers={"Authorization": "Bearer fuzz-key-1"}
+        ).text
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    assert _count(metrics, "/v1/annotate", "200") >= 1
+    assert _count(metrics, "/v1/annotate", "401") >= 1  # ignored_auth tried without the key

@@ -1,0 +1,96 @@
+"""One rule for every path (service, CLI, builder): a trace has reasoning text, numbers are finite, and the
+JSON schema says so."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from mig_annotator.builder.columns import ColumnMapping
+from mig_annotator.builder.rows import RowProblem, map_record
+from mig_annotator.mig.traces_io import TraceFileError, parse_trace_line
+from mig_annotator.schemas import ScoringConfig, Trace
+from mig_annotator.schemas.trace import NOT_BLANK_PATTERN, has_text
+
+BASE = {"id": "a", "question": "q", "reference_answer": "1"}
+NO_REASONING = [
+    ({"completion": ""}, "completion"),
+    ({"completion": " \n\t\u3000"}, "completion"),
+    ({"steps": []}, "steps"),
+    ({"steps": [""]}, "steps.0"),
+    ({"steps": ["first", "  "]}, "steps.1"),
+]
+
+
+def _locations(error: ValidationError) -> list[str]:
+    return [".".join(str(part) for part in problem["loc"]) for problem in error.errors()]
+
+
+@pytest.mark.parametrize(("reasoning", "field"), NO_REASONING)
+def test_a_trace_without_reasoning_text_is_refused_naming_the_field(
+    reasoning: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Trace.model_validate(BASE | reasoning)
+    assert _locations(caught.value) == [field]
+
+
+@pytest.mark.parametrize(("reasoning", "field"), NO_REASONING)
+def test_the_cli_refuses_the_same_lines_naming_the_field(reasoning: dict[str, object], field: str) -> None:
+    with pytest.raises(TraceFileError, match=rf"in\.jsonl:3: {re.escape(field)}: "):
+        parse_trace_line(json.dumps(BASE | reasoning), "in.jsonl:3")
+
+
+@pytest.mark.parametrize(("reasoning", "field"), NO_REASONING)
+def test_the_builder_rejects_the_same_rows_naming_the_field(reasoning: dict[str, object], field: str) -> None:
+    mapping = ColumnMapping(completion=None, steps="steps") if "steps" in reasoning else ColumnMapping()
+    problem = map_record(BASE | reasoning, mapping, 0, id_present=True)
+    assert isinstance(problem, RowProblem)
+    assert problem.field == field.split(".")[0]
+
+
+def test_blank_means_python_whitespace_and_the_schema_pattern_says_exactly_that() -> None:
+    """The pattern is an explicit character class, so JSON-schema (ECMA) and Python regexes agree with
+    ``str.isspace`` on every code point, and a schema-valid text is never refused as blank."""
+    pattern = re.compile(NOT_BLANK_PATTERN)
+    disagreements = [
+        hex(point)
+        for point in range(sys.maxunicode + 1)
+        if bool(pattern.fullmatch(chr(point))) == chr(point).isspace()
+    ]
+    assert disagreements == []
+    assert not has_text(" \u3000\x1c\x85\n") and has_text(" \ufeff ")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_scoring_numbers_are_refused(value: float) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ScoringConfig(sft_threshold=value)
+    assert _locations(caught.value) == ["sft_threshold"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_in_metadata_are_refused_naming_the_key(value: float) -> None:
+    with pytest.raises(ValidationError, match=r"metadata\.scores\[1\]: must be a finite number"):
+        Trace.model_validate(BASE | {"completion": "c", "metadata": {"scores": [1.0, value]}})
+
+
+def test_the_trace_schema_carries_every_rule() -> None:
+    schema = Trace.model_json_schema()
+    properties = schema["properties"]
+    for name in ("question", "reference_answer"):
+        assert properties[name]["pattern"] == NOT_BLANK_PATTERN and properties[name]["minLength"] == 1
+    completion = next(branch for branch in properties["completion"]["anyOf"] if branch["type"] == "string")
+    assert completion["pattern"] == NOT_BLANK_PATTERN
+    steps = next(branch for branch in properties["steps"]["anyOf"] if branch["type"] == "array")
+    assert steps["minItems"] == 1 and steps["items"]["pattern"] == NOT_BLANK_PATTERN
+    assert schema["oneOf"] == [
+        {"required": ["steps"], "properties": {"steps": {"type": "array"}}},
+        {"required": ["completion"], "properties": {"completion": {"type": "string"}}},
+    ]
+    assert ScoringConfig.model_json_schema()["properties"]["sft_threshold"]["type"] == "number"

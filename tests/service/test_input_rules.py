@@ -1,0 +1,147 @@
+"""The service refuses what the schema refuses, naming the field: no reasoning text, non-finite numbers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.fake_server import TIMEOUT_S, fake_service
+
+TRACE = {"id": "a", "question": "What is 1 + 1?", "reference_answer": "2"}
+
+
+@pytest.fixture(scope="module")
+def audit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audit")
+
+
+@pytest.fixture(scope="module")
+def url(audit_dir: Path) -> Iterator[str]:
+    with fake_service(audit_dir, audit_flush_s=0.2) as base:
+        yield base
+
+
+def _fields(response: httpx.Response) -> list[str]:
+    return [item["field"] for item in response.json()["fields"]]
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "field"),
+    [
+        ({"completion": ""}, "traces[1].completion"),
+        ({"completion": "  \n\t "}, "traces[1].completion"),
+        ({"steps": []}, "traces[1].steps"),
+        ({"steps": [""]}, "traces[1].steps[0]"),
+        ({"steps": ["1 + 1 = 2", " "]}, "traces[1].steps[1]"),
+    ],
+)
+def test_a_trace_without_reasoning_text_is_a_422_naming_the_field(
+    url: str, audit_dir: Path, reasoning: dict[str, object], field: str
+) -> None:
+    good = TRACE | {"id": "good", "completion": "1 + 1 = 2\nA: 2"}
+    response = httpx.post(
+        timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": [good, TRACE | reasoning]}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert _fields(response) == [field]
+    assert field in response.json()["message"]
+
+
+def test_an_openrlhf_query_with_no_response_is_a_422_naming_the_query(url: str) -> None:
+    body = {
+        "query": ["Q: 1+1?", "Q: 2+2? 4", "Q: 3+3?  <|im_end|>"],
+        "prompts": ["Q: 1+1?", "Q: 2+2?", "Q: 3+3?"],
+    }
+    response = httpx.post(
+        timeout=TIMEOUT_S, url=f"{url}/v1/openrlhf/reward", json=body | {"labels": ["2", "4", "6"]}
+    )
+    assert response.status_code == 422, response.text
+    assert _fields(response) == ["query[0]", "query[2]"]
+    assert "no response after prompts[0]" in response.json()["message"]
+
+
+def test_an_empty_openrlhf_query_list_names_query(url: str) -> None:
+    response = httpx.post(
+        timeout=TIMEOUT_S, url=f"{url}/v1/openrlhf/reward", json={"query": [], "prompts": [], "labels": []}
+    )
+    assert response.status_code == 422
+    assert _fields(response) == ["query"]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_a_422_naming_the_field(url: str, literal: str) -> None:
+    trace = '{"id": "a", "question": "q", "completion": "x\\nA: 2", "reference_answer": "2"}'
+    body = f'{{"trace": {trace}, "config": {{"sft_threshold": {literal}}}}}'
+    response = httpx.post(
+        timeout=TIMEOUT_S,
+        url=f"{url}/v1/annotate",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert _fields(response) == ["config.sft_threshold"]
+    metadata = trace.replace(
+        '"reference_answer"', f'"metadata": {{"p": [0.5, {literal}]}}, "reference_answer"'
+    )
+    response = httpx.post(
+        timeout=TIMEOUT_S,
+        url=f"{url}/v1/annotate",
+        content=f'{{"trace": {metadata}}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert "metadata.p[1]: must be a finite number" in response.json()["message"]
+    assert _fields(response) == ["trace.metadata"]
+
+
+def test_refused_traces_never_reach_the_audit_log(url: str, audit_dir: Path) -> None:
+    from mig_annotator.builder.audit.database import AuditDatabase, discover_sources
+
+    good = TRACE | {"id": "kept", "completion": "1 + 1 = 2\nA: 2"}
+    assert httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"trace": good}).status_code == 200
+    refused = httpx.post(
+        timeout=TIMEOUT_S,
+        url=f"{url}/v1/annotate",
+        json={"traces": [good | {"id": "empty", "completion": " "}]},
+    )
+    assert refused.status_code == 422
+    deadline = time.monotonic() + 30
+    while not list(audit_dir.glob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    with AuditDatabase(discover_sources([audit_dir])) as db:
+        ids = {row[0] for row in db.query("SELECT trace_id FROM annotations").rows}
+    assert "kept" in ids and "empty" not in ids
+
+
+@pytest.mark.parametrize(
+    ("option", "field"),
+    [
+        ({"sft_threshold": False}, "config.sft_threshold"),
+        ({"sft_threshold": "0.5"}, "config.sft_threshold"),
+        ({"segmenter": None}, "config.segmenter"),
+        ({"prompt": {"chat": "true"}}, "config.prompt.chat"),
+        ({"prompt": {"header": "no placeholder"}}, "config.prompt"),
+    ],
+)
+def test_options_of_the_wrong_json_type_are_a_422_naming_the_option(
+    url: str, option: dict[str, object], field: str
+) -> None:
+    """The schema says number, enum, boolean: a boolean, a string or a null is not silently converted."""
+    trace = TRACE | {"completion": "1 + 1 = 2\nA: 2"}
+    response = httpx.post(
+        timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"trace": trace, "config": option}
+    )
+    assert response.status_code == 422, response.text
+    assert _fields(response) == [field]
+    assert (
+        httpx.post(
+            timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"trace": trace, "config": {"sft_threshold": 1}}
+        ).status_code
+        == 200
+    )

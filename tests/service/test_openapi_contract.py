@@ -1,0 +1,66 @@
+"""The OpenAPI document carries the rules the service enforces, and declares auth only when it is on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from mig_annotator.schemas.trace import NOT_BLANK_PATTERN
+from tests.service.fake_server import TIMEOUT_S, fake_service
+
+
+def _openapi(**settings: Any) -> dict[str, Any]:
+    with fake_service(**settings) as url:
+        return httpx.get(timeout=TIMEOUT_S, url=f"{url}/openapi.json").json()
+
+
+def _operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f"{m.upper()} {p}": op for p, methods in document["paths"].items() for m, op in methods.items()}
+
+
+@pytest.fixture(scope="module")
+def open_document() -> dict[str, Any]:
+    return _openapi()
+
+
+def test_without_keys_the_schema_declares_no_auth(open_document: dict[str, Any]) -> None:
+    assert "securitySchemes" not in open_document.get("components", {})
+    for name, operation in _operations(open_document).items():
+        assert "security" not in operation, name
+        assert not {"401", "403"} & set(operation["responses"]), name
+
+
+def test_with_keys_the_protected_operations_declare_bearer_auth() -> None:
+    document = _openapi(api_keys={"ci": "k-123"})
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    operations = _operations(document)
+    for name in ("POST /v1/annotate", "POST /v1/openrlhf/reward", "GET /v1/info"):
+        assert operations[name]["security"] == [{"HTTPBearer": []}]
+        assert {"401", "403"} <= set(operations[name]["responses"])
+    for name in ("GET /healthz", "GET /readyz", "GET /metrics"):
+        assert "security" not in operations[name]
+
+
+def _schema(document: dict[str, Any], name: str) -> dict[str, Any]:
+    schemas = document["components"]["schemas"]
+    return schemas.get(name) or schemas[f"{name}-Input"]
+
+
+def test_the_request_schemas_carry_every_rule(open_document: dict[str, Any]) -> None:
+    trace = _schema(open_document, "Trace")
+    assert trace["properties"]["question"]["pattern"] == NOT_BLANK_PATTERN
+    assert trace["properties"]["reference_answer"]["pattern"] == NOT_BLANK_PATTERN
+    assert [branch["required"] for branch in trace["oneOf"]] == [["steps"], ["completion"]]
+    steps = next(b for b in trace["properties"]["steps"]["anyOf"] if b.get("type") == "array")
+    assert steps["minItems"] == 1 and steps["items"]["pattern"] == NOT_BLANK_PATTERN
+    request = _schema(open_document, "AnnotateRequest")
+    assert [branch["required"] for branch in request["oneOf"]] == [["trace"], ["traces"]]
+    openrlhf = _schema(open_document, "OpenRLHFRewardRequest")["properties"]
+    assert openrlhf["query"]["minItems"] == 1
+    assert (
+        openrlhf["prompts"]["items"]["pattern"] == openrlhf["labels"]["items"]["pattern"] == NOT_BLANK_PATTERN
+    )
+    annotate = _operations(open_document)["POST /v1/annotate"]
+    assert {"400", "413", "415", "422", "429", "503", "504"} <= set(annotate["responses"])
