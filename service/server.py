@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
 from mig_annotator.service.app import create_app
@@ -9,7 +11,19 @@ from mig_annotator.service.settings import ServiceSettings
 
 
 def serve(settings: ServiceSettings) -> None:
-    """Serve until interrupted; one process holds one probe, so uvicorn runs a single worker."""
+    """Serve until interrupted; one process holds one probe, so uvicorn runs a single worker.
+
+    The service's own loggers (``mig.service``, ``mig.verify``: probe loading, audit recovery, slow answer
+    checks) print at ``MIG_LOG_LEVEL`` like uvicorn's, on stderr.
+    """
+    level = settings.log_level.upper()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    for name in ("mig.service", "mig.verify"):
+        service_logger = logging.getLogger(name)
+        service_logger.setLevel(level)
+        if not service_logger.handlers:
+            service_logger.addHandler(handler)
     app = create_app(settings)
     uvicorn.run(
         app,
