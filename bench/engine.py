@@ -56,7 +56,7 @@ def run_worker(workload: str, mode: str, rollouts: Path, limit: int, repeats: in
     probe = open_probe(ProbeSettings(mode=mode))
     annotator = Annotator(probe)
     config = ScoringConfig()
-    sequences = [annotator.prepare(trace, config).sequence for trace in traces]
+    sequences = [annotator.plan([trace], config)[0].sequence for trace in traces]
     probe.score(sequences[:2])  # warm-up (thread pools, allocator)
     stats = probe.stats
     before_tokens, before_padded, before_seconds = stats.tokens_forwarded, stats.tokens_padded, stats.seconds

@@ -139,7 +139,7 @@ def warmup_sequences(annotator, count: int = 6) -> list:
 
     with WARMUP_TRACES.open(encoding="utf-8") as handle:
         traces = [Trace.model_validate(json.loads(line)) for line in handle][-count:]
-    return [annotator.prepare(trace, ScoringConfig()).sequence for trace in traces]
+    return [annotator.plan([trace], ScoringConfig())[0].sequence for trace in traces]
 
 
 def run_transformers(sequences: list, warmup: list, threads: int | None) -> dict:
@@ -282,7 +282,7 @@ def main() -> None:
     tokenizer_probe = open_probe(ProbeSettings(backend="transformers"))
     annotator = Annotator(tokenizer_probe)
     traces = load_traces(args.rollouts, args.limit)
-    sequences = [annotator.prepare(trace, ScoringConfig()).sequence for trace in traces]
+    sequences = [annotator.plan([trace], ScoringConfig())[0].sequence for trace in traces]
     warmup = warmup_sequences(annotator)
     del annotator, tokenizer_probe
     minimal = sum(s.minimal_tokens for s in sequences)

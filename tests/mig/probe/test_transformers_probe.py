@@ -35,7 +35,7 @@ def _shared_traces(rows: list[dict], count: int) -> list[Trace]:
 def _token_logprobs(probe: Probe, traces: list[Trace]) -> list[np.ndarray]:
     annotator = Annotator(probe)
     config = ScoringConfig()
-    sequences = [annotator.prepare(trace, config).sequence for trace in traces]
+    sequences = [annotator.plan([trace], config)[0].sequence for trace in traces]
     return [result.token_logprobs for result in probe.score(sequences)]
 
 
@@ -68,7 +68,7 @@ def test_packed_matches_naive_on_the_shared_gsm8k_rollouts(
 def test_packed_forwards_the_minimal_token_count(packed_probe: TransformersProbe) -> None:
     traces = _fixture_traces()[:8]
     annotator = Annotator(packed_probe)
-    sequences = [annotator.prepare(trace, ScoringConfig()).sequence for trace in traces]
+    sequences = [annotator.plan([trace], ScoringConfig())[0].sequence for trace in traces]
     before = packed_probe.stats.tokens_forwarded
     results = packed_probe.score(sequences)
     assert packed_probe.stats.tokens_forwarded - before == sum(s.minimal_tokens for s in sequences)
@@ -104,7 +104,7 @@ def test_bfloat16_packed_is_close_to_float32_and_to_bfloat16_naive(default_model
 def test_a_sequence_over_the_context_limit_is_refused(packed_probe: TransformersProbe) -> None:
     annotator = Annotator(packed_probe)
     trace = Trace(id="t", question="q?", steps=["one step"], reference_answer="1")
-    sequence = annotator.prepare(trace, ScoringConfig()).sequence
+    sequence = annotator.plan([trace], ScoringConfig())[0].sequence
     oversized = type(sequence)(
         sequence.trace_ids * 3000, (len(sequence.trace_ids) * 3000,), sequence.continuation_ids, 1
     )

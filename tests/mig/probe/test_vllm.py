@@ -59,7 +59,7 @@ def _traces(count: int) -> list[Trace]:
 
 def _sequences(probe: Probe, traces: list[Trace]) -> list[ProbeSequence]:
     annotator = Annotator(probe)
-    return [annotator.prepare(trace, ScoringConfig()).sequence for trace in traces]
+    return [annotator.plan([trace], ScoringConfig())[0].sequence for trace in traces]
 
 
 def _max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
