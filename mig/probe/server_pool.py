@@ -152,6 +152,20 @@ class ServerPool:
             f"last: {problems[-1] if problems else 'no answer'})"
         )
 
+    async def each(self, method: str, route: str, *, json: Any = None) -> list[httpx.Response]:
+        """Send the request to every server once, in order (start-up checks: every server must serve the
+        same model and tokenizer). Raises :class:`ServersUnavailable` naming the first that fails."""
+        responses = []
+        for server in self._servers:
+            try:
+                responses.append(await server.client.request(method, route, json=json))
+            except httpx.TransportError as error:
+                raise ServersUnavailable(
+                    f"the vLLM server at {server.url} is unavailable ({method} {route}: "
+                    f"{type(error).__name__}: {error})"
+                ) from error
+        return responses
+
     async def _attempt(self, server: ServerState, method: str, route: str, body: Any) -> httpx.Response | str:
         assert self._semaphore is not None
         server.in_flight += 1

@@ -243,3 +243,19 @@ def test_base_urls_parse_from_one_url_a_comma_list_or_json() -> None:
         parse_base_urls("http://a,http://a/")
     with pytest.raises(ValueError, match="no server URL"):
         parse_base_urls(" , ")
+
+
+def test_each_asks_every_server_and_names_one_that_is_down(servers) -> None:
+    a, b = servers
+
+    async def scenario(urls: list[str]) -> list[str]:
+        pool = ServerPool(urls, FAST)
+        try:
+            return [r.json()["data"][0]["id"] for r in await pool.each("GET", "/v1/models")]
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(scenario([a.url, b.url])) == ["probe", "probe"]
+    b.stop()
+    with pytest.raises(ServersUnavailable, match=f"{b.url} is unavailable"):
+        asyncio.run(scenario([a.url, b.url]))
