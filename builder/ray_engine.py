@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import json
 import pickle
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,12 +85,9 @@ class RayOptions:
             if amount < 0:
                 raise BuildError(f"--actor-resources: {name}={amount} must not be negative")
 
-    def remote_args(self) -> dict[str, Any]:
-        """The actor-pool arguments of ``Dataset.map_batches``."""
-        args: dict[str, Any] = {
-            "max_restarts": self.max_restarts,
-            "max_task_retries": self.max_task_retries,
-        }
+    def resource_args(self) -> dict[str, Any]:
+        """The resource arguments of ``Dataset.map_batches`` for each probe actor."""
+        args: dict[str, Any] = {}
         custom = {}
         for name, amount in self.actor_resources.items():
             if name in _RAY_RESOURCE_ARGS:
@@ -189,18 +187,24 @@ class _RayShards:
         import ray.data
 
         source = window_source(self._plan, pending)
-        dataset = ray.data.read_datasource(
-            source, override_num_blocks=len(pending), ray_remote_args={"num_cpus": READ_TASK_CPUS}
-        )
-        return dataset.map_batches(
-            WindowScorer,
-            fn_constructor_args=(self._plan, self._probe_factory),
-            batch_size=1,  # one window per call: a retried call redoes one window
-            batch_format="pyarrow",
-            concurrency=self._options.num_probes,
-            zero_copy_batch=True,
-            **self._options.remote_args(),
-        )
+        dataset = ray.data.read_datasource(source, override_num_blocks=len(pending), num_cpus=READ_TASK_CPUS)
+        options = self._options
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates passing actor options such as max_restarts through map_batches' keyword
+            # arguments (removal announced for 2.64) and offers no replacement; without them Ray Data
+            # restarts and retries without limit. We pin ray 2.60.* and keep the bound.
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            return dataset.map_batches(
+                WindowScorer,
+                fn_constructor_args=(self._plan, self._probe_factory),
+                batch_size=1,  # one window per call: a retried call redoes one window
+                batch_format="pyarrow",
+                concurrency=options.num_probes,
+                zero_copy_batch=True,
+                **options.resource_args(),
+                max_restarts=options.max_restarts,
+                max_task_retries=options.max_task_retries,
+            )
 
     def _commit(self, shard: ShardPlan, result: ScoredWindow) -> None:
         """Commit a scored window as the local engine does: rejects, groups, then the ``done`` marker."""

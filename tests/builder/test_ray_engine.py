@@ -24,7 +24,7 @@ from mig_annotator.builder import storage as builder_storage
 from mig_annotator.builder.errors import BuildError
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.pipeline import run_build
-from tests.builder.conftest import REPO, FakeProbe
+from tests.builder.conftest import REPO, FakeProbe, arithmetic_rows, run_cli, write_jsonl
 from tests.builder.ray_support import FakeProbeFactory, ray_plan
 from tests.builder.test_resume import SimulatedCrash, assert_same_output, fake_inputs, output_state
 
@@ -193,9 +193,7 @@ def test_actor_resources_parse_from_json_or_pairs() -> None:
         "accelerator_type_H100": 0.01,
     }
     options = ray_engine.RayOptions(actor_resources=parse("num_gpus=1,num_cpus=2,memory=1e9,TPU=4"))
-    assert options.remote_args() == {
-        "max_restarts": 4,
-        "max_task_retries": 4,
+    assert options.resource_args() == {
         "num_gpus": 1.0,
         "num_cpus": 2.0,
         "memory": 1e9,
@@ -205,3 +203,16 @@ def test_actor_resources_parse_from_json_or_pairs() -> None:
         parse("num_gpus")
     with pytest.raises(BuildError, match="--num-probes 0"):
         ray_engine.RayOptions(num_probes=0)
+
+
+def test_the_cli_refuses_an_unknown_engine_and_unreadable_actor_resources(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(2))
+    unknown = run_cli("build", str(source), "--out", str(tmp_path / "a"), "--engine", "spark")
+    assert unknown.returncode == 2
+    assert "--engine spark: choose local or ray" in unknown.stderr
+    bad = run_cli(
+        "build", str(source), "--out", str(tmp_path / "b"), "--engine", "ray", "--actor-resources", "gpus"
+    )
+    assert bad.returncode == 2
+    assert "--actor-resources 'gpus'" in bad.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
