@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mig_annotator.builder import checkpoints as ck
 from mig_annotator.builder import storage as builder_storage
 from mig_annotator.builder.errors import BuildError
 from mig_annotator.builder.layout import OutputLayout
@@ -80,8 +81,10 @@ def _wait_for(condition, what: str, timeout: float = 240.0) -> None:
         time.sleep(0.2)
 
 
-def _committed_windows(out: Path) -> int:
-    return len(list((out / "_work").glob("shard-*/window-*/done")))
+def _committed_rows(source: Path, out: Path) -> int:
+    """Input rows in committed windows and shards (a shard's window markers go when its part is written)."""
+    plan = ray_plan(source, out)
+    return sum(ck.committed_rows(plan.layout, shard) for shard in plan.shards)
 
 
 def test_a_ray_build_with_two_actors_equals_the_local_build(
@@ -120,7 +123,9 @@ def test_a_killed_actor_is_restarted_and_the_build_equals_an_uninterrupted_one(
 
     thread = threading.Thread(target=build)
     thread.start()
-    _wait_for(lambda: len(list(pids.glob("*"))) >= 2 and _committed_windows(out) >= 1, "two actors at work")
+    _wait_for(
+        lambda: len(list(pids.glob("*"))) >= 2 and _committed_rows(source, out) >= 2, "two actors at work"
+    )
     victim = int(sorted(pids.glob("*"))[0].name)
     assert not OutputLayout(out).success.exists()
     os.kill(victim, signal.SIGKILL)
@@ -136,14 +141,14 @@ def test_a_killed_driver_leaves_a_build_that_a_rerun_resumes(
     source, expected = reference
     out = tmp_path / "ray"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tests.builder.ray_support", str(source), str(out), ray_address, "0.5"],
+        [sys.executable, "-m", "tests.builder.ray_support", str(source), str(out), ray_address, "1.0"],
         cwd=REPO,
         env=os.environ | {"PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(lambda: _committed_windows(out) >= 2 or driver.poll() is not None, "committed windows")
+        _wait_for(lambda: _committed_rows(source, out) >= 4 or driver.poll() is not None, "committed windows")
         assert driver.poll() is None, "the driver finished before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=60)
@@ -178,7 +183,7 @@ def test_the_ray_engine_finishes_a_build_the_local_engine_started(
     with pytest.raises(SimulatedCrash):
         run_build(ray_plan(source, out), FakeProbe())
     monkeypatch.setattr(builder_storage.os, "replace", real_replace)
-    assert _committed_windows(out) >= 1
+    assert _committed_rows(source, out) >= 2
 
     result = ray_engine.run_ray_build(ray_plan(source, out), FakeProbeFactory(), _options(ray_address, 1))
     assert result.resumed_rows > 0
