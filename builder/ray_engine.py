@@ -199,7 +199,7 @@ class _RayShards:
                 fn_constructor_args=(self._plan, self._probe_factory),
                 batch_size=1,  # one window per call: a retried call redoes one window
                 batch_format="pyarrow",
-                concurrency=options.num_probes,
+                compute=ray.data.ActorPoolStrategy(size=options.num_probes),
                 zero_copy_batch=True,
                 **options.resource_args(),
                 max_restarts=options.max_restarts,
