@@ -47,7 +47,12 @@ def ray_address() -> Iterator[str]:
     """A two-CPU head node started with `ray start`, the checkout on the workers' PYTHONPATH."""
     port = _free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = os.environ | {"PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token authentication off on both sides: a token file left by an earlier local Ray (~/.ray/auth_token)
+    # would otherwise make the head require a token that the driver does not send.
+    settings = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)  # the drivers: this process and the ones it starts
+    env = os.environ | {"PYTHONPATH": str(REPO)}
     start = [
         str(RAY), "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard=false",
         "--object-store-memory", str(100 * 1024 * 1024), "--temp-dir", temp_dir,
@@ -58,6 +63,11 @@ def ray_address() -> Iterator[str]:
     finally:
         subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _options(address: str, probes: int = 2):
