@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mig_annotator.builder.plan import BuildPlan
-from mig_annotator.mig.probe.base import ProbeResult
+from mig_annotator.mig.probe.base import ProbeError, ProbeResult
 from mig_annotator.mig.prompt import ProbeSequence
 from tests.builder.conftest import FAKE_IDENTITY, FakeProbe, make_plan
 
@@ -43,6 +43,38 @@ class FakeProbeFactory:
             Path(self.pid_dir).mkdir(parents=True, exist_ok=True)
             (Path(self.pid_dir) / str(os.getpid())).touch()
         return SlowFakeProbe(self.delay_s) if self.delay_s else FakeProbe()
+
+
+class FailingProbe(FakeProbe):
+    """Fails every call after the first ``good_calls``, as a probe whose backend went away."""
+
+    def __init__(self, good_calls: int) -> None:
+        super().__init__()
+        self._left = good_calls
+
+    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        if self._left <= 0:
+            raise ProbeError("the probe backend is gone")
+        self._left -= 1
+        return super().score(sequences)
+
+
+@dataclass(frozen=True)
+class FailingProbeFactory:
+    good_calls: int = 1
+
+    def __call__(self) -> FakeProbe:
+        return FailingProbe(self.good_calls)
+
+
+@dataclass(frozen=True)
+class OtherModelFactory:
+    """A probe that is not the one the plan was made for."""
+
+    def __call__(self) -> FakeProbe:
+        probe = FakeProbe()
+        probe.model_id = "another-model"  # type: ignore[misc]
+        return probe
 
 
 def ray_plan(source: Path, out: Path) -> BuildPlan:

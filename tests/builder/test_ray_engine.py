@@ -26,7 +26,7 @@ from mig_annotator.builder.errors import BuildError
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.pipeline import run_build
 from tests.builder.conftest import REPO, FakeProbe, arithmetic_rows, run_cli, write_jsonl
-from tests.builder.ray_support import FakeProbeFactory, ray_plan
+from tests.builder.ray_support import FailingProbeFactory, FakeProbeFactory, OtherModelFactory, ray_plan
 from tests.builder.test_resume import SimulatedCrash, assert_same_output, fake_inputs, output_state
 
 ray_engine = pytest.importorskip("mig_annotator.builder.ray_engine")
@@ -198,6 +198,29 @@ def test_the_ray_engine_finishes_a_build_the_local_engine_started(
     result = ray_engine.run_ray_build(ray_plan(source, out), FakeProbeFactory(), _options(ray_address, 1))
     assert result.resumed_rows > 0
     assert_same_output(output_state(out), expected)
+
+
+def test_a_failing_probe_stops_the_build_with_its_error_and_a_rerun_finishes_it(
+    ray_address: str, reference: tuple[Path, dict], tmp_path: Path
+) -> None:
+    source, expected = reference
+    out = tmp_path / "ray"
+    with pytest.raises(BuildError, match="the probe backend is gone"):
+        ray_engine.run_ray_build(ray_plan(source, out), FailingProbeFactory(1), _options(ray_address, 1))
+    assert not OutputLayout(out).success.exists()
+
+    ray_engine.run_ray_build(ray_plan(source, out), FakeProbeFactory(), _options(ray_address, 1))
+    assert_same_output(output_state(out), expected)
+
+
+def test_a_probe_other_than_the_planned_one_is_refused(
+    ray_address: str, reference: tuple[Path, dict], tmp_path: Path
+) -> None:
+    source, _ = reference
+    with pytest.raises(BuildError, match="'another-model' but the plan was made for 'fake-probe'"):
+        ray_engine.run_ray_build(
+            ray_plan(source, tmp_path / "ray"), OtherModelFactory(), _options(ray_address, 1)
+        )
 
 
 def test_actor_resources_parse_from_json_or_pairs() -> None:
