@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from mig_annotator.builder import checkpoints as ck
-from mig_annotator.builder import storage as builder_storage
 from mig_annotator.builder.errors import BuildError
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.pipeline import run_build
+from mig_annotator.mig import atomic_files
 from tests.builder.conftest import REPO, FakeProbe, arithmetic_rows, run_cli, write_jsonl
 from tests.builder.ray_support import FailingProbeFactory, FakeProbeFactory, OtherModelFactory, ray_plan
 from tests.builder.test_resume import SimulatedCrash, assert_same_output, fake_inputs, output_state
@@ -189,10 +189,10 @@ def test_the_ray_engine_finishes_a_build_the_local_engine_started(
             raise SimulatedCrash
         real_replace(src, dst)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(builder_storage.os, "replace", crash_at_the_eighth_write)
+    monkeypatch.setattr(atomic_files.os, "replace", crash_at_the_eighth_write)
     with pytest.raises(SimulatedCrash):
         run_build(ray_plan(source, out), FakeProbe())
-    monkeypatch.setattr(builder_storage.os, "replace", real_replace)
+    monkeypatch.setattr(atomic_files.os, "replace", real_replace)
     assert _committed_rows(source, out) >= 2
 
     result = ray_engine.run_ray_build(ray_plan(source, out), FakeProbeFactory(), _options(ray_address, 1))
