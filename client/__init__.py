@@ -17,6 +17,9 @@ from mig_annotator.client.http import (
     AsyncMigClient,
     MigClient,
     MigServiceError,
+    MigServiceUnavailable,
+    TraceFailure,
+    TraceResult,
 )
 from mig_annotator.client.trl import trl_reward_function
 from mig_annotator.client.verl import MigRewardManager, compute_score, register_verl_reward_manager
@@ -29,6 +32,9 @@ __all__ = [
     "MigClient",
     "MigRewardManager",
     "MigServiceError",
+    "MigServiceUnavailable",
+    "TraceFailure",
+    "TraceResult",
     "compute_score",
     "register_verl_reward_manager",
     "trl_reward_function",
