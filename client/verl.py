@@ -71,14 +71,14 @@ def compute_score(
         raise ValueError(
             "compute_score: extra_info['question'] is required (the problem text); add it in preprocessing"
         )
+    if not has_text(solution_str):  # no reasoning text is not a trace (the service refuses it): zero reward
+        return {"score": 0.0, "outcome": 0.0, "process_reward": 0.0, "failed": 0.0}
     trace = Trace(
         id=f"verl-{data_source}",
         question=question,
         completion=solution_str,
         reference_answer=str(ground_truth),
     )
-    if not has_text(solution_str):  # no reasoning text is not a trace (the service refuses it): zero reward
-        return {"score": 0.0, "outcome": 0.0, "process_reward": 0.0, "failed": 0.0}
     policy = _compute_score_policy(fallback_reward, on_service_down)
     try:
         (result,) = _shared_client(base_url, api_key).annotate_results([trace])

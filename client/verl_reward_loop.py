@@ -103,6 +103,9 @@ class MigRewardLoopManager(RewardManagerBase):
         sample = {key: values[0] for key, values in data.non_tensor_batch.items()}
         source = sample.get("data_source", "verl")
         trace = trace_of_sample(self.tokenizer, prompt_ids, response_ids, sample, f"verl-{source}")
+        if trace is None:  # no reasoning text: not a trace, zero rewards
+            info = {key: values[0] for key, values in extra_info([None]).items()}
+            return {"reward_score": TokenRewards([0.0] * len(response_ids)), "reward_extra_info": info}
         result: TraceResult
         try:
             (result,) = await self._service().annotate_results([trace], self.scoring_config)
