@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install system-packages demo test test-ray test-vllm lint model bench bench-ray clean
+	$(BIN)/python -m pytest -m "not ray and not trainers"
+	$(MAKE) test-ray
+	$(MAKE) test-trainers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +40,21 @@ system-packages:
 	scripts/install_system_packages.sh
 
 test: model lint system-packages
-	$(BIN)/python -m pytest -m "not ray"
+	$(BIN)/python -m pytest -m "not ray and not trainers"
 	$(MAKE) test-ray
+	$(MAKE) test-trainers
 	$(MAKE) test-vllm
+	$(MAKE) test-verl
+
+# TRL's GRPOTrainer for 2 steps on the CPU against a live service (about two minutes).
+test-trainers: model
+	$(BIN)/python -m pytest -m trainers -q
+
+# verl 0.9 against the real package, in its own venv (verl 0.9.1 pins transformers<5.11); the reward
+# service it calls runs from $(VENV).
+test-verl: model
+	scripts/setup_verl_venv.sh
+	MIG_SERVICE_PYTHON=$(abspath $(BIN))/python .venv-verl/bin/python -m pytest tests/verl -q
 
 # `build --engine ray` on a real local Ray cluster the tests start (`ray start --head --num-cpus 2`).
 test-ray: install
@@ -60,4 +74,4 @@ bench-ray: model
 	$(BIN)/python bench/ray_builder.py
 
 clean:
-	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .venv-verl .pytest_cache .ruff_cache

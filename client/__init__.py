@@ -5,11 +5,15 @@ Depends only on ``mig_annotator.schemas`` plus httpx, numpy and pydantic, so the
 reward manager's call, where verl has already loaded it.
 
 * :mod:`.http`: :class:`MigClient` / :class:`AsyncMigClient` (one request plan, two drivers).
-* :mod:`.trl`: :func:`trl_reward_function` for ``GRPOTrainer(reward_funcs=[...])``.
+* :mod:`.trl`: :func:`trl_reward_function` / :func:`async_trl_reward_function` for
+  ``GRPOTrainer(reward_funcs=[...])``.
+* :mod:`.fallback`: :class:`RewardFallback`, what adapters answer for a failed trace or a service outage.
+* :mod:`.verl_reward_loop` (needs verl >= 0.9): ``MigRewardLoopManager`` for verl's reward loop.
 * :mod:`.verl`: :func:`compute_score` (verl's ``custom_reward_function``) and :class:`MigRewardManager`
   (token-level rewards, placed by :mod:`mig_annotator.schemas.token_alignment`).
 """
 
+from mig_annotator.client.fallback import RewardFallback
 from mig_annotator.client.http import (
     API_KEY_ENV,
     DEFAULT_URL,
@@ -17,8 +21,11 @@ from mig_annotator.client.http import (
     AsyncMigClient,
     MigClient,
     MigServiceError,
+    MigServiceUnavailable,
+    TraceFailure,
+    TraceResult,
 )
-from mig_annotator.client.trl import trl_reward_function
+from mig_annotator.client.trl import async_trl_reward_function, trl_reward_function
 from mig_annotator.client.verl import MigRewardManager, compute_score, register_verl_reward_manager
 
 __all__ = [
@@ -29,6 +36,11 @@ __all__ = [
     "MigClient",
     "MigRewardManager",
     "MigServiceError",
+    "MigServiceUnavailable",
+    "RewardFallback",
+    "TraceFailure",
+    "TraceResult",
+    "async_trl_reward_function",
     "compute_score",
     "register_verl_reward_manager",
     "trl_reward_function",

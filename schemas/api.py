@@ -71,6 +71,12 @@ class AnnotateRequest(BaseModel):
     config: ScoringOptions | None = Field(  # type: ignore[valid-type]
         default=None, description="Scoring options; missing ones take the server defaults."
     )
+    strict: bool = Field(
+        default=False,
+        description="All or nothing: one trace that cannot be scored fails the whole request (422, or 504 "
+        "at the deadline). By default each such trace gets its error in `errors` and the others are scored. "
+        "A single `trace` is always strict.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_of_trace_or_traces(self) -> AnnotateRequest:
@@ -88,11 +94,37 @@ class AnnotateRequest(BaseModel):
         return "trace" if self.trace is not None else "traces"
 
 
+TraceFailureCode = Literal["invalid_trace", "deadline_exceeded"]
+"""Why one trace has no annotation: it cannot be scored as sent, or it was not scored in time (retry it)."""
+
+
+class TraceFailure(BaseModel):
+    """One trace of a request that got no annotation; the request's other traces are unaffected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(
+        ge=0, description="The trace's position in the request (its `annotations` entry is null)."
+    )
+    field: str = Field(description="Where the problem is, e.g. 'traces[3].completion'.")
+    message: str
+    code: TraceFailureCode = Field(
+        description="invalid_trace: fix the trace; deadline_exceeded: not scored in time, send it again."
+    )
+
+
 class AnnotateResponse(BaseModel):
+    """``annotations[i]`` is null exactly when ``errors`` holds an entry with ``index == i``."""
+
     model_config = ConfigDict(extra="forbid")
 
     request_id: str
-    annotations: list[TraceAnnotation] = Field(description="One per trace, in input order.")
+    annotations: list[TraceAnnotation | None] = Field(
+        description="One per trace, in input order; null for a trace that failed (see `errors`)."
+    )
+    errors: list[TraceFailure] = Field(
+        default_factory=list, description="The traces that got no annotation, in input order."
+    )
 
 
 class OpenRLHFRewardRequest(BaseModel):

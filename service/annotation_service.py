@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from mig_annotator.mig.engine import Annotator, PreparedTrace, TraceError
 from mig_annotator.schemas import ScoringConfig, Trace, TraceAnnotation
-from mig_annotator.schemas.api import AuditRecord, FieldError
+from mig_annotator.schemas.api import AuditRecord, FieldError, TraceFailure
 from mig_annotator.service.audit import AuditLog
 from mig_annotator.service.batcher import MicroBatcher
 from mig_annotator.service.failures import (
@@ -89,9 +89,23 @@ class AnnotationService:
             raise InvalidInput("; ".join(f"{f.field}: {f.message}" for f in fields), fields) from error
 
     async def annotate(
-        self, traces: Sequence[Trace], config: ScoringConfig, context: CallContext, field: str = "traces"
-    ) -> list[TraceAnnotation]:
-        """Annotations in input order, or a :class:`ServiceFailure` saying why not."""
+        self,
+        traces: Sequence[Trace],
+        config: ScoringConfig,
+        context: CallContext,
+        field: str = "traces",
+        *,
+        strict: bool = True,
+        positions: Sequence[int] | None = None,
+    ) -> list[TraceAnnotation | TraceFailure]:
+        """One result per trace, in input order, or a :class:`ServiceFailure` saying why the request failed.
+
+        ``strict``: any trace that cannot be scored fails the request (:class:`InvalidInput`, or
+        :class:`DeadlinePassed`). Otherwise such a trace gets a :class:`TraceFailure` in its place and the
+        others are scored (``positions``: each trace's index in the request, for the errors' field names
+        and indices, when not 0..n-1); the request still fails as a whole when the probe fails, when the
+        queue is full, or when the deadline passes before any of its traces was scored.
+        """
         annotator = self._runtime.annotator
         if annotator is None:
             raise NotReady(self._runtime.error or "the probe is still loading", retry_after_s=5)
@@ -104,36 +118,54 @@ class AnnotationService:
             )
         deadline = context.received_monotonic + self._settings.request_timeout_s
         loop = asyncio.get_running_loop()
-        planning = loop.run_in_executor(self._plan_executor, self._plan, annotator, traces, config, field)
+        at = list(positions) if positions is not None else list(range(len(traces)))
+        planning = loop.run_in_executor(self._plan_executor, self._plan, annotator, traces, config, field, at)
         try:
-            prepared = await asyncio.wait_for(planning, timeout=max(deadline - time.monotonic(), 0.0))
+            planned = await asyncio.wait_for(planning, timeout=max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
             raise self._deadline_passed() from None
-        futures = self._batcher.submit(prepared, deadline)
-        annotations = await self._wait(futures, deadline)
+        invalid = [item for item in planned if isinstance(item, TraceFailure)]
+        if invalid and strict:
+            fields = [FieldError(field=item.field, message=item.message) for item in invalid]
+            raise InvalidInput("; ".join(f"{f.field}: {f.message}" for f in fields[:10]), fields)
+        good = [item for item in planned if isinstance(item, PreparedTrace)]
+        futures = self._batcher.submit(good, deadline) if good else []
+        scored = iter(await self._wait(futures, deadline, strict=strict))
+        results: list[TraceAnnotation | TraceFailure] = []
+        for index, item in zip(at, planned, strict=True):
+            result = item if isinstance(item, TraceFailure) else next(scored)
+            if isinstance(result, TraceFailure) and item is not result:  # failed while scored
+                where = field if field == "trace" else f"{field}[{index}]"
+                named = f"{where}.{result.field}" if result.field else where
+                result = result.model_copy(update={"index": index, "field": named})
+            results.append(result)
         latency_ms = (time.monotonic() - context.received_monotonic) * 1000.0
-        self._metrics.traces_annotated.inc(len(annotations))
-        if self._audit is not None:
+        annotated = [(t, r) for t, r in zip(traces, results, strict=True) if isinstance(r, TraceAnnotation)]
+        self._metrics.traces_annotated.inc(len(annotated))
+        for failure in (r for r in results if isinstance(r, TraceFailure)):
+            self._metrics.trace_failures.labels(code=failure.code).inc()
+        if self._audit is not None and annotated:
             self._audit.append(
-                [
-                    self._audit_record(trace, item, context, latency_ms)
-                    for trace, item in zip(traces, annotations, strict=True)
-                ]
+                [self._audit_record(trace, item, context, latency_ms) for trace, item in annotated]
             )
-        return annotations
+        return results
 
     def _plan(
-        self, annotator: Annotator, traces: Sequence[Trace], config: ScoringConfig, field: str
-    ) -> list[PreparedTrace]:
+        self,
+        annotator: Annotator,
+        traces: Sequence[Trace],
+        config: ScoringConfig,
+        field: str,
+        positions: Sequence[int],
+    ) -> list[PreparedTrace | TraceFailure]:
         """Plan every trace through the engine and check the service's per-trace limits.
 
-        Raises :class:`InvalidInput` naming every bad trace's field (``traces[3].completion``).
+        A bad trace gets a :class:`TraceFailure` in its place naming its field (``traces[3].completion``).
         """
         settings = self._settings
-        problems: list[FieldError] = []
-        checked: list[Trace] = []
-        wheres: list[str] = []
-        for index, trace in enumerate(traces):
+        planned: list[PreparedTrace | TraceFailure | None] = [None] * len(traces)
+        checked: list[tuple[int, int, str, Trace]] = []
+        for slot, (index, trace) in enumerate(zip(positions, traces, strict=True)):
             where = field if field == "trace" else f"{field}[{index}]"
             try:
                 _check_encodable(trace, where)
@@ -141,23 +173,18 @@ class AnnotationService:
                 if steps_cap is not None and trace.steps is not None and len(trace.steps) > steps_cap:
                     raise _too_many_steps(f"{where}.steps", len(trace.steps), steps_cap)
             except InvalidInput as error:
-                problems.extend(error.fields)
+                planned[slot] = _invalid(index, error.fields[0])
                 continue
-            checked.append(trace)
-            wheres.append(where)
-        prepared: list[PreparedTrace] = []
-        for where, item in zip(wheres, annotator.plan(checked, config), strict=True):
+            checked.append((slot, index, where, trace))
+        plans = annotator.plan([trace for *_, trace in checked], config)
+        for (slot, index, where, _), item in zip(checked, plans, strict=True):
             if isinstance(item, TraceError):
-                problems.append(FieldError(field=f"{where}.{item.field}", message=item.problem))
+                problem = FieldError(field=f"{where}.{item.field}", message=item.problem)
+                planned[slot] = _invalid(index, problem)
                 continue
-            problem = self._over_limit(item, where)
-            if problem is not None:
-                problems.append(problem)
-                continue
-            prepared.append(item)
-        if problems:
-            raise InvalidInput("; ".join(f"{p.field}: {p.message}" for p in problems[:10]), problems)
-        return prepared
+            over = self._over_limit(item, where)
+            planned[slot] = item if over is None else _invalid(index, over)
+        return [item for item in planned if item is not None]
 
     def _over_limit(self, item: PreparedTrace, where: str) -> FieldError | None:
         """The service's own caps, when set (the probe's context limit is the engine's check)."""
@@ -175,25 +202,53 @@ class AnnotationService:
         return None
 
     async def _wait(
-        self, futures: list[asyncio.Future[TraceAnnotation]], deadline: float
-    ) -> list[TraceAnnotation]:
+        self, futures: list[asyncio.Future[TraceAnnotation]], deadline: float, *, strict: bool
+    ) -> list[TraceAnnotation | TraceFailure]:
+        """The scored traces in order. Unless ``strict``, a trace that is unfinished at the deadline, or
+        that the engine found bad while scoring it, gets its failure in place (the request still fails
+        when none finished in time, or on any other failure)."""
+        if not futures:
+            return []
         done, pending = await asyncio.wait(
-            futures, timeout=max(deadline - time.monotonic(), 0.0), return_when=asyncio.FIRST_EXCEPTION
+            futures,
+            timeout=max(deadline - time.monotonic(), 0.0),
+            return_when=asyncio.FIRST_EXCEPTION if strict else asyncio.ALL_COMPLETED,
         )
         for future in pending:
             future.cancel()  # traces not yet scored are skipped by the batcher and the probe thread
-        failures = [future.exception() for future in done if future.exception() is not None]
-        if failures:
+        errors = {future: future.exception() for future in done if future.exception() is not None}
+        late = {future for future, error in errors.items() if isinstance(error, DeadlinePassed)} | pending
+        bad = {future for future, error in errors.items() if isinstance(error, InvalidInput) and not strict}
+        other = [error for future, error in errors.items() if future not in late and future not in bad]
+        if other:
             for future in futures:
                 future.cancel()  # the request fails: its other traces need no probe work
-            first = failures[0]
-            if isinstance(first, ServiceFailure) and not isinstance(first, DeadlinePassed):
+            first = other[0]
+            if isinstance(first, ServiceFailure):
                 raise first
-            if not isinstance(first, ServiceFailure):
-                raise ScoringFailed(f"scoring failed: {first}")
-        if pending or failures:
+            raise ScoringFailed(f"scoring failed: {first}")
+        finished = [future for future in futures if future in done and future not in errors]
+        if late and (strict or not finished):
             raise self._deadline_passed()
-        return [future.result() for future in futures]
+        if late:
+            self._metrics.rejected.labels(reason="deadline_partial").inc()
+        message = (
+            f"not scored within the deadline of {self._settings.request_timeout_s}s (MIG_REQUEST_TIMEOUT_S); "
+            "send it again"
+        )
+        results: list[TraceAnnotation | TraceFailure] = []
+        for future in futures:
+            if future in late:
+                results.append(TraceFailure(index=0, field="", message=message, code="deadline_exceeded"))
+            elif future in bad:
+                problem = errors[future]
+                assert isinstance(problem, InvalidInput)
+                field = problem.fields[0].field if problem.fields else ""
+                text = problem.fields[0].message if problem.fields else problem.message
+                results.append(TraceFailure(index=0, field=field, message=text, code="invalid_trace"))
+            else:
+                results.append(future.result())
+        return results
 
     def _deadline_passed(self) -> DeadlinePassed:
         self._metrics.rejected.labels(reason="deadline").inc()
@@ -237,6 +292,10 @@ def trace_sha256(trace: Trace) -> str:
     }
     canonical = json.dumps(text, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _invalid(index: int, problem: FieldError) -> TraceFailure:
+    return TraceFailure(index=index, field=problem.field, message=problem.message, code="invalid_trace")
 
 
 def _too_many_steps(field: str, found: int, limit: int) -> InvalidInput:

@@ -49,6 +49,17 @@ class ServiceMetrics:
         self.rejected = Counter(
             "mig_rejected", "Requests refused before scoring, by reason.", ["reason"], registry=registry
         )
+        self.trace_failures = Counter(
+            "mig_trace_failures",
+            "Traces answered with an error in place while the request's other traces were scored, by code.",
+            ["code"],
+            registry=registry,
+        )
+        self.fallback_rewards = Counter(
+            "mig_fallback_rewards",
+            "OpenRLHF rewards answered with MIG_OPENRLHF_FALLBACK_REWARD because the trace failed.",
+            registry=registry,
+        )
         self.dropped_traces = Counter(
             "mig_dropped_traces",
             "Queued traces never scored because their request was gone or its deadline had passed.",

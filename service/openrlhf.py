@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from mig_annotator.schemas import Trace, TraceAnnotation
-from mig_annotator.schemas.api import FieldError, OpenRLHFRewardRequest, OpenRLHFRewardResponse, RewardScalar
+from mig_annotator.schemas.api import (
+    OpenRLHFRewardRequest,
+    OpenRLHFRewardResponse,
+    RewardScalar,
+    TraceFailure,
+)
 from mig_annotator.schemas.scalar import scalar_reward
 from mig_annotator.schemas.trace import has_text
-from mig_annotator.service.failures import InvalidInput
 
 
 def split_completion(query: str, prompt: str, strip_suffixes: Sequence[str]) -> str | None:
@@ -35,45 +41,56 @@ def split_completion(query: str, prompt: str, strip_suffixes: Sequence[str]) -> 
 
 def traces_from_request(
     request: OpenRLHFRewardRequest, request_id: str, strip_suffixes: Sequence[str]
-) -> list[Trace]:
-    """One trace per query (question = prompt, reference = label); 422 naming every query that fails."""
-    traces: list[Trace] = []
-    problems: list[FieldError] = []
+) -> list[Trace | TraceFailure]:
+    """One trace per query (question = prompt, reference = label), or the failure naming what is wrong."""
+    parsed: list[Trace | TraceFailure] = []
     for index, (query, prompt, label) in enumerate(
         zip(request.query, request.prompts, request.labels, strict=True)
     ):
         completion = split_completion(query, prompt, strip_suffixes)
+        problem: tuple[str, str] | None = None
         if completion is None:
-            problems.append(FieldError(field=f"query[{index}]", message=f"does not contain prompts[{index}]"))
-            continue
-        if not has_text(completion):  # the Trace rule: no reasoning text, nothing to score
-            problems.append(
-                FieldError(field=f"query[{index}]", message=f"has no response after prompts[{index}]")
+            problem = (f"query[{index}]", f"does not contain prompts[{index}]")
+        elif not has_text(completion):  # the Trace rule: no reasoning text, nothing to score
+            problem = (f"query[{index}]", f"has no response after prompts[{index}]")
+        if problem is not None:
+            parsed.append(
+                TraceFailure(index=index, field=problem[0], message=problem[1], code="invalid_trace")
             )
             continue
-        traces.append(
-            Trace(
-                id=f"{request_id}-{index}",
-                question=prompt,
-                completion=completion,
-                reference_answer=label,
+        try:
+            trace = Trace(
+                id=f"{request_id}-{index}", question=prompt, completion=completion, reference_answer=label
             )
-        )
-    if problems:
-        raise InvalidInput("; ".join(f"{p.field}: {p.message}" for p in problems[:10]), problems)
-    return traces
+        except ValidationError as error:  # the Trace's own rules (e.g. a blank prompt or label)
+            where = {"question": f"prompts[{index}]", "reference_answer": f"labels[{index}]"}
+            problem_at = str(error.errors()[0]["loc"][0]) if error.errors() else ""
+            parsed.append(
+                TraceFailure(
+                    index=index,
+                    field=where.get(problem_at, f"query[{index}]"),
+                    message=error.errors()[0]["msg"] if error.errors() else str(error),
+                    code="invalid_trace",
+                )
+            )
+            continue
+        parsed.append(trace)
+    return parsed
 
 
 def reward_response(
-    annotations: Sequence[TraceAnnotation], kind: RewardScalar, lam: float
+    results: Sequence[TraceAnnotation | TraceFailure], kind: RewardScalar, lam: float, fallback: float
 ) -> OpenRLHFRewardResponse:
+    """Each query's scalar; a failed query gets ``fallback`` (reward and score) and 1 in ``failed``."""
+    annotations = [r if isinstance(r, TraceAnnotation) else None for r in results]
     return OpenRLHFRewardResponse(
-        rewards=[scalar_reward(annotation, kind, lam) for annotation in annotations],
-        scores=[float(annotation.outcome) for annotation in annotations],
+        rewards=[fallback if a is None else scalar_reward(a, kind, lam) for a in annotations],
+        scores=[fallback if a is None else float(a.outcome) for a in annotations],
         extra_logs={
-            "outcome": [float(a.outcome) for a in annotations],
-            "process_reward": [a.process_reward for a in annotations],
-            "max_step_reward": [a.max_reward for a in annotations],
-            "steps": [float(len(a.steps)) for a in annotations],
+            "outcome": [0.0 if a is None else float(a.outcome) for a in annotations],
+            "process_reward": [0.0 if a is None else a.process_reward for a in annotations],
+            "max_step_reward": [0.0 if a is None else a.max_reward for a in annotations],
+            "steps": [0.0 if a is None else float(len(a.steps)) for a in annotations],
+            "failed": [float(a is None) for a in annotations],
         },
     )

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from mig_annotator.schemas import Trace, TraceAnnotation
 from mig_annotator.schemas.api import (
     AnnotateRequest,
     AnnotateResponse,
@@ -20,6 +21,7 @@ from mig_annotator.schemas.api import (
     OpenRLHFRewardResponse,
     ProbeInfo,
     ReadinessResponse,
+    TraceFailure,
 )
 from mig_annotator.service.annotation_service import AnnotationService, CallContext
 from mig_annotator.service.auth import Principal
@@ -99,11 +101,17 @@ _annotate_errors = {
 async def annotate(
     body: AnnotateRequest, request: Request, caller: Caller, service: Annotations
 ) -> AnnotateResponse:
-    """Annotations in input order. Scoring options in `config` override the server defaults."""
+    """Annotations in input order; a trace that cannot be scored gets null and its entry in `errors`
+    (all or nothing with `strict`). Scoring options in `config` override the server defaults."""
     config = service.scoring_config(body.config)
     context = call_context(request, caller, ANNOTATE_PATH)
-    annotations = await service.annotate(body.trace_list, config, context, field=body.field_name)
-    return AnnotateResponse(request_id=context.request_id, annotations=annotations)
+    strict = body.strict or body.trace is not None
+    results = await service.annotate(body.trace_list, config, context, field=body.field_name, strict=strict)
+    return AnnotateResponse(
+        request_id=context.request_id,
+        annotations=[r if isinstance(r, TraceAnnotation) else None for r in results],
+        errors=[r for r in results if isinstance(r, TraceFailure)],
+    )
 
 
 @v1.post(
@@ -120,12 +128,27 @@ async def openrlhf_reward(
     service: Annotations,
     components: Components,
 ) -> OpenRLHFRewardResponse:
-    """Each query is split into prompt (the question) and response (scored); labels are the references."""
+    """Each query is split into prompt (the question) and response (scored); labels are the references.
+    A query that cannot be scored gets MIG_OPENRLHF_FALLBACK_REWARD (counted in mig_fallback_rewards)."""
     settings = components.settings
     context = call_context(request, caller, OPENRLHF_PATH)
-    traces = traces_from_request(body, context.request_id, settings.openrlhf_strip_suffixes)
-    annotations = await service.annotate(traces, settings.scoring, context, field="query")
-    return reward_response(annotations, settings.openrlhf_reward, settings.openrlhf_lambda)
+    parsed = traces_from_request(body, context.request_id, settings.openrlhf_strip_suffixes)
+    positions = [index for index, item in enumerate(parsed) if isinstance(item, Trace)]
+    traces = [item for item in parsed if isinstance(item, Trace)]
+    scored = iter(
+        await service.annotate(
+            traces, settings.scoring, context, field="query", strict=False, positions=positions
+        )
+        if traces
+        else []
+    )
+    results = [item if isinstance(item, TraceFailure) else next(scored) for item in parsed]
+    failed = sum(isinstance(r, TraceFailure) for r in results)
+    if failed:
+        components.metrics.fallback_rewards.inc(failed)
+    return reward_response(
+        results, settings.openrlhf_reward, settings.openrlhf_lambda, settings.openrlhf_fallback_reward
+    )
 
 
 @v1.get(

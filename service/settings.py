@@ -109,6 +109,11 @@ class ServiceSettings(BaseSettings):
         description="The scalar OpenRLHF gets: outcome, process, or outcome + lambda * process.",
     )
     openrlhf_lambda: float = Field(default=1.0, description="lambda of the mixed scalar.")
+    openrlhf_fallback_reward: float = Field(
+        default=0.0,
+        description="The reward a query gets when its trace cannot be scored (counted in "
+        "mig_fallback_rewards); the batch's other queries are scored.",
+    )
     openrlhf_strip_suffixes: list[str] = Field(
         default_factory=lambda: ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"],
         description="End-of-text markers removed from the end of a query's response before scoring.",

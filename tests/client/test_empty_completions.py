@@ -30,7 +30,7 @@ def test_trl_gives_empty_completions_zero_and_scores_the_rest(client: MigClient)
 
 def test_verl_compute_score_gives_an_empty_solution_zero(service_url: str) -> None:
     result = compute_score("openai/gsm8k", "  ", "5", {"question": "What is 2 + 3?"}, base_url=service_url)
-    assert result == {"score": 0.0, "outcome": 0.0, "process_reward": 0.0}
+    assert result == {"score": 0.0, "outcome": 0.0, "process_reward": 0.0, "failed": 0.0}
 
 
 def test_verl_reward_manager_gives_an_empty_response_a_zero_row(client: MigClient) -> None:

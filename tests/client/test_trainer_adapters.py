@@ -132,6 +132,7 @@ def test_verl_compute_score_returns_the_score_and_its_parts(service_url: str, cl
         "score": annotation.outcome + annotation.process_reward,
         "outcome": 1.0,
         "process_reward": annotation.process_reward,
+        "failed": 0.0,
     }
     with pytest.raises(ValueError, match="extra_info\\['question'\\]"):
         compute_score("openai/gsm8k", trace.completion, "5", {"split": "train"}, base_url=service_url)

@@ -107,11 +107,12 @@ def test_openrlhf_reward_splits_queries_and_returns_the_mixed_scalar(
     assert body["extra_logs"]["steps"] == [2.0, 2.0, 2.0]
 
 
-def test_openrlhf_names_the_query_that_does_not_hold_its_prompt(client: httpx.Client) -> None:
+def test_openrlhf_gives_the_query_that_does_not_hold_its_prompt_the_fallback(client: httpx.Client) -> None:
     body = {"query": ["Q: 1+1? A: 2", "other text"], "prompts": ["Q: 1+1?", "Q: 2+2?"], "labels": ["2", "4"]}
     response = client.post("/v1/openrlhf/reward", json=body)
-    assert response.status_code == 422
-    assert [f["field"] for f in response.json()["fields"]] == ["query[1]"]
+    assert response.status_code == 200
+    assert response.json()["rewards"][1] == 0.0  # MIG_OPENRLHF_FALLBACK_REWARD's default
+    assert response.json()["extra_logs"]["failed"] == [0.0, 1.0]
 
 
 def test_openrlhf_rejects_lists_of_different_lengths(client: httpx.Client) -> None:

@@ -52,7 +52,7 @@ def test_a_trace_without_reasoning_text_is_a_422_naming_the_field(
     assert field in response.json()["message"]
 
 
-def test_an_openrlhf_query_with_no_response_is_a_422_naming_the_query(url: str) -> None:
+def test_an_openrlhf_query_with_no_response_gets_the_fallback_reward_alone(url: str) -> None:
     body = {
         "query": ["Q: 1+1?", "Q: 2+2? 4", "Q: 3+3?  <|im_end|>"],
         "prompts": ["Q: 1+1?", "Q: 2+2?", "Q: 3+3?"],
@@ -60,9 +60,11 @@ def test_an_openrlhf_query_with_no_response_is_a_422_naming_the_query(url: str) 
     response = httpx.post(
         timeout=TIMEOUT_S, url=f"{url}/v1/openrlhf/reward", json=body | {"labels": ["2", "4", "6"]}
     )
-    assert response.status_code == 422, response.text
-    assert _fields(response) == ["query[0]", "query[2]"]
-    assert "no response after prompts[0]" in response.json()["message"]
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["extra_logs"]["failed"] == [1.0, 0.0, 1.0]  # the queries with no response, alone
+    assert answer["rewards"][0] == answer["rewards"][2] == 0.0  # MIG_OPENRLHF_FALLBACK_REWARD's default
+    assert answer["extra_logs"]["steps"] == [0.0, 1.0, 0.0]  # the middle query was scored
 
 
 def test_an_empty_openrlhf_query_list_names_query(url: str) -> None:

@@ -101,7 +101,7 @@ def test_too_many_traces_is_413_naming_traces(client: httpx.Client) -> None:
 def test_too_many_explicit_steps_is_422_naming_the_trace_and_field(client: httpx.Client) -> None:
     traces = small_traces(2)
     steps = {"id": "s", "question": "1+1?", "steps": ["a"] * 5, "reference_answer": "2"}
-    body = {"traces": [trace_json(traces[0]), steps]}
+    body = {"traces": [trace_json(traces[0]), steps], "strict": True}
     response = client.post("/v1/annotate", json=body, headers=AUTH)
     assert response.status_code == 422
     assert _fields(response) == ["traces[1].steps"]
@@ -121,7 +121,8 @@ def test_too_many_tokens_is_422_naming_the_completion(client: httpx.Client) -> N
         "traces": [
             trace_json(small_traces(1)[0]),
             {**trace_json(small_traces(1)[0]), "completion": completion},
-        ]
+        ],
+        "strict": True,
     }
     response = client.post("/v1/annotate", json=body, headers=AUTH)
     assert response.status_code == 422

@@ -1,0 +1,150 @@
+"""verl 0.9's reward loop over the reward service: token-level MIG rewards from ``RewardManagerBase``.
+
+Importing this module needs verl (>= 0.9) and registers :class:`MigRewardLoopManager` in verl's reward-loop
+registry as ``"mig"``. In a verl config, load it by module path so that every Ray worker imports it::
+
+    reward.reward_manager.source=importlib
+    reward.reward_manager.name=MigRewardLoopManager
+    reward.reward_manager.module.path=pkg://mig_annotator.client.verl_reward_loop
+
+How the rewards travel: verl's reward loop calls ``run_single`` once per sample (concurrently; the
+service micro-batches them), collects each ``reward_score`` and hands the list to the class's
+``assemble_rm_scores``. ``run_single`` returns a :class:`TokenRewards`: a float (the sample's total,
+``outcome_weight * outcome + process_weight * sum(r_k)``, so code that expects a scalar still works) that
+also carries one reward per response token (:func:`mig_annotator.client.verl.token_rewards`: r_k on the
+last token of step k, the outcome on the last answer token). ``assemble_rm_scores`` lays those on the
+``rm_scores`` rows; a plain float (another manager's, or verl's agent-loop path) goes on the last token.
+
+Options come from ``config.reward.mig`` when present (add it with ``+reward.mig.base_url=...``): ``base_url``
+and ``api_key`` (default ``$MIG_SERVICE_URL`` / ``$MIG_SERVICE_API_KEY``), ``outcome_weight``,
+``process_weight``, ``fallback_reward``, ``on_service_down`` (raise | fallback), ``deadline_s``,
+``max_retries``. A sample the service cannot score gets ``fallback_reward`` on its last token and
+``failed`` 1 in the reward extra info.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from verl import DataProto
+from verl.experimental.reward_loop.reward_manager import register
+from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+
+from mig_annotator.client.fallback import RewardFallback
+from mig_annotator.client.http import AsyncMigClient, MigServiceUnavailable, TraceResult
+from mig_annotator.client.verl import extra_info, sample_token_ids, token_rewards, trace_of_sample
+from mig_annotator.schemas import TraceAnnotation
+
+__all__ = ["MigRewardLoopManager", "TokenRewards"]
+
+
+class TokenRewards(float):
+    """A sample's total reward (the float) with its per-token rewards (``dense``, one per response token)."""
+
+    dense: list[float]
+
+    def __new__(cls, dense: Sequence[float]) -> TokenRewards:
+        value = super().__new__(cls, float(sum(dense)))
+        value.dense = [float(x) for x in dense]
+        return value
+
+    def __reduce__(self) -> tuple[type[TokenRewards], tuple[list[float]]]:  # pickled across Ray workers
+        return (TokenRewards, (self.dense,))
+
+
+def _options(config: Any) -> dict[str, Any]:
+    reward = config.get("reward", None) if hasattr(config, "get") else None
+    mig = reward.get("mig", None) if reward is not None and hasattr(reward, "get") else None
+    return dict(mig.items()) if isinstance(mig, Mapping) or hasattr(mig, "items") else {}
+
+
+@register("mig")
+class MigRewardLoopManager(RewardManagerBase):
+    """Token-level MIG rewards in verl 0.9's reward loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Any,
+        tokenizer: Any,
+        compute_score: Any = None,
+        reward_router_address: str | None = None,
+        reward_model_tokenizer: Any = None,
+        *,
+        client: AsyncMigClient | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(config, tokenizer, compute_score)
+        settings = {**_options(config), **options}
+        self.outcome_weight = float(settings.get("outcome_weight", 1.0))
+        self.process_weight = float(settings.get("process_weight", 1.0))
+        self.fallback = RewardFallback(
+            settings.get("fallback_reward", 0.0), settings.get("on_service_down", "raise")
+        )
+        self.scoring_config = settings.get("scoring")
+        self._client = client
+        self._client_options = {
+            key: settings[key]
+            for key in ("base_url", "api_key", "deadline_s", "max_retries")
+            if key in settings
+        }
+
+    def _service(self) -> AsyncMigClient:
+        """The async client, made in the loop that first needs it (httpx binds its pool to that loop)."""
+        if self._client is None:
+            self._client = AsyncMigClient(**self._client_options)
+        return self._client
+
+    async def run_single(self, data: DataProto) -> dict[str, Any]:
+        """One sample (the last sequence of ``data``): its :class:`TokenRewards` and extra info."""
+        data = data[-1:]
+        prompt_ids, response_ids = sample_token_ids(data.batch, 0)
+        sample = {key: values[0] for key, values in data.non_tensor_batch.items()}
+        source = sample.get("data_source", "verl")
+        trace = trace_of_sample(self.tokenizer, prompt_ids, response_ids, sample, f"verl-{source}")
+        if trace is None:  # no reasoning text: not a trace, zero rewards
+            info = {key: values[0] for key, values in extra_info([None]).items()}
+            return {"reward_score": TokenRewards([0.0] * len(response_ids)), "reward_extra_info": info}
+        result: TraceResult
+        try:
+            (result,) = await self._service().annotate_results([trace], self.scoring_config)
+        except MigServiceUnavailable as error:
+            self.fallback.service_down(error, 1)
+            dense = [0.0] * len(response_ids)
+            if dense:
+                dense[-1] = self.fallback.reward
+            info = {"outcome": 0.0, "process_reward": 0.0, "steps": 0.0, "failed": 1.0}
+            return {"reward_score": TokenRewards(dense), "reward_extra_info": info}
+        if not isinstance(result, TraceAnnotation):
+            self.fallback.scores([result], lambda a: 0.0)  # counts and logs it
+        rewards = token_rewards(
+            self.tokenizer,
+            response_ids,
+            result,
+            outcome_weight=self.outcome_weight,
+            process_weight=self.process_weight,
+            fallback_reward=self.fallback.reward,
+        )
+        info = {key: values[0] for key, values in extra_info([result]).items()}
+        return {"reward_score": TokenRewards(rewards.tolist()), "reward_extra_info": info}
+
+    @classmethod
+    def assemble_rm_scores(cls, data: DataProto, scores: list[float]) -> torch.Tensor:
+        """``rm_scores``: each :class:`TokenRewards` on its response tokens; a plain float on the last
+        valid response token (verl's default placement)."""
+        responses = data.batch["responses"]
+        prompt_width = data.batch["prompts"].size(1)
+        lengths = data.batch["attention_mask"][:, prompt_width:].sum(dim=1).tolist()
+        rm_scores = torch.zeros_like(responses, dtype=torch.float32)
+        for row, (score, length) in enumerate(zip(scores, lengths, strict=True)):
+            length = int(length)
+            if isinstance(score, TokenRewards):
+                if len(score.dense) != length:
+                    raise ValueError(
+                        f"rm_scores row {row}: {len(score.dense)} token rewards for {length} response tokens"
+                    )
+                rm_scores[row, :length] = torch.tensor(score.dense, dtype=torch.float32)
+            elif length > 0:
+                rm_scores[row, length - 1] = float(score)
+        return rm_scores

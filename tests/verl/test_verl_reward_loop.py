@@ -1,0 +1,296 @@
+"""verl 0.9 takes our rewards, against the real package (run in .venv-verl: `make test-verl`).
+
+Real ``verl.DataProto`` batches built from tokenised GSM8K rollouts
+(tests/fixtures/gsm8k_rollouts_small.jsonl, SmolLM2's tokenizer as the policy's), verl's own registries
+and loaders, and a live reward service started from the main venv (a subprocess over the deterministic
+fake probe: this venv has no engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+verl = pytest.importorskip("verl", reason="verl runs in its own venv: make test-verl")
+torch = pytest.importorskip("torch")
+
+from omegaconf import OmegaConf  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+from verl import DataProto  # noqa: E402
+
+from mig_annotator.client import MigClient, TraceFailure  # noqa: E402
+from mig_annotator.client.verl import MigRewardManager, register_verl_reward_manager, token_rewards  # noqa: E402
+from mig_annotator.schemas import Trace, TraceAnnotation  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "gsm8k_rollouts_small.jsonl"
+MODEL = Path(os.environ.get("MIG_CACHE_DIR", Path.home() / ".cache" / "mig-annotator")) / "models"
+TOKENIZER_PATH = MODEL / "SmolLM2-135M-Instruct"
+LOOP_MODULE = "pkg://mig_annotator.client.verl_reward_loop"
+
+
+@pytest.fixture(scope="module")
+def service_url() -> Iterator[str]:
+    """The reward service over the fake probe, served by the main venv's Python (it has the engine)."""
+    python = os.environ.get("MIG_SERVICE_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [python, "-m", "tests.client.fake_service"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    url = process.stdout.readline().strip()
+    try:
+        assert url.startswith("http://127.0.0.1:"), f"the service did not start: {url!r}"
+        yield url
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    if not TOKENIZER_PATH.is_dir():
+        pytest.skip(f"{TOKENIZER_PATH} is missing: run `make model`")
+    return AutoTokenizer.from_pretrained(TOKENIZER_PATH)
+
+
+def rollouts() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
+
+
+def gsm8k_batch(tokenizer: Any, rows: list[dict[str, Any]], response_width: int = 256) -> DataProto:
+    """A batch as verl's rollout hands it over: left-padded prompts (chat template), right-padded responses
+    ending in EOS, the attention mask over both, and the dataset's non-tensor fields."""
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": row["question"]}], add_generation_prompt=True, tokenize=True
+        )
+        for row in rows
+    ]
+    prompts = [
+        list(p["input_ids"]) if isinstance(p, dict) or hasattr(p, "keys") else list(p) for p in prompts
+    ]
+    responses = [
+        [*tokenizer.encode(row["completion"], add_special_tokens=False), tokenizer.eos_token_id]
+        for row in rows
+    ]
+    assert max(len(r) for r in responses) <= response_width
+    prompt_width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompt_ids = torch.tensor([[pad] * (prompt_width - len(p)) + p for p in prompts])
+    response_ids = torch.tensor([r + [pad] * (response_width - len(r)) for r in responses])
+    prompt_mask = torch.tensor([[0] * (prompt_width - len(p)) + [1] * len(p) for p in prompts])
+    response_mask = torch.tensor([[1] * len(r) + [0] * (response_width - len(r)) for r in responses])
+    return DataProto.from_dict(
+        tensors={
+            "prompts": prompt_ids,
+            "responses": response_ids,
+            "input_ids": torch.cat([prompt_ids, response_ids], dim=1),
+            "attention_mask": torch.cat([prompt_mask, response_mask], dim=1),
+            "response_mask": response_mask,
+        },
+        non_tensors={
+            "data_source": np.array(["openai/gsm8k"] * len(rows), dtype=object),
+            "reward_model": np.array(
+                [{"ground_truth": row["reference_answer"], "style": "rule"} for row in rows], dtype=object
+            ),
+            "extra_info": np.array(
+                [{"question": row["question"], "index": i} for i, row in enumerate(rows)], dtype=object
+            ),
+        },
+    )
+
+
+def loop_config(url: str, **mig: Any) -> Any:
+    return OmegaConf.create(
+        {
+            "reward": {
+                "reward_manager": {
+                    "source": "importlib",
+                    "name": "MigRewardLoopManager",
+                    "module": {"path": LOOP_MODULE},
+                },
+                "custom_reward_function": {"path": None, "name": "compute_score"},
+                "mig": {"base_url": url, **mig},
+            }
+        }
+    )
+
+
+def reward_loop(manager_cls: Any, manager: Any, data: DataProto) -> tuple[Any, list[dict[str, Any]]]:
+    """What verl's RewardLoopWorker.compute_score_batch and RewardLoopManager.compute_rm_score do: one
+    concurrent run_single per sample, then the class's assemble_rm_scores over their reward_score."""
+
+    async def batch() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(manager.run_single(data[i : i + 1]) for i in range(len(data)))))
+
+    outputs = asyncio.run(batch())
+    return manager_cls.assemble_rm_scores(data, [out["reward_score"] for out in outputs]), outputs
+
+
+def expected_annotations(
+    url: str, rows: list[dict[str, Any]], tokenizer: Any, data: DataProto
+) -> list[TraceAnnotation]:
+    traces = []
+    for i, row in enumerate(rows):
+        width = data.batch["prompts"].shape[1]
+        length = int(data.batch["attention_mask"][i, width:].sum())
+        completion = tokenizer.decode(data.batch["responses"][i, :length].tolist(), skip_special_tokens=True)
+        traces.append(
+            Trace(
+                id=f"e{i}",
+                question=row["question"],
+                completion=completion,
+                reference_answer=row["reference_answer"],
+            )
+        )
+    with MigClient(url) as client:
+        return client.annotate(traces)
+
+
+def test_verl_resolves_and_builds_our_manager_through_its_own_loader(
+    service_url: str, tokenizer: Any
+) -> None:
+    from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
+    from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_cls
+
+    from mig_annotator.client.verl_reward_loop import MigRewardLoopManager
+
+    config = loop_config(service_url)
+    assert resolve_reward_manager_cls(config) is MigRewardLoopManager
+    assert get_reward_manager_cls("mig") is MigRewardLoopManager  # registered under "mig" on import
+    manager = load_reward_manager(config, tokenizer)
+    assert isinstance(manager, MigRewardLoopManager)
+
+
+def test_the_reward_loop_puts_step_rewards_on_step_ends_and_the_outcome_on_the_answer(
+    service_url: str, tokenizer: Any
+) -> None:
+    from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_cls
+
+    rows = rollouts()
+    data = gsm8k_batch(tokenizer, rows)
+    config = loop_config(service_url)
+    manager_cls = resolve_reward_manager_cls(config)
+    rm_scores, outputs = reward_loop(manager_cls, load_reward_manager(config, tokenizer), data)
+    annotations = expected_annotations(service_url, rows, tokenizer, data)
+    width = data.batch["prompts"].shape[1]
+    assert rm_scores.shape == data.batch["responses"].shape and rm_scores.dtype == torch.float32
+    for i, (row, annotation) in enumerate(zip(rows, annotations, strict=True)):
+        length = int(data.batch["attention_mask"][i, width:].sum())
+        ids = data.batch["responses"][i, :length].tolist()
+        row_scores = rm_scores[i]
+        assert torch.all(row_scores[length:] == 0)
+        expected = token_rewards(tokenizer, ids, annotation)
+        assert row_scores[:length].tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+        assert float(row_scores.sum()) == pytest.approx(
+            annotation.outcome + annotation.process_reward, abs=1e-5
+        )
+        # each r_k on the token where the decoded text first reaches the end of step k's span; the outcome
+        # on the token where it first reaches the end of the extracted answer
+        reach = [len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True)) for t in range(length)]
+
+        def token_ending(char_end: int, reach: list[int] = reach) -> int:
+            return next(t for t, size in enumerate(reach) if size >= char_end)
+
+        for step in annotation.steps:
+            if step.reward > 0:
+                assert float(row_scores[token_ending(step.span.end)]) >= step.reward - 1e-6
+        if annotation.outcome and annotation.answer_span is not None:
+            outcome_at = token_ending(annotation.answer_span.end)
+            assert float(row_scores[outcome_at]) >= 1.0 - 1e-6
+            assert outcome_at == max(t for t in range(length) if row_scores[t] != 0)
+        assert (row_scores[:length] != 0).sum() <= len(annotation.steps) + 1
+        info = outputs[i]["reward_extra_info"]
+        assert info["outcome"] == float(annotation.outcome) == float(row["is_correct"])
+        assert info["failed"] == 0.0
+        assert float(outputs[i]["reward_score"]) == pytest.approx(
+            annotation.outcome + annotation.process_reward, abs=1e-5
+        )
+
+
+def test_the_legacy_manager_through_verls_registry_gives_the_same_tensor(
+    service_url: str, tokenizer: Any
+) -> None:
+    from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_cls
+    from verl.workers.reward_manager import get_reward_manager_cls
+
+    register_verl_reward_manager("mig")
+    assert get_reward_manager_cls("mig") is MigRewardManager
+    rows = rollouts()
+    data = gsm8k_batch(tokenizer, rows)
+    manager = get_reward_manager_cls("mig")(tokenizer, num_examine=0, base_url=service_url)
+    legacy = manager(data, return_dict=True)
+    config = loop_config(service_url)
+    rm_scores, _ = reward_loop(
+        resolve_reward_manager_cls(config), load_reward_manager(config, tokenizer), data
+    )
+    assert torch.allclose(legacy["reward_tensor"], rm_scores, atol=1e-6)
+    assert legacy["reward_extra_info"]["outcome"] == [float(r["is_correct"]) for r in rows]
+
+
+def test_compute_score_loads_as_verls_custom_reward_function(service_url: str) -> None:
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    config = OmegaConf.create(
+        {
+            "reward": {
+                "custom_reward_function": {
+                    "path": str(ROOT / "client" / "verl.py"),
+                    "name": "compute_score",
+                    "reward_kwargs": {"base_url": service_url, "reward": "outcome"},
+                }
+            }
+        }
+    )
+    compute_score = get_custom_reward_fn(config)
+    row = rollouts()[0]
+    result = compute_score(
+        data_source="openai/gsm8k",
+        solution_str=row["completion"],
+        ground_truth=row["reference_answer"],
+        extra_info={"question": row["question"]},
+    )
+    assert result["score"] == result["outcome"] == float(row["is_correct"])
+    assert result["failed"] == 0.0
+
+
+def test_a_service_that_is_down_gives_the_fallback_on_the_last_token_when_asked(tokenizer: Any) -> None:
+    import socket
+
+    from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_cls
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    rows = rollouts()[:2]
+    data = gsm8k_batch(tokenizer, rows)
+    config = loop_config(dead, fallback_reward=-1.0, on_service_down="fallback", max_retries=0)
+    manager = load_reward_manager(config, tokenizer)
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        rm_scores, outputs = reward_loop(resolve_reward_manager_cls(config), manager, data)
+    width = data.batch["prompts"].shape[1]
+    for i in range(len(rows)):
+        length = int(data.batch["attention_mask"][i, width:].sum())
+        assert float(rm_scores[i, length - 1]) == -1.0 and float(rm_scores[i].abs().sum()) == 1.0
+        assert outputs[i]["reward_extra_info"]["failed"] == 1.0
+    assert manager.fallback.stats()["mig/service_down_calls"] == 2.0
+    raising = load_reward_manager(loop_config(dead, max_retries=0), tokenizer)
+    from mig_annotator.client import MigServiceUnavailable
+
+    with pytest.raises(MigServiceUnavailable):
+        reward_loop(resolve_reward_manager_cls(config), raising, data)
+    assert TraceFailure  # the per-trace failure type the manager turns into the fallback
