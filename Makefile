@@ -7,9 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-	$(BIN)/python -m pytest -m "not ray and not trainers"
-	$(MAKE) test-ray
-	$(MAKE) test-trainers
+.PHONY: install system-packages demo test test-ray test-trainers test-verl test-vllm lint model bench bench-ray clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
