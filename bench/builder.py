@@ -387,9 +387,9 @@ def main() -> None:
 
     import torch
 
-    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
 
-    probe = open_probe(ProbeSettings(threads=args.threads))
+    probe = open_probe(TransformersProbeSettings(threads=args.threads))
     threads = torch.get_num_threads()
     print(f"engine alone and builder on {args.limit} rollouts ...", flush=True)
     engine, build = interleaved(probe, args.rollouts, args.limit, args.blocks)
