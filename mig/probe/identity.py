@@ -38,11 +38,7 @@ def file_digest(path: Path, cache_file: Path | None = None) -> str:
     stored = _read_cache(cache_path)
     digest = stored.get(key)
     if digest is None:
-        hasher = hashlib.sha256()
-        with resolved.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                hasher.update(block)
-        digest = hasher.hexdigest()
+        digest = _sha256_of(resolved)
         _write_cache(cache_path, key, digest)
     with _lock:
         _memory[key] = digest
@@ -63,6 +59,14 @@ def folder_digest(folder: Path, cache_file: Path | None = None) -> str:
 def local_model_identity(folder: Path, backend: ProbeBackend, dtype: str) -> ProbeIdentity:
     """The identity of a probe that loads the model in ``folder`` (weights and tokenizer files)."""
     return ProbeIdentity(model=folder.name, digest=folder_digest(folder), backend=backend, dtype=dtype)
+
+
+def _sha256_of(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 def _counts(name: str) -> bool:
