@@ -45,11 +45,14 @@ def file_digest(path: Path, cache_file: Path | None = None) -> str:
     return digest
 
 
-def folder_digest(folder: Path, cache_file: Path | None = None) -> str:
-    """sha256 over the names and content digests of the folder's files that decide a probe's numbers."""
-    files = [path for path in sorted(folder.iterdir()) if path.is_file() and _counts(path.name)]
+def folder_digest(folder: Path, cache_file: Path | None = None, *, tokenizer_only: bool = False) -> str:
+    """sha256 over the names and content digests of the folder's files that decide a probe's numbers
+    (``tokenizer_only``: of its tokenizer files alone)."""
+    counts = _is_tokenizer_file if tokenizer_only else _counts
+    files = [path for path in sorted(folder.iterdir()) if path.is_file() and counts(path.name)]
     if not files:
-        raise FileNotFoundError(f"{folder}: no model or tokenizer files to fingerprint")
+        what = "tokenizer" if tokenizer_only else "model or tokenizer"
+        raise FileNotFoundError(f"{folder}: no {what} files to fingerprint")
     combined = hashlib.sha256()
     for path in files:
         combined.update(f"{path.name}\0{file_digest(path, cache_file)}\0".encode())
@@ -67,6 +70,12 @@ def _sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             hasher.update(block)
     return hasher.hexdigest()
+
+
+def _is_tokenizer_file(name: str) -> bool:
+    return name.startswith(
+        ("tokenizer", "vocab", "merges", "special_tokens", "added_tokens", "chat_template")
+    ) or (name.endswith((".model", ".tiktoken")))
 
 
 def _counts(name: str) -> bool:

@@ -135,14 +135,14 @@ class VLLMServerProbe(Probe):
         return await self._on_loop(self._score(sequences))
 
     def _compute_identity(self) -> ProbeIdentity:
-        """The served model's name and root as the server reports them, and the local tokenizer's content
-        digest (checked against the server's tokenizer at start-up). The server does not report its
+        """The served model's name and root as the server reports them, and the content digest of the local
+        tokenizer files (checked against the server's tokenizer at start-up). The server does not report its
         weights or dtype: a server restarted on other weights under the same name looks the same."""
         from mig_annotator.mig.probe.identity import folder_digest
 
-        digest = hashlib.sha256(
-            f"{self._served_model}\0{self._served_root}\0{folder_digest(self._tokenizer_path)}".encode()
-        ).hexdigest()
+        tokenizer = folder_digest(self._tokenizer_path, tokenizer_only=True)
+        served = f"{self._served_model}\0{self._served_root}\0{tokenizer}"
+        digest = hashlib.sha256(served.encode()).hexdigest()
         return ProbeIdentity(model=self._served_model, digest=digest, backend="vllm-server", dtype="served")
 
     def health(self) -> str | None:

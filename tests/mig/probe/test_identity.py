@@ -58,6 +58,7 @@ def test_two_checkpoints_of_one_architecture_with_different_weights_differ(tmp_p
         (a.model, a.backend, a.dtype) == (b.model, b.backend, b.dtype) == ("tiny", "transformers", "float32")
     )
     assert a.digest != b.digest and a.fingerprint != b.fingerprint
+    assert folder_digest(first, tokenizer_only=True) == folder_digest(second, tokenizer_only=True)
     assert len(a.digest) == 64 and a.fingerprint == f"transformers:tiny:float32:{a.digest[:16]}"
 
 
