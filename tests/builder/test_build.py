@@ -388,3 +388,14 @@ def test_cli_builds_with_the_probe_its_flags_name_and_says_when_it_is_unreachabl
     assert done.returncode == 2
     assert "the vLLM server at http://127.0.0.1:9 is unavailable" in " ".join(done.stderr.split())
     assert not out.exists()
+
+
+def test_cli_builds_with_the_fake_backend_and_records_its_identity(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(2))
+    out = tmp_path / "out"
+    done = run_cli("build", str(source), "--out", str(out), "--backend", "fake", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    manifest = read_manifest(out / "_manifest.json")
+    assert manifest is not None and manifest.identity.probe == FAKE_IDENTITY
+    rows = pl.read_parquet(out / "part-00000.parquet")
+    assert rows["probe_identity"].to_list() == [FAKE_IDENTITY.fingerprint] * 2
