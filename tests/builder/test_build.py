@@ -86,7 +86,7 @@ def test_builds_from_each_input_format_match_the_engine(
     assert manifest.counts is not None and manifest.counts.annotated == 3 and manifest.counts.rejected == 0
     assert manifest.identity.inputs[0].format == fmt
     assert manifest.identity.config_hash == ScoringConfig().config_hash()
-    assert manifest.identity.probe.model_id == probe.model_id
+    assert manifest.identity.probe == probe.identity() and manifest.identity.probe.model == probe.model_id
     assert (tmp_path / "out" / "_SUCCESS").is_file()
     assert not (tmp_path / "out" / "_work").exists()
 
