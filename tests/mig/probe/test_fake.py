@@ -113,7 +113,7 @@ def test_with_a_hugging_face_tokenizer_folder_it_tokenises_like_it() -> None:
     probe = FakeProbe(tokenizer=str(SMOLLM2_TOKENIZER))
     reference = AutoTokenizer.from_pretrained(SMOLLM2_TOKENIZER)
     (sequence,) = _sequences(probe, [_trace("t", ["3 + 4 = 7."])])
-    header = PromptBuilder(reference, ScoringConfig().prompt).header_text(_trace("t", []).question)
+    header = PromptBuilder(reference, ScoringConfig().prompt).header_text(_trace("t", ["x"]).question)
     assert (
         list(sequence.trace_ids[: sequence.boundaries[0]])
         == reference([header], add_special_tokens=False)["input_ids"][0]
