@@ -6,8 +6,9 @@ In one run (the machine is noisy, so every ratio compares numbers measured minut
    in one ``Annotator.annotate`` call (the engine's best case: one length-sorted batch);
 2. the builder on the same N rollouts, in-process with the same probe object: ``plan_build`` +
    ``run_build`` (gsm8k preset, default windows and groups), Parquet out. Ratio against (1); target >= 95%;
-3. peak RSS of a build at each ``--memory-rows`` size of synthetic traces, each in its own subprocess, with a
-   fast fixed-value probe (this measurement only; the real tokenizer, segmenter and math-verify still run);
+3. peak RSS of a build at each ``--memory-rows`` size of synthetic traces, each in its own subprocess, with
+   the package's fake probe (``mig.probe.fake``, over SmolLM2's tokenizer; this measurement only: the
+   tokenizer, segmenter and math-verify still run);
    target: flat within 100 MB;
 4. the time to resume: ``mig-annotator build`` on the first ``--resume-rows`` rollouts is SIGKILLed once
    half its checkpoints are committed and started again; reported: launch to "resuming" (model load,
@@ -33,7 +34,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,36 +45,7 @@ DEFAULT_ROLLOUTS = ROOT.parent / "shared" / "data" / "gsm8k_rollouts.jsonl"
 WORK = ROOT / "bench" / "out" / "builder"
 
 
-# ------------------------------------------------------------------------------------ fixed-value probe
-
-
-class FixedValueProbe:
-    """Constant log-probs for every prefix: lets a build run at I/O speed to measure its memory."""
-
-    model_id = "fixed-value"
-
-    def __init__(self) -> None:
-        from transformers import AutoTokenizer
-
-        from mig_annotator.mig.model_store import resolve_model_path
-        from mig_annotator.mig.probe.base import ProbeStats
-
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(None))
-        self.context_limit = 8192
-        self.stats = ProbeStats()
-
-    def score(self, sequences: Sequence[Any]) -> list[Any]:
-        import numpy as np
-
-        from mig_annotator.mig.probe.base import ProbeResult
-
-        results = []
-        for sequence in sequences:
-            values = -2.0 + 0.25 * (np.arange(sequence.n_prefixes) % 3)
-            logprobs = np.repeat(values[:, None], sequence.n_answer_tokens, axis=1)
-            results.append(ProbeResult(logprobs, sequence.minimal_tokens))
-        self.stats.traces += len(sequences)
-        return results
+TOKENIZER = ROOT / "bench" / "assets" / "smollm2-tokenizer"
 
 
 def synthetic_rows(path: Path, rows: int) -> Path:
@@ -113,19 +84,16 @@ def peak_rss_mb() -> float:
 
 
 def memory_child(input_path: Path, out: Path) -> None:
-    """Build ``input_path`` with the fixed-value probe; print rows, seconds and peak RSS as JSON."""
-    from mig_annotator.builder.manifest import probe_identity
+    """Build ``input_path`` with the fake probe; print rows, seconds and peak RSS as JSON."""
     from mig_annotator.builder.pipeline import run_build
     from mig_annotator.builder.plan import plan_build
     from mig_annotator.builder.settings import BuildSettings
+    from mig_annotator.mig.probe.fake import FakeProbe
 
     shutil.rmtree(out, ignore_errors=True)
-    probe = FixedValueProbe()
+    probe = FakeProbe(tokenizer=str(TOKENIZER), context_limit=8192)
     started = time.perf_counter()
-    plan = plan_build(
-        BuildSettings(inputs=[str(input_path)], out=out),
-        probe_identity("fixed", probe.model_id, None, "float32"),
-    )
+    plan = plan_build(BuildSettings(inputs=[str(input_path)], out=out), probe.identity())
     result = run_build(plan, probe)
     seconds = time.perf_counter() - started
     counts = result.manifest.counts
@@ -164,19 +132,17 @@ def builder_in_process(probe: Any, rollouts: Path, out: Path) -> dict[str, Any]:
     import polars as pl
 
     from mig_annotator.builder.columns import resolve_mapping
-    from mig_annotator.builder.manifest import probe_identity
     from mig_annotator.builder.pipeline import run_build
     from mig_annotator.builder.plan import plan_build
     from mig_annotator.builder.settings import BuildSettings
-    from mig_annotator.mig.model_store import resolve_model_path
 
     shutil.rmtree(out, ignore_errors=True)
-    model_path = resolve_model_path(None)
+    probe.identity()  # hashed once per probe, before the clock starts
     started, cpu = time.perf_counter(), time.process_time()
     settings = BuildSettings(
         inputs=[str(rollouts)], out=out, preset="gsm8k", columns=resolve_mapping("gsm8k")
     )
-    plan = plan_build(settings, probe_identity("transformers", model_path.name, model_path, "float32"))
+    plan = plan_build(settings, probe.identity())
     tokens_before = probe.stats.tokens_forwarded
     result = run_build(plan, probe)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
@@ -329,7 +295,7 @@ def report(
     ]
     for item in memory:
         lines.append(
-            f"| peak RSS, {item['rows']:,} synthetic rows (fixed-value probe) "
+            f"| peak RSS, {item['rows']:,} synthetic rows (fake probe) "
             f"| {item['peak_rss_mb']:,.0f} MB | ({item['rows'] / item['seconds']:,.0f} rows/s) |"
         )
     if len(memory) > 1:
@@ -387,9 +353,9 @@ def main() -> None:
 
     import torch
 
-    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
 
-    probe = open_probe(ProbeSettings(threads=args.threads))
+    probe = open_probe(TransformersProbeSettings(threads=args.threads))
     threads = torch.get_num_threads()
     print(f"engine alone and builder on {args.limit} rollouts ...", flush=True)
     engine, build = interleaved(probe, args.rollouts, args.limit, args.blocks)

@@ -49,11 +49,11 @@ def long_trace() -> list:
 
 def run_worker(workload: str, mode: str, rollouts: Path, limit: int, repeats: int) -> dict:
     from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
     from mig_annotator.schemas import ScoringConfig
 
     traces = spread_gsm8k_traces(rollouts, limit) if workload == "gsm8k" else long_trace()
-    probe = open_probe(ProbeSettings(mode=mode))
+    probe = open_probe(TransformersProbeSettings(mode=mode))
     annotator = Annotator(probe)
     config = ScoringConfig()
     sequences = [annotator.plan([trace], config)[0].sequence for trace in traces]

@@ -174,7 +174,7 @@ def run_mode(mode: str, model_dir: Path, workloads: dict, args: argparse.Namespa
     from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
     settings = TransformersProbeSettings(
-        model_path=model_dir,
+        model=str(model_dir),
         mode=mode,
         dtype="bfloat16",
         device=args.device,

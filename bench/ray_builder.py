@@ -131,24 +131,20 @@ def main() -> None:
 
     import ray
 
-    from mig_annotator.builder.manifest import ProbeIdentity, probe_identity
-    from mig_annotator.mig.model_store import resolve_model_path
-    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe.registry import expected_identity, open_probe
+    from mig_annotator.mig.probe.settings import TransformersProbeSettings
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="ray-bench-"))
     results: list[dict] = []
     try:
         fake = fake_probe_factory()
-        fake_identity = ProbeIdentity(
-            backend="fake", model_id=fake().model_id, model_path=None, dtype="float32", fingerprint="fake"
-        )
+        fake_identity = fake().identity()
         source = synthetic_rows(work / "synthetic.jsonl", args.fake_rows)
         results += measure("fake", source, fake_identity, fake, fake, work, args)
         if not args.fake_only:
-            model_path = resolve_model_path(None)
-            identity = probe_identity("transformers", model_path.name, model_path, "float32")
-            settings = ProbeSettings(threads=1)
+            settings = TransformersProbeSettings(threads=1)
+            identity = expected_identity(settings)
             factory = functools.partial(open_probe, settings)
             source = write_rows(work / "gsm8k.jsonl", args.rollouts, args.limit)
             results += measure("SmolLM2-135M", source, identity, factory, factory, work, args)

@@ -79,9 +79,9 @@ class Engine:
 
     def __init__(self, threads: int | None) -> None:
         from mig_annotator.mig.engine import Annotator
-        from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+        from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
 
-        self.annotator = Annotator(open_probe(ProbeSettings(threads=threads)))
+        self.annotator = Annotator(open_probe(TransformersProbeSettings(threads=threads)))
 
     def batched_seconds(self, traces: list[Trace]) -> float:
         """One ``annotate(traces)`` call (the engine batches as it likes)."""

@@ -143,9 +143,9 @@ def warmup_sequences(annotator, count: int = 6) -> list:
 
 
 def run_transformers(sequences: list, warmup: list, threads: int | None) -> dict:
-    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe import open_probe, parse_probe_settings
 
-    probe = open_probe(ProbeSettings(backend="transformers", mode="packed", threads=threads))
+    probe = open_probe(parse_probe_settings({"mode": "packed", "threads": threads}))
     probe.score(warmup)
     before = (probe.stats.tokens_forwarded, probe.stats.tokens_padded)
     started = time.perf_counter()
@@ -162,12 +162,14 @@ def run_transformers(sequences: list, warmup: list, threads: int | None) -> dict
 
 def run_vllm_path(path: str, sequences: list, warmup: list, block_size: int, log_dir: Path) -> dict:
     from mig_annotator.mig.model_store import resolve_model_path
-    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe import open_probe, parse_probe_settings
 
     model = resolve_model_path(None)
     with vllm_server(model, block_size, log_dir / f"vllm-{path}.log") as base_url:
         started_up = time.perf_counter()
-        probe = open_probe(ProbeSettings(backend="vllm-server", base_url=base_url, vllm_path=path))
+        probe = open_probe(
+            parse_probe_settings({"backend": "vllm-server", "base_url": base_url, "vllm_path": path})
+        )
         try:
             assert probe.scoring_path == path, probe.scoring_path  # type: ignore[attr-defined]
             probe.score(warmup)
@@ -275,11 +277,11 @@ def main() -> None:
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
     from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe import open_probe, parse_probe_settings
     from mig_annotator.schemas import ScoringConfig
 
     load_average = os.getloadavg()[0]
-    tokenizer_probe = open_probe(ProbeSettings(backend="transformers"))
+    tokenizer_probe = open_probe(parse_probe_settings({}))
     annotator = Annotator(tokenizer_probe)
     traces = load_traces(args.rollouts, args.limit)
     sequences = [annotator.plan([trace], ScoringConfig())[0].sequence for trace in traces]

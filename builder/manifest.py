@@ -1,7 +1,8 @@
 """``_manifest.json``: what a build read, how it scored, with what, and what came out.
 
-The :class:`BuildIdentity` is everything that decides the output rows. A build refuses to continue in a
-folder whose identity differs (unless told to overwrite), naming what changed.
+The :class:`BuildIdentity` is everything that decides the output rows, the probe's content identity
+(:class:`schemas.ProbeIdentity`) included. A build refuses to continue in a folder whose identity differs
+(unless told to overwrite), naming what changed.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mig_annotator.builder.columns import ColumnMapping
 from mig_annotator.builder.storage import write_bytes_atomic
-from mig_annotator.schemas import ScoringConfig
+from mig_annotator.schemas import ProbeIdentity, ScoringConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the probe identity is a content digest; rows carry probe_identity
 VERSIONED_PACKAGES = (
     "mig-annotator",
     "torch",
@@ -43,16 +44,6 @@ class InputFingerprint(_Frozen):
     rows: int
 
 
-class ProbeIdentity(_Frozen):
-    """What decides the probe's numbers: backend, weights and dtype (not device or batch size)."""
-
-    backend: str
-    model_id: str
-    model_path: str | None
-    dtype: str
-    fingerprint: str = Field(description="sha256 of the model's config.json and its weight files' sizes.")
-
-
 class TokenizerIdentity(_Frozen):
     path: str
     fingerprint: str = Field(description="sha256 of the tokenizer files.")
@@ -74,7 +65,7 @@ class BuildIdentity(_Frozen):
     kept_columns: list[str]
     scoring: ScoringConfig
     config_hash: str
-    probe: ProbeIdentity
+    probe: ProbeIdentity = Field(description="The probe: backend, model, dtype and weights digest.")
     policy_tokenizer: TokenizerIdentity | None
     layout: Layout
 
@@ -161,21 +152,6 @@ def folder_fingerprint(folder: Path, hashed: tuple[str, ...], sized_suffixes: tu
         if path.is_file() and path.name.endswith(sized_suffixes):
             digest.update(f"{path.name}:{path.stat().st_size}\0".encode())
     return digest.hexdigest()
-
-
-def probe_identity(backend: str, model_id: str, model_path: Path | None, dtype: str) -> ProbeIdentity:
-    fingerprint = (
-        folder_fingerprint(model_path, ("config.json",), (".safetensors", ".bin", ".gguf"))
-        if model_path is not None and model_path.is_dir()
-        else hashlib.sha256(model_id.encode()).hexdigest()
-    )
-    return ProbeIdentity(
-        backend=backend,
-        model_id=model_id,
-        model_path=str(model_path) if model_path is not None else None,
-        dtype=dtype,
-        fingerprint=fingerprint,
-    )
 
 
 def tokenizer_identity(path: Path) -> TokenizerIdentity:

@@ -79,13 +79,6 @@ class BuildResult:
 ShardBuilder = Callable[[BuildObserver], None]
 
 
-def check_probe(plan: BuildPlan, probe: Probe) -> None:
-    if probe.model_id != plan.identity.probe.model_id:
-        raise BuildError(
-            f"the probe is {probe.model_id!r} but the plan was made for {plan.identity.probe.model_id!r}"
-        )
-
-
 def run_build(plan: BuildPlan, probe: Probe, observer: BuildObserver | None = None) -> BuildResult:
     """Build (or finish building) the dataset the plan describes, with ``probe``, in this process."""
     check_probe(plan, probe)
@@ -121,6 +114,16 @@ def run_engine(
     shutil.rmtree(layout.work, ignore_errors=True)
     observer.on_finish(result)
     return result
+
+
+def check_probe(plan: BuildPlan, probe: Probe) -> None:
+    """Refuse a probe whose identity is not the one the plan (and so the manifest) records."""
+    planned, actual = plan.identity.probe, probe.identity()
+    if actual != planned:
+        raise BuildError(
+            f"the probe is {actual.fingerprint} (digest {actual.digest}) but the build was planned with "
+            f"{planned.fingerprint} (digest {planned.digest}): different weights, tokenizer, dtype or backend"
+        )
 
 
 def _build(
@@ -191,6 +194,13 @@ def claim_output(plan: BuildPlan) -> None:
     if existing is None:
         raise OutputConflictError(
             f"--out {layout.root}: holds build files but no _manifest.json; use --overwrite to discard them"
+        )
+    if existing.identity.probe != plan.identity.probe:
+        old, new = existing.identity.probe, plan.identity.probe
+        raise OutputConflictError(
+            f"--out {layout.root}: was built with the probe {old.fingerprint} (digest {old.digest}), "
+            f"this build's probe is {new.fingerprint} (digest {new.digest}); a build is not continued with "
+            "another probe. Use --overwrite to discard it, or choose another --out"
         )
     changed = identity_differences(existing.identity, plan.identity)
     if changed:

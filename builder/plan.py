@@ -16,7 +16,6 @@ from mig_annotator.builder.manifest import (
     BuildIdentity,
     InputFingerprint,
     Layout,
-    ProbeIdentity,
     tokenizer_identity,
 )
 from mig_annotator.builder.settings import BuildSettings
@@ -28,6 +27,7 @@ from mig_annotator.builder.sources import (
     read_schema,
     resolve_inputs,
 )
+from mig_annotator.schemas import ProbeIdentity
 from mig_annotator.schemas.arrow import RESERVED_COLUMNS, dataset_schema
 
 #: Which flag sets each trace field's column, for error messages.

@@ -124,13 +124,12 @@ def build(
 
     from mig_annotator.builder.columns import resolve_mapping
     from mig_annotator.builder.errors import BuildError
-    from mig_annotator.builder.manifest import probe_identity
     from mig_annotator.builder.pipeline import claim_output, finished_manifest, run_build
     from mig_annotator.builder.plan import plan_build
     from mig_annotator.builder.settings import BuildSettings
-    from mig_annotator.mig.model_store import ModelStoreError, resolve_model_path
+    from mig_annotator.mig.model_store import ModelStoreError
     from mig_annotator.mig.probe.base import ProbeError
-    from mig_annotator.mig.probe.factory import open_probe
+    from mig_annotator.mig.probe.registry import expected_identity, open_probe
 
     try:
         if engine not in ("local", "ray"):
@@ -186,16 +185,14 @@ def build(
             fail_on_reject=fail_on_reject,
             overwrite=overwrite,
         )
-        model_path = resolve_model_path(probe_settings.model)
         if dry_run:
             _dry_run(settings, open_probe(probe_settings))
             return
         probe = None
-        model_id = model_path.name
-        if probe_settings.backend == "vllm-server":  # the served model's name comes from the server
+        identity = expected_identity(probe_settings)  # the weights' digest, without loading them
+        if identity is None:  # vllm-server: the served model comes from the server
             probe = open_probe(probe_settings)
-            model_id = probe.model_id
-        identity = probe_identity(probe_settings.backend, model_id, model_path, probe_settings.dtype)
+            identity = probe.identity()
         plan = plan_build(settings, identity)
         claim_output(plan)  # refuse a conflicting folder before loading the model
         finished = None if overwrite else finished_manifest(plan)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, get_args
 import typer
 from pydantic import ValidationError
 
-from mig_annotator.mig.probe.factory import ProbeBackend, ProbeSettings
+from mig_annotator.mig.probe.settings import ProbeSettings, parse_probe_settings
 from mig_annotator.mig.probe.transformers_probe import ProbeDType, ProbeMode
 from mig_annotator.mig.probe.vllm_common import PathChoice
 from mig_annotator.schemas import ScoringConfig
@@ -28,6 +28,7 @@ from mig_annotator.schemas.config import (
     SftStatistic,
     WatermarkKind,
 )
+from mig_annotator.schemas.probe import ProbeBackend
 
 PROBE_PANEL = "Probe"
 SCORING_PANEL = "Scoring"
@@ -337,7 +338,7 @@ def scoring_options(values: ScoringOptionValues) -> dict[str, Any]:
 def validate_probe_settings(values: dict[str, Any]) -> ProbeSettings:
     """The probe settings for ``values`` (a settings dict); raises :class:`OptionError` naming the options."""
     try:
-        return ProbeSettings.model_validate(values)
+        return parse_probe_settings(values)
     except ValidationError as error:
         raise OptionError(describe_validation_error(error)) from error
 

@@ -140,7 +140,7 @@ def score(
     from mig_annotator.mig.engine import Annotator
     from mig_annotator.mig.model_store import ModelStoreError
     from mig_annotator.mig.probe.base import ProbeError
-    from mig_annotator.mig.probe.factory import open_probe
+    from mig_annotator.mig.probe.registry import open_probe
 
     single = (question, completion, answer)
     try:

@@ -255,6 +255,7 @@ class Annotator:
             max_reward=rewards.max_reward,
             sft_gate=sft_gate(outcome, gate_statistic, config.sft_threshold),
             probe_model=self._probe.model_id,
+            probe_identity=self._probe.identity().fingerprint,
             config_hash=config.config_hash(),
             tokens_forwarded=result.tokens_forwarded,
             answer_tokens=item.sequence.n_answer_tokens,

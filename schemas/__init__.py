@@ -10,12 +10,14 @@ from mig_annotator.schemas.config import (
     SftStatistic,
     WatermarkKind,
 )
+from mig_annotator.schemas.probe import ProbeIdentity
 from mig_annotator.schemas.trace import Trace
 
 __all__ = [
     "Aggregation",
     "CharSpan",
     "ContextLimitPolicy",
+    "ProbeIdentity",
     "PromptTemplate",
     "ScoringConfig",
     "SegmenterName",

@@ -59,6 +59,9 @@ class TraceAnnotation(BaseModel):
         "process_reward with sft_statistic='sum'."
     )
     probe_model: str
+    probe_identity: str = Field(
+        description="ProbeIdentity.fingerprint: backend, model, dtype and the weights' content digest."
+    )
     config_hash: str
     tokens_forwarded: int = Field(
         ge=0, description="Probe tokens forwarded for this trace (padding excluded)."

@@ -182,7 +182,13 @@ class ProbeInfo(BaseModel):
 
     backend: str
     model: str | None = Field(description="The probe model's id (None while loading).")
-    revision: str | None = Field(description="A digest identifying the model's weights (None while loading).")
+    fingerprint: str | None = Field(
+        description="backend:model:dtype:digest prefix, as annotations' probe_identity (None while loading)."
+    )
+    digest: str | None = Field(
+        description="sha256 of the weight and tokenizer files' contents (None while loading)."
+    )
+    dtype: str | None = Field(description="The dtype the probe computes in (None while loading).")
     context_limit: int | None
 
 
@@ -249,7 +255,7 @@ class AuditRecord(BaseModel):
     )
     config_hash: str
     probe_model: str
-    probe_revision: str | None
+    probe_identity: str = Field(description="The probe's fingerprint (ProbeIdentity.fingerprint).")
     v0: float
     v_final: float = Field(description="v_K, after the last scored step (v0 with no steps).")
     n_steps: int = Field(description="Steps scored (K).")

@@ -268,7 +268,7 @@ class AnnotationService:
             trace_sha256=trace_sha256(trace),
             config_hash=annotation.config_hash,
             probe_model=annotation.probe_model,
-            probe_revision=self._runtime.revision,
+            probe_identity=annotation.probe_identity,
             v0=annotation.v0,
             v_final=annotation.steps[-1].v if annotation.steps else annotation.v0,
             n_steps=len(annotation.steps),

@@ -96,7 +96,7 @@ class ServiceComponents:
     async def _load(self) -> None:
         await asyncio.gather(self._start_verifier(), self.runtime.load())
         if self.runtime.annotator is not None:
-            logger.info("probe ready: %s (%s)", self.runtime.annotator.probe.model_id, self.runtime.revision)
+            logger.info("probe ready: %s (%s)", self.runtime.annotator.probe.model_id, self.runtime.identity)
 
     async def _start_verifier(self) -> None:
         try:

@@ -161,12 +161,15 @@ async def info(components: Components, caller: Caller) -> InfoResponse:
     settings = components.settings
     runtime = components.runtime
     probe = runtime.annotator.probe if runtime.annotator is not None else None
+    identity = runtime.identity
     return InfoResponse(
         service_version=service_version(),
         probe=ProbeInfo(
             backend=runtime.backend,
             model=probe.model_id if probe is not None else None,
-            revision=runtime.revision,
+            fingerprint=identity.fingerprint if identity is not None else None,
+            digest=identity.digest if identity is not None else None,
+            dtype=identity.dtype if identity is not None else None,
             context_limit=probe.context_limit if probe is not None else None,
         ),
         scoring_defaults=settings.scoring,

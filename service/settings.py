@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mig_annotator.mig.probe.factory import ProbeSettings
+from mig_annotator.mig.probe.settings import ProbeSettings, TransformersProbeSettings
 from mig_annotator.schemas.api import RewardScalar
 from mig_annotator.schemas.config import ScoringConfig
 
@@ -26,8 +26,9 @@ class ServiceSettings(BaseSettings):
 
     # probe and scoring defaults
     probe: ProbeSettings = Field(
-        default_factory=ProbeSettings,
-        description="The probe (MIG_PROBE__BACKEND, MIG_PROBE__MODEL, MIG_PROBE__THREADS, ...).",
+        default_factory=TransformersProbeSettings,
+        description="The probe (MIG_PROBE__BACKEND, MIG_PROBE__MODEL, MIG_PROBE__THREADS, ...; the key of a "
+        "vllm-server: MIG_PROBE__API_KEY). Without MIG_PROBE__BACKEND: the transformers probe.",
     )
     scoring: ScoringConfig = Field(
         default_factory=ScoringConfig,

@@ -25,14 +25,14 @@ def default_model_path() -> Path:
 def packed_probe(default_model_path: Path):
     from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
-    return TransformersProbe(TransformersProbeSettings(model_path=default_model_path, mode="packed"))
+    return TransformersProbe(TransformersProbeSettings(model=str(default_model_path), mode="packed"))
 
 
 @pytest.fixture(scope="session")
 def naive_probe(default_model_path: Path):
     from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
-    return TransformersProbe(TransformersProbeSettings(model_path=default_model_path, mode="naive"))
+    return TransformersProbe(TransformersProbeSettings(model=str(default_model_path), mode="naive"))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import typing
 from pathlib import Path
 
 import pytest
@@ -41,18 +42,24 @@ def _setting_exists(variable: str) -> bool:
         return True
     if not variable.startswith("MIG_"):
         return False
-    model: type[BaseModel] = ServiceSettings
+    models: list[type[BaseModel]] = [ServiceSettings]
     parts = variable.removeprefix("MIG_").lower().split("__")
     for depth, part in enumerate(parts):
-        field = model.model_fields.get(part)
-        if field is None:
+        fields = [model.model_fields[part] for model in models if part in model.model_fields]
+        if not fields:
             return False
         if depth < len(parts) - 1:
-            annotation = field.annotation
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            models = [found for field in fields for found in _models_in(field.annotation)]
+            if not models:
                 return False
-            model = annotation
     return True
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    """The pydantic models a field holds: itself, or the members of a (discriminated) union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for member in typing.get_args(annotation) for model in _models_in(member)]
 
 
 def _cli_commands() -> set[tuple[str, ...]]:

@@ -1,5 +1,31 @@
-"""Probe backends behind one interface (:class:`mig.probe.base.Probe`)."""
+"""Probe backends behind one interface (:class:`mig.probe.base.Probe`), opened by :func:`open_probe`.
 
-from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult, ProbeStats
+Light to import: the backends (torch, vLLM, httpx) load only when a probe of theirs is opened.
+"""
 
-__all__ = ["Probe", "ProbeError", "ProbeResult", "ProbeStats"]
+from mig_annotator.mig.probe.base import ContextLimitError, Probe, ProbeError, ProbeResult, ProbeStats
+from mig_annotator.mig.probe.registry import expected_identity, open_probe
+from mig_annotator.mig.probe.settings import (
+    FakeProbeSettings,
+    ProbeSettings,
+    TransformersProbeSettings,
+    VLLMProbeSettings,
+    VLLMServerProbeSettings,
+    parse_probe_settings,
+)
+
+__all__ = [
+    "ContextLimitError",
+    "FakeProbeSettings",
+    "Probe",
+    "ProbeError",
+    "ProbeResult",
+    "ProbeSettings",
+    "ProbeStats",
+    "TransformersProbeSettings",
+    "VLLMProbeSettings",
+    "VLLMServerProbeSettings",
+    "expected_identity",
+    "open_probe",
+    "parse_probe_settings",
+]

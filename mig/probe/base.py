@@ -1,14 +1,27 @@
-"""The probe interface every backend implements (transformers here; vLLM backends alike)."""
+"""The probe interface every backend implements, in the spirit of lm-evaluation-harness's ``TemplateLM``.
+
+:class:`Probe` does what every backend needs around the model: it refuses a sequence over the context
+limit (naming it), times each call, keeps bounded running statistics, caches the identity, and calls the
+one method a backend implements, :meth:`Probe._score_sequences`. ``close()``, ``health()`` and
+``identity()`` are part of the interface, so callers never probe for optional methods.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Self
 
 import numpy as np
 
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.schemas.probe import ProbeBackend, ProbeIdentity
+
+CALL_WINDOW = 1024  # score() durations kept for percentiles; older ones drop out
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,14 +34,16 @@ class ProbeResult:
 
 @dataclass
 class ProbeStats:
-    """Running totals of what a probe did, for metrics and benchmarks."""
+    """Running totals of what a probe did, for metrics and benchmarks. Bounded: the per-call durations are
+    a window of the last :data:`CALL_WINDOW` ``score()`` calls; everything else is a counter."""
 
     traces: int = 0
-    forward_calls: int = 0
+    score_calls: int = 0
+    forward_calls: int = 0  # model passes (transformers: per batch; vLLM: per score call)
     tokens_forwarded: int = 0  # real tokens
     tokens_padded: int = 0  # positions computed for padding
     seconds: float = 0.0
-    per_call_seconds: list[float] = field(default_factory=list, repr=False)
+    per_call_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=CALL_WINDOW), repr=False)
 
     @property
     def tokens_computed(self) -> int:
@@ -39,24 +54,107 @@ class ProbeError(RuntimeError):
     """The probe failed (model error, backend unreachable); the batch should be retried or failed."""
 
 
-@runtime_checkable
-class Probe(Protocol):
-    """Scores tokenised traces: returns, per trace, the answer tokens' log-probs after every prefix."""
+class ContextLimitError(ProbeError, ValueError):
+    """A sequence does not fit the probe's context; the message names the sequence and both lengths."""
+
+
+class Probe(ABC):
+    """Scores tokenised traces: per trace, the answer tokens' log-probs after every prefix.
+
+    Subclasses set :attr:`backend`, call ``super().__init__()`` first, and implement the properties
+    ``model_id``, ``context_limit``, ``tokenizer``, plus :meth:`_score_sequences` and
+    :meth:`_compute_identity`. They may override :meth:`close` and :meth:`health`.
+    """
+
+    backend: ClassVar[ProbeBackend]
+    remote: ClassVar[bool] = False  # True: health() asks a server over the network (may block)
+
+    def __init__(self) -> None:
+        self._stats = ProbeStats()
+        self._stats_lock = threading.Lock()
+        self._identity: ProbeIdentity | None = None
+
+    # -- what a backend provides --------------------------------------------------------------------------
 
     @property
+    @abstractmethod
     def model_id(self) -> str: ...
 
     @property
+    @abstractmethod
     def context_limit(self) -> int:
         """The most tokens one probe (prefix + continuation) may hold."""
-        ...
 
     @property
+    @abstractmethod
     def tokenizer(self) -> Tokenizer: ...
 
+    @abstractmethod
+    def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        """Results in input order for sequences that all fit the context; batch and order as you like.
+        Record model passes and padding with :meth:`_record_forward`."""
+
+    @abstractmethod
+    def _compute_identity(self) -> ProbeIdentity:
+        """The probe's identity; called once, then cached."""
+
+    # -- the interface callers use ------------------------------------------------------------------------
+
     @property
-    def stats(self) -> ProbeStats: ...
+    def stats(self) -> ProbeStats:
+        return self._stats
 
     def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        """Results in input order; the backend batches and orders the work as it likes."""
-        ...
+        """Results in input order. Raises :class:`ContextLimitError` before any work when a sequence is too
+        long, :class:`ProbeError` when the backend fails."""
+        self.check_context(sequences)
+        started = time.perf_counter()
+        results = self._score_sequences(sequences)
+        elapsed = time.perf_counter() - started
+        if len(results) != len(sequences):
+            raise ProbeError(
+                f"{self.backend} probe returned {len(results)} results for {len(sequences)} sequences"
+            )
+        with self._stats_lock:
+            self._stats.traces += len(sequences)
+            self._stats.score_calls += 1
+            self._stats.tokens_forwarded += sum(result.tokens_forwarded for result in results)
+            self._stats.seconds += elapsed
+            self._stats.per_call_seconds.append(elapsed)
+        return results
+
+    def check_context(self, sequences: Sequence[ProbeSequence]) -> None:
+        limit = self.context_limit
+        for index, sequence in enumerate(sequences):
+            if sequence.probe_length > limit:
+                raise ContextLimitError(
+                    f"sequence {index}: {sequence.probe_length} tokens exceed the context limit {limit} "
+                    f"of the {self.backend} probe {self.model_id}"
+                )
+
+    def identity(self) -> ProbeIdentity:
+        """What decides this probe's numbers (weights and tokenizer by content, dtype, backend); cached."""
+        if self._identity is None:
+            self._identity = self._compute_identity()
+        return self._identity
+
+    def health(self) -> str | None:
+        """None when the probe can score, else why not. Remote backends ask their server."""
+        return None
+
+    def close(self) -> None:
+        """Release the model, threads and connections. Idempotent."""
+        return None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- for backends -------------------------------------------------------------------------------------
+
+    def _record_forward(self, padded_tokens: int = 0) -> None:
+        with self._stats_lock:
+            self._stats.forward_calls += 1
+            self._stats.tokens_padded += padded_tokens

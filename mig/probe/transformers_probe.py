@@ -21,41 +21,23 @@ so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from mig_annotator.mig.probe.base import ProbeError, ProbeResult, ProbeStats
+from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.schemas.probe import ProbeDType, ProbeIdentity, ProbeMode
 
 if TYPE_CHECKING:
     import torch
 
-ProbeMode = Literal["packed", "packed-single", "naive"]
-ProbeDType = Literal["float32", "bfloat16"]
+__all__ = ["ProbeDType", "ProbeMode", "TransformersProbe", "TransformersProbeSettings"]
 MAX_PADDING = 0.05  # share of computed positions a batch may spend on padding
-
-
-class TransformersProbeSettings(BaseModel):
-    """How the embedded probe loads and batches."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_path: Path
-    mode: ProbeMode = "packed"
-    dtype: ProbeDType = "float32"
-    device: str = Field(
-        default="auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda:0', ..."
-    )
-    threads: int | None = Field(
-        default=None, ge=1, description="torch CPU threads; None keeps torch's default."
-    )
-    max_batch_tokens: int = Field(default=4096, ge=64, description="Padded tokens per forward pass.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,33 +56,42 @@ class _Row:
     answer_slots: np.ndarray  # (n,) which answer token each target is
 
 
-class TransformersProbe:
+class TransformersProbe(Probe):
     """A :class:`mig.probe.base.Probe` over a local Hugging Face model folder."""
 
+    backend = "transformers"
+
     def __init__(self, settings: TransformersProbeSettings) -> None:
+        super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from mig_annotator.mig.model_store import resolve_model_path
+
         if settings.threads is not None:
             torch.set_num_threads(settings.threads)
         self._settings = settings
+        self._model_path = resolve_model_path(settings.model)
         self._torch = torch
         self._device = torch.device(_resolve_device(settings.device, torch))
         self._dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
-        self._tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
+        self._tokenizer = AutoTokenizer.from_pretrained(self._model_path)
         model = AutoModelForCausalLM.from_pretrained(
-            settings.model_path, dtype=self._dtype, attn_implementation="sdpa"
+            self._model_path, dtype=self._dtype, attn_implementation="sdpa"
         )
         self._model = model.to(self._device).eval()
         self._backbone = self._model.base_model
         self._lm_head = self._model.get_output_embeddings()
         self._context_limit = int(getattr(self._model.config, "max_position_embeddings", 2048))
-        self._stats = ProbeStats()
 
     @property
     def model_id(self) -> str:
-        return Path(self._settings.model_path).name
+        return self._model_path.name
+
+    @property
+    def model_path(self) -> Path:
+        return self._model_path
 
     @property
     def context_limit(self) -> int:
@@ -111,20 +102,15 @@ class TransformersProbe:
         return self._tokenizer
 
     @property
-    def stats(self) -> ProbeStats:
-        return self._stats
-
-    @property
     def settings(self) -> TransformersProbeSettings:
         return self._settings
 
-    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        for index, sequence in enumerate(sequences):
-            if sequence.probe_length > self._context_limit:
-                raise ValueError(
-                    f"sequence {index}: {sequence.probe_length} tokens exceed the context limit "
-                    f"{self._context_limit}"
-                )
+    def _compute_identity(self) -> ProbeIdentity:
+        from mig_annotator.mig.probe.identity import local_model_identity
+
+        return local_model_identity(self._model_path, "transformers", self._settings.dtype)
+
+    def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         outputs = [np.zeros((s.n_prefixes, s.n_answer_tokens)) for s in sequences]
         build_rows = _naive_rows if self._settings.mode == "naive" else _packed_rows
         rows = [row for index, sequence in enumerate(sequences) for row in build_rows(index, sequence)]
@@ -133,7 +119,6 @@ class TransformersProbe:
             logprobs = self._forward(batch)
             for row, row_logprobs in zip(batch, logprobs, strict=True):
                 outputs[row.item][row.prefixes, row.answer_slots] = row_logprobs
-        self._stats.traces += len(sequences)
         forwarded = [
             s.naive_tokens if self._settings.mode == "naive" else s.minimal_tokens for s in sequences
         ]
@@ -147,7 +132,6 @@ class TransformersProbe:
 
     def _forward(self, batch: list[_Row]) -> list[np.ndarray]:
         torch = self._torch
-        started = time.perf_counter()
         hidden_states = self._two_pass_hidden if self._settings.mode == "packed" else self._one_pass_hidden
         try:
             with torch.inference_mode():
@@ -159,13 +143,7 @@ class TransformersProbe:
                 logprobs = logits.log_softmax(dim=-1).gather(1, targets[:, None])[:, 0].double().cpu().numpy()
         except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
             raise ProbeError(f"probe forward failed: {error}") from error
-        real = sum(len(row.input_ids) for row in batch)
-        elapsed = time.perf_counter() - started
-        self._stats.forward_calls += 1
-        self._stats.tokens_forwarded += real
-        self._stats.tokens_padded += computed - real
-        self._stats.seconds += elapsed
-        self._stats.per_call_seconds.append(elapsed)
+        self._record_forward(padded_tokens=computed - sum(len(row.input_ids) for row in batch))
         splits = np.cumsum([len(r.read_positions) for r in batch])[:-1]
         return np.split(logprobs, splits)
 

@@ -22,8 +22,9 @@ same rows in the prefill step, so it is not used.
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,9 +32,11 @@ import numpy as np
 
 from mig_annotator.mig.probe.base import ProbeError
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.schemas.probe import VLLMPathChoice
 
+logger = logging.getLogger(__name__)
 ScoringPath = Literal["prompt-logprobs", "prefix-cached", "token-scores"]
-PathChoice = Literal["auto", "prompt-logprobs", "prefix-cached", "token-scores"]
+PathChoice = VLLMPathChoice
 AUTO_ORDER: tuple[ScoringPath, ...] = ("token-scores", "prefix-cached", "prompt-logprobs")
 
 TRIAL_TOLERANCE = 1e-3  # nats: cached and uncached scores of the trial probe must agree this closely
@@ -156,10 +159,29 @@ class ResultCollector:
         return [i for i, out in enumerate(self.outputs) if np.isnan(out).any()]
 
 
-def check_context(sequences: Sequence[ProbeSequence], context_limit: int) -> None:
-    for index, sequence in enumerate(sequences):
-        if sequence.probe_length > context_limit:
-            raise ValueError(
-                f"sequence {index}: {sequence.probe_length} tokens exceed the vLLM server's "
-                f"max_model_len {context_limit}"
-            )
+def choose_path(
+    choice: PathChoice,
+    path_problem: Callable[[ScoringPath], str | None],
+    where: str,
+    *,
+    fatal: tuple[type[BaseException], ...] = (),
+) -> ScoringPath:
+    """The first path of ``choice`` (``auto``: :data:`AUTO_ORDER`) whose trial finds no problem.
+
+    ``path_problem(path)`` returns None when the path works, else why not; a :class:`ProbeError` it raises
+    counts as the path's problem, except the ``fatal`` ones, which propagate (an unreachable server).
+    Raises :class:`ProbeError` listing every path's problem when none works."""
+    candidates = AUTO_ORDER if choice == "auto" else (choice,)
+    reasons = []
+    for path in candidates:
+        try:
+            problem = path_problem(path)
+        except fatal:
+            raise
+        except ProbeError as error:
+            problem = str(error)
+        if problem is None:
+            return path
+        reasons.append(f"{path}: {problem}")
+        logger.info("%s: path %s unavailable: %s", where, path, problem)
+    raise ProbeError(f"no usable vLLM scoring path on {where}: " + "; ".join(reasons))

@@ -11,59 +11,48 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from mig_annotator.mig.probe.base import ProbeError, ProbeResult, ProbeStats
+from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult
+from mig_annotator.mig.probe.settings import VLLMProbeSettings
 from mig_annotator.mig.probe.vllm_common import (
-    AUTO_ORDER,
     TRIAL_TOLERANCE,
-    PathChoice,
     ProbeRequest,
     ResultCollector,
     ScoringPath,
     answer_logprobs_from_prompt_logprobs,
     answer_logprobs_from_token_scores,
-    check_context,
+    choose_path,
     probe_requests,
     sampling_fields,
     trial_requests,
 )
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.schemas.probe import ProbeIdentity
 
+__all__ = ["VLLMProbe", "VLLMProbeSettings"]
 logger = logging.getLogger(__name__)
 
 
-class VLLMProbeSettings(BaseModel):
-    """How the in-process vLLM engine loads."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_path: Path
-    path: PathChoice = "auto"
-    dtype: str = Field(default="float32", description="vLLM dtype: float32, bfloat16, auto, ...")
-    max_model_len: int | None = Field(default=None, ge=16, description="None: the model's own limit.")
-    enforce_eager: bool = Field(default=True, description="No CUDA graphs / compilation (fast start-up).")
-    block_size: int | None = Field(default=None, ge=1, description="KV block size (prefix-cache grain).")
-    gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1, description="GPU share for the engine.")
-    engine_args: dict[str, Any] = Field(default_factory=dict, description="More vllm.LLM keyword arguments.")
-
-
-class VLLMProbe:
+class VLLMProbe(Probe):
     """A :class:`mig.probe.base.Probe` running ``vllm.LLM`` in this process."""
 
+    backend = "vllm"
+
     def __init__(self, settings: VLLMProbeSettings) -> None:
+        super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from vllm import LLM
 
+        from mig_annotator.mig.model_store import resolve_model_path
+
         self._settings = settings
+        self._model_path = resolve_model_path(settings.model)
         arguments: dict[str, Any] = {
-            "model": str(settings.model_path),
+            "model": str(self._model_path),
             "dtype": settings.dtype,
             "enforce_eager": settings.enforce_eager,
             "enable_prefix_caching": True,
@@ -76,13 +65,12 @@ class VLLMProbe:
         self._llm = LLM(**{**arguments, **settings.engine_args})
         self._tokenizer = self._llm.get_tokenizer()
         self._context_limit = int(self._llm.llm_engine.model_config.max_model_len)
-        self._stats = ProbeStats()
-        self._path = self._choose_path()
-        logger.info("vllm probe: %s, path %s", settings.model_path, self._path)
+        self._path = choose_path(settings.vllm_path, self._path_problem, f"vllm {self._model_path.name}")
+        logger.info("vllm probe: %s, path %s", self._model_path, self._path)
 
     @property
     def model_id(self) -> str:
-        return Path(self._settings.model_path).name
+        return self._model_path.name
 
     @property
     def context_limit(self) -> int:
@@ -93,10 +81,6 @@ class VLLMProbe:
         return self._tokenizer
 
     @property
-    def stats(self) -> ProbeStats:
-        return self._stats
-
-    @property
     def scoring_path(self) -> ScoringPath:
         return self._path
 
@@ -104,9 +88,12 @@ class VLLMProbe:
     def settings(self) -> VLLMProbeSettings:
         return self._settings
 
-    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        check_context(sequences, self._context_limit)
-        started = time.perf_counter()
+    def _compute_identity(self) -> ProbeIdentity:
+        from mig_annotator.mig.probe.identity import local_model_identity
+
+        return local_model_identity(self._model_path, "vllm", self._settings.dtype)
+
+    def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         collector = ResultCollector(sequences)
         requests = [probe_requests(i, sequence) for i, sequence in enumerate(sequences)]
         if self._path == "prompt-logprobs":
@@ -118,12 +105,7 @@ class VLLMProbe:
             )
         if collector.missing():
             raise ProbeError(f"vLLM returned no scores for sequences {collector.missing()}")
-        elapsed = time.perf_counter() - started
-        self._stats.traces += len(sequences)
-        self._stats.forward_calls += 1
-        self._stats.tokens_forwarded += sum(collector.forwarded)
-        self._stats.seconds += elapsed
-        self._stats.per_call_seconds.append(elapsed)
+        self._record_forward()
         return [ProbeResult(out, n) for out, n in zip(collector.outputs, collector.forwarded, strict=True)]
 
     def close(self) -> None:
@@ -174,20 +156,6 @@ class VLLMProbe:
                 logprobs = answer_logprobs_from_prompt_logprobs(request, output.prompt_logprobs)
             results.append((logprobs, cached))
         return results
-
-    def _choose_path(self) -> ScoringPath:
-        candidates = AUTO_ORDER if self._settings.path == "auto" else (self._settings.path,)
-        reasons = []
-        for path in candidates:
-            try:
-                problem = self._path_problem(path)
-            except ProbeError as error:
-                problem = str(error)
-            if problem is None:
-                return path
-            reasons.append(f"{path}: {problem}")
-            logger.info("vllm probe: path %s unavailable: %s", path, problem)
-        raise ProbeError("no usable vLLM scoring path: " + "; ".join(reasons))
 
     def _path_problem(self, path: ScoringPath) -> str | None:
         """Why ``path`` cannot run on this engine, or None when a trial probe that hits the prefix cache gave

@@ -17,37 +17,37 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import logging
 import os
 import threading
-import time
 from collections.abc import Awaitable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from mig_annotator.mig.probe.base import ProbeError, ProbeResult, ProbeStats
+from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult
+from mig_annotator.mig.probe.settings import VLLMServerProbeSettings
 from mig_annotator.mig.probe.vllm_common import (
-    AUTO_ORDER,
     TOKENIZER_CHECK_TEXTS,
     TRIAL_TOLERANCE,
-    PathChoice,
     ProbeRequest,
     ResultCollector,
     ScoringPath,
     answer_logprobs_from_prompt_logprobs,
     answer_logprobs_from_token_scores,
-    check_context,
+    choose_path,
     probe_requests,
     sampling_fields,
     trial_requests,
 )
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.schemas.probe import ProbeIdentity
 
+__all__ = ["TokenizerMismatch", "VLLMServerProbe", "VLLMServerProbeSettings", "VLLMServerUnavailable"]
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 GENERATE_ROUTE = "/inference/v1/generate"
@@ -62,34 +62,24 @@ class TokenizerMismatch(ProbeError):
     """The local tokenizer does not tokenise like the server's: the probe refuses to run."""
 
 
-class VLLMServerSettings(BaseModel):
-    """How to reach and use a vLLM server."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_url: str = Field(default="http://127.0.0.1:8000", description="The server's root URL.")
-    tokenizer_path: Path = Field(description="A local folder with the served model's tokenizer.")
-    path: PathChoice = Field(default="auto", description="Scoring path (mig.probe.vllm_common).")
-    api_key: SecretStr | None = Field(default=None, description="Bearer key the server wants (--api-key).")
-    timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
-    max_concurrency: int = Field(default=8, ge=1, description="HTTP requests in flight at most.")
-    prompts_per_request: int = Field(default=16, ge=1, description="Probes per /v1/completions request.")
-    max_retries: int = Field(default=4, ge=0, description="Retries of a request that failed transiently.")
-    backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
-
-
 class _Transient(Exception):
     """A response worth retrying (429, 5xx)."""
 
 
-class VLLMServerProbe:
+class VLLMServerProbe(Probe):
     """A :class:`mig.probe.base.Probe` backed by a running vLLM server."""
 
-    def __init__(self, settings: VLLMServerSettings) -> None:
+    backend = "vllm-server"
+    remote = True
+
+    def __init__(self, settings: VLLMServerProbeSettings) -> None:
+        super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from mig_annotator.mig.model_store import resolve_model_path
+
         self._settings = settings
+        self._tokenizer_path = resolve_model_path(settings.model)
         self._base_url = settings.base_url.rstrip("/")
-        self._stats = ProbeStats()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-server-probe", daemon=True)
         self._thread.start()
@@ -97,12 +87,17 @@ class VLLMServerProbe:
         self._semaphore: asyncio.Semaphore | None = None
         self.cache_fallbacks = 0  # probes re-run without the prefix cache
         try:
-            self._served_model, self._context_limit = self._run(self._read_model())
+            self._served_model, self._served_root, self._context_limit = self._run(self._read_model())
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer_path)
+            self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_path)
             self._run(self._check_tokenizer())
-            self._path: ScoringPath = self._run(self._choose_path())
+            self._path = choose_path(
+                settings.vllm_path,
+                lambda path: self._run(self._path_problem(path)),
+                self._base_url,
+                fatal=(VLLMServerUnavailable,),
+            )
         except BaseException:
             self.close()
             raise
@@ -123,28 +118,40 @@ class VLLMServerProbe:
         return self._tokenizer
 
     @property
-    def stats(self) -> ProbeStats:
-        return self._stats
-
-    @property
     def scoring_path(self) -> ScoringPath:
         """The scoring path in use (``auto`` resolved at start-up)."""
         return self._path
 
     @property
-    def settings(self) -> VLLMServerSettings:
+    def settings(self) -> VLLMServerProbeSettings:
         return self._settings
 
-    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+    def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         return self._run(self._score(sequences))
 
     async def ascore(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        """``score`` for async callers (runs on the probe's own event loop)."""
+        """``score`` for async callers (runs on the probe's own event loop; no statistics kept)."""
+        self.check_context(sequences)
         return await self._on_loop(self._score(sequences))
 
-    def health_check(self) -> None:
-        """Raises :class:`VLLMServerUnavailable` unless the server answers ``/health``."""
-        self._run(self._request("GET", "/health", retries=0))
+    def _compute_identity(self) -> ProbeIdentity:
+        """The served model's name and root as the server reports them, and the content digest of the local
+        tokenizer files (checked against the server's tokenizer at start-up). The server does not report its
+        weights or dtype: a server restarted on other weights under the same name looks the same."""
+        from mig_annotator.mig.probe.identity import folder_digest
+
+        tokenizer = folder_digest(self._tokenizer_path, tokenizer_only=True)
+        served = f"{self._served_model}\0{self._served_root}\0{tokenizer}"
+        digest = hashlib.sha256(served.encode()).hexdigest()
+        return ProbeIdentity(model=self._served_model, digest=digest, backend="vllm-server", dtype="served")
+
+    def health(self) -> str | None:
+        """None while the server answers ``/health``, else why not."""
+        try:
+            self._run(self._request("GET", "/health", retries=0))
+        except ProbeError as error:
+            return str(error)
+        return None
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -157,11 +164,12 @@ class VLLMServerProbe:
 
     # -- start-up -----------------------------------------------------------------------------------------
 
-    async def _read_model(self) -> tuple[str, int]:
+    async def _read_model(self) -> tuple[str, str, int]:
+        """The served model's id, its root (the path or hub name it was loaded from) and max_model_len."""
         models = (await self._request("GET", "/v1/models")).json()
         try:
             model = models["data"][0]
-            return str(model["id"]), int(model["max_model_len"])
+            return str(model["id"]), str(model.get("root") or model["id"]), int(model["max_model_len"])
         except (KeyError, IndexError, TypeError, ValueError) as error:
             raise ProbeError(f"{self._base_url}/v1/models: unexpected answer {models!r}") from error
 
@@ -173,22 +181,11 @@ class VLLMServerProbe:
                 local = self._tokenizer([text], add_special_tokens=special)["input_ids"][0]
                 if list(served) != list(local):
                     raise TokenizerMismatch(
-                        f"the tokenizer at {self._settings.tokenizer_path} does not match the server's "
+                        f"the tokenizer at {self._tokenizer_path} does not match the server's "
                         f"({self._served_model} at {self._base_url}) on {text!r} "
                         f"(add_special_tokens={special}): local {local[:12]}..., server {served[:12]}...; "
                         "point the probe's model at the served model's folder"
                     )
-
-    async def _choose_path(self) -> ScoringPath:
-        candidates = AUTO_ORDER if self._settings.path == "auto" else (self._settings.path,)
-        reasons = []
-        for path in candidates:
-            problem = await self._path_problem(path)
-            if problem is None:
-                return path
-            reasons.append(f"{path}: {problem}")
-            logger.info("vllm-server probe: path %s unavailable: %s", path, problem)
-        raise ProbeError(f"no usable scoring path on {self._base_url}: " + "; ".join(reasons))
 
     async def _path_problem(self, path: ScoringPath) -> str | None:
         """Why ``path`` cannot run on this server, or None when a trial probe that hits the prefix cache gave
@@ -224,8 +221,6 @@ class VLLMServerProbe:
     # -- scoring ------------------------------------------------------------------------------------------
 
     async def _score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        check_context(sequences, self._context_limit)
-        started = time.perf_counter()
         collector = ResultCollector(sequences)
         requests = [probe_requests(i, sequence) for i, sequence in enumerate(sequences)]
         if self._path == "prompt-logprobs":
@@ -237,12 +232,7 @@ class VLLMServerProbe:
             await asyncio.gather(*(self._trace_into(trace, collector) for trace in requests))
         if collector.missing():
             raise ProbeError(f"vLLM returned no scores for sequences {collector.missing()}")
-        elapsed = time.perf_counter() - started
-        self._stats.traces += len(sequences)
-        self._stats.forward_calls += 1
-        self._stats.tokens_forwarded += sum(collector.forwarded)
-        self._stats.seconds += elapsed
-        self._stats.per_call_seconds.append(elapsed)
+        self._record_forward()
         return [ProbeResult(out, n) for out, n in zip(collector.outputs, collector.forwarded, strict=True)]
 
     async def _completions_into(self, chunk: list[ProbeRequest], collector: ResultCollector) -> None:
@@ -331,7 +321,7 @@ class VLLMServerProbe:
             if self._settings.api_key is not None:
                 headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
             self._client = httpx.AsyncClient(
-                base_url=self._base_url, timeout=self._settings.timeout_s, headers=headers
+                base_url=self._base_url, timeout=self._settings.request_timeout_s, headers=headers
             )
             self._semaphore = asyncio.Semaphore(self._settings.max_concurrency)
         assert self._semaphore is not None

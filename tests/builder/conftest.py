@@ -1,5 +1,5 @@
-"""Builder test fixtures: the real default probe (loaded once), input files, and a fake probe for the
-pure-logic tests of the checkpoint protocol."""
+"""Builder test fixtures: the real default probe (loaded once), input files, and the package's fake probe
+(:mod:`mig.probe.fake`) for the pure-logic tests of the checkpoint protocol."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from mig_annotator.builder.manifest import ProbeIdentity, probe_identity
 from mig_annotator.builder.plan import BuildPlan, plan_build
 from mig_annotator.builder.settings import BuildSettings
-from mig_annotator.mig.probe.base import ProbeResult, ProbeStats
-from mig_annotator.mig.prompt import ProbeSequence
+from mig_annotator.mig.probe import TransformersProbeSettings, expected_identity, open_probe
+from mig_annotator.mig.probe.fake import FakeProbe
+from mig_annotator.schemas import ProbeIdentity
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[2]
@@ -79,14 +78,14 @@ def model_path() -> Path:
 @pytest.fixture(scope="session")
 def probe(model_path: Path):
     """The real default probe, configured as `mig-annotator build` opens it."""
-    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
-
-    return open_probe(ProbeSettings())
+    return open_probe(TransformersProbeSettings())
 
 
 @pytest.fixture(scope="session")
 def real_identity(model_path: Path) -> ProbeIdentity:
-    return probe_identity("transformers", model_path.name, model_path, "float32")
+    identity = expected_identity(TransformersProbeSettings(model=str(model_path)))
+    assert identity is not None
+    return identity
 
 
 def make_plan(identity: ProbeIdentity, inputs: list[Path], out: Path, **settings: Any) -> BuildPlan:
@@ -95,44 +94,7 @@ def make_plan(identity: ProbeIdentity, inputs: list[Path], out: Path, **settings
 
 # ------------------------------------------------------------------------------------------- fake probe
 
-
-class CharTokenizer:
-    """One token per character; no special tokens."""
-
-    bos_token_id = None
-
-    def __call__(self, text: list[str], add_special_tokens: bool = False) -> dict[str, list[list[int]]]:
-        return {"input_ids": [[ord(char) % 5000 + 1 for char in item] for item in text]}
-
-    def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: object) -> str:
-        return "".join(message["content"] for message in conversation)
-
-
-class FakeProbe:
-    """Deterministic log-probs from the prefix tokens: for unit tests of the file protocol only."""
-
-    model_id = "fake-probe"
-    context_limit = 4096
-
-    def __init__(self) -> None:
-        self.tokenizer = CharTokenizer()
-        self.stats = ProbeStats()
-
-    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        results = []
-        for sequence in sequences:
-            rows = []
-            for boundary in sequence.boundaries:
-                seed = sum(sequence.trace_ids[:boundary]) % 997
-                rows.append([-((seed * (t + 3)) % 89) / 30.0 - 0.1 for t in range(sequence.n_answer_tokens)])
-            results.append(ProbeResult(np.asarray(rows, dtype=np.float64), sequence.minimal_tokens))
-        self.stats.traces += len(sequences)
-        return results
-
-
-FAKE_IDENTITY = ProbeIdentity(
-    backend="fake", model_id="fake-probe", model_path=None, dtype="float32", fingerprint="fake"
-)
+FAKE_IDENTITY = FakeProbe().identity()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from mig_annotator.builder.columns import ColumnMapping
 from mig_annotator.builder.pipeline import run_build
-from tests.builder.conftest import FAKE_IDENTITY, FakeProbe, arithmetic_rows, make_plan, write_jsonl
+from mig_annotator.mig.probe.fake import FakeProbe
+from tests.builder.conftest import FAKE_IDENTITY, arithmetic_rows, make_plan, write_jsonl
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PROCESSBENCH_FIXTURE = FIXTURES / "processbench_mini.jsonl"
@@ -93,7 +94,7 @@ def write_audit_log(folder: Path, trajectories: dict[str, list[float]], outcome:
                 trace_sha256="0" * 64,
                 config_hash="cfg",
                 probe_model="probe-1",
-                probe_revision=None,
+                probe_identity="fake:probe-1:float64:0123456789abcdef",
                 v0=values[0],
                 v_final=values[-1],
                 n_steps=len(values) - 1,

@@ -61,6 +61,7 @@ def sample_annotation() -> TraceAnnotation:
         max_reward=0.5,
         sft_gate=True,
         probe_model="probe",
+        probe_identity="fake:probe:float64:0123456789abcdef",
         config_hash="0123456789abcdef",
         tokens_forwarded=40,
         answer_tokens=1,

@@ -13,7 +13,7 @@ import pytest
 
 from mig_annotator.builder import sources as builder_sources
 from mig_annotator.builder.columns import resolve_mapping
-from mig_annotator.builder.errors import OutputConflictError, RejectedRowError
+from mig_annotator.builder.errors import BuildError, OutputConflictError, RejectedRowError
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.manifest import read_manifest
 from mig_annotator.builder.pipeline import run_build
@@ -86,7 +86,7 @@ def test_builds_from_each_input_format_match_the_engine(
     assert manifest.counts is not None and manifest.counts.annotated == 3 and manifest.counts.rejected == 0
     assert manifest.identity.inputs[0].format == fmt
     assert manifest.identity.config_hash == ScoringConfig().config_hash()
-    assert manifest.identity.probe.model_id == probe.model_id
+    assert manifest.identity.probe == probe.identity() and manifest.identity.probe.model == probe.model_id
     assert (tmp_path / "out" / "_SUCCESS").is_file()
     assert not (tmp_path / "out" / "_work").exists()
 
@@ -240,6 +240,55 @@ def test_a_changed_config_or_input_refuses_to_mix_unless_overwrite(tmp_path: Pat
     ]
 
 
+def test_a_build_is_not_continued_or_run_with_a_different_probe(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(4))
+    out = tmp_path / "out"
+    first, second = FakeProbe(seed=1), FakeProbe(seed=2)
+    assert first.identity() != second.identity() and first.model_id == second.model_id
+    with pytest.raises(SimulatedStop):
+        run_build(make_plan(first.identity(), [source], out, group_rows=2), first, StopAfterRows(2))
+    manifest = read_manifest(out / "_manifest.json")
+    assert manifest is not None and manifest.status == "building"
+    assert manifest.identity.probe == first.identity()
+
+    refused = rf"was built with the probe {first.identity().fingerprint} .* this build's probe is " + (
+        rf"{second.identity().fingerprint} .*not continued with another probe"
+    )
+    with pytest.raises(OutputConflictError, match=refused):
+        run_build(make_plan(second.identity(), [source], out, group_rows=2), second)
+    with pytest.raises(
+        BuildError, match=r"the probe is fake:fake-probe:float64:\w+ .* but the build was planned"
+    ):
+        run_build(make_plan(first.identity(), [source], out, group_rows=2), second)
+
+    resumed = run_build(make_plan(first.identity(), [source], out, group_rows=2), first)
+    assert resumed.resumed_rows == 2 and resumed.manifest.status == "complete"
+    identities = pl.read_parquet(out / "part-00000.parquet")["probe_identity"].unique().to_list()
+    assert identities == [first.identity().fingerprint]
+
+
+class SimulatedStop(BaseException):
+    """Stops a build from its observer, as a kill would."""
+
+
+class StopAfterRows:
+    """An observer that stops the build once ``rows`` rows are committed."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows, self.seen = rows, 0
+
+    def on_start(self, plan: object, done_rows: int) -> None:
+        pass
+
+    def on_rows(self, rows: int, annotated: int, rejected: int, tokens: int) -> None:
+        self.seen += rows
+        if self.seen >= self.rows:
+            raise SimulatedStop
+
+    def on_finish(self, result: object) -> None:
+        pass
+
+
 def test_a_folder_with_foreign_files_is_refused(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(2))
     (tmp_path / "out").mkdir()
@@ -339,3 +388,14 @@ def test_cli_builds_with_the_probe_its_flags_name_and_says_when_it_is_unreachabl
     assert done.returncode == 2
     assert "the vLLM server at http://127.0.0.1:9 is unavailable" in " ".join(done.stderr.split())
     assert not out.exists()
+
+
+def test_cli_builds_with_the_fake_backend_and_records_its_identity(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", arithmetic_rows(2))
+    out = tmp_path / "out"
+    done = run_cli("build", str(source), "--out", str(out), "--backend", "fake", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    manifest = read_manifest(out / "_manifest.json")
+    assert manifest is not None and manifest.identity.probe == FAKE_IDENTITY
+    rows = pl.read_parquet(out / "part-00000.parquet")
+    assert rows["probe_identity"].to_list() == [FAKE_IDENTITY.fingerprint] * 2

@@ -54,7 +54,7 @@ def test_the_probe_and_scoring_options_are_documented_alike(command: str) -> Non
         assert option in text
     for option in ("--vllm-path", "--base-url", "--api-key", "--segmenter", "--watermark", "--context-limit"):
         assert option in text
-    assert "<packed|packed-single|naive>" in text and "<transformers|vllm-server|vllm>" in text
+    assert "<packed|packed-single|naive>" in text and "<transformers|vllm-server|vllm|fake>" in text
     assert "$MIG_PROBE__API_KEY" in text and "MIG_VLLM_API_KEY" not in text
 
 

@@ -23,7 +23,7 @@ from mig_annotator.cli.options import (
 )
 from mig_annotator.cli.score import score
 from mig_annotator.cli.serve import serve
-from mig_annotator.mig.probe.factory import ProbeSettings
+from mig_annotator.mig.probe.settings import ProbeSettings, VLLMServerProbeSettings
 from mig_annotator.schemas import PromptTemplate, ScoringConfig
 
 SHARED = {**options.PROBE_OPTIONS, **options.SCORING_OPTIONS}
@@ -81,7 +81,7 @@ def test_only_given_options_reach_the_settings_plus_the_backend() -> None:
         ProbeOptionValues(backend="vllm-server", base_url="http://gpu:8000", api_key="k"),
         ScoringOptionValues(segmenter="regex", step_regex=r"\n\n", chat_template=True),
     )
-    assert probe == ProbeSettings(backend="vllm-server", base_url="http://gpu:8000", api_key="k")
+    assert probe == VLLMServerProbeSettings(base_url="http://gpu:8000", api_key="k")
     assert config == ScoringConfig(segmenter="regex", step_regex=r"\n\n", prompt=PromptTemplate(chat=True))
 
 
@@ -102,7 +102,7 @@ def test_the_old_build_key_variable_is_gone_and_the_service_one_is_read(
         seen.append(settings)
         raise SystemExit(7)  # stop before any model work
 
-    monkeypatch.setattr("mig_annotator.mig.probe.factory.open_probe", capture)
+    monkeypatch.setattr("mig_annotator.mig.probe.registry.open_probe", capture)
     runner = CliRunner()
     args = ["score", "--backend", "vllm-server", "--question", "q", "--completion", "c", "--answer", "1"]
     runner.invoke(app, args, env={"MIG_VLLM_API_KEY": "old", "MIG_PROBE__API_KEY": ""})
@@ -118,13 +118,14 @@ def test_an_exported_server_key_does_not_reach_other_backends(monkeypatch: pytes
         seen.append(settings)
         raise SystemExit(7)
 
-    monkeypatch.setattr("mig_annotator.mig.probe.factory.open_probe", capture)
+    monkeypatch.setattr("mig_annotator.mig.probe.registry.open_probe", capture)
     result = CliRunner().invoke(
         app,
         ["score", "--question", "q", "--completion", "c", "--answer", "1"],
         env={"MIG_PROBE__API_KEY": "k"},
     )
-    assert result.exit_code == 7 and seen[0].backend == "transformers" and seen[0].api_key is None
+    assert result.exit_code == 7 and seen[0].backend == "transformers"
+    assert "api_key" not in type(seen[0]).model_fields  # the transformers settings have no key at all
 
 
 def test_serve_merges_its_options_over_the_environment(

@@ -1,14 +1,10 @@
-"""Client test helpers: a deterministic fake probe behind a real service (the client never sees a model)."""
+"""Client test helpers: the package's deterministic fake probe behind a real service (no model)."""
 
 from __future__ import annotations
 
-from typing import Any
+from mig_annotator.mig.probe.fake import FakeProbe
 
 
-def fake_probe() -> Any:
-    """The package's fake probe when it ships one (``mig/probe/fake.py``), else the builder tests' fake."""
-    try:
-        from mig_annotator.mig.probe.fake import FakeProbe  # type: ignore[import-not-found]
-    except ImportError:
-        from tests.builder.conftest import FakeProbe
+def fake_probe() -> FakeProbe:
+    """The package's fake probe (:mod:`mig.probe.fake`)."""
     return FakeProbe()

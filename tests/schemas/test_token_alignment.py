@@ -63,6 +63,7 @@ def annotation(
         max_reward=max((r for _, _, r in steps), default=0.0),
         sft_gate=False,
         probe_model="p",
+        probe_identity="fake:p:float64:0123456789abcdef",
         config_hash="h",
         tokens_forwarded=1,
         answer_tokens=1,

@@ -32,10 +32,10 @@ def probe() -> Iterator[Probe]:
     event loop (and other processes) make every forward pass several times slower and erratic."""
     import torch
 
-    from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
+    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
 
     threads_before = torch.get_num_threads()
-    yield open_probe(ProbeSettings(threads=1))
+    yield open_probe(TransformersProbeSettings(threads=1))
     torch.set_num_threads(threads_before)
 
 

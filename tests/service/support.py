@@ -1,18 +1,16 @@
-"""Service test helpers: a real uvicorn server on 127.0.0.1, a fault-injecting probe wrapper, traces."""
+"""Service test helpers: a real uvicorn server on 127.0.0.1, and traces."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult, ProbeStats
-from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 from mig_annotator.schemas import Trace
 
 
@@ -45,49 +43,6 @@ def wait_until_ready(url: str, timeout_s: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} was not ready within {timeout_s}s")
         time.sleep(0.05)
-
-
-class ControlledProbe:
-    """The real probe, with faults on demand: fail the next N score() calls, or add a delay to each."""
-
-    def __init__(self, inner: Probe) -> None:
-        self._inner = inner
-        self._lock = threading.Lock()
-        self.failures_left = 0
-        self.delay_s = 0.0
-        self.calls = 0
-
-    def fail_next(self, calls: int) -> None:
-        with self._lock:
-            self.failures_left = calls
-
-    @property
-    def model_id(self) -> str:
-        return self._inner.model_id
-
-    @property
-    def context_limit(self) -> int:
-        return self._inner.context_limit
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self._inner.tokenizer
-
-    @property
-    def stats(self) -> ProbeStats:
-        return self._inner.stats
-
-    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        with self._lock:
-            self.calls += 1
-            failing = self.failures_left > 0
-            if failing:
-                self.failures_left -= 1
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        if failing:
-            raise ProbeError("injected failure: device lost")
-        return self._inner.score(sequences)
 
 
 def small_traces(count: int, prefix: str = "t") -> list[Trace]:

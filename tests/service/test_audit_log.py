@@ -35,7 +35,7 @@ def _record(index: int, request_id: str = "req") -> AuditRecord:
         trace_sha256="0" * 64,
         config_hash="abc",
         probe_model="m",
-        probe_revision=None,
+        probe_identity="transformers:m:float32:0123456789abcdef",
         v0=-1.0,
         v_final=-1.0 + 0.5 * index,
         n_steps=2,
@@ -90,7 +90,7 @@ def test_every_served_trace_gets_one_row_with_its_values(probe: Probe, tmp_path:
         assert row["trace_sha256"] == trace_sha256(trace)
         assert row["config_hash"] == annotation.config_hash
         assert row["probe_model"] == "SmolLM2-135M-Instruct"
-        assert row["probe_revision"].startswith("gguf-")
+        assert row["probe_identity"] == annotation.probe_identity == probe.identity().fingerprint
         assert row["v0"] == annotation.v0
         assert row["step_rewards"] == [step.reward for step in annotation.steps]
         assert row["n_steps"] == len(annotation.steps) == 2

@@ -30,13 +30,17 @@ def test_readyz_reports_the_probe_and_audit_log_ready(client: httpx.Client) -> N
     assert response.json() == {"ready": True, "probe": "ready", "audit": "ok", "detail": None}
 
 
-def test_info_names_the_probe_its_revision_defaults_and_limits(
+def test_info_names_the_probe_its_identity_defaults_and_limits(
     client: httpx.Client, engine: Annotator
 ) -> None:
     info = client.get("/v1/info").json()
     assert info["probe"]["model"] == engine.probe.model_id == "SmolLM2-135M-Instruct"
     assert info["probe"]["backend"] == "transformers"
-    assert info["probe"]["revision"].startswith("gguf-") and len(info["probe"]["revision"]) == 21
+    identity = engine.probe.identity()
+    assert info["probe"]["fingerprint"] == identity.fingerprint
+    assert info["probe"]["fingerprint"].startswith("transformers:SmolLM2-135M-Instruct:float32:")
+    assert info["probe"]["digest"] == identity.digest and len(identity.digest) == 64
+    assert info["probe"]["dtype"] == "float32"
     assert info["probe"]["context_limit"] == engine.probe.context_limit
     assert ScoringConfig.model_validate(info["scoring_defaults"]) == ScoringConfig()
     assert info["limits"]["max_traces_per_request"] == 64
@@ -52,6 +56,7 @@ def test_annotate_one_trace_equals_the_in_process_engine(client: httpx.Client, e
     (expected,) = engine.annotate([trace])
     assert served == expected
     assert served.outcome == 1 and served.steps and served.probe_model == "SmolLM2-135M-Instruct"
+    assert served.probe_identity == engine.probe.identity().fingerprint
 
 
 def test_annotate_a_group_answers_in_input_order_with_request_options(

@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from mig_annotator.mig.probe.base import Probe
+from mig_annotator.mig.probe.fake import FakeProbe
 from mig_annotator.schemas import TraceAnnotation
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
-from tests.service.support import ControlledProbe, live_server, small_traces, trace_json
+from tests.service.support import live_server, small_traces, trace_json
 
 pytestmark = pytest.mark.model
 
@@ -78,8 +79,8 @@ def test_overload_answers_429_with_retry_after_and_never_5xx(small_queue_url: st
     assert _metric(small_queue_url, 'mig_rejected_total{reason="queue_full"}') == statuses.count(429)
 
 
-def test_a_request_past_its_deadline_gets_504_and_the_service_goes_on(probe: Probe) -> None:
-    slow = ControlledProbe(probe)
+def test_a_request_past_its_deadline_gets_504_and_the_service_goes_on() -> None:
+    slow = FakeProbe()
     settings = ServiceSettings(request_timeout_s=0.5, audit_enabled=False)
     with live_server(create_app(settings, probe=slow)) as url:
         slow.delay_s = 1.5
@@ -94,8 +95,8 @@ def test_a_request_past_its_deadline_gets_504_and_the_service_goes_on(probe: Pro
         assert _metric(url, 'mig_rejected_total{reason="deadline"}') == 1
 
 
-def test_a_probe_failure_fails_only_its_batch_with_503_then_recovers(probe: Probe) -> None:
-    flaky = ControlledProbe(probe)
+def test_a_probe_failure_fails_only_its_batch_with_503_then_recovers() -> None:
+    flaky = FakeProbe()
     with live_server(create_app(ServiceSettings(audit_enabled=False), probe=flaky)) as url:
         flaky.fail_next(1)
         bodies = [{"trace": trace_json(t)} for t in small_traces(6, prefix="flaky-")]

@@ -22,7 +22,7 @@ import pytest
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.client.support import fake_probe
-from tests.service.support import ControlledProbe, live_server, small_traces, trace_json
+from tests.service.support import live_server, small_traces, trace_json
 
 CHAT_PROMPT = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
@@ -37,7 +37,7 @@ def metric(url: str, name: str) -> float:
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     # every probe pass takes 0.2 s, so requests that arrive meanwhile wait and share the next micro-batch
-    slow = ControlledProbe(fake_probe())
+    slow = fake_probe()  # the packaged fake: delay_s slows every probe call
     slow.delay_s = 0.2
     settings = ServiceSettings(exact_batching=False, audit_enabled=False)
     with live_server(create_app(settings, probe=slow)) as base_url:

@@ -15,7 +15,7 @@ import pytest
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.client.support import fake_probe
-from tests.service.support import ControlledProbe, live_server, small_traces, trace_json
+from tests.service.support import live_server, small_traces, trace_json
 
 TOKEN_LIMIT = 400
 LONG_COMPLETION = "We add the numbers " + "one and then another " * 30 + "together.\nA: 5"
@@ -107,7 +107,7 @@ def test_openrlhf_gives_a_failed_query_the_fallback_reward_and_counts_it(url: st
 
 
 def test_past_the_deadline_the_finished_traces_come_back_and_the_rest_are_marked_to_resend() -> None:
-    slow = ControlledProbe(fake_probe())
+    slow = fake_probe()  # the packaged fake: delay_s slows every probe call
     # one trace per micro-batch, each probe call 1.2 s, a 2 s deadline: the first of three traces is
     # scored at about 1.2 s, the second would end at about 2.4 s (0.8 s of slack either way)
     settings = ServiceSettings(request_timeout_s=2.0, batch_max_tokens=64, audit_enabled=False)

@@ -20,7 +20,7 @@ import pytest
 
 from mig_annotator.client import MigClient
 from mig_annotator.client.trl import async_trl_reward_function, trl_reward_function
-from mig_annotator.mig.probe.factory import ProbeSettings
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.schemas import Trace
 from mig_annotator.service.annotation_service import trace_sha256
 from mig_annotator.service.app import create_app
@@ -91,7 +91,7 @@ def test_grpo_trainer_trains_two_steps_on_the_service_rewards(
     )
     audit_dir = tmp_path / "audit"
     settings = ServiceSettings(
-        audit_dir=audit_dir, api_keys=KEYS, probe=ProbeSettings(threads=1), audit_flush_s=0.2
+        audit_dir=audit_dir, api_keys=KEYS, probe=TransformersProbeSettings(threads=1), audit_flush_s=0.2
     )
     seen_sync: list[list[tuple[str, str, str]]] = []
     seen_async: list[list[tuple[str, str, str]]] = []

