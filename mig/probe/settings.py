@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, TypeAdapter, field_validator
 
 from mig_annotator.schemas.probe import ProbeBackend, ProbeDType, ProbeMode, VLLMPathChoice
 
@@ -46,7 +46,11 @@ class VLLMServerProbeSettings(_Settings):
         description="A local folder with the served model's tokenizer (checked against the server's); "
         "None: the default SmolLM2 folder.",
     )
-    base_url: str = Field(default="http://127.0.0.1:8000", description="The server's root URL.")
+    base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The server's root URL, or several servers (comma-separated or a JSON list): requests go "
+        "to the one with the fewest in flight, a failing one is taken out and probed back in.",
+    )
     vllm_path: VLLMPathChoice = Field(
         default="auto", description="Scoring path: auto | token-scores | prefix-cached | prompt-logprobs."
     )
@@ -58,6 +62,14 @@ class VLLMServerProbeSettings(_Settings):
     max_retries: int = Field(default=4, ge=0, description="Retries on 429, 5xx or no connection.")
     prompts_per_request: int = Field(default=16, ge=1, description="Probes per /v1/completions request.")
     backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _urls_parse(cls, value: str) -> str:
+        from mig_annotator.mig.probe.server_pool import parse_base_urls
+
+        parse_base_urls(value)  # one URL, a comma-separated list or a JSON list, each http(s)://
+        return value
 
 
 class VLLMProbeSettings(_Settings):

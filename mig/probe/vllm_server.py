@@ -30,6 +30,7 @@ import httpx
 import numpy as np
 
 from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult
+from mig_annotator.mig.probe.server_pool import PoolSettings, ServerPool, ServersUnavailable, parse_base_urls
 from mig_annotator.mig.probe.settings import VLLMServerProbeSettings
 from mig_annotator.mig.probe.vllm_common import (
     TOKENIZER_CHECK_TEXTS,
@@ -62,10 +63,6 @@ class TokenizerMismatch(ProbeError):
     """The local tokenizer does not tokenise like the server's: the probe refuses to run."""
 
 
-class _Transient(Exception):
-    """A response worth retrying (429, 5xx)."""
-
-
 class VLLMServerProbe(Probe):
     """A :class:`mig.probe.base.Probe` backed by a running vLLM server."""
 
@@ -79,12 +76,23 @@ class VLLMServerProbe(Probe):
 
         self._settings = settings
         self._tokenizer_path = resolve_model_path(settings.model)
-        self._base_url = settings.base_url.rstrip("/")
+        headers = {}
+        if settings.api_key is not None:
+            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._pool = ServerPool(
+            parse_base_urls(settings.base_url),
+            PoolSettings(
+                timeout_s=settings.request_timeout_s,
+                max_concurrency=settings.max_concurrency,
+                max_retries=settings.max_retries,
+                backoff_s=settings.backoff_s,
+                headers=headers,
+            ),
+        )
+        self._base_url = self._pool.describe()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-server-probe", daemon=True)
         self._thread.start()
-        self._client: httpx.AsyncClient | None = None
-        self._semaphore: asyncio.Semaphore | None = None
         self.cache_fallbacks = 0  # probes re-run without the prefix cache
         try:
             self._served_model, self._served_root, self._context_limit = self._run(self._read_model())
@@ -146,7 +154,7 @@ class VLLMServerProbe(Probe):
         return ProbeIdentity(model=self._served_model, digest=digest, backend="vllm-server", dtype="served")
 
     def health(self) -> str | None:
-        """None while the server answers ``/health``, else why not."""
+        """None while a server of the pool answers ``/health``, else why not."""
         try:
             self._run(self._request("GET", "/health", retries=0))
         except ProbeError as error:
@@ -156,8 +164,7 @@ class VLLMServerProbe(Probe):
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        if self._client is not None:
-            self._run(self._client.aclose())
+        self._run(self._pool.aclose())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -165,27 +172,47 @@ class VLLMServerProbe(Probe):
     # -- start-up -----------------------------------------------------------------------------------------
 
     async def _read_model(self) -> tuple[str, str, int]:
-        """The served model's id, its root (the path or hub name it was loaded from) and max_model_len."""
-        models = (await self._request("GET", "/v1/models")).json()
-        try:
-            model = models["data"][0]
-            return str(model["id"]), str(model.get("root") or model["id"]), int(model["max_model_len"])
-        except (KeyError, IndexError, TypeError, ValueError) as error:
-            raise ProbeError(f"{self._base_url}/v1/models: unexpected answer {models!r}") from error
+        """The served model's id, its root (the path or hub name it was loaded from) and max_model_len.
+
+        With several servers, every one must serve the same model id and root; the context limit is the
+        smallest of theirs.
+        """
+        served: list[tuple[str, str, int]] = []
+        for server, response in zip(self._pool.servers, await self._each("GET", "/v1/models"), strict=True):
+            models = _checked(response, "GET /v1/models").json()
+            try:
+                model = models["data"][0]
+                root = str(model.get("root") or model["id"])
+                served.append((str(model["id"]), root, int(model["max_model_len"])))
+            except (KeyError, IndexError, TypeError, ValueError) as error:
+                raise ProbeError(f"{server.url}/v1/models: unexpected answer {models!r}") from error
+        models_seen = {(model, root) for model, root, _ in served}
+        if len(models_seen) > 1:
+            listing = ", ".join(
+                f"{server.url}: {model}"
+                for server, (model, _, _) in zip(self._pool.servers, served, strict=True)
+            )
+            raise ProbeError(
+                f"the vLLM servers serve different models ({listing}); one probe needs one model"
+            )
+        model, root, _ = served[0]
+        return model, root, min(limit for _, _, limit in served)
 
     async def _check_tokenizer(self) -> None:
         for text in TOKENIZER_CHECK_TEXTS:
             for special in (False, True):
                 body = {"model": self._served_model, "prompt": text, "add_special_tokens": special}
-                served = (await self._request("POST", "/tokenize", json=body)).json()["tokens"]
                 local = self._tokenizer([text], add_special_tokens=special)["input_ids"][0]
-                if list(served) != list(local):
-                    raise TokenizerMismatch(
-                        f"the tokenizer at {self._tokenizer_path} does not match the server's "
-                        f"({self._served_model} at {self._base_url}) on {text!r} "
-                        f"(add_special_tokens={special}): local {local[:12]}..., server {served[:12]}...; "
-                        "point the probe's model at the served model's folder"
-                    )
+                answers = await self._each("POST", "/tokenize", json=body)
+                for server, response in zip(self._pool.servers, answers, strict=True):
+                    served = _checked(response, "POST /tokenize").json()["tokens"]
+                    if list(served) != list(local):
+                        raise TokenizerMismatch(
+                            f"the tokenizer at {self._tokenizer_path} does not match the server's "
+                            f"({self._served_model} at {server.url}) on {text!r} "
+                            f"(add_special_tokens={special}): local {local[:12]}..., "
+                            f"server {served[:12]}...; point the probe's model at the served model's folder"
+                        )
 
     async def _path_problem(self, path: ScoringPath) -> str | None:
         """Why ``path`` cannot run on this server, or None when a trial probe that hits the prefix cache gave
@@ -315,36 +342,26 @@ class VLLMServerProbe(Probe):
 
     # -- HTTP ---------------------------------------------------------------------------------------------
 
-    async def _request(self, method: str, route: str, *, json: Any = None, retries: int | None = None):
-        if self._client is None:
-            headers = {}
-            if self._settings.api_key is not None:
-                headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
-            self._client = httpx.AsyncClient(
-                base_url=self._base_url, timeout=self._settings.request_timeout_s, headers=headers
-            )
-            self._semaphore = asyncio.Semaphore(self._settings.max_concurrency)
-        assert self._semaphore is not None
-        retries = self._settings.max_retries if retries is None else retries
-        last_problem = ""
+    async def _each(self, method: str, route: str, *, json: Any = None) -> list[httpx.Response]:
+        """The same request to every server of the pool, in order (start-up checks), retried with back-off
+        while a server cannot be reached (it may still be starting)."""
+        retries = self._settings.max_retries
         for attempt in range(retries + 1):
-            if attempt:
-                await asyncio.sleep(self._settings.backoff_s * 2 ** (attempt - 1))
             try:
-                async with self._semaphore:
-                    response = await self._client.request(method, route, json=json)
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise _Transient(f"HTTP {response.status_code}: {response.text[:300]}")
-            except (httpx.TransportError, _Transient) as error:
-                last_problem = f"{type(error).__name__}: {error}"
-                continue
-            if response.status_code >= 400:
-                raise ProbeError(f"{method} {route}: HTTP {response.status_code}: {_error_message(response)}")
-            return response
-        raise VLLMServerUnavailable(
-            f"the vLLM server at {self._base_url} is unavailable ({method} {route} failed "
-            f"{retries + 1} times; last: {last_problem or 'no answer'})"
-        )
+                return await self._pool.each(method, route, json=json)
+            except ServersUnavailable as error:
+                problem = error
+                if attempt < retries:
+                    await asyncio.sleep(self._settings.backoff_s * 2**attempt)
+        raise VLLMServerUnavailable(f"{problem}; failed {retries + 1} times") from problem
+
+    async def _request(self, method: str, route: str, *, json: Any = None, retries: int | None = None):
+        """One request to the pool's best server (retried on others: :mod:`mig.probe.server_pool`)."""
+        try:
+            response = await self._pool.request(method, route, json=json, retries=retries)
+        except ServersUnavailable as error:
+            raise VLLMServerUnavailable(str(error)) from error
+        return _checked(response, f"{method} {route}")
 
     # -- the event loop thread ----------------------------------------------------------------------------
 
@@ -355,6 +372,13 @@ class VLLMServerProbe(Probe):
 
     def _on_loop(self, coroutine: Coroutine[Any, Any, T]) -> Awaitable[T]:
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
+
+
+def _checked(response: httpx.Response, what: str) -> httpx.Response:
+    """The response, or a :class:`ProbeError` for a 4xx/5xx answer the pool passed on."""
+    if response.status_code >= 400:
+        raise ProbeError(f"{what}: HTTP {response.status_code}: {_error_message(response)}")
+    return response
 
 
 def _error_message(response: httpx.Response) -> str:

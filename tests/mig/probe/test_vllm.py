@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,16 +71,12 @@ def _max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
 # -- a real server ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def vllm_server(default_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A vLLM CPU server on a free port of 127.0.0.1, fp32; its process group is stopped at the end."""
-    if not HAS_VLLM:
-        pytest.skip(NO_VLLM)
+def _start_server(model_path: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """A vLLM CPU server on a free port of 127.0.0.1, fp32, healthy; in its own process group."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(default_model_path), "--host", "127.0.0.1", "--port", str(port),
+        "--model", str(model_path), "--host", "127.0.0.1", "--port", str(port),
         "--dtype", "float32", "--enforce-eager", "--max-model-len", str(SERVER_MAX_MODEL_LEN),
         "--enable-prefix-caching", "--block-size", "32",
         "--enable-scale-out", "--enable-prompt-tokens-details",
@@ -106,6 +103,19 @@ def vllm_server(default_model_path: Path, tmp_path_factory: pytest.TempPathFacto
             if time.monotonic() > deadline:
                 pytest.fail(f"the vLLM server was not healthy in {SERVER_START_TIMEOUT_S} s")
             time.sleep(1)
+    except BaseException:
+        _stop(process)
+        raise
+    return process, base_url
+
+
+@pytest.fixture(scope="session")
+def vllm_server(default_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One vLLM CPU server for the session; its process group is stopped at the end."""
+    if not HAS_VLLM:
+        pytest.skip(NO_VLLM)
+    process, base_url = _start_server(default_model_path, tmp_path_factory.mktemp("vllm") / "server.log")
+    try:
         yield base_url
     finally:
         _stop(process)
@@ -301,3 +311,34 @@ class PromptBuilderSequence:
 @needs_vllm
 def test_the_server_probe_is_healthy_while_the_server_runs(server_probes) -> None:
     assert server_probes["auto"].health() is None
+
+
+@needs_vllm
+def test_a_pool_of_two_servers_scores_every_trace_when_one_dies_mid_run(
+    vllm_server: str, default_model_path: Path, tmp_path: Path
+) -> None:
+    """``base_url`` with two real servers: the second is SIGKILLed while a batch is being scored; every
+    trace still comes back once, with the numbers one server alone gives (same model, fp32)."""
+    doomed, second_url = _start_server(default_model_path, tmp_path / "second.log")
+    single = open_probe({"backend": "vllm-server", "base_url": vllm_server})
+    pooled = open_probe(
+        {"backend": "vllm-server", "base_url": f"{vllm_server},{second_url}", "max_retries": 6}
+    )
+    try:
+        traces = _traces(AGREEMENT_TRACES)
+        sequences = _sequences(single, traces)
+        expected = [result.token_logprobs for result in single.score(sequences)]
+        killer = threading.Timer(1.0, os.killpg, args=(doomed.pid, signal.SIGKILL))
+        killer.start()
+        results = pooled.score(sequences)
+        killer.join()
+        assert doomed.wait(timeout=30) is not None  # it really died during the run
+        assert len(results) == len(sequences)
+        assert _max_difference([result.token_logprobs for result in results], expected) < 1e-3
+        assert pooled.health() is None  # the surviving server keeps the probe healthy
+        again = pooled.score(sequences[:4])  # later calls go to the survivor only
+        assert _max_difference([r.token_logprobs for r in again], expected[:4]) < 1e-3
+    finally:
+        single.close()
+        pooled.close()
+        _stop(doomed)
