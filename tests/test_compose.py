@@ -144,3 +144,10 @@ def test_the_builder_is_a_one_shot_job() -> None:
     builder = SERVICES["builder"]
     assert builder["restart"] == "no" and builder["profiles"] == ["builder"]
     assert builder["command"][:2] == ["mig-annotator", "build"] and "--out" in builder["command"]
+
+
+def test_the_image_copies_every_layer_folder_the_package_installs() -> None:
+    layers = sorted(path.name for path in (ROOT / "mig_annotator").iterdir() if path.is_symlink())
+    assert {"cli", "client", "mig", "schemas", "service", "builder"} <= set(layers)
+    missing = [layer for layer in layers if f"COPY {layer} ./{layer}" not in DOCKERFILE]
+    assert not missing, f"the Dockerfile does not copy {missing}: the installed package would lack them"
