@@ -72,9 +72,7 @@ class OtherModelFactory:
     """A probe that is not the one the plan was made for."""
 
     def __call__(self) -> FakeProbe:
-        probe = FakeProbe()
-        probe.model_id = "another-model"  # type: ignore[misc]
-        return probe
+        return FakeProbe(model="another-model")
 
 
 def ray_plan(source: Path, out: Path) -> BuildPlan:

@@ -217,7 +217,7 @@ def test_a_probe_other_than_the_planned_one_is_refused(
     ray_address: str, reference: tuple[Path, dict], tmp_path: Path
 ) -> None:
     source, _ = reference
-    with pytest.raises(BuildError, match="'another-model' but the plan was made for 'fake-probe'"):
+    with pytest.raises(BuildError, match=r"the probe is fake:another-model.* planned with fake:fake-probe"):
         ray_engine.run_ray_build(
             ray_plan(source, tmp_path / "ray"), OtherModelFactory(), _options(ray_address, 1)
         )
