@@ -234,7 +234,8 @@ ContextLimitOption = Annotated[
     ContextLimitPolicy | None,
     typer.Option(
         "--context-limit",
-        help="A trace over the probe's context: error, or truncate_steps (score the leading steps that fit).",
+        help="A trace over the probe's context: error, truncate_steps (score the leading steps that fit), or "
+        "window (score every step on the most recent tokens that fit; approximate).",
         show_default=_scoring_default("context_limit"),
         rich_help_panel=SCORING_PANEL,
     ),

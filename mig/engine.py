@@ -27,6 +27,7 @@ from mig_annotator.mig.prompt import ProbeSequence, PromptBuilder
 from mig_annotator.mig.rewards import aggregate_logprobs, sft_gate, step_rewards
 from mig_annotator.mig.segment import SegmentationError, SegmentedCompletion, segment_for_config
 from mig_annotator.mig.verify import AnswerVerifier, ProcessVerifier
+from mig_annotator.mig.windowed import join_results, windowed_sequences
 from mig_annotator.schemas import CharSpan, ScoringConfig, StepScore, Trace, TraceAnnotation
 
 
@@ -45,23 +46,33 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PreparedTrace:
-    """A trace segmented and tokenised under one scoring config, ready for the probe (from :meth:`plan`)."""
+    """A trace segmented and tokenised under one scoring config, ready for the probe (from :meth:`plan`).
+
+    ``sequence`` holds the prefixes scored exactly; under ``context_limit="window"``, ``windows`` holds one
+    left-truncated single-prefix sequence for each later prefix (see :mod:`mig_annotator.mig.windowed`).
+    """
 
     trace: Trace
     config: ScoringConfig
     segmented: SegmentedCompletion
     sequence: ProbeSequence
     truncated: bool
+    windows: tuple[ProbeSequence, ...] = ()
+
+    @property
+    def probe_sequences(self) -> tuple[ProbeSequence, ...]:
+        """What the probe scores for this trace: the exact prefixes, then the windows in prefix order."""
+        return (self.sequence, *self.windows)
 
     @property
     def probe_tokens(self) -> int:
         """Tokens the probe must forward at the least for this trace (for batching and sorting)."""
-        return self.sequence.minimal_tokens
+        return sum(sequence.minimal_tokens for sequence in self.probe_sequences)
 
     @property
     def probe_length(self) -> int:
-        """Tokens of the longest probe input (question, every step, answer prompt and answer)."""
-        return self.sequence.probe_length
+        """Tokens of the longest probe input (question, steps or their window, answer prompt and answer)."""
+        return max(sequence.probe_length for sequence in self.probe_sequences)
 
     @property
     def step_count(self) -> int:
@@ -175,7 +186,12 @@ class Annotator:
         # the answer checks need only the extracted answer and the reference: they overlap the probe pass
         pairs = [(_answer_text(item), item.trace.reference_answer) for item in live]
         verdicts = self._verify_thread.submit(self._verifier.check_many, pairs, deadline=deadline)
-        results = self._probe.score([item.sequence for item in live])
+        flat = self._probe.score([sequence for item in live for sequence in item.probe_sequences])
+        results, start = [], 0
+        for item in live:  # a windowed trace's exact part and windows join back into one result
+            count = len(item.probe_sequences)
+            results.append(join_results(flat[start : start + count]))
+            start += count
         outcomes = iter(verdicts.result())
         scored = iter(zip(live, results, strict=True))
         out: list[AnnotationResult] = []
@@ -211,7 +227,16 @@ class Annotator:
                 reasoning,
                 f"the probe input is {sequence.probe_length} tokens (question and steps "
                 f"{sequence.boundaries[-1]}, answer prompt {answer_tokens}), over the probe's context limit "
-                f"of {limit}; set context_limit='truncate_steps' to score only the leading steps that fit",
+                f"of {limit}; set context_limit='truncate_steps' to score only the leading steps that fit, "
+                "or 'window' to score every step on the most recent tokens that fit (an approximation)",
+            )
+        if config.context_limit == "window":
+            try:
+                windowed = windowed_sequences(sequence, limit)
+            except ValueError as error:
+                raise TraceError(trace.id, reasoning, str(error)) from error
+            return PreparedTrace(
+                trace, config, segmented, windowed.exact, truncated=False, windows=windowed.windows
             )
         fitting_steps = max(k for k, end in enumerate(sequence.boundaries) if end + answer_tokens <= limit)
         return PreparedTrace(trace, config, segmented, sequence.truncated(fitting_steps), truncated=True)
@@ -246,6 +271,7 @@ class Annotator:
             steps=steps,
             steps_total=len(segmented.steps),
             truncated=item.truncated,
+            windowed_steps=len(item.windows),
             cot_span=CharSpan(start=cot_start, end=cot_end),
             answer=answer.text if answer else None,
             answer_span=_span(answer),

@@ -45,6 +45,13 @@ class TraceAnnotation(BaseModel):
     steps: list[StepScore]
     steps_total: int = Field(ge=0, description="Steps found; more than len(steps) only when truncated.")
     truncated: bool = Field(description="True when context_limit='truncate_steps' dropped trailing steps.")
+    windowed_steps: int = Field(
+        default=0,
+        ge=0,
+        description="Steps whose v_k is an approximation: with context_limit='window', the last steps whose "
+        "prefix was over the probe's context were scored on the question and only the most recent step "
+        "tokens that fit. 0: every v_k is exact.",
+    )
     cot_span: CharSpan = Field(description="The chain-of-thought region: process rewards apply here.")
     answer: str | None = Field(description="The final answer extracted from the completion.")
     answer_span: CharSpan | None = Field(description="Where the extracted answer stands.")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SegmenterName = Literal["auto", "tags", "lines", "headers", "regex"]
 Aggregation = Literal["mean", "sum"]
 WatermarkKind = Literal["level", "gain"]
-ContextLimitPolicy = Literal["error", "truncate_steps"]
+ContextLimitPolicy = Literal["error", "truncate_steps", "window"]
 SftStatistic = Literal["max", "sum"]
 
 MAX_STEP_REGEX_CHARS = 512
@@ -141,8 +141,10 @@ class ScoringConfig(BaseModel):
     )
     context_limit: ContextLimitPolicy = Field(
         default="error",
-        description="A trace over the probe's context: 'error', or 'truncate_steps' to score the leading "
-        "steps that fit (reported as truncated).",
+        description="A trace over the probe's context: 'error'; 'truncate_steps' to score the leading "
+        "steps that fit (reported as truncated); or 'window' to score every step, each prefix that does not "
+        "fit read as the question and only its most recent step tokens that fit (left-truncated at a token "
+        "boundary): an approximation, reported as windowed_steps.",
     )
 
     @field_validator("step_regex")
