@@ -134,17 +134,26 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args()
 
-    import torch
-
     from mig_annotator.mig.model_store import resolve_model_path
     from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
     probe = TransformersProbe(TransformersProbeSettings(model_path=resolve_model_path(None), mode="packed"))
-    rows = compare(probe, "gsm8k", spread_gsm8k_traces(args.rollouts, args.limit), args.gsm8k_windows)
+    rows: list[dict] = []
+    if args.gsm8k_windows:
+        traces = spread_gsm8k_traces(args.rollouts, args.limit)
+        rows += compare(probe, "gsm8k", traces, args.gsm8k_windows)
+        report(probe, args, rows)
     if args.long_windows:
         rows += compare(probe, "long (4,154 tokens)", long_trace(), args.long_windows)
+        report(probe, args, rows)
+
+
+def report(probe, args: argparse.Namespace, rows: list[dict]) -> None:
+    """Print the table of the rows so far and, with --write, put it into BENCHMARKS.md (a partial run too)."""
+    import torch
+
     table = format_table(rows)
-    print(table)
+    print(table, flush=True)
     if args.write:
         command = "python bench/window_accuracy.py " + " ".join(sys.argv[1:])
         body = (
