@@ -58,6 +58,7 @@ def fixture_row(
         "steps": steps,
         "steps_total": len(steps),
         "truncated": False,
+        "windowed_steps": 0,
         "cot_span": {"start": 0, "end": 10 * len(steps)},
         "answer": "1",
         "answer_span": {"start": len(completion) - 1, "end": len(completion)},
