@@ -38,6 +38,7 @@ class ContextLimited:
         self.model_id = inner.model_id
         self.tokenizer = inner.tokenizer
         self.stats = inner.stats
+        self.identity = inner.identity
 
     def score(self, sequences: Sequence) -> list:
         assert all(s.probe_length <= self.context_limit for s in sequences)

@@ -12,6 +12,7 @@ from mig_annotator.mig.probe.base import Probe, ProbeResult, ProbeStats
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 from mig_annotator.mig.windowed import join_results, window_budget, windowed_sequences
 from mig_annotator.schemas import ScoringConfig, Trace
+from mig_annotator.schemas.probe import ProbeIdentity
 
 WINDOW = ScoringConfig(context_limit="window")
 SMALL_LIMIT = 256
@@ -40,6 +41,9 @@ class SmallContextProbe:
     @property
     def stats(self) -> ProbeStats:
         return self._inner.stats
+
+    def identity(self) -> ProbeIdentity:
+        return self._inner.identity()
 
     def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         over = [s.probe_length for s in sequences if s.probe_length > self._context_limit]
