@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, model_validator
 
 from mig_annotator.schemas.annotation import TraceAnnotation
 from mig_annotator.schemas.config import PromptTemplate, ScoringConfig
@@ -71,7 +71,7 @@ class AnnotateRequest(BaseModel):
     config: ScoringOptions | None = Field(  # type: ignore[valid-type]
         default=None, description="Scoring options; missing ones take the server defaults."
     )
-    strict: bool = Field(
+    strict: StrictBool = Field(
         default=False,
         description="All or nothing: one trace that cannot be scored fails the whole request (422, or 504 "
         "at the deadline). By default each such trace gets its error in `errors` and the others are scored. "
