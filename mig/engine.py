@@ -208,6 +208,7 @@ class Annotator:
     # ------------------------------------------------------------------------------------------------------
 
     def _prepare(self, trace: Trace, config: ScoringConfig) -> PreparedTrace:
+        _check_encodable(trace)
         segmented = _segment(trace, config)
         reasoning = "steps" if trace.steps is not None else "completion"
         builder = self._builder(config)
@@ -297,6 +298,21 @@ class Annotator:
 def _answer_text(item: PreparedTrace) -> str | None:
     answer = item.segmented.answer
     return answer.text if answer else None
+
+
+def _check_encodable(trace: Trace) -> None:
+    """Lone surrogates (valid in JSON escapes, not in UTF-8) cannot be tokenised or stored: name the field."""
+    texts = [("id", trace.id), ("question", trace.question), ("reference_answer", trace.reference_answer)]
+    if trace.completion is not None:
+        texts.append(("completion", trace.completion))
+    texts.extend((f"steps[{index}]", step) for index, step in enumerate(trace.steps or []))
+    for name, text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise TraceError(
+                trace.id, name, f"not valid Unicode text (a lone surrogate at position {error.start})"
+            ) from error
 
 
 def _segment(trace: Trace, config: ScoringConfig) -> SegmentedCompletion:

@@ -167,13 +167,10 @@ class AnnotationService:
         checked: list[tuple[int, int, str, Trace]] = []
         for slot, (index, trace) in enumerate(zip(positions, traces, strict=True)):
             where = field if field == "trace" else f"{field}[{index}]"
-            try:
-                _check_encodable(trace, where)
-                steps_cap = settings.max_steps_per_trace
-                if steps_cap is not None and trace.steps is not None and len(trace.steps) > steps_cap:
-                    raise _too_many_steps(f"{where}.steps", len(trace.steps), steps_cap)
-            except InvalidInput as error:
-                planned[slot] = _invalid(index, error.fields[0])
+            steps_cap = settings.max_steps_per_trace
+            if steps_cap is not None and trace.steps is not None and len(trace.steps) > steps_cap:
+                too_many = _too_many_steps(f"{where}.steps", len(trace.steps), steps_cap)
+                planned[slot] = _invalid(index, too_many.fields[0])
                 continue
             checked.append((slot, index, where, trace))
         plans = annotator.plan([trace for *_, trace in checked], config)
@@ -302,20 +299,3 @@ def _too_many_steps(field: str, found: int, limit: int) -> InvalidInput:
     return InvalidInput.for_field(
         field, f"{found} steps, over the limit of {limit} per trace (MIG_MAX_STEPS_PER_TRACE)"
     )
-
-
-def _check_encodable(trace: Trace, where: str) -> None:
-    """Lone surrogates (valid in JSON escapes, not in UTF-8) cannot be tokenised: name the field."""
-    texts: list[tuple[str, str]] = [("id", trace.id), ("question", trace.question)]
-    texts.append(("reference_answer", trace.reference_answer))
-    if trace.completion is not None:
-        texts.append(("completion", trace.completion))
-    for index, step in enumerate(trace.steps or []):
-        texts.append((f"steps[{index}]", step))
-    for name, text in texts:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise InvalidInput.for_field(
-                f"{where}.{name}", f"not valid Unicode text (a lone surrogate at position {error.start})"
-            ) from error

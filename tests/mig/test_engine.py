@@ -229,3 +229,13 @@ def test_the_sft_gate_uses_max_reward_by_default_and_sum_on_request(annotator: A
     (at_zero_max,) = annotator.annotate([train])
     (at_zero_sum,) = annotator.annotate([train], ScoringConfig(sft_statistic="sum"))
     assert at_zero_max.sft_gate is at_zero_sum.sft_gate is True  # they agree at the default threshold 0
+
+
+def test_text_that_is_not_unicode_is_a_trace_error_naming_the_field_for_every_caller() -> None:
+    from mig_annotator.mig.probe.fake import FakeProbe
+
+    bad = Trace(id="s", question="q?", steps=["fine", "\ud800"], reference_answer="1")
+    with Annotator(FakeProbe()) as annotator:
+        (error,) = annotator.plan([bad])
+    assert isinstance(error, TraceError) and (error.trace_id, error.field) == ("s", "steps[1]")
+    assert "lone surrogate at position 0" in error.problem
