@@ -163,18 +163,27 @@ class ServerPool:
             f"last: {problems[-1] if problems else 'no answer'})"
         )
 
-    async def each(self, method: str, route: str, *, json: Any = None) -> list[httpx.Response]:
-        """Send the request to every server once, in order (start-up checks: every server must serve the
-        same model and tokenizer). Raises :class:`ServersUnavailable` naming the first that fails."""
+    async def each(
+        self, method: str, route: str, *, json: Any = None, retries: int | None = None
+    ) -> list[httpx.Response]:
+        """Send the request to every server, in order (start-up checks: every server must serve the same
+        model and tokenizer). A server that cannot be reached (it may still be starting) is asked again, up
+        to ``retries`` times (default ``max_retries``) with the pool's back-off; then
+        :class:`ServersUnavailable` names it."""
+        retries = self._settings.max_retries if retries is None else retries
         responses = []
         for server in self._servers:
-            try:
-                responses.append(await server.client.request(method, route, json=json))
-            except httpx.TransportError as error:
-                raise ServersUnavailable(
-                    f"the vLLM server at {server.url} is unavailable ({method} {route}: "
-                    f"{type(error).__name__}: {error})"
-                ) from error
+            for attempt in range(retries + 1):
+                try:
+                    responses.append(await server.client.request(method, route, json=json))
+                    break
+                except httpx.TransportError as error:
+                    if attempt == retries:
+                        raise ServersUnavailable(
+                            f"the vLLM server at {server.url} is unavailable ({method} {route} failed "
+                            f"{retries + 1} times; last: {type(error).__name__}: {error})"
+                        ) from error
+                    await asyncio.sleep(self._settings.backoff_s * 2**attempt)
         return responses
 
     async def _attempt(self, server: ServerState, method: str, route: str, body: Any) -> httpx.Response | str:

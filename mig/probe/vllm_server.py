@@ -343,17 +343,11 @@ class VLLMServerProbe(Probe):
     # -- HTTP ---------------------------------------------------------------------------------------------
 
     async def _each(self, method: str, route: str, *, json: Any = None) -> list[httpx.Response]:
-        """The same request to every server of the pool, in order (start-up checks), retried with back-off
-        while a server cannot be reached (it may still be starting)."""
-        retries = self._settings.max_retries
-        for attempt in range(retries + 1):
-            try:
-                return await self._pool.each(method, route, json=json)
-            except ServersUnavailable as error:
-                problem = error
-                if attempt < retries:
-                    await asyncio.sleep(self._settings.backoff_s * 2**attempt)
-        raise VLLMServerUnavailable(f"{problem}; failed {retries + 1} times") from problem
+        """The same request to every server of the pool, in order (start-up checks)."""
+        try:
+            return await self._pool.each(method, route, json=json)
+        except ServersUnavailable as error:
+            raise VLLMServerUnavailable(str(error)) from error
 
     async def _request(self, method: str, route: str, *, json: Any = None, retries: int | None = None):
         """One request to the pool's best server (retried on others: :mod:`mig.probe.server_pool`)."""
