@@ -118,7 +118,7 @@ def _convert(gguf_path: Path, out_dir: Path) -> float:
         raise ModelStoreError(f"converted model disagrees with the GGUF: max logit difference {max_diff:.3g}")
     marker = {
         "source": str(gguf_path),
-        "source_sha256": _sha256(gguf_path),
+        "source_sha256": file_sha256(gguf_path),
         "max_logit_diff": max_diff,
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
@@ -139,7 +139,8 @@ def _install(staging: Path, target: Path, *, force: bool) -> None:
             raise
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file's contents, read in 1 MiB blocks (model files are large)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

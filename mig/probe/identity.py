@@ -16,7 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from mig_annotator.mig.model_store import MARKER_FILE, default_cache_dir
+from mig_annotator.mig.model_store import MARKER_FILE, default_cache_dir, file_sha256
 from mig_annotator.schemas.probe import ProbeBackend, ProbeIdentity
 
 CACHE_FILE = ".file-digests.json"
@@ -38,7 +38,7 @@ def file_digest(path: Path, cache_file: Path | None = None) -> str:
     stored = _read_cache(cache_path)
     digest = stored.get(key)
     if digest is None:
-        digest = _sha256_of(resolved)
+        digest = file_sha256(resolved)
         _write_cache(cache_path, key, digest)
     with _lock:
         _memory[key] = digest
@@ -62,14 +62,6 @@ def folder_digest(folder: Path, cache_file: Path | None = None, *, tokenizer_onl
 def local_model_identity(folder: Path, backend: ProbeBackend, dtype: str) -> ProbeIdentity:
     """The identity of a probe that loads the model in ``folder`` (weights and tokenizer files)."""
     return ProbeIdentity(model=folder.name, digest=folder_digest(folder), backend=backend, dtype=dtype)
-
-
-def _sha256_of(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def _is_tokenizer_file(name: str) -> bool:

@@ -78,13 +78,13 @@ def test_a_file_is_hashed_once_then_read_from_the_cache_file(
 ) -> None:
     folder = _tiny_checkpoint(tmp_path / "tiny")
     hashed: list[str] = []
-    real_sha256 = identity_module._sha256_of
+    real_sha256 = identity_module.file_sha256
 
     def counting_sha256(path: Path) -> str:
         hashed.append(path.name)
         return real_sha256(path)
 
-    monkeypatch.setattr(identity_module, "_sha256_of", counting_sha256)
+    monkeypatch.setattr(identity_module, "file_sha256", counting_sha256)
     first = folder_digest(folder)
     files = len(hashed)
     assert "model.safetensors" in hashed
