@@ -34,7 +34,20 @@ class TransformersProbeSettings(_Settings):
         default="auto", description="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N"
     )
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None: torch's default).")
-    max_batch_tokens: int = Field(default=4096, ge=64, description="Padded tokens per forward pass.")
+    max_batch_tokens: int = Field(
+        default=4096, ge=64, description="Padded positions per batch (its rows' KV cache and passes)."
+    )
+    chunk_tokens: int | None = Field(
+        default=2048,
+        ge=16,
+        description="packed: new positions per row in one forward pass (trace and probe passes); bounds "
+        "peak memory on long traces. None: each stage in one pass.",
+    )
+    group_prefixes: bool = Field(
+        default=True,
+        description="packed: traces that share their question prompt and answer (a GRPO group) forward "
+        "the question once and score v_0 once.",
+    )
 
 
 class VLLMServerProbeSettings(_Settings):
