@@ -2,7 +2,8 @@
 
 The rules live here, so the service, the CLI and the builder share them, and the JSON schema carries them:
 the question, the reference answer and the reasoning (a completion, or at least one step) hold text that is
-not all whitespace; exactly one of ``steps`` and ``completion``; metadata holds only finite numbers.
+not all whitespace; exactly one of ``steps`` and ``completion``; an optional group id is not blank and at most
+:data:`MAX_GROUP_ID_CHARS` characters; metadata holds only finite numbers.
 """
 
 from __future__ import annotations
@@ -47,6 +48,19 @@ NonBlankText = Annotated[
 ]
 """A string with at least one character that is not whitespace; the schema says so by its pattern."""
 
+MAX_GROUP_ID_CHARS = 256
+"""The longest group id (verl's ``uid`` is a 36-character UUID; a question id or a hash fits easily)."""
+
+GroupId = Annotated[
+    StrictStr,
+    Field(max_length=MAX_GROUP_ID_CHARS),
+    AfterValidator(_require_text),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": MAX_GROUP_ID_CHARS, "pattern": NOT_BLANK_PATTERN}
+    ),
+]
+"""A group label: not blank, at most :data:`MAX_GROUP_ID_CHARS` characters."""
+
 
 def _exactly_one_reasoning_field(schema: dict[str, Any]) -> None:
     """Exactly one of steps/completion is given and not null (null counts as absent, as in the model)."""
@@ -76,6 +90,12 @@ class Trace(BaseModel):
     )
     reference_answer: NonBlankText = Field(
         description="The gold final answer (not blank), teacher-forced by the probe."
+    )
+    group_id: GroupId | None = Field(
+        default=None,
+        description="Traces of one GRPO group (e.g. verl's uid): batchers keep a group in one probe call so "
+        f"its question prompt is forwarded once. Optional; not blank, at most {MAX_GROUP_ID_CHARS} "
+        "characters. It decides which traces share a probe call, never how a trace is scored.",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict,
