@@ -8,6 +8,7 @@ not all whitespace; exactly one of ``steps`` and ``completion``; an optional gro
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Annotated, Any
 
@@ -60,6 +61,22 @@ GroupId = Annotated[
     ),
 ]
 """A group label: not blank, at most :data:`MAX_GROUP_ID_CHARS` characters."""
+
+
+def group_id_of(label: str | int | None) -> str | None:
+    """A valid group id for a trainer's or a dataset's group label: its text; ``sha256:<hex>`` of the text
+    when that is longer than :data:`MAX_GROUP_ID_CHARS` (equal labels still give equal ids); None for no
+    label or a blank one. Booleans are not labels (TypeError)."""
+    if label is None:
+        return None
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        raise TypeError(f"a group label is text or an integer, got {type(label).__name__}")
+    text = str(label)
+    if not has_text(text):
+        return None
+    if len(text) > MAX_GROUP_ID_CHARS:
+        return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
 
 
 def _exactly_one_reasoning_field(schema: dict[str, Any]) -> None:

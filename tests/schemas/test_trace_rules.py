@@ -15,7 +15,7 @@ from mig_annotator.builder.columns import ColumnMapping
 from mig_annotator.builder.rows import RowProblem, map_record
 from mig_annotator.mig.traces_io import TraceFileError, parse_trace_line
 from mig_annotator.schemas import ScoringConfig, Trace
-from mig_annotator.schemas.trace import MAX_GROUP_ID_CHARS, NOT_BLANK_PATTERN, has_text
+from mig_annotator.schemas.trace import MAX_GROUP_ID_CHARS, NOT_BLANK_PATTERN, group_id_of, has_text
 
 BASE = {"id": "a", "question": "q", "reference_answer": "1"}
 NO_REASONING = [
@@ -104,6 +104,21 @@ def test_a_blank_overlong_or_non_text_group_id_is_refused_naming_the_field(
     with pytest.raises(ValidationError, match=problem) as caught:
         Trace.model_validate(BASE | {"completion": "c", "group_id": group_id})
     assert _locations(caught.value) == ["group_id"]
+
+
+def test_a_group_label_becomes_a_valid_group_id() -> None:
+    assert group_id_of("gsm8k-test-0001") == "gsm8k-test-0001"
+    assert group_id_of(42) == "42"
+    assert group_id_of(None) is None and group_id_of(" \n") is None and group_id_of("") is None
+    fits = "g" * MAX_GROUP_ID_CHARS
+    assert group_id_of(fits) == fits
+    long_label = "g" * (MAX_GROUP_ID_CHARS + 1)
+    hashed = group_id_of(long_label)
+    assert hashed == group_id_of(long_label) != group_id_of(long_label + "h")
+    assert hashed is not None and hashed.startswith("sha256:") and len(hashed) == 7 + 64
+    assert Trace.model_validate(BASE | {"completion": "c", "group_id": hashed}).group_id == hashed
+    with pytest.raises(TypeError, match="got bool"):
+        group_id_of(True)  # type: ignore[arg-type]
 
 
 def test_the_trace_schema_carries_every_rule() -> None:
