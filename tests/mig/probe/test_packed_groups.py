@@ -53,12 +53,23 @@ def ungrouped(default_model_path) -> TransformersProbe:
     return _probe(default_model_path, group_prefixes=False, chunk_tokens=None)
 
 
-def test_grouped_scoring_equals_scoring_each_trace_alone(packed_probe, ungrouped) -> None:
-    sequences = _sequences(packed_probe, _grpo_traces(), ScoringConfig())
+@pytest.fixture(scope="module")
+def grpo_sequences(packed_probe) -> list[ProbeSequence]:
+    return _sequences(packed_probe, _grpo_traces(), ScoringConfig())
+
+
+@pytest.fixture(scope="module")
+def scored_alone(grpo_sequences, ungrouped) -> list:
+    """The reference: each trace in its own score call, unchunked (fp32 sums differ by ~1e-5 between
+    batch compositions on this CPU, so the reference has no batch-mates at all)."""
+    return [ungrouped.score([sequence])[0] for sequence in grpo_sequences]
+
+
+def test_grouped_scoring_equals_scoring_each_trace_alone(packed_probe, grpo_sequences, scored_alone) -> None:
+    sequences = grpo_sequences
     before = packed_probe.stats.tokens_forwarded
     grouped = packed_probe.score(sequences)
-    alone = [ungrouped.score([sequence])[0] for sequence in sequences]
-    assert _max_difference(grouped, alone) <= 1e-5
+    assert _max_difference(grouped, scored_alone) <= 1e-5
     for q in range(4):  # v_0 is scored once per group: every member holds the same row
         rows = [grouped[q * 3 + m].token_logprobs[0] for m in range(3)]
         assert all(np.array_equal(rows[0], row) for row in rows)
@@ -67,12 +78,14 @@ def test_grouped_scoring_equals_scoring_each_trace_alone(packed_probe, ungrouped
     assert forwarded == grouped_minimal_tokens(sequences) < sum(s.minimal_tokens for s in sequences)
 
 
-def test_small_chunks_and_split_groups_give_the_same_numbers(default_model_path, ungrouped) -> None:
-    traces = _grpo_traces()
+def test_small_chunks_and_split_groups_give_the_same_numbers(
+    default_model_path, grpo_sequences, scored_alone
+) -> None:
     chunked = _probe(default_model_path, chunk_tokens=16, max_batch_tokens=256)
-    sequences = _sequences(chunked, traces, ScoringConfig())
-    assert max(s.probe_length for s in sequences) > 4 * 16  # several branch chunks and probe passes
-    assert _max_difference(chunked.score(sequences), ungrouped.score(sequences)) <= 1e-5
+    assert max(s.probe_length for s in grpo_sequences) > 4 * 16  # several branch chunks and probe passes
+    results = chunked.score(grpo_sequences)
+    assert chunked.stats.forward_calls >= 2  # the groups did not fit one batch
+    assert _max_difference(results, scored_alone) <= 1e-5
 
 
 def test_an_answer_without_answer_prompt_is_scored_like_the_naive_probe(
@@ -96,8 +109,10 @@ def test_a_long_trace_scored_in_chunks_equals_one_pass(packed_probe, ungrouped) 
         id="long", question="How many apples are in the basket?", steps=steps, reference_answer="820"
     )
     (sequence,) = _sequences(packed_probe, [trace], ScoringConfig())
-    assert sequence.probe_length > 2 * 1024
+    assert sequence.probe_length > 4 * 256  # several trace passes, and probe passes of 256 copy tokens
     chunked = TransformersProbe(
-        TransformersProbeSettings(model=str(packed_probe.model_path), chunk_tokens=512)
+        TransformersProbeSettings(model=str(packed_probe.model_path), chunk_tokens=256)
     )
-    assert _max_difference(chunked.score([sequence]), ungrouped.score([sequence])) <= 1e-5
+    # chunks change the order of fp32 attention sums over 1.5k positions (measured 1.7e-5 nats): the
+    # packed-vs-naive bound
+    assert _max_difference(chunked.score([sequence]), ungrouped.score([sequence])) <= 1e-4
