@@ -1,8 +1,10 @@
-"""Which input columns hold the id, the question, the reasoning and the reference answer; presets for
-common layouts.
+"""Which input columns hold the id, the question, the reasoning, the reference answer and the GRPO group;
+presets for common layouts.
 
 A column name may be a dotted path into a struct column (``reward_model.ground_truth``); a top-level column
-with the literal dotted name wins over the path.
+with the literal dotted name wins over the path. The group column is optional: where the inputs lack it, or a
+row's value is null or blank, the trace has no group id. It is still copied to the output like any unmapped
+column (the dataset rows have no group field), and it never changes how the rows are cut or scored.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ class ColumnMapping(BaseModel):
     completion: str | None = "completion"
     steps: str | None = None
     answer: str = "reference_answer"
+    group_id: str | None = Field(
+        default="group_id",
+        description="The GRPO group of a row (e.g. a question id), passed to the trace as its group_id; "
+        "optional: a column absent from the inputs means no group ids; None reads none.",
+    )
 
     @model_validator(mode="after")
     def _one_reasoning_column(self) -> ColumnMapping:
@@ -42,21 +49,30 @@ class ColumnMapping(BaseModel):
             "completion": self.completion,
             "steps": self.steps,
             "reference_answer": self.answer,
+            "group_id": self.group_id,
         }
         return {field: column for field, column in pairs.items() if column is not None}
+
+    def content_columns(self) -> set[str]:
+        """The input columns whose values the dataset rows hold (all mapped columns but the group's)."""
+        return {column for field, column in self.mapped().items() if field != "group_id"}
 
 
 PRESETS: dict[PresetName, ColumnMapping] = {
     # The engine's own JSONL layout (Trace field names).
     "default": ColumnMapping(),
-    # verl RL parquet: chat prompt, ground truth under reward_model; generations under `response`.
+    # verl RL parquet: chat prompt, ground truth under reward_model; generations under `response`; GRPO's
+    # `uid` when the rollouts were saved with it.
     "verl": ColumnMapping(
-        id=None, question="prompt", completion="response", answer="reward_model.ground_truth"
+        id=None, question="prompt", completion="response", answer="reward_model.ground_truth", group_id="uid"
     ),
     # TRL prompt-completion datasets with a `solution` column (plain or conversational).
     "trl": ColumnMapping(id=None, question="prompt", completion="completion", answer="solution"),
-    # The shared GSM8K rollouts (/work/shared/data/gsm8k_rollouts.jsonl).
-    "gsm8k": ColumnMapping(id="id", id_required=True, question="question", completion="completion"),
+    # The shared GSM8K rollouts (/work/shared/data/gsm8k_rollouts.jsonl); the rollouts of one question
+    # share its question_id.
+    "gsm8k": ColumnMapping(
+        id="id", id_required=True, question="question", completion="completion", group_id="question_id"
+    ),
 }
 
 
@@ -68,8 +84,10 @@ def resolve_mapping(
     completion_col: str | None = None,
     steps_col: str | None = None,
     answer_col: str | None = None,
+    group_col: str | None = None,
 ) -> ColumnMapping:
-    """The preset's mapping with the given columns overriding it (a given id column is required)."""
+    """The preset's mapping with the given columns overriding it (a given id column is required; the
+    group column stays optional)."""
     if completion_col is not None and steps_col is not None:
         raise ValueError("give --completion-col or --steps-col, not both")
     base = PRESETS[preset]
@@ -84,6 +102,8 @@ def resolve_mapping(
         updates |= {"steps": steps_col, "completion": None}
     if answer_col is not None:
         updates["answer"] = answer_col
+    if group_col is not None:
+        updates["group_id"] = group_col
     return ColumnMapping.model_validate(base.model_dump() | updates)
 
 

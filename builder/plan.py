@@ -37,6 +37,7 @@ COLUMN_FLAGS = {
     "completion": "--completion-col",
     "steps": "--steps-col",
     "reference_answer": "--answer-col",
+    "group_id": "--group-col",
 }
 KEPT_PREFIX = "input_"
 
@@ -97,7 +98,7 @@ def inspect_inputs(settings: BuildSettings) -> tuple[list[InputFile], list[pl.Sc
     mapping = settings.columns
     for source, schema in zip(files, schemas, strict=True):
         for field, column in mapping.mapped().items():
-            if field == "id" and not mapping.id_required:
+            if (field == "id" and not mapping.id_required) or field == "group_id":  # optional columns
                 continue
             if column_dtype(schema, column) is None:
                 raise InputError(
@@ -112,7 +113,7 @@ def inspect_inputs(settings: BuildSettings) -> tuple[list[InputFile], list[pl.Sc
 
 def kept_columns(settings: BuildSettings, schemas: list[pl.Schema]) -> list[KeptColumn]:
     """The input columns to copy, with their Arrow types (from the first file where the type is known)."""
-    mapped = set(settings.columns.mapped().values())
+    mapped = settings.columns.content_columns()  # the group column is copied: no dataset field holds it
     if settings.keep_columns is None:
         names: list[str] = []
         for schema in schemas:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from mig_annotator.builder.columns import ColumnMapping, lookup
 from mig_annotator.schemas import Trace
+from mig_annotator.schemas.trace import group_id_of
 
 if TYPE_CHECKING:  # schemas.arrow imports pyarrow; `score` maps rows without it
     from mig_annotator.schemas.arrow import RejectStage
@@ -60,6 +61,8 @@ def map_record(
         question = _text(lookup(record, mapping.question), mapping.question, "question", role="user")
         answer = _answer(lookup(record, mapping.answer), mapping.answer)
         fields: dict[str, Any] = {"id": trace_id, "question": question, "reference_answer": answer}
+        if mapping.group_id is not None:
+            fields["group_id"] = _group_id(lookup(record, mapping.group_id), mapping.group_id)
         if mapping.steps is not None:
             fields["steps"] = _steps(lookup(record, mapping.steps), mapping.steps)
         else:
@@ -129,6 +132,17 @@ def _answer(value: Any, column: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _FieldProblem("reference_answer", _describe_bad(value, column))
     return value
+
+
+def _group_id(value: Any, column: str) -> str | None:
+    """The row's group id: the column's text or integer (hashed when overlong); None when null or blank."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _FieldProblem(
+            "group_id", f"column {column!r} holds {type(value).__name__}, expected text or an integer"
+        )
+    return group_id_of(value)
 
 
 def _steps(value: Any, column: str) -> list[str]:

@@ -64,6 +64,10 @@ def build(
     answer_col: Annotated[
         str | None, typer.Option(help="The reference answer (dots reach into structs).")
     ] = None,
+    group_col: Annotated[
+        str | None,
+        typer.Option(help="The GRPO group of a row (e.g. question_id, verl's uid); optional, still copied."),
+    ] = None,
     keep_cols: Annotated[
         str | None,
         typer.Option(help="Comma-separated input columns to copy (default: all unmapped; 'none')."),
@@ -173,6 +177,7 @@ def build(
                 completion_col=completion_col,
                 steps_col=steps_col,
                 answer_col=answer_col,
+                group_col=group_col,
             ),
             keep_columns=_keep_list(keep_cols),
             limit=limit,

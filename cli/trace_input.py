@@ -2,8 +2,9 @@
 
 A row maps to a trace as `build` maps one (``builder.rows.map_record`` with the default column layout):
 ``id``, ``question`` (text, or chat messages: the user turns), ``completion`` (text, or chat messages: the
-assistant turns) or ``steps`` (a list of text), and ``reference_answer`` (text or a number). A row without
-an ``id`` key gets ``row-<line number>``. Other keys are ignored.
+assistant turns) or ``steps`` (a list of text), ``reference_answer`` (text or a number), and optionally
+``group_id`` (text or an integer). A row without an ``id`` key gets ``row-<line number>``. Other keys are
+ignored.
 """
 
 from __future__ import annotations

@@ -157,7 +157,10 @@ def _retry_wait_s(response: httpx.Response, attempt: int) -> float:
 
 
 def _trace_json(trace: TraceLike) -> dict[str, Any]:
-    return trace.model_dump(mode="json") if isinstance(trace, Trace) else dict(trace)
+    """The trace's JSON; ``group_id`` only when set (a service older than the field refuses the key)."""
+    if not isinstance(trace, Trace):
+        return dict(trace)
+    return trace.model_dump(mode="json", exclude={"group_id"} if trace.group_id is None else None)
 
 
 _TRACE_PREFIX = re.compile(r"^traces\[(\d+)\]")

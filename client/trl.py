@@ -45,6 +45,11 @@ def trl_reward_function(
     ``fallback.reward``; when the service stays down, ``fallback.on_service_down`` says whether the step
     fails or every completion gets the fallback reward. The function's ``fallback`` attribute holds the
     policy and its counters (``reward_func.fallback.stats()``) for the trainer's logs.
+
+    The traces carry no ``group_id``: TRL passes no group label, and the ``num_generations`` completions
+    of a prompt come one after another with the same question text, which is the service's group key
+    for traces without one. A label derived from the prompt would add nothing, and one from the whole
+    prompt (system turns included) could only split traces whose probe prompt is the same.
     """
     client = client or MigClient()
     policy = fallback or RewardFallback()

@@ -19,7 +19,7 @@ from mig_annotator.schemas import Trace, TraceAnnotation
 from mig_annotator.schemas.api import RewardScalar
 from mig_annotator.schemas.scalar import scalar_reward
 from mig_annotator.schemas.token_alignment import align_annotation, token_offsets
-from mig_annotator.schemas.trace import has_text
+from mig_annotator.schemas.trace import group_id_of, has_text
 
 __all__ = [
     "MigRewardManager",
@@ -139,8 +139,10 @@ def trace_of_sample(
     trace_id: str,
 ) -> Trace | None:
     """The trace of one verl sample: the question from ``extra_info["question"]`` (else the decoded
-    prompt), the decoded response, and ``reward_model["ground_truth"]`` as the reference. None when the
-    response has no reasoning text (not a trace: the service refuses it; its rewards stay zero)."""
+    prompt), the decoded response, ``reward_model["ground_truth"]`` as the reference, and verl's ``uid``
+    (one per prompt, shared by its rollouts) as the group id when the batch has it, so the service keeps
+    the group in one probe call. None when the response has no reasoning text (not a trace: the service
+    refuses it; its rewards stay zero)."""
     completion = tokenizer.decode(list(response_ids), skip_special_tokens=True)
     if not has_text(completion):
         return None
@@ -154,7 +156,15 @@ def trace_of_sample(
         question=question,
         completion=completion,
         reference_answer=str(reward_model["ground_truth"]),
+        group_id=_group_id(non_tensor.get("uid")),
     )
+
+
+def _group_id(uid: Any) -> str | None:
+    """verl's ``uid`` (a UUID string; numpy scalars and other types by their text) as a group id."""
+    if uid is None:
+        return None
+    return group_id_of(uid if isinstance(uid, str | int) and not isinstance(uid, bool) else str(uid))
 
 
 def sample_token_ids(batch: Any, index: int) -> tuple[list[int], list[int]]:

@@ -14,6 +14,9 @@ service micro-batches them), collects each ``reward_score`` and hands the list t
 also carries one reward per response token (:func:`mig_annotator.client.verl.token_rewards`: r_k on the
 last token of step k, the outcome on the last answer token). ``assemble_rm_scores`` lays those on the
 ``rm_scores`` rows; a plain float (another manager's, or verl's agent-loop path) goes on the last token.
+Each sample's trace carries verl's ``uid`` as its ``group_id``
+(:func:`mig_annotator.client.verl.trace_of_sample`): the service keeps a group's traces in one probe call
+when they reach its queue one after another.
 
 Options come from ``config.reward.mig`` when present (add it with ``+reward.mig.base_url=...``): ``base_url``
 and ``api_key`` (default ``$MIG_SERVICE_URL`` / ``$MIG_SERVICE_API_KEY``), ``outcome_weight``,

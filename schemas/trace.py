@@ -2,11 +2,13 @@
 
 The rules live here, so the service, the CLI and the builder share them, and the JSON schema carries them:
 the question, the reference answer and the reasoning (a completion, or at least one step) hold text that is
-not all whitespace; exactly one of ``steps`` and ``completion``; metadata holds only finite numbers.
+not all whitespace; exactly one of ``steps`` and ``completion``; an optional group id is not blank and at most
+:data:`MAX_GROUP_ID_CHARS` characters; metadata holds only finite numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Annotated, Any
 
@@ -47,6 +49,35 @@ NonBlankText = Annotated[
 ]
 """A string with at least one character that is not whitespace; the schema says so by its pattern."""
 
+MAX_GROUP_ID_CHARS = 256
+"""The longest group id (verl's ``uid`` is a 36-character UUID; a question id or a hash fits easily)."""
+
+GroupId = Annotated[
+    StrictStr,
+    Field(max_length=MAX_GROUP_ID_CHARS),
+    AfterValidator(_require_text),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": MAX_GROUP_ID_CHARS, "pattern": NOT_BLANK_PATTERN}
+    ),
+]
+"""A group label: not blank, at most :data:`MAX_GROUP_ID_CHARS` characters."""
+
+
+def group_id_of(label: str | int | None) -> str | None:
+    """A valid group id for a trainer's or a dataset's group label: its text; ``sha256:<hex>`` of the text
+    when that is longer than :data:`MAX_GROUP_ID_CHARS` (equal labels still give equal ids); None for no
+    label or a blank one. Booleans are not labels (TypeError)."""
+    if label is None:
+        return None
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        raise TypeError(f"a group label is text or an integer, got {type(label).__name__}")
+    text = str(label)
+    if not has_text(text):
+        return None
+    if len(text) > MAX_GROUP_ID_CHARS:
+        return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
+
 
 def _exactly_one_reasoning_field(schema: dict[str, Any]) -> None:
     """Exactly one of steps/completion is given and not null (null counts as absent, as in the model)."""
@@ -76,6 +107,12 @@ class Trace(BaseModel):
     )
     reference_answer: NonBlankText = Field(
         description="The gold final answer (not blank), teacher-forced by the probe."
+    )
+    group_id: GroupId | None = Field(
+        default=None,
+        description="Traces of one GRPO group (e.g. verl's uid): batchers keep a group in one probe call so "
+        f"its question prompt is forwarded once. Optional; not blank, at most {MAX_GROUP_ID_CHARS} "
+        "characters. It decides which traces share a probe call, never how a trace is scored.",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict,

@@ -5,6 +5,13 @@ One worker task takes batches from it, up to a token budget or after a short wai
 the event loop in a single probe thread. Results come back one trace at a time to the future registered for
 it before it was queued; a probe failure fails that batch's unfinished traces only, and the worker goes on.
 
+GRPO groups stay whole: a run of consecutive queued traces of one group (same ``group_id``, or same question
+when a trace has none) is never split across two batches when it fits the budget. When the next trace would
+overflow the batch and continues the group of the trace before it, the batch ends before that group's first
+trace and the whole group opens the next batch, where the probe forwards its question prompt once. Only a
+group that starts a batch and is larger than the budget is split at the budget. Traces of one group that are
+not consecutive in the queue (other traces arrived between them) are not gathered.
+
 No probe work is started for a trace whose request is gone (its future is done: the client gave up or an
 earlier trace of the request failed) or whose deadline has passed; such traces are dropped when a batch is
 taken and skipped again just before each probe pass.
@@ -47,6 +54,12 @@ class ScoringJob:
     @property
     def tokens(self) -> int:
         return self.prepared.probe_tokens
+
+    @property
+    def group(self) -> tuple[str, str]:
+        """The trace's GRPO group: its explicit ``group_id``, else its question text."""
+        trace = self.prepared.trace
+        return ("group_id", trace.group_id) if trace.group_id is not None else ("question", trace.question)
 
     def wanted(self) -> bool:
         """Whether anyone still waits for this trace: its request is there and its deadline not passed."""
@@ -182,11 +195,17 @@ class MicroBatcher:
                 return
 
     def _take_batch(self) -> list[ScoringJob]:
+        """The next batch: queued traces in order up to the token budget (at least one), dropping those
+        nobody waits for, and ending before a group that would not fit whole (see the module docstring)."""
         batch: list[ScoringJob] = []
         tokens = 0
+        group_start = 0  # where the run of the last taken trace's group begins in the batch
         while self._pending:
             job = self._pending[0]
             if batch and tokens + job.tokens > self._max_tokens:
+                if group_start > 0 and job.group == batch[-1].group:
+                    self._put_back(batch[group_start:])
+                    del batch[group_start:]
                 break
             self._pending.popleft()
             self._pending_tokens -= job.tokens
@@ -194,10 +213,17 @@ class MicroBatcher:
                 self._metrics.dropped_traces.inc()
                 _settle(job.future, DeadlinePassed("the request's deadline passed before its turn"))
                 continue
+            if batch and job.group != batch[-1].group:
+                group_start = len(batch)
             batch.append(job)
             tokens += job.tokens
         self._set_depth()
         return batch
+
+    def _put_back(self, jobs: Sequence[ScoringJob]) -> None:
+        """Return taken jobs to the front of the queue, in their order."""
+        self._pending.extendleft(reversed(jobs))
+        self._pending_tokens += sum(job.tokens for job in jobs)
 
     def _set_depth(self) -> None:
         self._metrics.queue_depth.set(len(self._pending))

@@ -42,3 +42,46 @@ def shared_rollouts() -> list[dict]:
         pytest.skip(f"shared data not present at {SHARED_ROLLOUTS}")
     with SHARED_ROLLOUTS.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# long contexts (tests/long_context.py): a tiny random-initialised 32k-context model and a 16k-token trace
+# ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_long_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-initialised 2-layer Llama with a 32,768-token context and SmolLM2's tokenizer (a folder)."""
+    from tests.long_context import tiny_long_context_model
+
+    return tiny_long_context_model(tmp_path_factory.mktemp("tiny-long-llama"))
+
+
+@pytest.fixture(scope="session")
+def long_think(tiny_long_model: Path):
+    """The synthetic 16k-token `<think>` prose trace (a :class:`tests.long_context.LongThinkTrace`)."""
+    from transformers import AutoTokenizer
+
+    from tests.long_context import long_think_trace
+
+    return long_think_trace(AutoTokenizer.from_pretrained(tiny_long_model), 16_000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def long_think_reference(tiny_long_model: Path, long_think):
+    """The engine's annotation of the 16k trace with the tiny model on one torch thread, as the CLI, the
+    service and the builder are run in the long-trace tests (the callers must reproduce it)."""
+    import torch
+
+    from mig_annotator.mig.engine import Annotator
+    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.schemas import Trace
+
+    threads_before = torch.get_num_threads()
+    try:
+        probe = open_probe(TransformersProbeSettings(model=str(tiny_long_model), threads=1))
+        with Annotator(probe) as annotator:
+            (annotation,) = annotator.annotate([Trace(**long_think.row())])
+    finally:
+        torch.set_num_threads(threads_before)
+    return annotation

@@ -34,7 +34,20 @@ class TransformersProbeSettings(_Settings):
         default="auto", description="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N"
     )
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None: torch's default).")
-    max_batch_tokens: int = Field(default=4096, ge=64, description="Padded tokens per forward pass.")
+    max_batch_tokens: int = Field(
+        default=4096, ge=64, description="Padded positions per batch (its rows' KV cache and passes)."
+    )
+    chunk_tokens: int | None = Field(
+        default=2048,
+        ge=16,
+        description="packed: new positions per row in one forward pass (trace and probe passes); bounds "
+        "peak memory on long traces. None: each stage in one pass.",
+    )
+    group_prefixes: bool = Field(
+        default=True,
+        description="packed: traces that share their question prompt and answer (a GRPO group) forward "
+        "the question once and score v_0 once.",
+    )
 
 
 class VLLMServerProbeSettings(_Settings):
@@ -62,6 +75,11 @@ class VLLMServerProbeSettings(_Settings):
     max_retries: int = Field(default=4, ge=0, description="Retries on 429, 5xx or no connection.")
     prompts_per_request: int = Field(default=16, ge=1, description="Probes per /v1/completions request.")
     backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
+    group_prefixes: bool = Field(
+        default=True,
+        description="Score traces that share their question prompt as one group: the prefix-0 probe once "
+        "per group.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -86,6 +104,11 @@ class VLLMProbeSettings(_Settings):
     block_size: int | None = Field(default=None, ge=1, description="KV block size (prefix-cache grain).")
     gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1, description="GPU memory share.")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="More vllm.LLM keyword arguments.")
+    group_prefixes: bool = Field(
+        default=True,
+        description="Score traces that share their question prompt as one group: the prefix-0 probe once "
+        "per group.",
+    )
 
 
 class FakeProbeSettings(_Settings):

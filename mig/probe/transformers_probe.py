@@ -7,12 +7,13 @@ Three ways to get the same numbers:
   Copy k of the continuation sees the trace only up to boundary k and itself (a 4-D attention mask)
   and its position ids continue from boundary k, so each copy computes exactly what ``naive``
   computes for prefix k while the trace is forwarded once.
-* ``packed`` (default): the same tokens in two passes per batch. The trace pass runs the plain causal
-  kernel over the traces and keeps their KV cache; the probe pass forwards all K+1 copies of every
-  trace at once against that cache, under the same 4-D mask restricted to the copies. Same tokens as
-  ``packed-single``, but the L x L masked attention over the whole row becomes causal attention
-  over the trace plus a small (K+1)C x (T + (K+1)C) block: faster on one long trace, not settled
-  on GSM8K (BENCHMARKS.md).
+* ``packed`` (default): the same tokens in separate passes (:class:`_PackedRun`, laid out by
+  :mod:`mig_annotator.mig.probe.packed_plan`). Traces that share their question prompt and answer (a GRPO
+  group, :mod:`mig_annotator.mig.probe.groups`) forward that prompt once and score prefix 0 once. The trace
+  passes run causal attention over the traces (and their shared headers) and keep the KV cache; the probe
+  passes forward the continuation copies against that cache under the 4-D mask restricted to the copies.
+  Every pass takes at most ``chunk_tokens`` new positions per row, so the mask and the activations stay
+  bounded on 16k-token traces; the KV cache grows with the batch's tokens (``max_batch_tokens``).
 
 All modes gather the hidden states that predict answer tokens and apply the LM head to those alone,
 so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
@@ -29,6 +30,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult
+from mig_annotator.mig.probe.groups import group_sequences
+from mig_annotator.mig.probe.packed_plan import (
+    ContinuationCopy,
+    PackedUnit,
+    batch_units,
+    forwarded_tokens,
+    plan_units,
+)
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 from mig_annotator.schemas.probe import ProbeDType, ProbeIdentity, ProbeMode
@@ -45,7 +54,6 @@ class _Row:
     """One model input row and where to read log-probs from it."""
 
     item: int  # index of the trace in the request
-    trace_length: int  # packed: tokens before the first continuation copy; naive: the whole row
     input_ids: np.ndarray  # (L,)
     position_ids: np.ndarray  # (L,)
     segment: np.ndarray | None  # packed: -1 trace, k for copy k; None for naive rows
@@ -111,11 +119,12 @@ class TransformersProbe(Probe):
         return local_model_identity(self._model_path, "transformers", self._settings.dtype)
 
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        if self._settings.mode == "packed":
+            return self._score_packed(sequences)
         outputs = [np.zeros((s.n_prefixes, s.n_answer_tokens)) for s in sequences]
         build_rows = _naive_rows if self._settings.mode == "naive" else _packed_rows
         rows = [row for index, sequence in enumerate(sequences) for row in build_rows(index, sequence)]
-        two_pass = self._settings.mode == "packed"
-        for batch in _length_sorted_batches(rows, self._settings.max_batch_tokens, two_pass):
+        for batch in _length_sorted_batches(rows, self._settings.max_batch_tokens):
             logprobs = self._forward(batch)
             for row, row_logprobs in zip(batch, logprobs, strict=True):
                 outputs[row.item][row.prefixes, row.answer_slots] = row_logprobs
@@ -123,6 +132,40 @@ class TransformersProbe(Probe):
             s.naive_tokens if self._settings.mode == "naive" else s.minimal_tokens for s in sequences
         ]
         return [ProbeResult(out, n) for out, n in zip(outputs, forwarded, strict=True)]
+
+    def _score_packed(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        """Groups share their header and prefix 0; each batch runs in bounded chunks (:class:`_PackedRun`)."""
+        settings = self._settings
+        groups = group_sequences(sequences, enabled=settings.group_prefixes)
+        units = plan_units(sequences, groups, settings.max_batch_tokens)
+        outputs = [np.full((s.n_prefixes, s.n_answer_tokens), np.nan) for s in sequences]
+        for batch in batch_units(units, settings.max_batch_tokens, MAX_PADDING):
+            run = _PackedRun(self, batch, settings.chunk_tokens)
+            try:
+                with self._torch.inference_mode():
+                    for copy, logprobs in run.scores():
+                        outputs[copy.sequence][copy.k] = logprobs
+            except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
+                raise ProbeError(f"probe forward failed: {error}") from error
+            self._record_forward(padded_tokens=run.computed - run.real)
+        for group in groups:  # prefix 0 was scored once per group, on its first member
+            for member in group.members[1:]:
+                outputs[member][0] = outputs[group.first][0]
+        forwarded = forwarded_tokens(units, len(sequences))
+        return [ProbeResult(out, n) for out, n in zip(outputs, forwarded, strict=True)]
+
+    def _additive_mask(self, visible: torch.Tensor) -> torch.Tensor:
+        """(B, 1, Q, KV) additive mask from a (B, Q, KV) boolean: 0 where visible, else the dtype's min."""
+        mask = self._torch.zeros(visible.shape, dtype=self._dtype, device=self._device)
+        mask.masked_fill_(~visible, self._torch.finfo(self._dtype).min)
+        return mask[:, None]
+
+    def _log_probs(self, hidden: torch.Tensor, targets: np.ndarray) -> np.ndarray:
+        """Log-probs of ``targets`` under the LM head applied to ``hidden`` (n, H) only."""
+        torch = self._torch
+        logits = self._lm_head(hidden).float()
+        target_ids = torch.from_numpy(targets).to(self._device)
+        return logits.log_softmax(dim=-1).gather(1, target_ids[:, None])[:, 0].double().cpu().numpy()
 
     def plain_forward(self, token_rows: Sequence[Sequence[int]]) -> None:
         """A plain causal forward of the backbone over equal-length rows (the throughput ceiling)."""
@@ -132,15 +175,12 @@ class TransformersProbe(Probe):
 
     def _forward(self, batch: list[_Row]) -> list[np.ndarray]:
         torch = self._torch
-        hidden_states = self._two_pass_hidden if self._settings.mode == "packed" else self._one_pass_hidden
         try:
             with torch.inference_mode():
-                hidden, read, computed = hidden_states(batch)
+                hidden, read, computed = self._one_pass_hidden(batch)
                 row_index = np.concatenate([np.full(len(r.read_positions), i) for i, r in enumerate(batch)])
-                targets = torch.from_numpy(np.concatenate([r.targets for r in batch])).to(self._device)
                 selected = hidden[torch.from_numpy(row_index), torch.from_numpy(read)]
-                logits = self._lm_head(selected).float()
-                logprobs = logits.log_softmax(dim=-1).gather(1, targets[:, None])[:, 0].double().cpu().numpy()
+                logprobs = self._log_probs(selected, np.concatenate([r.targets for r in batch]))
         except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
             raise ProbeError(f"probe forward failed: {error}") from error
         self._record_forward(padded_tokens=computed - sum(len(row.input_ids) for row in batch))
@@ -169,59 +209,6 @@ class TransformersProbe(Probe):
         ).last_hidden_state
         return hidden, np.concatenate([r.read_positions for r in batch]), len(batch) * width
 
-    def _two_pass_hidden(self, batch: list[_Row]) -> tuple[torch.Tensor, np.ndarray, int]:
-        """Trace pass (plain causal kernel, KV cached), then one probe pass for every copy of every row.
-
-        Returns the hidden states of both passes side by side, (B, T_max + Q_max, H), each row's read
-        positions mapped into that layout, and the positions computed (padding included).
-        """
-        torch = self._torch
-        trace_width = max(row.trace_length for row in batch)
-        probe_width = max(len(row.input_ids) - row.trace_length for row in batch)
-        trace_ids = np.zeros((len(batch), trace_width), dtype=np.int64)
-        probe_ids = np.zeros((len(batch), probe_width), dtype=np.int64)
-        probe_positions = np.zeros((len(batch), probe_width), dtype=np.int64)
-        segment = np.full((len(batch), probe_width), -2, dtype=np.int64)
-        limit = np.full((len(batch), probe_width), -1, dtype=np.int64)
-        for i, row in enumerate(batch):
-            t, n = row.trace_length, len(row.input_ids) - row.trace_length
-            trace_ids[i, :t] = row.input_ids[:t]
-            probe_ids[i, :n] = row.input_ids[t:]
-            probe_positions[i, :n] = row.position_ids[t:]
-            segment[i, :n] = row.segment[t:]
-            limit[i, :n] = row.visible_limit[t:]
-        device = self._device
-        # Right padding needs no mask in the trace pass: causal attention never looks ahead at the padding.
-        trace_out = self._backbone(input_ids=torch.from_numpy(trace_ids).to(device), use_cache=True)
-        seg = torch.from_numpy(segment).to(device)
-        lim = torch.from_numpy(limit).to(device)
-        cache_cols = torch.arange(trace_width, device=device)
-        probe_cols = torch.arange(probe_width, device=device)
-        sees_trace = cache_cols[None, None, :] <= lim[:, :, None]
-        same_copy = (seg[:, None, :] == seg[:, :, None]) & (seg[:, :, None] >= 0)
-        causal = probe_cols[None, :, None] >= probe_cols[None, None, :]
-        padding_self = (seg[:, :, None] == -2) & (probe_cols[None, :, None] == probe_cols[None, None, :])
-        visible = torch.cat([sees_trace, (same_copy & causal) | padding_self], dim=2)
-        mask = torch.zeros(visible.shape, dtype=self._dtype, device=device)
-        mask.masked_fill_(~visible, torch.finfo(self._dtype).min)
-        probe_out = self._backbone(
-            input_ids=torch.from_numpy(probe_ids).to(device),
-            position_ids=torch.from_numpy(probe_positions).to(device),
-            attention_mask=mask[:, None],
-            past_key_values=trace_out.past_key_values,
-            use_cache=True,
-        )
-        hidden = torch.cat([trace_out.last_hidden_state, probe_out.last_hidden_state], dim=1)
-        read = [
-            np.where(
-                row.read_positions < row.trace_length,
-                row.read_positions,
-                row.read_positions - row.trace_length + trace_width,
-            )
-            for row in batch
-        ]
-        return hidden, np.concatenate(read), len(batch) * (trace_width + probe_width)
-
     def _packed_mask(self, batch: list[_Row], width: int) -> torch.Tensor:
         """Additive (B, 1, L, L) mask: 0 where a query may attend, the dtype's minimum elsewhere."""
         torch = self._torch
@@ -239,9 +226,184 @@ class TransformersProbe(Probe):
         sees_own_copy = (seg_kv == seg_q) & (seg_q >= 0)
         padding_self = (seg_q == -2) & (index[None, :, None] == index[None, None, :])
         visible = (causal & (sees_trace | sees_own_copy)) | padding_self
-        mask = torch.zeros(visible.shape, dtype=self._dtype, device=self._device)
-        mask.masked_fill_(~visible, torch.finfo(self._dtype).min)
-        return mask[:, None]
+        return self._additive_mask(visible)
+
+
+class _PackedRun:
+    """One batch of :class:`PackedUnit` s through the model, in passes of at most ``chunk`` new positions.
+
+    1. Header pass: the units' shared headers (right-padded rows, plain causal attention), KV cached; the
+       cache is then indexed so that every member row holds its unit's header (rows of lone members hold
+       any header and never see it).
+    2. Branch passes: the member rows' own tokens, ``chunk`` columns at a time, each against the cache so
+       far; a row sees its header's real positions and its own earlier tokens.
+    3. After each branch pass, probe passes for every copy whose prefix is now cached, at most ``chunk``
+       copy tokens per row per pass; a copy sees its prefix and itself. The copies' cache entries are
+       cropped away after each probe pass, so the cache holds headers and branches only.
+
+    Peak memory: the cache (rows x widest header and branch) plus one pass's activations and mask, which
+    grow with rows x ``chunk`` x cache length rather than with the whole probe block. ``chunk=None`` runs
+    each stage as one pass.
+    """
+
+    def __init__(self, probe: TransformersProbe, units: list[PackedUnit], chunk: int | None) -> None:
+        self._probe = probe
+        self._torch = probe._torch
+        self._device = probe._device
+        self._units = units
+        self._rows = [row for unit in units for row in unit.rows]
+        self._header_width = max(unit.header_length for unit in units)
+        self._branch_width = max(unit.branch_width for unit in units)
+        self._chunk = chunk or max(self._branch_width, self._header_width, 1)
+        self._shared = self._torch.tensor([row.shared for row in self._rows], device=self._device)
+        self._cache: object | None = None
+        self.computed = 0  # positions forwarded, padding included
+        self.real = sum(unit.real_tokens for unit in units)
+
+    def scores(self) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
+        """Each copy's answer log-probs, as soon as its pass ran."""
+        self._header_pass()
+        pending = [list(row.copies) for row in self._rows]
+        done = 0
+        while True:
+            ready = [
+                [copy for copy in queue if row.branch_needed(copy) <= done]
+                for row, queue in zip(self._rows, pending, strict=True)
+            ]
+            for queue, taken in zip(pending, ready, strict=True):
+                del queue[: len(taken)]
+            yield from self._probe_passes(ready)
+            if done >= self._branch_width:
+                break
+            width = min(self._chunk, self._branch_width - done)
+            self._branch_pass(done, width)
+            done += width
+        if any(pending):
+            raise AssertionError("every copy's prefix is cached once the branches are")
+
+    def _forward(self, ids: np.ndarray, positions: np.ndarray, mask: torch.Tensor | None) -> torch.Tensor:
+        torch = self._torch
+        out = self._probe._backbone(
+            input_ids=torch.from_numpy(ids).to(self._device),
+            position_ids=torch.from_numpy(positions).to(self._device),
+            attention_mask=mask,
+            past_key_values=self._cache,
+            use_cache=True,
+        )
+        self._cache = out.past_key_values
+        self.computed += ids.size
+        return out.last_hidden_state
+
+    def _header_pass(self) -> None:
+        headers = [unit.header_ids for unit in self._units if unit.header_ids is not None]
+        if not headers:
+            return
+        torch = self._torch
+        ids = _right_padded(headers, self._header_width)
+        no_header = torch.zeros(len(headers), dtype=torch.int64, device=self._device)
+        for start in range(0, self._header_width, self._chunk):
+            width = min(self._chunk, self._header_width - start)
+            positions = np.broadcast_to(np.arange(start, start + width), (len(headers), width))
+            mask = None if start == 0 else self._causal_mask(no_header, 0, start, width)
+            self._forward(np.ascontiguousarray(ids[:, start : start + width]), positions.copy(), mask)
+        header_of_row, header_index = [], 0
+        for unit in self._units:
+            header_of_row.extend([header_index] * len(unit.rows))
+            header_index += unit.header_ids is not None
+        self._cache.batch_select_indices(  # type: ignore[union-attr]
+            torch.tensor([min(h, len(headers) - 1) for h in header_of_row], device=self._device)
+        )
+
+    def _branch_pass(self, start: int, width: int) -> None:
+        rows = self._rows
+        ids = _right_padded([row.branch_ids[start : start + width] for row in rows], width)
+        positions = np.stack([row.shared + start + np.arange(width) for row in rows])
+        if self._cache is None:  # no header, first pass: the plain causal kernel (right padding is harmless)
+            mask = None
+        else:
+            mask = self._causal_mask(self._shared, self._header_width, start, width)
+        self._forward(ids, positions, mask)
+
+    def _causal_mask(self, shared: torch.Tensor, header_width: int, start: int, width: int) -> torch.Tensor:
+        """Queries at branch columns ``start..start+width``: each sees its row's real header positions
+        (``< shared``) and its branch up to itself."""
+        torch = self._torch
+        columns = torch.arange(header_width + start + width, device=self._device)
+        query = start + torch.arange(width, device=self._device)
+        branch = columns - header_width
+        sees_header = columns[None, None, :] < shared[:, None, None]
+        sees_branch = (branch[None, None, :] >= 0) & (branch[None, None, :] <= query[None, :, None])
+        return self._probe._additive_mask(sees_header | sees_branch)
+
+    def _probe_passes(
+        self, ready: list[list[ContinuationCopy]]
+    ) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
+        """Probe passes over the ready copies, at most ``chunk`` copy tokens per row each (one at least)."""
+        queues = [list(copies) for copies in ready]
+        while any(queues):
+            batch: list[list[ContinuationCopy]] = []
+            for queue in queues:
+                taken, tokens = 0, 0
+                while taken < len(queue) and (taken == 0 or tokens + len(queue[taken]) <= self._chunk):
+                    tokens += len(queue[taken])
+                    taken += 1
+                batch.append(queue[:taken])
+                del queue[:taken]
+            yield from self._probe_pass(batch)
+
+    def _probe_pass(
+        self, copies: list[list[ContinuationCopy]]
+    ) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
+        torch = self._torch
+        width = max(sum(len(copy) for copy in row) for row in copies)
+        ids = np.zeros((len(copies), width), dtype=np.int64)
+        positions = np.zeros_like(ids)
+        copy_id = np.full_like(ids, -1)  # -1: padding
+        start = np.zeros_like(ids)
+        reads: list[tuple[ContinuationCopy, int, np.ndarray]] = []
+        for r, row_copies in enumerate(copies):
+            offset = 0
+            for c, copy in enumerate(row_copies):
+                span = slice(offset, offset + len(copy))
+                ids[r, span] = copy.ids
+                positions[r, span] = copy.start + np.arange(len(copy))
+                copy_id[r, span] = c
+                start[r, span] = copy.start
+                reads.append((copy, r, offset + copy.read_offsets))
+                offset += len(copy)
+        cached = self._cache.get_seq_length() if self._cache is not None else 0  # type: ignore[attr-defined]
+        device = self._device
+        columns = torch.arange(cached, device=device)
+        branch = columns - self._header_width
+        begin = torch.from_numpy(start).to(device)
+        shared = self._shared[:, None]
+        sees_header = (columns[None, None, :] < torch.minimum(shared, begin)[:, :, None]) & (
+            columns[None, None, :] < self._header_width
+        )
+        sees_branch = (branch[None, None, :] >= 0) & (branch[None, None, :] < (begin - shared)[:, :, None])
+        seg = torch.from_numpy(copy_id).to(device)
+        index = torch.arange(width, device=device)
+        causal = index[None, :, None] >= index[None, None, :]
+        same_copy = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+        padding_self = (seg[:, :, None] == -1) & (index[None, :, None] == index[None, None, :])
+        visible = torch.cat([sees_header | sees_branch, (same_copy & causal) | padding_self], dim=2)
+        hidden = self._forward(ids, positions, self._probe._additive_mask(visible))
+        self._cache.crop(-width)  # type: ignore[union-attr]  # keep headers and branches only
+        rows = np.concatenate([np.full(len(offsets), r) for _, r, offsets in reads])
+        columns_read = np.concatenate([offsets for _, _, offsets in reads])
+        selected = hidden[torch.from_numpy(rows).to(device), torch.from_numpy(columns_read).to(device)]
+        logprobs = self._probe._log_probs(selected, np.concatenate([copy.targets for copy, _, _ in reads]))
+        at = 0
+        for copy, _, offsets in reads:
+            yield copy, logprobs[at : at + len(offsets)]
+            at += len(offsets)
+
+
+def _right_padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
 
 
 def _resolve_device(device: str, torch: object) -> str:
@@ -267,7 +429,6 @@ def _packed_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
     )
     yield _Row(
         item=item,
-        trace_length=len(trace),
         input_ids=np.concatenate([trace, np.tile(continuation, n_prefixes)]),
         position_ids=np.concatenate(
             [np.arange(len(trace)), (boundaries[:, None] + offsets[None, :]).ravel()]
@@ -290,7 +451,6 @@ def _naive_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
         input_ids = np.concatenate([np.asarray(sequence.trace_ids[:boundary], dtype=np.int64), continuation])
         yield _Row(
             item=item,
-            trace_length=len(input_ids),
             input_ids=input_ids,
             position_ids=np.arange(len(input_ids)),
             segment=None,
@@ -303,17 +463,16 @@ def _naive_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
 
 
 def _length_sorted_batches(
-    rows: list[_Row], max_batch_tokens: int, two_pass: bool, max_padding: float = MAX_PADDING
+    rows: list[_Row], max_batch_tokens: int, max_padding: float = MAX_PADDING
 ) -> Iterator[list[_Row]]:
     """Longest first; a batch grows while it fits ``max_batch_tokens`` once padded and while padding
     stays under ``max_padding`` of the positions it computes."""
-    ordered = sorted(rows, key=lambda row: (row.trace_length, len(row.input_ids)), reverse=True)
+    ordered = sorted(rows, key=lambda row: len(row.input_ids), reverse=True)
     batch: list[_Row] = []
     real = 0
     for row in ordered:
         if batch:
-            candidate = [*batch, row]
-            computed = _computed_positions(candidate, two_pass)
+            computed = (len(batch) + 1) * len(batch[0].input_ids)
             if computed > max_batch_tokens or computed - real - len(row.input_ids) > max_padding * computed:
                 yield batch
                 batch, real = [], 0
@@ -321,13 +480,3 @@ def _length_sorted_batches(
         real += len(row.input_ids)
     if batch:
         yield batch
-
-
-def _computed_positions(batch: list[_Row], two_pass: bool) -> int:
-    """Positions a padded batch computes: the widest trace and widest probe block (two passes), or the
-    widest row (one pass), times the rows."""
-    if two_pass:
-        trace_width = max(row.trace_length for row in batch)
-        probe_width = max(len(row.input_ids) - row.trace_length for row in batch)
-        return len(batch) * (trace_width + probe_width)
-    return len(batch) * max(len(row.input_ids) for row in batch)

@@ -15,6 +15,11 @@ last ``n_answer_tokens`` prompt tokens. vLLM gives their log-probs three ways (t
   engine scores only the answer rows, and returns an ``n_answer x 1`` array instead of a dict per prompt
   token. Needs Model Runner V2, which needs Triton: GPU builds only.
 
+GRPO groups (:mod:`mig.probe.groups`): sequences that share their question header, continuation and answer
+length have the same probe 0. :func:`plan_requests` gives only a group's first member a ``k=0`` request, and
+:class:`ResultCollector` copies its row into every member's result; the shared header is reused through the
+prefix cache on the prefix-reusing paths (each member's longest probe runs in the first wave and fills it).
+
 ``SamplingParams.trace_decode_token_ids`` (forced decoding, ``--enable-trace-replay``) would also reuse the
 cache, but needs Model Runner V2 too and spends one decode step per answer token; ``token-scores`` scores the
 same rows in the prefill step, so it is not used.
@@ -31,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mig_annotator.mig.probe.base import ProbeError
+from mig_annotator.mig.probe.groups import PrefixGroup, group_sequences
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 from mig_annotator.schemas.probe import VLLMPathChoice
 
@@ -89,13 +95,49 @@ def trial_requests(tokenizer: Tokenizer, context_limit: int) -> tuple[ProbeReque
     )
 
 
-def probe_requests(item: int, sequence: ProbeSequence) -> list[ProbeRequest]:
-    """The probes of one trace, longest first (it fills the prefix cache for the others)."""
+def probe_requests(
+    item: int, sequence: ProbeSequence, *, with_prefix_zero: bool = True
+) -> list[ProbeRequest]:
+    """The probes of one trace, longest first (it fills the prefix cache for the others); without probe 0
+    when ``with_prefix_zero`` is False (a group member whose probe 0 another member scores)."""
     answer_ids = list(sequence.continuation_ids[len(sequence.continuation_ids) - sequence.n_answer_tokens :])
+    lowest = 0 if with_prefix_zero else 1
     return [
         ProbeRequest(item, k, list(sequence.probe_ids(k)), answer_ids)
-        for k in reversed(range(sequence.n_prefixes))
+        for k in reversed(range(lowest, sequence.n_prefixes))
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPlan:
+    """The requests that score a batch: per sequence, its probes longest first, where only a group's first
+    member has a ``k=0`` request (so a member with no steps may have none at all)."""
+
+    groups: list[PrefixGroup]
+    per_sequence: list[list[ProbeRequest]]
+
+    def all(self) -> list[ProbeRequest]:
+        """Every request, sequence by sequence (the order of a path without prefix reuse)."""
+        return [request for requests in self.per_sequence for request in requests]
+
+    def waves(self) -> tuple[list[ProbeRequest], list[ProbeRequest]]:
+        """The prefix-reusing order: each sequence's longest request first (it fills the prefix cache with
+        the sequence's steps and the group's shared header), then all the others."""
+        first = [requests[0] for requests in self.per_sequence if requests]
+        rest = [request for requests in self.per_sequence for request in requests[1:]]
+        return first, rest
+
+
+def plan_requests(sequences: Sequence[ProbeSequence], *, group_prefixes: bool = True) -> RequestPlan:
+    """The requests for ``sequences``; with ``group_prefixes``, probe 0 once per group
+    (:func:`mig.probe.groups.group_sequences`), else once per sequence."""
+    groups = group_sequences(sequences, enabled=group_prefixes)
+    firsts = {group.first for group in groups}
+    per_sequence = [
+        probe_requests(index, sequence, with_prefix_zero=index in firsts)
+        for index, sequence in enumerate(sequences)
+    ]
+    return RequestPlan(groups, per_sequence)
 
 
 def sampling_fields(path: ScoringPath, request: ProbeRequest, *, use_cache: bool = True) -> dict[str, Any]:
@@ -143,16 +185,25 @@ def answer_logprobs_from_token_scores(request: ProbeRequest, scores: np.ndarray 
 
 @dataclass
 class ResultCollector:
-    """Assembles per-probe answer log-probs into each trace's ``(K+1, n_answer)`` array."""
+    """Assembles per-probe answer log-probs into each trace's ``(K+1, n_answer)`` array.
+
+    With ``groups``, the ``k=0`` result of a group's first member is also every other member's row 0; its
+    forwarded tokens count on the first member only (:mod:`mig.probe.groups`)."""
 
     sequences: Sequence[ProbeSequence]
+    groups: Sequence[PrefixGroup] = ()
 
     def __post_init__(self) -> None:
         self.outputs = [np.full((s.n_prefixes, s.n_answer_tokens), np.nan) for s in self.sequences]
         self.forwarded = [0] * len(self.sequences)
+        self._prefix_zero_to = {group.first: group.members for group in self.groups}
 
     def put(self, request: ProbeRequest, logprobs: np.ndarray, tokens_forwarded: int) -> None:
-        self.outputs[request.item][request.k] = logprobs
+        if request.k == 0:
+            for member in self._prefix_zero_to.get(request.item, (request.item,)):
+                self.outputs[member][0] = logprobs
+        else:
+            self.outputs[request.item][request.k] = logprobs
         self.forwarded[request.item] += tokens_forwarded
 
     def missing(self) -> list[int]:

@@ -5,6 +5,8 @@ or, on a prefix-reusing path, the fields :func:`mig.probe.vllm_common.sampling_f
 prefix-reusing paths the longest probe of every trace runs first (one ``generate`` call for all traces), the
 other probes after it, and a probe whose answer rows came from the cache (``num_cached_tokens``) is re-run
 with the cache off. ``auto`` picks the fastest path that this vLLM build accepts.
+Traces that share their question prompt score probe 0 once per group (``group_prefixes``,
+:func:`mig.probe.vllm_common.plan_requests`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from mig_annotator.mig.probe.vllm_common import (
     answer_logprobs_from_prompt_logprobs,
     answer_logprobs_from_token_scores,
     choose_path,
-    probe_requests,
+    plan_requests,
     sampling_fields,
     trial_requests,
 )
@@ -94,15 +96,14 @@ class VLLMProbe(Probe):
         return local_model_identity(self._model_path, "vllm", self._settings.dtype)
 
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        collector = ResultCollector(sequences)
-        requests = [probe_requests(i, sequence) for i, sequence in enumerate(sequences)]
+        plan = plan_requests(sequences, group_prefixes=self._settings.group_prefixes)
+        collector = ResultCollector(sequences, plan.groups)
         if self._path == "prompt-logprobs":
-            self._run_into([r for trace in requests for r in trace], self._path, collector, use_cache=False)
+            self._run_into(plan.all(), self._path, collector, use_cache=False)
         else:  # longest probes first: they fill the prefix cache for the rest
-            self._run_into([trace[0] for trace in requests], self._path, collector, use_cache=True)
-            self._run_into(
-                [r for trace in requests for r in trace[1:]], self._path, collector, use_cache=True
-            )
+            first, rest = plan.waves()
+            self._run_into(first, self._path, collector, use_cache=True)
+            self._run_into(rest, self._path, collector, use_cache=True)
         if collector.missing():
             raise ProbeError(f"vLLM returned no scores for sequences {collector.missing()}")
         self._record_forward()

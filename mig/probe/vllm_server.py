@@ -6,6 +6,7 @@
   ``--enable-scale-out``), which takes vLLM's full ``SamplingParams``; ``prefix-cached`` also needs
   ``--enable-prompt-tokens-details`` so that every response says how many prompt tokens came from the
   cache. See :mod:`mig.probe.vllm_common` for the paths; ``auto`` picks the fastest the server offers.
+* Traces that share their question prompt score probe 0 once per group (``group_prefixes``).
 
 At start-up the probe reads the served model and ``max_model_len`` from ``/v1/models``, loads the same
 tokenizer locally and compares it with the server's ``/tokenize`` (a mismatch refuses to run), and picks
@@ -41,7 +42,7 @@ from mig_annotator.mig.probe.vllm_common import (
     answer_logprobs_from_prompt_logprobs,
     answer_logprobs_from_token_scores,
     choose_path,
-    probe_requests,
+    plan_requests,
     sampling_fields,
     trial_requests,
 )
@@ -248,15 +249,16 @@ class VLLMServerProbe(Probe):
     # -- scoring ------------------------------------------------------------------------------------------
 
     async def _score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        collector = ResultCollector(sequences)
-        requests = [probe_requests(i, sequence) for i, sequence in enumerate(sequences)]
+        plan = plan_requests(sequences, group_prefixes=self._settings.group_prefixes)
+        collector = ResultCollector(sequences, plan.groups)
         if self._path == "prompt-logprobs":
-            flat = [request for trace in requests for request in trace]
+            flat = plan.all()
             size = self._settings.prompts_per_request
             chunks = [flat[i : i + size] for i in range(0, len(flat), size)]
             await asyncio.gather(*(self._completions_into(chunk, collector) for chunk in chunks))
         else:
-            await asyncio.gather(*(self._trace_into(trace, collector) for trace in requests))
+            traces = [requests for requests in plan.per_sequence if requests]
+            await asyncio.gather(*(self._trace_into(trace, collector) for trace in traces))
         if collector.missing():
             raise ProbeError(f"vLLM returned no scores for sequences {collector.missing()}")
         self._record_forward()

@@ -86,3 +86,10 @@ def test_the_single_trace_options_map_like_a_row() -> None:
     )
     problem = single_row("q?", "a", "  ").item
     assert isinstance(problem, RowProblem) and problem.field == "reference_answer"
+
+
+def test_a_rows_group_id_reaches_the_trace(tmp_path: Path) -> None:
+    base = {"question": "q?", "completion": "a", "reference_answer": "1"}
+    lines = [json.dumps(base | {"id": "g", "group_id": "uid-9"}), json.dumps(base | {"id": "n"})]
+    rows = list(read_rows(str(write_lines(tmp_path / "in.jsonl", lines))))
+    assert [row.item.group_id for row in rows] == ["uid-9", None]  # type: ignore[union-attr]

@@ -20,7 +20,10 @@ from mig_annotator.client import (
     compute_score,
     trl_reward_function,
 )
+from mig_annotator.client.verl import trace_of_sample
 from mig_annotator.schemas import Trace, TraceAnnotation
+from mig_annotator.schemas.trace import MAX_GROUP_ID_CHARS
+from tests.client.support import RecordingProxy
 from tests.service.support import small_traces
 
 POLICY_TOKENIZER = Path(__file__).resolve().parents[2] / "bench" / "assets" / "smollm2-tokenizer"
@@ -110,6 +113,25 @@ def test_trl_reward_function_reads_conversational_batches_and_transforms_referen
     assert process(**batch) == [a.process_reward for a in expected]
 
 
+def test_trl_sends_the_completions_of_a_prompt_with_one_question_and_no_group_id(service_url: str) -> None:
+    """TRL gives no group label; a prompt's num_generations completions come one after another with the
+    same question text, which the service's batcher groups by when a trace has no group id."""
+    traces = small_traces(2, prefix="trl-group-")
+    prompts = [traces[0].question] * 2 + [traces[1].question] * 2  # num_generations=2
+    completions = [traces[0].completion] * 2 + [traces[1].completion] * 2
+    proxy = RecordingProxy(service_url)
+    with proxy.client() as client:
+        rewards = trl_reward_function(client)(
+            prompts=prompts,
+            completions=completions,
+            answer=[traces[0].reference_answer] * 2 + [traces[1].reference_answer] * 2,
+            trainer_state=None,
+        )
+    assert len(rewards) == 4 and rewards[0] == rewards[1] and rewards[2] == rewards[3]
+    assert [trace["question"] for trace in proxy.sent] == prompts
+    assert all("group_id" not in trace for trace in proxy.sent)
+
+
 def test_trl_reward_function_names_a_missing_answer_column(client: MigClient) -> None:
     reward = trl_reward_function(client)
     with pytest.raises(ValueError, match=r"no column 'answer'.*'ground_truth'"):
@@ -146,7 +168,9 @@ class VerlBatch:
     non_tensor_batch: dict[str, np.ndarray]
 
 
-def _verl_batch(tokenizer: Any, traces: list[Trace]) -> tuple[VerlBatch, list[list[int]]]:
+def _verl_batch(
+    tokenizer: Any, traces: list[Trace], uids: list[str] | None = None
+) -> tuple[VerlBatch, list[list[int]]]:
     prompt_ids = [tokenizer(t.question, add_special_tokens=False)["input_ids"] for t in traces]
     eos = tokenizer.eos_token_id
     response_ids = [tokenizer(t.completion, add_special_tokens=False)["input_ids"] + [eos] for t in traces]
@@ -167,6 +191,8 @@ def _verl_batch(tokenizer: Any, traces: list[Trace]) -> tuple[VerlBatch, list[li
             "extra_info": np.array([{"question": t.question} for t in traces], dtype=object),
         },
     )
+    if uids is not None:  # verl's GRPO: one uid per prompt, repeated for its rollouts
+        data.non_tensor_batch["uid"] = np.array(uids, dtype=object)
     return data, response_ids
 
 
@@ -199,6 +225,46 @@ def test_verl_reward_manager_puts_step_rewards_on_step_ends_and_the_outcome_on_t
     assert sum(a.process_reward for a in annotations) > 0  # the step placement is exercised
     assert result["reward_extra_info"]["outcome"] == [float(a.outcome) for a in annotations]
     assert torch.equal(manager(data), tensor)
+
+
+def test_verl_reward_manager_sends_verls_uid_as_the_group_id(policy_tokenizer: Any, service_url: str) -> None:
+    traces = small_traces(4, prefix="uid-")
+    uids = ["3f1c-uid-a", "3f1c-uid-a", "77be-uid-b", "77be-uid-b"]
+    with_uid, _ = _verl_batch(policy_tokenizer, traces, uids)
+    without_uid, _ = _verl_batch(policy_tokenizer, traces)
+    proxy = RecordingProxy(service_url)
+    with proxy.client() as client:
+        manager = MigRewardManager(policy_tokenizer, num_examine=0, client=client)
+        grouped = manager(with_uid)
+        sent_with_uid = list(proxy.sent)
+        proxy.sent.clear()
+        ungrouped = manager(without_uid)
+    assert [trace["group_id"] for trace in sent_with_uid] == uids
+    assert [trace["id"] for trace in sent_with_uid] == [f"verl-openai/gsm8k-{i}" for i in range(4)]
+    assert all("group_id" not in trace for trace in proxy.sent)  # no uid: the key is not sent at all
+    assert torch.equal(grouped, ungrouped)  # the group id never changes a reward
+
+
+def test_trace_of_sample_takes_the_uid_as_text_and_hashes_an_overlong_one(policy_tokenizer: Any) -> None:
+    prompt = policy_tokenizer("What is 1 + 1?", add_special_tokens=False)["input_ids"]
+    response = policy_tokenizer("1 + 1 = 2.\nA: 2", add_special_tokens=False)["input_ids"]
+    sample: dict[str, Any] = {
+        "reward_model": {"ground_truth": "2"},
+        "extra_info": {"question": "What is 1 + 1?"},
+    }
+
+    def group_id(**extra: Any) -> str | None:
+        trace = trace_of_sample(policy_tokenizer, prompt, response, sample | extra, "t")
+        assert trace is not None
+        return trace.group_id
+
+    assert group_id() is None and group_id(uid=None) is None
+    assert group_id(uid=np.str_("3f1c-uid")) == "3f1c-uid"
+    assert group_id(uid=np.int64(17)) == "17"
+    long_uid = "u" * (MAX_GROUP_ID_CHARS + 1)
+    hashed = group_id(uid=long_uid)
+    assert hashed is not None and hashed.startswith("sha256:") and hashed == group_id(uid=long_uid)
+    assert len(hashed) <= MAX_GROUP_ID_CHARS and hashed != group_id(uid=long_uid + "v")
 
 
 def _first_token_covering(tokenizer: Any, ids: list[int], char_end: int) -> int:

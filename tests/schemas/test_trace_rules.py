@@ -15,7 +15,7 @@ from mig_annotator.builder.columns import ColumnMapping
 from mig_annotator.builder.rows import RowProblem, map_record
 from mig_annotator.mig.traces_io import TraceFileError, parse_trace_line
 from mig_annotator.schemas import ScoringConfig, Trace
-from mig_annotator.schemas.trace import NOT_BLANK_PATTERN, has_text
+from mig_annotator.schemas.trace import MAX_GROUP_ID_CHARS, NOT_BLANK_PATTERN, group_id_of, has_text
 
 BASE = {"id": "a", "question": "q", "reference_answer": "1"}
 NO_REASONING = [
@@ -80,6 +80,47 @@ def test_non_finite_numbers_in_metadata_are_refused_naming_the_key(value: float)
         Trace.model_validate(BASE | {"completion": "c", "metadata": {"scores": [1.0, value]}})
 
 
+def test_a_group_id_round_trips_through_json_and_defaults_to_none() -> None:
+    trace = Trace.model_validate(BASE | {"completion": "c", "group_id": "uid-7"})
+    assert trace.group_id == "uid-7"
+    assert Trace.model_validate_json(trace.model_dump_json()) == trace
+    assert json.loads(trace.model_dump_json())["group_id"] == "uid-7"
+    assert Trace.model_validate(BASE | {"completion": "c"}).group_id is None
+    assert Trace.model_validate(BASE | {"completion": "c", "group_id": None}).group_id is None
+
+
+@pytest.mark.parametrize(
+    ("group_id", "problem"),
+    [
+        ("", "must not be empty or whitespace"),
+        (" \t\u3000", "must not be empty or whitespace"),
+        ("g" * (MAX_GROUP_ID_CHARS + 1), f"at most {MAX_GROUP_ID_CHARS} characters"),
+        (7, "valid string"),
+    ],
+)
+def test_a_blank_overlong_or_non_text_group_id_is_refused_naming_the_field(
+    group_id: object, problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem) as caught:
+        Trace.model_validate(BASE | {"completion": "c", "group_id": group_id})
+    assert _locations(caught.value) == ["group_id"]
+
+
+def test_a_group_label_becomes_a_valid_group_id() -> None:
+    assert group_id_of("gsm8k-test-0001") == "gsm8k-test-0001"
+    assert group_id_of(42) == "42"
+    assert group_id_of(None) is None and group_id_of(" \n") is None and group_id_of("") is None
+    fits = "g" * MAX_GROUP_ID_CHARS
+    assert group_id_of(fits) == fits
+    long_label = "g" * (MAX_GROUP_ID_CHARS + 1)
+    hashed = group_id_of(long_label)
+    assert hashed == group_id_of(long_label) != group_id_of(long_label + "h")
+    assert hashed is not None and hashed.startswith("sha256:") and len(hashed) == 7 + 64
+    assert Trace.model_validate(BASE | {"completion": "c", "group_id": hashed}).group_id == hashed
+    with pytest.raises(TypeError, match="got bool"):
+        group_id_of(True)  # type: ignore[arg-type]
+
+
 def test_the_trace_schema_carries_every_rule() -> None:
     schema = Trace.model_json_schema()
     properties = schema["properties"]
@@ -89,6 +130,14 @@ def test_the_trace_schema_carries_every_rule() -> None:
     assert completion["pattern"] == NOT_BLANK_PATTERN
     steps = next(branch for branch in properties["steps"]["anyOf"] if branch["type"] == "array")
     assert steps["minItems"] == 1 and steps["items"]["pattern"] == NOT_BLANK_PATTERN
+    group_id = next(branch for branch in properties["group_id"]["anyOf"] if branch["type"] == "string")
+    assert group_id == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_GROUP_ID_CHARS,
+        "pattern": NOT_BLANK_PATTERN,
+    }
+    assert "group_id" not in schema.get("required", [])
     assert schema["oneOf"] == [
         {"required": ["steps"], "properties": {"steps": {"type": "array"}}},
         {"required": ["completion"], "properties": {"completion": {"type": "string"}}},

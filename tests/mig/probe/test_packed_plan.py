@@ -1,0 +1,113 @@
+"""How the packed probe lays out groups: shared headers, who scores prefix 0, splits and token counts."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mig_annotator.mig.probe.groups import group_sequences, grouped_minimal_tokens
+from mig_annotator.mig.probe.packed_plan import (
+    batch_positions,
+    batch_units,
+    continuation_copy,
+    forwarded_tokens,
+    plan_units,
+)
+from mig_annotator.mig.prompt import ProbeSequence
+
+Ids = tuple[int, ...]
+
+
+def _sequence(header: Ids, steps: list[Ids], answer: Ids, prompt: Ids = (900, 901)) -> ProbeSequence:
+    trace = list(header)
+    boundaries = [len(trace)]
+    for step in steps:
+        trace.extend(step)
+        boundaries.append(len(trace))
+    return ProbeSequence(tuple(trace), tuple(boundaries), (*prompt, *answer), len(answer))
+
+
+def test_a_group_forwards_its_header_once_and_only_its_first_member_scores_prefix_zero() -> None:
+    a = _sequence((1, 2, 3), [(10, 11), (12,)], (7,))
+    b = _sequence((1, 2, 3), [(20,)], (7,))
+    lone = _sequence((5,), [(30,)], (7,))
+    sequences = [a, lone, b]
+    units = plan_units(sequences, group_sequences(sequences), max_batch_tokens=4096)
+    shared, alone = units
+    assert shared.header_ids.tolist() == [1, 2, 3] and alone.header_ids is None
+    first, second = shared.rows
+    assert (first.sequence, second.sequence) == (0, 2)
+    assert [copy.k for copy in first.copies] == [0, 1, 2] and [copy.k for copy in second.copies] == [1]
+    assert first.branch_ids.tolist() == [10, 11, 12] and second.branch_ids.tolist() == [20]
+    assert alone.rows[0].branch_ids.tolist() == [5, 30]
+    assert [copy.k for copy in alone.rows[0].copies] == [0, 1]
+
+
+def test_a_copy_reads_the_answer_rows_of_its_own_tokens() -> None:
+    sequence = _sequence((1, 2, 3), [(10, 11)], (7, 8))  # continuation 900 901 7 8
+    copy = continuation_copy(0, sequence, 1)
+    assert copy.start == 5 and copy.ids.tolist() == [900, 901, 7, 8]
+    assert copy.read_offsets.tolist() == [1, 2] and copy.targets.tolist() == [7, 8]
+
+
+def test_an_answer_without_prompt_starts_its_copy_at_the_last_prefix_token() -> None:
+    sequence = _sequence((1, 2, 3), [(10, 11)], (7, 8), prompt=())
+    copy = continuation_copy(0, sequence, 1)
+    assert copy.start == 4 and copy.ids.tolist() == [11, 7, 8]  # token 11 predicts answer token 7
+    assert copy.read_offsets.tolist() == [0, 1] and copy.targets.tolist() == [7, 8]
+    assert continuation_copy(0, sequence, 0).ids.tolist() == [3, 7, 8]
+
+
+def test_a_group_over_the_batch_budget_is_split_and_a_lone_part_has_no_header() -> None:
+    members = [_sequence((1, 2, 3, 4), [tuple(range(10, 40))], (7,)) for _ in range(3)]
+    units = plan_units(members, group_sequences(members), max_batch_tokens=80)
+    assert [len(unit.rows) for unit in units] == [2, 1]
+    assert units[0].header_length == 4 and units[1].header_ids is None
+    assert [copy.k for copy in units[1].rows[0].copies] == [1]  # prefix 0 is the first member's
+
+
+def test_batches_respect_the_budget_unless_a_unit_alone_exceeds_it() -> None:
+    sequences = [_sequence((1, q), [tuple(range(10, 10 + n))], (7,)) for q, n in enumerate([5, 40, 6, 7])]
+    units = plan_units(sequences, group_sequences(sequences), max_batch_tokens=48)
+    batches = list(batch_units(units, max_batch_tokens=48, max_padding=0.5))  # 3 x (9 + 6) fit
+    assert sorted(len(batch) for batch in batches) == [1, 3]
+    assert all(batch_positions(batch) <= 48 or len(batch) == 1 for batch in batches)
+
+
+_step = st.lists(st.integers(10, 60), min_size=1, max_size=6).map(tuple)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([(1, 2), (1, 2, 3), (4,)]), st.lists(_step, min_size=1, max_size=5)),
+        min_size=1,
+        max_size=10,
+    ),
+    st.booleans(),
+    st.integers(20, 200),
+)
+def test_every_prefix_is_scored_once_and_the_forwarded_tokens_add_up(
+    shapes: list, grouped: bool, budget: int
+) -> None:
+    sequences = [_sequence(header, steps, (7,)) for header, steps in shapes]
+    groups = group_sequences(sequences, enabled=grouped)
+    units = plan_units(sequences, groups, budget)
+    scored = sorted((copy.sequence, copy.k) for unit in units for row in unit.rows for copy in row.copies)
+    firsts = {group.first for group in groups}
+    expected = sorted(
+        (i, k) for i, s in enumerate(sequences) for k in range(s.n_prefixes) if k > 0 or i in firsts
+    )
+    assert scored == expected
+    forwarded = sum(forwarded_tokens(units, len(sequences)))
+    minimal = grouped_minimal_tokens(sequences, enabled=grouped)
+    if len(units) == len(groups):  # no group was split: exactly the grouped minimum
+        assert forwarded == minimal
+    else:  # a split group forwards its header again per part, never more than ungrouped scoring
+        assert minimal < forwarded <= grouped_minimal_tokens(sequences, enabled=False)
+    for unit in units:
+        for row in unit.rows:
+            assert np.array_equal(
+                np.concatenate([unit.header_ids if unit.header_ids is not None else [], row.branch_ids]),
+                sequences[row.sequence].trace_ids,
+            )
