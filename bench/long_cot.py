@@ -2,12 +2,13 @@
 
 Workloads:
 
-* ``long-cot``: synthetic ``<think>`` traces of about ``--long-tokens`` tokens written as prose (paragraphs,
-  some run together into lines that the prose splitter cuts at sentence ends), 100+ steps each, scored by a
-  long-context variant of the default probe: SmolLM2's folder with ``max_position_embeddings`` raised and
-  linear RoPE scaling (the weights are linked, not copied). An untuned rope-scaled model: its values are
-  only good for timing. Configurations: naive on ``--naive-traces`` traces (the baseline; it forwards every
-  prefix), packed unchunked, packed with each ``--chunk-tokens``.
+* ``long-cot``: synthetic ``<think>`` traces of about ``--long-tokens`` tokens written as prose
+  (``tests/long_context.py``: one-line paragraphs and long runs of sentences on one line, which the prose
+  splitter cuts at sentence ends; 100+ steps at 16k tokens), scored by a long-context variant of the
+  default probe: SmolLM2's folder with ``max_position_embeddings`` raised and linear RoPE scaling (the
+  weights are linked, not copied). An untuned rope-scaled model: its values are only good for timing.
+  Configurations: naive on ``--naive-traces`` traces (the baseline; it forwards every prefix), packed
+  unchunked, packed with each ``--chunk-tokens``.
 * ``grpo-8``: ``--questions`` GSM8K questions from the shared rollouts, 8 completions each: the file holds 4
   rollouts per question, so each is taken twice (same text, ids ``<id>#1`` and ``<id>#2``). Configurations:
   naive, packed with ``group_prefixes`` off, packed with it on.
@@ -29,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import re
 import resource
 import shutil
@@ -57,98 +57,17 @@ ROPE_NOTE = (
 # workloads
 # ----------------------------------------------------------------------------------------------------------
 
-ENTRIES_PER_PARAGRAPH = 3
-RUN_ON_EVERY = 24
-RUN_ON_PARAGRAPHS = 5
-_ITEMS = ("crates", "boxes", "shelves", "bins", "pallets", "carts", "trays", "racks")
-_OPENERS = (
-    "Next, I look at",
-    "Moving on to",
-    "Now consider",
-    "Let me turn to",
-    "The following entry is",
-    "After that comes",
-)
-_CHECKS = (
-    "Let me double-check that by adding the two parts again in the other order, which gives the same sum.",
-    "Wait, I should make sure I did not skip anything, so I recount the entries seen so far and it matches.",
-    "Hmm, that seems plausible, but I will verify the last addition digit by digit before moving on.",
-    "I am fairly confident in this partial sum, since the increments have all been small and consistent.",
-    "It is worth pausing to confirm that no entry was counted twice, and none was.",
-)
-_ASIDES = (
-    "The problem statement does not say the entries are sorted, so I keep them in the order given.",
-    "One could try a closed form here, but the entries are irregular, so a running total is safer.",
-    "I note that the remaining entries will be handled the same way, one at a time.",
-    "Nothing about this entry changes the method; it only adds to the running total.",
-    "This is the kind of step where an arithmetic slip is easy, so I write the numbers out in full.",
-)
 
-
-def long_think_completion(tokenizer, target_tokens: int, seed: int) -> tuple[str, str, str]:
-    """(question, completion, reference answer): a ``<think>`` block of at least ``target_tokens`` tokens of
-    prose (a running total over many entries, with checks and asides), then the answer after ``</think>``.
-
-    A paragraph adds :data:`ENTRIES_PER_PARAGRAPH` entries. Paragraphs are separated by blank lines, except
-    that the last :data:`RUN_ON_PARAGRAPHS` of every full run of :data:`RUN_ON_EVERY` run together on one
-    line (prose without newlines, which the segmenter cuts at sentence ends). Deterministic in ``seed``.
-    """
-    rng = random.Random(seed)
-    item = rng.choice(_ITEMS)
-    intro = (
-        f"Okay, so I need to add up the items in every one of the {item} in the inventory list, one entry at "
-        "a time, keeping a running total. I will go through the list carefully and check my work as I go."
-    )
-    paragraphs = [intro]
-    tokens = len(tokenizer(intro, add_special_tokens=False)["input_ids"])
-    total = entry = 0
-    while tokens < target_tokens:
-        sentences = []
-        for _ in range(ENTRIES_PER_PARAGRAPH):
-            entry += 1
-            count = rng.randint(3, 97)
-            before, total = total, total + count
-            sentences.append(f"{rng.choice(_OPENERS)} entry {entry}, which lists {count} items.")
-            sentences.append(
-                f"Adding {count} to the running total of {before} gives {before} + {count} = {total}."
-            )
-            if rng.random() < 0.5:
-                sentences.append(rng.choice(_CHECKS))
-        if rng.random() < 0.5:
-            sentences.append(rng.choice(_ASIDES))
-        paragraphs.append(" ".join(sentences))
-        tokens += len(tokenizer(paragraphs[-1], add_special_tokens=False)["input_ids"]) + 1
-    blocks: list[str] = []
-    for start in range(0, len(paragraphs), RUN_ON_EVERY):
-        group = paragraphs[start : start + RUN_ON_EVERY]
-        if len(group) < RUN_ON_EVERY:
-            blocks.extend(group)
-            continue
-        blocks.extend(group[:-RUN_ON_PARAGRAPHS])
-        blocks.append(" ".join(group[-RUN_ON_PARAGRAPHS:]))  # prose without newlines
-    question = (
-        f"An inventory list has {entry} entries, one for each of the {item}, each giving a number of items. "
-        "How many items does the list hold in total?"
-    )
-    completion = (
-        "<think>\n"
-        + "\n\n".join(blocks)
-        + f"\n</think>\n\nAdding all {entry} entries gives {total} items, "
-        + f"so the answer is \\boxed{{{total}}}."
-    )
-    return question, completion, str(total)
-
-
-def long_cot_traces(tokenizer, count: int, target_tokens: int) -> list:
+def long_cot_traces(tokenizer, count: int, target_tokens: int, first_seed: int = 0) -> list:
+    """``count`` synthetic ``<think>`` prose traces (:func:`tests.long_context.long_think_trace`, the trace
+    the long-context tests score), seeds ``first_seed``, ``first_seed + 1``, ..."""
     from mig_annotator.schemas import Trace
+    from tests.long_context import long_think_trace
 
-    traces = []
-    for seed in range(count):
-        question, completion, answer = long_think_completion(tokenizer, target_tokens, seed)
-        traces.append(
-            Trace(id=f"long-{seed}", question=question, completion=completion, reference_answer=answer)
-        )
-    return traces
+    return [
+        Trace(**long_think_trace(tokenizer, target_tokens, seed).row(f"long-{seed}"))
+        for seed in range(first_seed, first_seed + count)
+    ]
 
 
 def read_rollouts(path: Path) -> list[dict]:
@@ -245,7 +164,7 @@ def run_worker(spec: dict) -> dict:
                 raise plan  # a TraceError: the workload itself is wrong
         sequences = [plan.sequence for plan in plans]
         warm = (
-            long_cot_traces(probe.tokenizer, 1, 256)
+            long_cot_traces(probe.tokenizer, 1, 300, first_seed=1000)
             if spec["workload"] == "long-cot"
             else grpo_traces(Path(spec["rollouts"]), 1, 1)[:2]
         )
@@ -448,8 +367,8 @@ def notes(args: argparse.Namespace, results: list[dict], counts: dict, skipped: 
     )
     long_cot = (
         f"long-cot: synthetic `<think>` traces of at least {args.long_tokens} tokens of prose",
-        f"({ENTRIES_PER_PARAGRAPH} additions per paragraph; the last {RUN_ON_PARAGRAPHS} paragraphs",
-        f"of every {RUN_ON_EVERY} run together on one line), default segmentation;",
+        "(`tests/long_context.py`, seeds 0, 1, ...: one-line paragraphs and long runs of sentences on one",
+        "line), default segmentation;",
         f"naive scores {args.naive_traces} trace(s), packed {args.long_traces}.",
         f"Probe: SmolLM2-135M with max_position_embeddings {8192 * args.rope_factor}",
         f"and linear RoPE scaling, factor {args.rope_factor}. {ROPE_NOTE}",
@@ -488,7 +407,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--long-tokens", type=int, default=16000, help="tokens of each long-CoT trace")
     parser.add_argument("--long-traces", type=int, default=2, help="long-CoT traces for the packed rows")
     parser.add_argument("--naive-traces", type=int, default=1, help="long-CoT traces for the naive row")
-    parser.add_argument("--chunk-tokens", type=int, nargs="*", default=[4096, 1024])
+    parser.add_argument("--chunk-tokens", type=int, nargs="*", default=[4096, 2048, 1024])
     parser.add_argument("--rope-factor", type=int, default=4, help="linear RoPE factor of the long model")
     parser.add_argument("--questions", type=int, default=24, help="GSM8K questions of the GRPO workloads")
     parser.add_argument("--device", default="auto")
