@@ -21,7 +21,7 @@ up, so it measures the scoring). Ratios are against baselines measured in the sa
 minimal forwarded tokens of the first 1,200 shared rollouts with the default prompt, ungrouped and grouped.
 
     python bench/long_cot.py --write          # full size; the naive long-CoT row takes longest and runs last
-    python bench/long_cot.py --quick          # smoke run, tiny sizes
+    python bench/long_cot.py --quick          # smoke run, tiny sizes (not part of `make test`)
 """
 
 from __future__ import annotations
@@ -398,18 +398,27 @@ def notes(args: argparse.Namespace, results: list[dict], counts: dict, skipped: 
     return "\n".join(lines)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rollouts", type=Path, default=DEFAULT_ROLLOUTS)
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes (under 2 minutes)")
-    parser.add_argument("--long-tokens", type=int, default=16000, help="tokens of each long-CoT trace")
-    parser.add_argument("--long-traces", type=int, default=2, help="long-CoT traces for the packed rows")
-    parser.add_argument("--naive-traces", type=int, default=1, help="long-CoT traces for the naive row")
-    parser.add_argument("--chunk-tokens", type=int, nargs="*", default=[4096, 2048, 1024])
-    parser.add_argument("--rope-factor", type=int, default=4, help="linear RoPE factor of the long model")
-    parser.add_argument("--questions", type=int, default=24, help="GSM8K questions of the GRPO workloads")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny sizes (2-4 minutes on 2 shared cores)"
+    )
+    parser.add_argument("--long-tokens", type=_positive, default=16000, help="tokens of each long-CoT trace")
+    parser.add_argument("--long-traces", type=_positive, default=2, help="long-CoT traces, packed rows")
+    parser.add_argument("--naive-traces", type=_positive, default=1, help="long-CoT traces, the naive row")
+    parser.add_argument("--chunk-tokens", type=_positive, nargs="*", default=[4096, 2048, 1024])
+    parser.add_argument("--rope-factor", type=_positive, default=4, help="linear RoPE factor (long model)")
+    parser.add_argument("--questions", type=_positive, default=24, help="GSM8K questions (GRPO workloads)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
