@@ -169,6 +169,8 @@ def run_worker(spec: dict) -> dict:
             else grpo_traces(Path(spec["rollouts"]), 1, 1)[:2]
         )
         annotator.annotate(warm, config)  # thread pools, allocator, verifier workers
+        if spec.get("sample_prefixes"):
+            return _sampled_naive(spec, probe, sequences, annotator.plan(traces, config))
         loaded_rss = _status_kb("VmRSS")
         peak_reset = _reset_peak_rss()
         import torch
@@ -205,6 +207,53 @@ def run_worker(spec: dict) -> dict:
     if cuda:
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
+
+
+def _sampled_naive(spec: dict, probe, sequences: list, plans: list) -> dict:
+    """The naive row of a trace too long to score naively in a bench run: ``sample_prefixes`` evenly
+    spaced prefixes k (0 and K included) are scored as naive probes and timed; the trace's naive time is
+    estimated as that time x (K+1) / samples (an even sample over k has the mean per-prefix cost)."""
+    import numpy as np
+
+    from mig_annotator.mig.prompt import ProbeSequence
+
+    (sequence,) = sequences
+    picks = np.unique(np.linspace(0, sequence.n_prefixes - 1, spec["sample_prefixes"]).round().astype(int))
+    sampled = [
+        ProbeSequence(
+            sequence.trace_ids[: sequence.boundaries[k]],
+            (sequence.boundaries[k],),
+            sequence.continuation_ids,
+            sequence.n_answer_tokens,
+        )
+        for k in picks
+    ]
+    peak_reset = _reset_peak_rss()
+    started = time.perf_counter()
+    probe.score(sampled)
+    measured = time.perf_counter() - started
+    peak_rss = _status_kb("VmHWM") if peak_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "workload": spec["workload"],
+        "label": f"{spec['label']} (estimated: {len(picks)} of {sequence.n_prefixes} prefixes timed)",
+        "settings": spec["settings"],
+        "traces": 1,
+        "seconds": measured * sequence.n_prefixes / len(picks),
+        "measured_seconds": measured,
+        "probe_seconds": measured,
+        "forward_calls": len(picks),
+        "tokens_real": sequence.naive_tokens,
+        "tokens_padded": 0,
+        "tokens_minimal": sequence.minimal_tokens,
+        "tokens_minimal_grouped": sequence.minimal_tokens,
+        "steps": plans[0].step_count,
+        "trace_tokens": sequence.boundaries[-1] - sequence.boundaries[0],
+        "truncated": 0,
+        "loaded_rss_mb": 0.0,
+        "peak_rss_mb": peak_rss / 1024,
+        "peak_rss_is_scoring_only": peak_reset,
+        "values": {},
+    }
 
 
 def count_worker(rollouts: Path) -> dict:
@@ -252,7 +301,13 @@ def configurations(args: argparse.Namespace, long_model: Path) -> list[dict]:
     }
     grpo_base = {"rollouts": str(args.rollouts), "questions": args.questions, "probe": probe}
     configs = [
-        {**long_base, "label": "naive", "traces": args.naive_traces, "settings": {"mode": "naive"}},
+        {
+            **long_base,
+            "label": "naive",
+            "traces": args.naive_traces if not args.naive_prefixes else 1,
+            "settings": {"mode": "naive"},
+            **({"sample_prefixes": args.naive_prefixes} if args.naive_prefixes else {}),
+        },
         {
             **long_base,
             "label": "packed, unchunked",
@@ -328,9 +383,10 @@ def format_table(results: list[dict]) -> str:
     )
     lines = ["| " + " | ".join(columns) + " |", "| --- | --- |" + " ---: |" * (len(columns) - 2)]
     by_key = {(r["workload"], r["label"]): r for r in results}
+    naive_rows = {r["workload"]: r for r in results if r["label"].startswith("naive")}
     for r in results:
         rate = r["traces"] / r["seconds"]
-        naive = by_key.get((r["workload"], "naive")) or (
+        naive = naive_rows.get(r["workload"]) or (
             by_key.get(("grpo-8", "naive")) if r["workload"] == "grpo-4" else None
         )
         ungrouped = by_key.get((r["workload"], "packed, ungrouped"))
@@ -369,7 +425,13 @@ def notes(args: argparse.Namespace, results: list[dict], counts: dict, skipped: 
         f"long-cot: synthetic `<think>` traces of at least {args.long_tokens} tokens of prose",
         "(`tests/long_context.py`, seeds 0, 1, ...: one-line paragraphs and long runs of sentences on one",
         "line), default segmentation;",
-        f"naive scores {args.naive_traces} trace(s), packed {args.long_traces}.",
+        (
+            f"naive: {args.naive_prefixes} evenly spaced prefixes of one trace timed, scaled to all its "
+            "prefixes (its row says so);"
+            if args.naive_prefixes
+            else f"naive scores {args.naive_traces} trace(s);"
+        ),
+        f"packed {args.long_traces}.",
         f"Probe: SmolLM2-135M with max_position_embeddings {8192 * args.rope_factor}",
         f"and linear RoPE scaling, factor {args.rope_factor}. {ROPE_NOTE}",
     )
@@ -416,6 +478,13 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--long-tokens", type=_positive, default=16000, help="tokens of each long-CoT trace")
     parser.add_argument("--long-traces", type=_positive, default=2, help="long-CoT traces, packed rows")
     parser.add_argument("--naive-traces", type=_positive, default=1, help="long-CoT traces, the naive row")
+    parser.add_argument(
+        "--naive-prefixes",
+        type=int,
+        default=0,
+        help="long-CoT naive row: time this many evenly spaced prefixes of one trace and scale to all "
+        "(0: score every prefix)",
+    )
     parser.add_argument("--chunk-tokens", type=_positive, nargs="*", default=[4096, 2048, 1024])
     parser.add_argument("--rope-factor", type=_positive, default=4, help="linear RoPE factor (long model)")
     parser.add_argument("--questions", type=_positive, default=24, help="GSM8K questions (GRPO workloads)")
@@ -477,7 +546,8 @@ def main() -> None:
             sys.exit("--write needs a full run of every configuration (not --quick, no workload left out)")
         command = (
             f"python bench/long_cot.py --long-tokens {args.long_tokens} --long-traces {args.long_traces} "
-            f"--naive-traces {args.naive_traces} --chunk-tokens {' '.join(map(str, args.chunk_tokens))} "
+            f"--naive-traces {args.naive_traces} --naive-prefixes {args.naive_prefixes} "
+            f"--chunk-tokens {' '.join(map(str, args.chunk_tokens))} "
             f"--rope-factor {args.rope_factor} --questions {args.questions}"
             + (f" --device {args.device}" if args.device != "auto" else "")
             + (f" --threads {args.threads}" if args.threads else "")

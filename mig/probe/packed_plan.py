@@ -9,7 +9,9 @@ Groups (:mod:`mig_annotator.mig.probe.groups`) go further: the members of a grou
 ``trace[:b_0]`` and prefix 0, so a *unit* of several members forwards the header once (a header row whose
 KV cache every member row reads), each member row forwards only its own tokens ``trace[b_0:]``, and only
 the group's first member carries the copy for ``k = 0``. A unit of one member has no header row: its
-member row is the whole trace.
+member row is the whole trace. A group's members share a header only when that saves more positions than
+padding its rows to the longest costs (:func:`sharing_pays`); otherwise they run as lone rows, batched by
+length with everything else, and still score prefix 0 once.
 
 When the continuation is the answer alone (an answer prompt that tokenises to nothing), the hidden state
 that predicts the first answer token is the trace's own at ``b_k - 1``; such copies start one token early,
@@ -115,8 +117,20 @@ def plan_units(
     for group in groups:
         rows = [_member_row(index, sequences[index], first=index == group.first) for index in group.members]
         for part in _split(rows, group.header_length, max_batch_tokens):
-            units.append(_unit(part, sequences, group.header_length))
+            if len(part) > 1 and sharing_pays(part, group.header_length):
+                units.append(_unit(part, sequences, group.header_length))
+            else:
+                units.extend(PackedUnit(None, (row,)) for row in part)
     return units
+
+
+def sharing_pays(rows: Sequence[MemberRow], header_length: int) -> bool:
+    """Whether forwarding the header once beats lone rows: sharing saves ``(n - 1) x header`` positions
+    but pads every member row to the group's longest, where lone rows are batched with rows of their own
+    length (almost no padding). Prefix 0 is scored once per group either way."""
+    branches = [len(row.branch_ids) - header_length for row in rows]
+    padding = len(rows) * max(branches) - sum(branches)
+    return (len(rows) - 1) * header_length > padding
 
 
 def _member_row(index: int, sequence: ProbeSequence, *, first: bool) -> MemberRow:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.probe.groups import grouped_minimal_tokens
+from mig_annotator.mig.probe.groups import group_sequences, grouped_minimal_tokens
+from mig_annotator.mig.probe.packed_plan import plan_units
 from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence
 from mig_annotator.schemas import PromptTemplate, ScoringConfig, Trace
@@ -16,18 +17,25 @@ from tests.conftest import FIXTURES
 
 
 def _grpo_traces(per_question: int = 3, questions: int = 4) -> list[Trace]:
-    """GRPO-shaped: each question answered by several completions (steps of other fixture traces)."""
+    """GRPO-shaped: each question answered by several completions. Even questions: completions of about
+    one length (the members share their question prompt); odd ones: steps of other fixture traces, of
+    different lengths (lone rows, prefix 0 still scored once)."""
     with (FIXTURES / "synthetic_traces.jsonl").open() as handle:
         fixture = [Trace.model_validate(json.loads(line)) for line in handle]
     traces = []
     for q in range(questions):
         for m in range(per_question):
-            donor = fixture[(q * per_question + m) % len(fixture)]
+            if q % 2 == 0:
+                own = fixture[q].steps or [fixture[q].completion or ""]
+                steps = [*own[:-1], f"{own[-1]} Check {m}."]
+            else:
+                donor = fixture[(q * per_question + m) % len(fixture)]
+                steps = donor.steps or [donor.completion or ""]
             traces.append(
                 Trace(
                     id=f"q{q}-m{m}",
                     question=fixture[q].question,
-                    steps=donor.steps or [donor.completion or ""],
+                    steps=steps,
                     reference_answer=fixture[q].reference_answer,
                 )
             )
@@ -75,7 +83,14 @@ def test_grouped_scoring_equals_scoring_each_trace_alone(packed_probe, grpo_sequ
         assert all(np.array_equal(rows[0], row) for row in rows)
     forwarded = packed_probe.stats.tokens_forwarded - before
     assert forwarded == sum(result.tokens_forwarded for result in grouped)
-    assert forwarded == grouped_minimal_tokens(sequences) < sum(s.minimal_tokens for s in sequences)
+    units = plan_units(sequences, group_sequences(sequences), max_batch_tokens=4096)
+    shared = [unit for unit in units if unit.header_ids is not None]
+    lone = [unit.rows[0].sequence for unit in units if unit.header_ids is None]
+    assert shared and lone  # both paths ran: a shared question prompt, and lone rows of one group
+    assert {row.sequence for row in shared[0].rows} == {0, 1, 2}  # question 0's near-equal completions
+    lone_headers = sum(sequences[i].boundaries[0] for i in lone if i % 3 != 0)  # not the group's first
+    assert forwarded == grouped_minimal_tokens(sequences) + lone_headers
+    assert forwarded < sum(s.minimal_tokens for s in sequences)
 
 
 def test_small_chunks_and_split_groups_give_the_same_numbers(

@@ -59,6 +59,14 @@ def test_an_answer_without_prompt_starts_its_copy_at_the_last_prefix_token() -> 
     assert continuation_copy(0, sequence, 0).ids.tolist() == [3, 7, 8]
 
 
+def test_members_of_very_different_lengths_do_not_share_a_header_but_still_score_prefix_zero_once() -> None:
+    short = _sequence((1, 2, 3), [(10,)], (7,))
+    long = _sequence((1, 2, 3), [tuple(range(10, 30))], (7,))  # padding 19 > header saved 3
+    units = plan_units([short, long], group_sequences([short, long]), max_batch_tokens=4096)
+    assert [unit.header_ids for unit in units] == [None, None]
+    assert [[copy.k for copy in unit.rows[0].copies] for unit in units] == [[0, 1], [1]]
+
+
 def test_a_group_over_the_batch_budget_is_split_and_a_lone_part_has_no_header() -> None:
     members = [_sequence((1, 2, 3, 4), [tuple(range(10, 40))], (7,)) for _ in range(3)]
     units = plan_units(members, group_sequences(members), max_batch_tokens=80)
@@ -100,11 +108,15 @@ def test_every_prefix_is_scored_once_and_the_forwarded_tokens_add_up(
     )
     assert scored == expected
     forwarded = sum(forwarded_tokens(units, len(sequences)))
-    minimal = grouped_minimal_tokens(sequences, enabled=grouped)
-    if len(units) == len(groups):  # no group was split: exactly the grouped minimum
-        assert forwarded == minimal
-    else:  # a split group forwards its header again per part, never more than ungrouped scoring
-        assert minimal < forwarded <= grouped_minimal_tokens(sequences, enabled=False)
+    group_of = {index: group for group in groups for index in group.members}
+    units_per_group: dict[int, int] = {}
+    for unit in units:
+        first = group_of[unit.rows[0].sequence].first
+        units_per_group[first] = units_per_group.get(first, 0) + 1
+    repeated_headers = sum(
+        (count - 1) * sequences[first].boundaries[0] for first, count in units_per_group.items()
+    )
+    assert forwarded == grouped_minimal_tokens(sequences, enabled=grouped) + repeated_headers
     for unit in units:
         for row in unit.rows:
             assert np.array_equal(
