@@ -6,34 +6,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mig_annotator.mig.probe.groups import group_key, group_sequences, grouped_minimal_tokens
-from mig_annotator.mig.prompt import ProbeSequence
-
-Ids = tuple[int, ...]
-
-
-def _sequence(header: Ids, steps: list[Ids], answer: Ids) -> ProbeSequence:
-    trace = list(header)
-    boundaries = [len(trace)]
-    for step in steps:
-        trace.extend(step)
-        boundaries.append(len(trace))
-    continuation = (900, 901, *answer)
-    return ProbeSequence(tuple(trace), tuple(boundaries), continuation, len(answer))
+from tests.mig.probe.sequences import probe_sequence
 
 
 def test_members_of_one_question_form_one_group_in_input_order() -> None:
-    a = _sequence((1, 2, 3), [(10, 11), (12,)], (7,))
-    b = _sequence((1, 2, 3), [(20,)], (7,))
-    other_question = _sequence((1, 2, 4), [(10, 11)], (7,))
-    other_answer = _sequence((1, 2, 3), [(10, 11)], (8,))
+    a = probe_sequence((1, 2, 3), [(10, 11), (12,)], (7,))
+    b = probe_sequence((1, 2, 3), [(20,)], (7,))
+    other_question = probe_sequence((1, 2, 4), [(10, 11)], (7,))
+    other_answer = probe_sequence((1, 2, 3), [(10, 11)], (8,))
     groups = group_sequences([a, other_question, b, other_answer])
     assert [group.members for group in groups] == [(0, 2), (1,), (3,)]
     assert groups[0].header_length == 3
 
 
 def test_the_shared_header_and_prefix_zero_are_counted_once() -> None:
-    a = _sequence((1, 2, 3), [(10, 11), (12,)], (7,))  # 6 trace tokens, 3 prefixes, continuation 3
-    b = _sequence((1, 2, 3), [(20,)], (7,))  # 4 trace tokens, 2 prefixes
+    a = probe_sequence((1, 2, 3), [(10, 11), (12,)], (7,))  # 6 trace tokens, 3 prefixes, continuation 3
+    b = probe_sequence((1, 2, 3), [(20,)], (7,))  # 4 trace tokens, 2 prefixes
     assert a.minimal_tokens + b.minimal_tokens == (6 + 3 * 3) + (4 + 2 * 3)
     # header 3 + prefix-0 continuation 3, then a's steps 3 + 2 continuations, b's step 1 + 1 continuation
     assert grouped_minimal_tokens([a, b]) == 3 + 3 + (3 + 2 * 3) + (1 + 1 * 3)
@@ -56,7 +44,7 @@ def test_the_shared_header_and_prefix_zero_are_counted_once() -> None:
     )
 )
 def test_groups_partition_the_batch_and_share_exactly_their_key(shapes: list) -> None:
-    sequences = [_sequence(header, steps, answer) for header, steps, answer in shapes]
+    sequences = [probe_sequence(header, steps, answer) for header, steps, answer in shapes]
     groups = group_sequences(sequences)
     assert sorted(i for group in groups for i in group.members) == list(range(len(sequences)))
     assert len({group_key(sequences[group.first]) for group in groups}) == len(groups)

@@ -14,24 +14,13 @@ from mig_annotator.mig.probe.packed_plan import (
     forwarded_tokens,
     plan_units,
 )
-from mig_annotator.mig.prompt import ProbeSequence
-
-Ids = tuple[int, ...]
-
-
-def _sequence(header: Ids, steps: list[Ids], answer: Ids, prompt: Ids = (900, 901)) -> ProbeSequence:
-    trace = list(header)
-    boundaries = [len(trace)]
-    for step in steps:
-        trace.extend(step)
-        boundaries.append(len(trace))
-    return ProbeSequence(tuple(trace), tuple(boundaries), (*prompt, *answer), len(answer))
+from tests.mig.probe.sequences import probe_sequence
 
 
 def test_a_group_forwards_its_header_once_and_only_its_first_member_scores_prefix_zero() -> None:
-    a = _sequence((1, 2, 3), [(10, 11), (12,)], (7,))
-    b = _sequence((1, 2, 3), [(20,)], (7,))
-    lone = _sequence((5,), [(30,)], (7,))
+    a = probe_sequence((1, 2, 3), [(10, 11), (12,)], (7,))
+    b = probe_sequence((1, 2, 3), [(20,)], (7,))
+    lone = probe_sequence((5,), [(30,)], (7,))
     sequences = [a, lone, b]
     units = plan_units(sequences, group_sequences(sequences), max_batch_tokens=4096)
     shared, alone = units
@@ -45,14 +34,14 @@ def test_a_group_forwards_its_header_once_and_only_its_first_member_scores_prefi
 
 
 def test_a_copy_reads_the_answer_rows_of_its_own_tokens() -> None:
-    sequence = _sequence((1, 2, 3), [(10, 11)], (7, 8))  # continuation 900 901 7 8
+    sequence = probe_sequence((1, 2, 3), [(10, 11)], (7, 8))  # continuation 900 901 7 8
     copy = continuation_copy(0, sequence, 1)
     assert copy.start == 5 and copy.ids.tolist() == [900, 901, 7, 8]
     assert copy.read_offsets.tolist() == [1, 2] and copy.targets.tolist() == [7, 8]
 
 
 def test_an_answer_without_prompt_starts_its_copy_at_the_last_prefix_token() -> None:
-    sequence = _sequence((1, 2, 3), [(10, 11)], (7, 8), prompt=())
+    sequence = probe_sequence((1, 2, 3), [(10, 11)], (7, 8), prompt=())
     copy = continuation_copy(0, sequence, 1)
     assert copy.start == 4 and copy.ids.tolist() == [11, 7, 8]  # token 11 predicts answer token 7
     assert copy.read_offsets.tolist() == [0, 1] and copy.targets.tolist() == [7, 8]
@@ -60,15 +49,15 @@ def test_an_answer_without_prompt_starts_its_copy_at_the_last_prefix_token() -> 
 
 
 def test_members_of_very_different_lengths_do_not_share_a_header_but_still_score_prefix_zero_once() -> None:
-    short = _sequence((1, 2, 3), [(10,)], (7,))
-    long = _sequence((1, 2, 3), [tuple(range(10, 30))], (7,))  # padding 19 > header saved 3
+    short = probe_sequence((1, 2, 3), [(10,)], (7,))
+    long = probe_sequence((1, 2, 3), [tuple(range(10, 30))], (7,))  # padding 19 > header saved 3
     units = plan_units([short, long], group_sequences([short, long]), max_batch_tokens=4096)
     assert [unit.header_ids for unit in units] == [None, None]
     assert [[copy.k for copy in unit.rows[0].copies] for unit in units] == [[0, 1], [1]]
 
 
 def test_a_group_over_the_batch_budget_is_split_and_a_lone_part_has_no_header() -> None:
-    members = [_sequence((1, 2, 3, 4), [tuple(range(10, 40))], (7,)) for _ in range(3)]
+    members = [probe_sequence((1, 2, 3, 4), [tuple(range(10, 40))], (7,)) for _ in range(3)]
     units = plan_units(members, group_sequences(members), max_batch_tokens=80)
     assert [len(unit.rows) for unit in units] == [2, 1]
     assert units[0].header_length == 4 and units[1].header_ids is None
@@ -76,7 +65,9 @@ def test_a_group_over_the_batch_budget_is_split_and_a_lone_part_has_no_header() 
 
 
 def test_batches_respect_the_budget_unless_a_unit_alone_exceeds_it() -> None:
-    sequences = [_sequence((1, q), [tuple(range(10, 10 + n))], (7,)) for q, n in enumerate([5, 40, 6, 7])]
+    sequences = [
+        probe_sequence((1, q), [tuple(range(10, 10 + n))], (7,)) for q, n in enumerate([5, 40, 6, 7])
+    ]
     units = plan_units(sequences, group_sequences(sequences), max_batch_tokens=48)
     batches = list(batch_units(units, max_batch_tokens=48, max_padding=0.5))  # 3 x (9 + 6) fit
     assert sorted(len(batch) for batch in batches) == [1, 3]
@@ -98,7 +89,7 @@ _step = st.lists(st.integers(10, 60), min_size=1, max_size=6).map(tuple)
 def test_every_prefix_is_scored_once_and_the_forwarded_tokens_add_up(
     shapes: list, grouped: bool, budget: int
 ) -> None:
-    sequences = [_sequence(header, steps, (7,)) for header, steps in shapes]
+    sequences = [probe_sequence(header, steps, (7,)) for header, steps in shapes]
     groups = group_sequences(sequences, enabled=grouped)
     units = plan_units(sequences, groups, budget)
     scored = sorted((copy.sequence, copy.k) for unit in units for row in unit.rows for copy in row.copies)

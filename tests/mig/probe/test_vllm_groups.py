@@ -17,18 +17,7 @@ from mig_annotator.mig.probe.groups import grouped_minimal_tokens
 from mig_annotator.mig.probe.settings import VLLMProbeSettings, VLLMServerProbeSettings, parse_probe_settings
 from mig_annotator.mig.probe.vllm_common import ProbeRequest, ResultCollector, plan_requests
 from mig_annotator.mig.prompt import ProbeSequence
-
-Ids = tuple[int, ...]
-CONTINUATION_HEAD = (900, 901)
-
-
-def _sequence(header: Ids, steps: list[Ids], answer: Ids) -> ProbeSequence:
-    trace = list(header)
-    boundaries = [len(trace)]
-    for step in steps:
-        trace.extend(step)
-        boundaries.append(len(trace))
-    return ProbeSequence(tuple(trace), tuple(boundaries), (*CONTINUATION_HEAD, *answer), len(answer))
+from tests.mig.probe.sequences import probe_sequence
 
 
 def _model(request: ProbeRequest) -> np.ndarray:
@@ -66,10 +55,10 @@ def _common_prefix(first: list[int], second: list[int]) -> int:
 
 # three completions of one question, one of another, a third completion of the first question
 BATCH = [
-    _sequence((1, 2, 3), [(10, 11), (12,)], (7,)),
-    _sequence((1, 2, 3), [(20,), (21, 22), (23,)], (7,)),
-    _sequence((5, 6, 4), [(30,)], (7,)),
-    _sequence((1, 2, 3), [(40, 41)], (7,)),
+    probe_sequence((1, 2, 3), [(10, 11), (12,)], (7,)),
+    probe_sequence((1, 2, 3), [(20,), (21, 22), (23,)], (7,)),
+    probe_sequence((5, 6, 4), [(30,)], (7,)),
+    probe_sequence((1, 2, 3), [(40, 41)], (7,)),
 ]
 
 
@@ -117,7 +106,7 @@ def test_probe_zero_tokens_count_once_on_the_groups_first_member() -> None:
 
 
 def test_a_member_without_steps_gets_no_request_and_still_its_row() -> None:
-    sequences = [_sequence((1, 2), [(10,)], (7, 8)), _sequence((1, 2), [], (7, 8))]
+    sequences = [probe_sequence((1, 2), [(10,)], (7, 8)), probe_sequence((1, 2), [], (7, 8))]
     plan = plan_requests(sequences)
     assert plan.per_sequence[1] == []
     first, rest = plan.waves()
@@ -147,7 +136,7 @@ def test_the_waves_forward_the_grouped_minimum_through_an_ideal_prefix_cache() -
     )
 )
 def test_grouped_scoring_equals_scoring_one_by_one(shapes: list) -> None:
-    sequences = [_sequence(header, steps, answer) for header, steps, answer in shapes]
+    sequences = [probe_sequence(header, steps, answer) for header, steps, answer in shapes]
     plan = plan_requests(sequences)
     assert sum(1 for r in plan.all() if r.k == 0) == len(plan.groups)
     grouped = _collect(sequences, group_prefixes=True)
