@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-errors = Console(stderr=True)
+from mig_annotator.cli.console import console, fail
 
 
 def evaluate(
@@ -44,12 +43,11 @@ def evaluate(
             inputs, EvalOptions(label_col=label_col, step_label_col=step_label_col, seed=seed)
         )
     except BuildError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(code=2) from None
+        fail(str(error))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
-        print_eval(result, Console())
+        print_eval(result, console)
 
 
 def register(app: typer.Typer) -> None:

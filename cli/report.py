@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-errors = Console(stderr=True)
+from mig_annotator.cli.console import fail, note
 
 
 def report(
@@ -48,10 +47,9 @@ def report(
     try:
         result = write_report(inputs, out, options)
     except BuildError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(code=2) from None
-    for note in result.notes:
-        errors.print(f"note: {note}", highlight=False)
+        fail(str(error))
+    for text in result.notes:
+        note(text)
     typer.echo(f"wrote {result.path} ({result.bytes / 1e6:.1f} MB, {result.sampled_traces} sampled traces)")
 
 

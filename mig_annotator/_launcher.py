@@ -27,6 +27,6 @@ def main() -> None:
             "The base install provides the Python client only: from mig_annotator.client import MigClient\n"
         )
         raise SystemExit(2)
-    from mig_annotator.cli.app import app
+    from mig_annotator.cli.app import main as run_cli
 
-    app()
+    run_cli()
