@@ -4,7 +4,7 @@ Every step, the answer part and the extracted answer value are :class:`Segment` 
 character spans into the original completion string (``completion[start:end] == text``).
 
 1. Reasoning block (:mod:`.blocks`): with ``<think>..</think>`` (or a variant) the block's content is the
-   chain of thought, tags excluded; the stripped text after the closing tag is the answer part and the
+   chain of thought, tags excluded; the stripped text after the last closing tag is the answer part and the
    answer value is extracted from it as below. Without a closing tag the region after the opening tag
    (or the whole completion) is treated as below.
 2. Answer (:mod:`.answer`): the last final-answer marker of the region is the answer part; steps are then
