@@ -128,22 +128,58 @@ def _checked_offsets(
     return spans
 
 
+# Incremental decoding: at most this many already-read tokens are decoded again with each new token (so a
+# tokenizer that drops the first token's leading space, or merges bytes across tokens, decodes in context).
+_LOOK_BACK = 6
+# A run of tokens that keeps ending inside a character is cut after this many (invalid bytes: stays linear).
+_MAX_PENDING = 16
+_INCOMPLETE = "\ufffd"
+
+
+def _decoded_lengths(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """``len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True))`` for every ``i``, in linear time.
+
+    Incremental detokenisation: the text up to ``read`` is fixed; each new token is decoded together with
+    up to :data:`_LOOK_BACK` tokens before ``read`` and the decoded look-back is subtracted. ``read`` moves
+    on when the new text does not end inside a character (a U+FFFD replacement), so multi-byte characters
+    split over tokens and merged byte-fallback pieces are decoded whole. Each step decodes a bounded window.
+    """
+    lengths: list[int] = []
+    read = 0  # ids[:read] are decoded for good; their text is ``read_length`` characters long
+    read_length = 0
+    window_start = 0
+    window_text_length = 0  # len(decode(ids[window_start:read]))
+    for index in range(len(ids)):
+        window = list(ids[window_start : index + 1])
+        decoded = tokenizer.decode(window, skip_special_tokens=True)
+        length = read_length + len(decoded) - window_text_length
+        lengths.append(length)
+        if decoded.endswith(_INCOMPLETE) and index + 1 - read < _MAX_PENDING:
+            continue
+        read, read_length = index + 1, length
+        window_start = max(0, read - _LOOK_BACK)
+        window_text_length = len(tokenizer.decode(list(ids[window_start:read]), skip_special_tokens=True))
+    return lengths
+
+
 def token_offsets(tokenizer: Any, token_ids: Sequence[int], text: str) -> np.ndarray:
     """The ``(start, end)`` character range in ``text`` of each of ``token_ids``, shape ``(n, 2)``.
 
     ``text`` is ``tokenizer.decode(token_ids, skip_special_tokens=True)`` (as a trainer sends it for
     annotation). When re-tokenising ``text`` with offsets gives the same ids (the usual case) its offset
     mapping is used; otherwise each token ends where the decoded prefix up to it ends and starts where the
-    previous token ended. Special tokens are zero-width, placed where the text before them ends.
+    previous token ended (the prefixes' lengths come from incremental decoding, linear in the tokens:
+    :func:`_decoded_lengths`). Special tokens are zero-width, placed where the text before them ends.
     ``tokenizer`` is any Hugging Face-style tokenizer (``__call__`` with ``return_offsets_mapping``,
     ``decode``, ``all_special_ids``); nothing here imports transformers.
     """
     special = set(getattr(tokenizer, "all_special_ids", ()))
     plain = [position for position, token in enumerate(token_ids) if token not in special]
+    plain_ids = [token_ids[position] for position in plain]
     spans = np.zeros((len(token_ids), 2), dtype=np.int64)
     try:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        same = list(encoded["input_ids"]) == [token_ids[position] for position in plain]
+        same = list(encoded["input_ids"]) == plain_ids
     except (NotImplementedError, ValueError, TypeError, KeyError):
         same = False
     if same:
@@ -151,9 +187,8 @@ def token_offsets(tokenizer: Any, token_ids: Sequence[int], text: str) -> np.nda
             spans[position] = (start, end)
     else:
         previous_end = 0
-        for position in plain:
-            prefix = tokenizer.decode(list(token_ids[: position + 1]), skip_special_tokens=True)
-            end = max(previous_end, min(len(prefix), len(text)))
+        for position, prefix_length in zip(plain, _decoded_lengths(tokenizer, plain_ids), strict=True):
+            end = max(previous_end, min(prefix_length, len(text)))
             spans[position] = (previous_end, end)
             previous_end = end
     plain_positions = set(plain)

@@ -4,13 +4,14 @@ Every step, the answer part and the extracted answer value are :class:`Segment` 
 character spans into the original completion string (``completion[start:end] == text``).
 
 1. Reasoning block (:mod:`.blocks`): with ``<think>..</think>`` (or a variant) the block's content is the
-   chain of thought, tags excluded; the stripped text after the closing tag is the answer part and the
+   chain of thought, tags excluded; the stripped text after the last closing tag is the answer part and the
    answer value is extracted from it as below. Without a closing tag the region after the opening tag
    (or the whole completion) is treated as below.
 2. Answer (:mod:`.answer`): the last final-answer marker of the region is the answer part; steps are then
    found only in the region before it.
 3. Steps: "tags" (``<step>``), "headers" ("Step N:"), "regex" (``step_regex``, RE2) or "lines"/prose
-   (:mod:`.prose`: one step per line, long lines split at sentences, ``min_step_chars``/``max_step_chars``).
+   (:mod:`.prose`: one step per line, long lines split at sentences, ``min_step_chars``/``max_step_chars``;
+   inside a reasoning block every line of at least ``2 * min_step_chars`` is split at sentences).
    "auto" picks tags, else headers, else lines. Finally at most ``max_steps`` steps remain: adjacent steps
    are merged, shortest merged result first.
 
@@ -80,7 +81,14 @@ def _regex_steps(text: str, start: int, end: int, pattern: StepPattern) -> list[
 
 
 def _split_steps(
-    text: str, region: Span, segmenter: str, step_regex: str | None, min_chars: int, max_chars: int
+    text: str,
+    region: Span,
+    segmenter: str,
+    step_regex: str | None,
+    min_chars: int,
+    max_chars: int,
+    *,
+    paragraphs: bool,
 ) -> list[Span]:
     """Stripped step spans of the chain-of-thought region ``text[region[0]:region[1]]``."""
     start, end = region
@@ -91,7 +99,7 @@ def _split_steps(
         return stripped_spans(text, tag_steps(text, start, end))
     if name == "headers":
         return stripped_spans(text, header_steps(text, start, end))
-    return prose_steps(text, start, end, min_chars, max_chars)
+    return prose_steps(text, start, end, min_chars, max_chars, paragraphs=paragraphs)
 
 
 def _find_answer_in(text: str, start: int, end: int) -> AnswerMarker | None:
@@ -156,7 +164,10 @@ def segment_completion(
             region = (region[0], found.start)
         if block is not None:
             reasoning_span = region
-    spans = _split_steps(completion, region, segmenter, step_regex, min_step_chars, max_step_chars)
+    in_block = block is not None
+    spans = _split_steps(
+        completion, region, segmenter, step_regex, min_step_chars, max_step_chars, paragraphs=in_block
+    )
     steps = tuple(make_segment(completion, span) for span in cap_steps(spans, max_steps))
     return SegmentedCompletion(completion, steps, part, answer, reasoning_span)
 

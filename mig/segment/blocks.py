@@ -4,7 +4,9 @@ Recognised tags (case-insensitive): ``<think>``, ``<thinking>``, ``<reasoning>``
 ``<|begin_of_thought|>`` / ``<|end_of_thought|>``. Any opening tag pairs with any closing tag.
 
 * ``open .. close``: the chain of thought is the text between the last opening tag before the first closing
-  tag and that closing tag; the text after the closing tag is the answer region.
+  tag and that closing tag; the text after the LAST closing tag is the answer region (so repeated closing
+  tags, ``"</think>" * 5000 + "A: 5"``, or nested blocks, ``<think>a<think>b</think>c</think>A: 5``, still
+  end with their answer). Text between the first and the last closing tag is neither a step nor the answer.
 * ``close`` without an opening tag before it (chat templates that put ``<think>`` in the prompt): the chain
   of thought runs from the start of the completion to the closing tag.
 * ``open`` without a closing tag (a cut completion): the chain of thought runs from the last opening tag to
@@ -42,11 +44,17 @@ def _is_close(match: re.Match[str]) -> bool:
 def find_reasoning_block(text: str) -> ReasoningBlock | None:
     """The reasoning block of ``text`` (see the module doc), or None when it has no reasoning tag."""
     last_open: re.Match[str] | None = None
+    cot: Span | None = None
+    answer_start = 0
     for match in _TAG.finditer(text):
-        if _is_close(match):
-            cot_start = last_open.end() if last_open is not None else 0
-            return ReasoningBlock((cot_start, match.start()), (match.end(), len(text)))
-        last_open = match
+        if not _is_close(match):
+            last_open = match
+            continue
+        if cot is None:
+            cot = (last_open.end() if last_open is not None else 0, match.start())
+        answer_start = match.end()
+    if cot is not None:
+        return ReasoningBlock(cot, (answer_start, len(text)))
     if last_open is None:
         return None
     return ReasoningBlock((last_open.end(), len(text)), None)

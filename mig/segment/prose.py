@@ -6,7 +6,9 @@ Units, coarsest first:
    its closing line) never extends past its paragraph;
 2. lines: every line, or display-math block, is one step (a trace written one step per line keeps exactly
    its lines, so ``min_step_chars`` never merges whole lines);
-3. a line longer than ``max_step_chars`` (prose without newlines) is cut at sentence ends, a sentence longer
+3. a line longer than ``max_step_chars`` (prose without newlines), and inside a reasoning block
+   (``<think>``) every line of at least ``2 * min_step_chars`` (a reasoning model writes paragraphs, not one
+   step per line; no cliff at ``max_step_chars``), is cut at sentence ends, a sentence longer
    than ``max_step_chars`` at whitespace, a word longer than that every ``max_step_chars`` characters;
    consecutive pieces of one line are then packed into steps of at least ``min_step_chars`` characters
    (a piece that would make a step longer than ``max_step_chars`` starts a new one; a short last piece joins
@@ -45,28 +47,29 @@ def _breaks(text: str, start: int, end: int) -> int:
     return text.count("\n", start, end) + text.count("\r", start, end) - text.count("\r\n", start, end)
 
 
-def _line_units(text: str, start: int, end: int) -> Iterator[Span]:
-    """Stripped spans of the lines of ``text[start:end]``, display-math blocks joined into one unit."""
+def _line_units(text: str, start: int, end: int) -> Iterator[tuple[Span, bool]]:
+    """Stripped spans of the lines of ``text[start:end]``, display-math blocks joined into one unit; each with
+    whether it is a display-math block."""
     math_open: Span | None = None
     closer = ""
     previous_end = start
     for match in _STRIPPED_LINE.finditer(text, start, end):
         line = match.span()
         if math_open is not None and _breaks(text, previous_end, line[0]) > 1:
-            yield math_open  # an unclosed display block ends with its paragraph
+            yield math_open, True  # an unclosed display block ends with its paragraph
             math_open = None
         previous_end = line[1]
         if math_open is not None:
             math_open = (math_open[0], line[1])
             if text.endswith(closer, *line):
-                yield math_open
+                yield math_open, True
                 math_open = None
         elif line[1] - line[0] == 2 and text[line[0] : line[1]] in _MATH_CLOSER:
             math_open, closer = line, _MATH_CLOSER[text[line[0] : line[1]]]
         else:
-            yield line
+            yield line, False
     if math_open is not None:
-        yield math_open
+        yield math_open, True
 
 
 def _sentences(text: str, start: int, end: int) -> Iterator[Span]:
@@ -134,11 +137,20 @@ def _pack(pieces: Iterator[Span], min_chars: int, max_chars: int) -> list[Span]:
     return steps
 
 
-def prose_steps(text: str, start: int, end: int, min_chars: int, max_chars: int) -> list[Span]:
-    """Stripped step spans of ``text[start:end]``: one per line, long lines split (see the module doc)."""
+def prose_steps(
+    text: str, start: int, end: int, min_chars: int, max_chars: int, *, paragraphs: bool = False
+) -> list[Span]:
+    """Stripped step spans of ``text[start:end]``: one per line, long lines split (see the module doc).
+
+    ``paragraphs`` (a reasoning block's prose): every line, not only one over ``max_chars``, is packed at
+    sentence ends into steps of at least ``min_chars``, so step counts grow with the length of a paragraph
+    instead of jumping at ``max_chars``.
+    """
     steps: list[Span] = []
-    for unit in _line_units(text, start, end):
-        if unit[1] - unit[0] <= max_chars:
+    for unit, is_math in _line_units(text, start, end):
+        length = unit[1] - unit[0]
+        whole = length <= max_chars and (is_math or not paragraphs or length < 2 * min_chars)
+        if whole:
             steps.append(unit)
         else:
             steps.extend(_pack(_pieces(text, unit[0], unit[1], max_chars), min_chars, max_chars))

@@ -170,7 +170,8 @@ def smollm2_window_completions(tokenizer) -> tuple[Trace, Trace]:
     """A `<think>` trace just over SmolLM2's context (four short paragraphs, then one run of ~8k tokens
     without a newline) and the same trace without the run (it fits).
 
-    One run as one step (max_step_chars 60,000 below) keeps this to a single 8,192-token window: on the
+    One run as one step (min_step_chars 30,000 and max_step_chars 60,000 below: inside <think> a line of
+    2 x min_step_chars or more is split at sentences) keeps this to a single 8,192-token window: on the
     shared 2-core test machine one SmolLM2 forward of 8k tokens takes about 45 s.
     """
     source = long_think_trace(tokenizer, 8_600, seed=5)
@@ -191,7 +192,7 @@ def smollm2_window_completions(tokenizer) -> tuple[Trace, Trace]:
 def test_smollm2_window_scores_every_step_past_8k_and_its_exact_prefixes_match_a_trace_that_fits(
     packed_probe,
 ) -> None:
-    config = ScoringConfig(context_limit="window", max_step_chars=60_000)
+    config = ScoringConfig(context_limit="window", min_step_chars=30_000, max_step_chars=60_000)
     over, fits = smollm2_window_completions(packed_probe.tokenizer)
     annotator = Annotator(packed_probe)
     try:

@@ -88,3 +88,43 @@ def test_think_tags_are_never_steps_with_every_segmenter() -> None:
     assert texts(text) == ["one", "two"]
     assert texts(text, segmenter="lines") == ["<step>one</step>", "<step>two</step>"]
     assert texts(text, segmenter="regex", step_regex=r"<step>(\w+)</step>") == ["one", "two"]
+
+
+def test_the_answer_after_repeated_closing_tags_is_found_after_the_last_one() -> None:
+    """Issue 21 item 9: ``"</think>" * 5000 + "A: 5"`` had no answer (the answer region started after the
+    first closing tag, so ``A:`` was not at a line start)."""
+    text = "</think>" * 5000 + "A: 5"
+    result = segment_completion(text)
+    assert result.answer_part == Segment("A: 5", len(text) - 4, len(text))
+    assert result.answer == Segment("5", len(text) - 1, len(text))
+    assert result.steps == ()
+
+
+def test_nested_blocks_end_with_the_answer_after_the_last_closing_tag() -> None:
+    text = "<think>Outer.\n<think>Inner: 2+3=5.</think>\nBack outside.</think>\nThe answer is 5."
+    result = segment_completion(text)
+    assert result.answer_part is not None and result.answer_part.text == "The answer is 5."
+    assert result.answer is not None and result.answer.text == "5"
+    assert [s.text for s in result.steps] == ["Inner: 2+3=5."]
+    assert all("think>" not in step.text for step in result.steps)
+    repeated = "<think>a is 1.</think>A: 4\n<think>No, recheck.</think>\n#### 5"
+    assert segment_completion(repeated).answer.text == "5"  # type: ignore[union-attr]
+
+
+def test_an_answer_after_repeated_closing_tags_scores_outcome_one() -> None:
+    from mig_annotator.mig.engine import Annotator
+    from mig_annotator.mig.probe.fake import FakeProbe
+    from mig_annotator.schemas.trace import Trace
+
+    traces = [
+        Trace(id="repeated", question="2+3?", completion="</think>" * 5000 + "A: 5", reference_answer="5"),
+        Trace(
+            id="nested",
+            question="2+3?",
+            completion="<think>hm\n<think>2+3=5</think>\nok</think>\nThe answer is 5.",
+            reference_answer="5",
+        ),
+    ]
+    with Annotator(FakeProbe()) as annotator:
+        results = annotator.annotate(traces)
+    assert [(r.trace_id, r.outcome) for r in results] == [("repeated", 1), ("nested", 1)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from mig_annotator.mig.segment import SegmentationError, segment_completion, segment_for_config, segment_steps
@@ -131,3 +133,37 @@ def test_config_fields_and_their_checks() -> None:
         segment_completion("a", min_step_chars=10, max_step_chars=5)
     explicit = segment_for_config(ScoringConfig(max_steps=1), steps=["a", "b"])
     assert [s.text for s in explicit.steps] == ["a\nb"]
+
+
+def test_a_462_character_think_paragraph_of_six_sentences_is_several_steps() -> None:
+    """Issue 21 item 6: the paragraph was one step (under max_step_chars 2000), so nothing was dense."""
+    paragraph = " ".join(sentence.replace("apples", "red apples") * 1 for sentence in SENTENCES[:3]) + " "
+    paragraph += " ".join(SENTENCES[4:]) + " So the total after both trades is 51 apples in the end."
+    paragraph += " That settles it for the first part of the question,"
+    paragraph += " and the second part of it follows right now."
+    assert 440 <= len(paragraph) <= 480 and paragraph.count(". ") >= 5, len(paragraph)
+    steps = texts(f"<think>{paragraph}</think>\nThe answer is 51.")
+    assert len(steps) == 3
+    assert all(len(step) >= 120 and step[-1] == "." for step in steps[:-1])
+    assert " ".join(steps) == paragraph
+
+
+def test_think_step_counts_grow_smoothly_across_max_step_chars() -> None:
+    """A 1,990-character paragraph was 1 step and a 2,010-character one 12: now neighbours differ by one."""
+    counts = []
+    for n_sentences in range(1, 60):
+        paragraph = prose(n_sentences)
+        counts.append((len(paragraph), len(texts(f"<think>{paragraph}</think>\nA: 5"))))
+    below = max(count for length, count in counts if length < 2000)
+    above = min(count for length, count in counts if length > 2000)
+    assert above - below <= 1
+    assert all(b - a in (0, 1) for (_, a), (_, b) in itertools.pairwise(counts))
+    assert all(count >= length // 400 for length, count in counts)
+
+
+def test_lines_stay_one_step_each_outside_and_inside_think() -> None:
+    lines = ["Tom starts with 48 apples.", "He gives away 12, so 36 left.", "Then he buys 15: 36 + 15 = 51."]
+    assert texts("\n".join(lines) + "\n#### 51") == lines
+    assert texts("<think>\n" + "\n".join(lines) + "\n</think>\n#### 51") == lines
+    long_line = prose(6)  # outside a reasoning block a line under max_step_chars stays whole
+    assert texts(long_line + "\n#### 51") == [long_line]
