@@ -24,7 +24,8 @@ def main() -> None:
         checked = time.perf_counter()
         staged.apply()
         done = time.perf_counter()
-        print(f"run {run}: stage {checked - started:.2f}s, swap {done - checked:.3f}s, load {os.getloadavg()[0]:.2f}")
+        load = os.getloadavg()[0]
+        print(f"run {run}: stage {checked - started:.2f}s, swap {done - checked:.3f}s, load {load:.2f}")
 
 
 if __name__ == "__main__":
