@@ -1,6 +1,6 @@
 """Time a checkpoint reload (mig.probe.reload: check + load + in-place copy) into a running probe.
 
-    PYTHONPATH=. python bench/reload_time.py [FOLDER]    # default: the prepared SmolLM2-135M folder
+PYTHONPATH=. python bench/reload_time.py [FOLDER]    # default: the prepared SmolLM2-135M folder
 """
 
 from __future__ import annotations
