@@ -69,6 +69,12 @@ class TraceAnnotation(BaseModel):
     probe_identity: str = Field(
         description="ProbeIdentity.fingerprint: backend, model, dtype and the weights' content digest."
     )
+    probe_version: int | None = Field(
+        default=None,
+        description="The service's probe version that scored it: 1 for the probe it started with, +1 per "
+        "reload (POST /v1/admin/reload); with probe_identity's digest it names the weights. None outside "
+        "the service.",
+    )
     config_hash: str
     tokens_forwarded: int = Field(
         ge=0, description="Probe tokens forwarded for this trace (padding excluded)."

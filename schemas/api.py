@@ -77,6 +77,12 @@ class AnnotateRequest(BaseModel):
         "at the deadline). By default each such trace gets its error in `errors` and the others are scored. "
         "A single `trace` is always strict.",
     )
+    min_probe_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="Refuse (409) unless the serving probe's version (annotations' probe_version) is at "
+        "least this: e.g. the version a checkpoint reload returned.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_of_trace_or_traces(self) -> AnnotateRequest:
@@ -92,6 +98,25 @@ class AnnotateRequest(BaseModel):
     def field_name(self) -> str:
         """The request field the traces came in: names them in error messages."""
         return "trace" if self.trace is not None else "traces"
+
+
+class ReloadRequest(BaseModel):
+    """A checkpoint folder (on the server's disk) to load into the running probe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        min_length=1, description="The folder: same tokenizer and architecture as the probe's."
+    )
+
+
+class ReloadResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    probe_version: int = Field(description="The probe version now serving (annotations' probe_version).")
+    fingerprint: str = Field(description="The new probe_identity.")
+    digest: str
+    seconds: float = Field(description="Checking and loading the folder, and swapping the weights in.")
 
 
 TraceFailureCode = Literal["invalid_trace", "deadline_exceeded"]

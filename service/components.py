@@ -18,6 +18,7 @@ from mig_annotator.service.audit import AuditLog
 from mig_annotator.service.auth import ApiKeyAuthenticator
 from mig_annotator.service.batcher import MicroBatcher
 from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.reload import ProbeReloader
 from mig_annotator.service.runtime import ProbeRuntime
 from mig_annotator.service.scorer import BatchScorer
 from mig_annotator.service.settings import ServiceSettings
@@ -35,6 +36,7 @@ class ServiceComponents:
     authenticator: ApiKeyAuthenticator
     batcher: MicroBatcher
     annotations: AnnotationService
+    reloader: ProbeReloader
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -75,6 +77,7 @@ class ServiceComponents:
             authenticator=ApiKeyAuthenticator(settings.api_key_ids()),
             batcher=batcher,
             annotations=AnnotationService(settings, runtime, batcher, audit, metrics),
+            reloader=ProbeReloader(runtime),
         )
         if audit is not None:
             audit.start()

@@ -21,7 +21,9 @@ from mig_annotator.service.failures import (
     InvalidInput,
     NotReady,
     ProbeFailure,
+    ProbeTooOld,
     QueueFull,
+    ReloadRejected,
     ScoringFailed,
     ServiceFailure,
     ShuttingDown,
@@ -101,6 +103,8 @@ FAILURE_STATUS: dict[type[ServiceFailure], tuple[int, str]] = {
     ShuttingDown: (503, "probe_unavailable"),
     NotReady: (503, "not_ready"),
     DeadlinePassed: (504, "deadline_exceeded"),
+    ProbeTooOld: (409, "probe_too_old"),
+    ReloadRejected: (422, "invalid_request"),
 }
 
 
@@ -123,6 +127,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (401, "No bearer API key (when keys are configured)."),
         (403, "The API key is not known."),
         (413, "The body, or the number of traces, is over a limit."),
+        (409, "The probe is older than the request's min_probe_version; retry after a reload."),
         (415, "The body is not sent as JSON (Content-Type: application/json)."),
         (422, "A field is invalid or over a limit; `fields` names it."),
         (429, "The queue is full; retry after `Retry-After` seconds."),

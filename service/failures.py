@@ -69,6 +69,14 @@ class AnswersUncheckable(ServiceFailure):
     """The answer verifier cannot run (its worker processes cannot be started)."""
 
 
+class ProbeTooOld(ServiceFailure):
+    """The request requires a newer probe version than the one serving."""
+
+
+class ReloadRejected(ServiceFailure):
+    """A checkpoint folder cannot replace the probe's weights (``fields`` names the folder)."""
+
+
 class DeadlinePassed(ServiceFailure):
     """The request's deadline passed before all its traces were scored."""
 

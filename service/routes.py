@@ -21,12 +21,14 @@ from mig_annotator.schemas.api import (
     OpenRLHFRewardResponse,
     ProbeInfo,
     ReadinessResponse,
+    ReloadRequest,
+    ReloadResponse,
     TraceFailure,
 )
 from mig_annotator.service.annotation_service import AnnotationService, CallContext
 from mig_annotator.service.auth import Principal
 from mig_annotator.service.components import ServiceComponents
-from mig_annotator.service.errors import ERROR_RESPONSES, UnsupportedMediaType
+from mig_annotator.service.errors import ERROR_RESPONSES, Forbidden, UnsupportedMediaType
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
 
 ANNOTATE_PATH = "/v1/annotate"
@@ -99,10 +101,11 @@ _annotate_errors = {
     summary="Per-step MIG rewards for one trace or a rollout group",
 )
 async def annotate(
-    body: AnnotateRequest, request: Request, caller: Caller, service: Annotations
+    body: AnnotateRequest, request: Request, caller: Caller, service: Annotations, components: Components
 ) -> AnnotateResponse:
     """Annotations in input order; a trace that cannot be scored gets null and its entry in `errors`
     (all or nothing with `strict`). Scoring options in `config` override the server defaults."""
+    components.reloader.require(body.min_probe_version)
     config = service.scoring_config(body.config)
     context = call_context(request, caller, ANNOTATE_PATH)
     strict = body.strict or body.trace is not None
@@ -189,6 +192,21 @@ async def info(components: Components, caller: Caller) -> InfoResponse:
         auth_required=components.authenticator.required,
         audit_enabled=components.audit is not None,
     )
+
+
+@v1.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    responses={status: ERROR_RESPONSES[status] for status in (401, 403, 422, 503)},
+    dependencies=[Depends(require_json_body)],
+    summary="Load a checkpoint folder into the running probe (admin keys only)",
+)
+async def reload_probe(body: ReloadRequest, caller: Caller, components: Components) -> ReloadResponse:
+    """Same tokenizer and architecture, else 422 naming what differs (the old weights keep serving).
+    The swap happens between micro-batches; the answer gives the new probe_version."""
+    if caller.key_id is None or caller.key_id not in components.settings.admin_key_ids:
+        raise Forbidden("reloading the probe needs an API key listed in MIG_ADMIN_KEY_IDS")
+    return await components.reloader.reload(body.model)
 
 
 @ops.get("/healthz", response_model=HealthResponse, summary="The process is up")

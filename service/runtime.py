@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Literal
 
 from mig_annotator.mig.engine import Annotator
@@ -35,6 +36,8 @@ class ProbeRuntime:
         self._annotator: Annotator | None = None
         self._identity: ProbeIdentity | None = None
         self._owns_probe = probe is None
+        self.version = 0  # 1 once the first probe is installed, +1 per reload (service/reload.py)
+        self.scoring_lock = threading.Lock()  # held for each micro-batch, and by a reload's weight swap
         if probe is not None:
             self._install(probe)
 
@@ -98,7 +101,14 @@ class ProbeRuntime:
     def _install(self, probe: Probe) -> None:
         self._annotator = Annotator(probe, self._defaults, verifier=self._verifier)
         self._identity = probe.identity()
+        self.version = 1
         self._state, self._error = "ready", None
+
+    def reloaded(self, identity: ProbeIdentity) -> int:
+        """Record new weights (call with :attr:`scoring_lock` held); returns the new version."""
+        self._identity = identity
+        self.version += 1
+        return self.version
 
     @staticmethod
     def _warm_up(annotator: Annotator) -> None:

@@ -46,6 +46,8 @@ class BatchScorer:
         if annotator is None:
             raise NotReady("the probe is not loaded")
         probe_seconds = 0.0
+        lock = self._runtime.scoring_lock
+        lock.acquire()  # a reload swaps the weights between batches, never within one
         try:
             if self._exact:
                 for job in jobs:
@@ -53,13 +55,14 @@ class BatchScorer:
                         continue
                     (result,), seconds = self._annotate(annotator, [job])
                     probe_seconds += seconds
-                    deliver(job, self._outcome(result))
+                    deliver(job, self._outcome(result, self._runtime.version))
             else:
                 live = [job for job in jobs if job.wanted()]
                 results, probe_seconds = self._annotate(annotator, live)
                 for job, result in zip(live, results, strict=True):
-                    deliver(job, self._outcome(result))
+                    deliver(job, self._outcome(result, self._runtime.version))
         finally:
+            lock.release()
             self._metrics.probe_seconds.observe(probe_seconds)
 
     def _annotate(
@@ -81,9 +84,9 @@ class BatchScorer:
         return results, time.perf_counter() - started
 
     @staticmethod
-    def _outcome(result: AnnotationResult) -> TraceAnnotation | ServiceFailure:
+    def _outcome(result: AnnotationResult, version: int) -> TraceAnnotation | ServiceFailure:
         if isinstance(result, TraceAnnotation):
-            return result
+            return result.model_copy(update={"probe_version": version})
         logger.warning("trace %r failed in scoring: %s", result.trace_id, result)
         if result.field == "probe":  # the probe's numbers for this trace were unusable
             return ProbeFailure(f"trace {result.trace_id!r}: {result.problem}")

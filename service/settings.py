@@ -89,6 +89,11 @@ class ServiceSettings(BaseSettings):
         default_factory=dict,
         description='Bearer API keys as a JSON object {"key id": "key"}; empty: no auth.',
     )
+    admin_key_ids: list[str] = Field(
+        default_factory=list,
+        description="Ids of MIG_API_KEYS that may call the admin endpoints (POST /v1/admin/reload); empty, "
+        "or no API keys: the admin endpoints answer 403.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Allowed CORS origins; empty: CORS off."
     )

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -88,10 +89,18 @@ class TransformersProbe(Probe):
         model = AutoModelForCausalLM.from_pretrained(
             self._model_path, dtype=self._dtype, attn_implementation="sdpa"
         )
-        self._model = model.to(self._device).eval()
-        self._backbone = self._model.base_model
-        self._lm_head = self._model.get_output_embeddings()
-        self._context_limit = int(getattr(self._model.config, "max_position_embeddings", 2048))
+        self._attach(model.to(self._device).eval())
+
+    def _attach(self, model: Any) -> None:
+        """Score with ``model`` (a causal LM on ``self._device``): its backbone, LM head and context."""
+        self._model = model
+        self._backbone = model.base_model
+        self._lm_head = model.get_output_embeddings()
+        self._context_limit = int(getattr(model.config, "max_position_embeddings", 2048))
+
+    def _no_grad(self) -> AbstractContextManager[object]:
+        """The autograd context the forward passes run under (a live model's probe uses ``no_grad``)."""
+        return self._torch.inference_mode()
 
     @property
     def model_id(self) -> str:
@@ -142,7 +151,7 @@ class TransformersProbe(Probe):
         for batch in batch_units(units, settings.max_batch_tokens, MAX_PADDING):
             run = _PackedRun(self, batch, settings.chunk_tokens)
             try:
-                with self._torch.inference_mode():
+                with self._no_grad():
                     for copy, logprobs in run.scores():
                         outputs[copy.sequence][copy.k] = logprobs
             except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
@@ -176,7 +185,7 @@ class TransformersProbe(Probe):
     def _forward(self, batch: list[_Row]) -> list[np.ndarray]:
         torch = self._torch
         try:
-            with torch.inference_mode():
+            with self._no_grad():
                 hidden, read, computed = self._one_pass_hidden(batch)
                 row_index = np.concatenate([np.full(len(r.read_positions), i) for i, r in enumerate(batch)])
                 selected = hidden[torch.from_numpy(row_index), torch.from_numpy(read)]

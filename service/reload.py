@@ -1,0 +1,64 @@
+"""Following the policy: a checkpoint folder loaded into the running probe between micro-batches.
+
+The slow part (checking the folder and loading its weights, :func:`mig.probe.reload.stage_reload`) runs
+while the probe serves; the swap runs with the runtime's scoring lock held, which each micro-batch holds
+for its whole engine call, so every annotation is scored by one set of weights and carries that version.
+Requests queued before the swap are scored after it on the new weights (the version says so). One reload
+runs at a time. Only the transformers backend reloads; see docs/service.md for vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from mig_annotator.schemas.api import ReloadResponse
+from mig_annotator.service.failures import NotReady, ProbeTooOld, ReloadRejected
+from mig_annotator.service.runtime import ProbeRuntime
+
+
+class ProbeReloader:
+    def __init__(self, runtime: ProbeRuntime) -> None:
+        self._runtime = runtime
+        self._one_at_a_time = asyncio.Lock()
+
+    def require(self, min_version: int | None) -> None:
+        """:class:`ProbeTooOld` (409) when the serving probe is older than ``min_version``."""
+        if min_version is not None and self._runtime.version < min_version:
+            raise ProbeTooOld(
+                f"the probe is at version {self._runtime.version}, older than min_probe_version "
+                f"{min_version}; retry after the reload",
+                retry_after_s=1,
+            )
+
+    async def reload(self, folder: str) -> ReloadResponse:
+        from mig_annotator.mig.probe.reload import ReloadRefused, stage_reload
+        from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+
+        annotator = self._runtime.annotator
+        if annotator is None:
+            raise NotReady("the probe is not loaded", retry_after_s=5)
+        probe = annotator.probe
+        if not isinstance(probe, TransformersProbe):
+            raise ReloadRejected.for_field(
+                "model", f"the {probe.backend} probe cannot reload weights (only the transformers probe can)"
+            )
+        async with self._one_at_a_time:
+            started = time.perf_counter()
+            try:
+                staged = await asyncio.to_thread(stage_reload, probe, folder)
+            except ReloadRefused as error:
+                raise ReloadRejected.for_field("model", str(error)) from error
+            version = await asyncio.to_thread(self._swap, staged)
+            identity = staged.identity
+            return ReloadResponse(
+                probe_version=version,
+                fingerprint=identity.fingerprint,
+                digest=identity.digest,
+                seconds=time.perf_counter() - started,
+            )
+
+    def _swap(self, staged: object) -> int:
+        with self._runtime.scoring_lock:
+            identity = staged.apply()  # type: ignore[attr-defined]
+            return self._runtime.reloaded(identity)
