@@ -36,16 +36,24 @@ def audit(
         float, typer.Option(help="'High' process reward: at or over this quantile.")
     ] = 0.9,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json")] = "table",
+    memory_limit_mb: Annotated[
+        int, typer.Option(min=16, help="DuckDB memory limit per query, in MB; a query over it is stopped.")
+    ] = 1024,
+    timeout_s: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a query may run before it is interrupted.")
+    ] = 60.0,
+    threads: Annotated[int, typer.Option(min=1, help="DuckDB worker threads.")] = 2,
 ) -> None:
     """Question the rewards of built datasets with DuckDB: canned reports or one read-only SQL query."""
-    from mig_annotator.builder.audit.database import AuditDatabase, discover_sources
+    from mig_annotator.builder.audit.database import AuditDatabase, AuditLimits, discover_sources
     from mig_annotator.builder.audit.render import render
     from mig_annotator.builder.audit.reports import REPORTS, Report, ReportOptions, run_reports
     from mig_annotator.builder.errors import BuildError
 
     try:
+        limits = AuditLimits(memory_limit_mb=memory_limit_mb, timeout_s=timeout_s, threads=threads)
         sources = discover_sources(paths)
-        with AuditDatabase(sources) as db:
+        with AuditDatabase(sources, limits) as db:
             for source in sources:
                 if not source.complete:
                     errors.print(
