@@ -31,6 +31,10 @@ def audit(
     ] = None,
     top: Annotated[int, typer.Option(help="Rows per listing report.")] = 20,
     label_col: Annotated[str | None, typer.Option(help="Boolean label column (default: is_correct).")] = None,
+    drop_bad_labels: Annotated[
+        bool,
+        typer.Option(help="Leave out rows whose label is not a boolean or 0/1 (counted) instead of failing."),
+    ] = False,
     min_stall: Annotated[int, typer.Option(help="Shortest zero-reward run that counts as a stall.")] = 3,
     high_quantile: Annotated[
         float, typer.Option(help="'High' process reward: at or over this quantile.")
@@ -66,7 +70,12 @@ def audit(
                 reports = [Report("sql", sql, result.columns, result.rows)]
             else:
                 options = ReportOptions(
-                    by=by, top=top, label_col=label_col, min_stall=min_stall, high_quantile=high_quantile
+                    by=by,
+                    top=top,
+                    label_col=label_col,
+                    drop_bad_labels=drop_bad_labels,
+                    min_stall=min_stall,
+                    high_quantile=high_quantile,
                 )
                 reports = run_reports(db, list(report or REPORTS), options)
     except BuildError as error:

@@ -238,6 +238,15 @@ class AuditDatabase:
         finally:
             timer.cancel()
 
+    def restrict(self, where: str) -> None:
+        """From now on, ``annotations`` (and the views over it) hold only the rows where ``where`` holds.
+
+        A temporary view of the same name shadows the stored one; calling it again replaces the filter.
+        """
+        catalog = self.query("SELECT current_database()").rows[0][0]
+        stored = f"{quote_identifier(catalog)}.main.annotations"
+        self.query(f"CREATE OR REPLACE TEMP VIEW annotations AS SELECT * FROM {stored} WHERE {where}")
+
     def user_query(self, sql: str) -> QueryResult:
         """Run one user SELECT (or EXPLAIN [ANALYZE] of one); anything else (COPY, ATTACH, INSTALL, SET, DDL,
         DML, or any of them inside EXPLAIN ...) is refused."""

@@ -13,6 +13,7 @@ from typing import Any
 from mig_annotator.builder.audit.database import AuditDatabase, AuditQueryError, quote_identifier
 from mig_annotator.builder.evaluation.evaluate import TRACE_SCORES, default_step_label, resolve_trace_label
 from mig_annotator.builder.evaluation.ranking import RocCurve, roc_curve
+from mig_annotator.builder.evaluation.screening import leave_out_non_finite_scores
 
 HISTOGRAM_BINS = 30
 POSITION_BINS = 10
@@ -240,7 +241,15 @@ def _roc(db: AuditDatabase, label_sql: str) -> dict[str, RocCurve]:
     return curves
 
 
-def collect(db: AuditDatabase, *, by: list[str], sample: int, seed: int, label_col: str | None) -> ReportData:
+def collect(
+    db: AuditDatabase,
+    *,
+    by: list[str],
+    sample: int,
+    seed: int,
+    label_col: str | None,
+    drop_bad_labels: bool = False,
+) -> ReportData:
     """Everything the report shows; ``sample`` traces per outcome (correct / wrong) are sampled."""
     needed = (
         "outcome",
@@ -260,7 +269,7 @@ def collect(db: AuditDatabase, *, by: list[str], sample: int, seed: int, label_c
     for column in by:
         if column not in db.columns:
             raise AuditQueryError(f"--by {column}: no such column (columns: {', '.join(db.columns)})")
-    notes: list[str] = []
+    notes = leave_out_non_finite_scores(db)
     kinds = sorted({source.kind for source in db.sources})
     has_detail = "steps" in db.columns
     if not has_detail:
@@ -270,7 +279,10 @@ def collect(db: AuditDatabase, *, by: list[str], sample: int, seed: int, label_c
         )
     elif "log" in kinds:
         notes.append(f"the audit-log rows lack the {STEP_DETAIL}: their heatmaps show r_k only")
-    label, label_sql = resolve_trace_label(db, label_col, default_step_label(db))
+    label, label_sql, label_notes = resolve_trace_label(
+        db, label_col, default_step_label(db), drop_bad_labels=drop_bad_labels
+    )
+    notes += label_notes
     if label is None:
         notes.append(
             "no correctness column (is_correct, final_answer_correct, correct; --label-col): no ROC curves"
