@@ -144,6 +144,19 @@ def _summary(db: AuditDatabase) -> dict[str, Any]:
     return summary
 
 
+#: Ids and group values longer than this are shown shortened, with a hash (the full value stays in the data).
+MAX_SHOWN_CHARS = 80
+
+
+def shortened_sql(expression: str) -> str:
+    """``expression`` (text) cut to :data:`MAX_SHOWN_CHARS`, ending ``…#`` and 12 hex digits of its md5."""
+    keep = MAX_SHOWN_CHARS - 14
+    return (
+        f"(CASE WHEN length({expression}) > {MAX_SHOWN_CHARS} "
+        f"THEN left({expression}, {keep}) || '…#' || left(md5({expression}), 12) ELSE {expression} END)"
+    )
+
+
 def _sample_filter(seed: int) -> str:
     """A stable per-trace order: a hash of the trace id and the seed."""
     return f"hash(coalesce(trace_id, row_key) || ':{int(seed)}')"
@@ -174,7 +187,8 @@ def _sample(db: AuditDatabase, per_outcome: int, seed: int, label_sql: str) -> l
         )
     rows = db.query(
         f"""
-        SELECT dataset, trace_id, outcome, v0, v_final, process_reward, {steps}, {optional["completion"]},
+        SELECT dataset, {shortened_sql("trace_id::VARCHAR")}, outcome, v0, v_final, process_reward, {steps},
+            {optional["completion"]},
             {optional["answer"]}, {optional["reference_answer"]}, {span}, {label_sql}
         FROM annotations
         QUALIFY row_number() OVER (PARTITION BY outcome ORDER BY {order}, row_key) <= ?
@@ -212,7 +226,7 @@ def _group_table(db: AuditDatabase, column: str, label_sql: str | None) -> Group
     extra = f", avg(({label_sql})::INTEGER) AS label_rate" if label_sql else ""
     result = db.query(
         f"""
-        SELECT {c}::VARCHAR AS {c}, count(*) AS traces, avg(outcome) AS outcome_rate,
+        SELECT {shortened_sql(f"{c}::VARCHAR")} AS {c}, count(*) AS traces, avg(outcome) AS outcome_rate,
             avg(process_reward) AS process_reward_mean, median(process_reward) AS process_reward_p50,
             avg(sft_gate::INTEGER) AS sft_rate, avg((process_reward = 0)::INTEGER) AS zero_reward_rate,
             avg(v_final) AS v_K_mean, avg(n_steps) AS steps_mean{extra}
