@@ -29,6 +29,10 @@ def evaluate(
             help="ProcessBench step label: earliest wrong step, 0-based, -1 = all right (default: label)."
         ),
     ] = None,
+    drop_bad_labels: Annotated[
+        bool,
+        typer.Option(help="Leave out rows whose label is not a boolean or 0/1 (counted) instead of failing."),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the 2-fold cross-validation split.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
@@ -40,7 +44,13 @@ def evaluate(
 
     try:
         result = run_evaluation(
-            inputs, EvalOptions(label_col=label_col, step_label_col=step_label_col, seed=seed)
+            inputs,
+            EvalOptions(
+                label_col=label_col,
+                step_label_col=step_label_col,
+                seed=seed,
+                drop_bad_labels=drop_bad_labels,
+            ),
         )
     except BuildError as error:
         fail(str(error))

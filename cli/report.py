@@ -27,6 +27,10 @@ def report(
             help="Correctness column for the ROC curves (default: is_correct, final_answer_correct)."
         ),
     ] = None,
+    drop_bad_labels: Annotated[
+        bool,
+        typer.Option(help="Leave out rows whose label is not a boolean or 0/1 (counted) instead of failing."),
+    ] = False,
     max_mb: Annotated[
         float, typer.Option(help="Size bound of the page in MB; fewer traces are shown to fit.")
     ] = 8.0,
@@ -41,6 +45,7 @@ def report(
         sample=sample,
         seed=seed,
         label_col=label_col,
+        drop_bad_labels=drop_bad_labels,
         max_bytes=int(max_mb * 1_000_000),
         title=title,
     )

@@ -8,7 +8,9 @@ dataset has rejects. Built datasets and the service's audit log (:class:`schemas
 
 The views are written to a DuckDB file in a private temporary folder, which is then opened read-only; before
 any query runs, spilling to a temp folder is turned off, external access is disabled with only the sources'
-own files readable (no allowed directory), and the configuration is locked.
+own files readable (no allowed directory), and the configuration is locked. Every query is bounded
+(:class:`AuditLimits`): DuckDB's ``memory_limit`` and ``threads``, and a statement timeout that interrupts the
+connection from a timer thread; a query over a limit fails with an error naming the limit and its flag.
 
 User SQL must be a single SELECT, or an EXPLAIN [ANALYZE] of a single SELECT: DuckDB parses it
 (``extract_statements``, ``tokenize``) and the type of the statement it would execute decides, since
@@ -18,12 +20,14 @@ User SQL must be a single SELECT, or an EXPLAIN [ANALYZE] of a single SELECT: Du
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+from pydantic import BaseModel, ConfigDict, Field
 
 from mig_annotator.builder.errors import DatasetError
 from mig_annotator.builder.layout import OutputLayout
@@ -34,6 +38,16 @@ _EXPLAIN_OPTIONS = frozenset({"ANALYZE", "ANALYSE"})
 
 class AuditQueryError(DatasetError):
     """A query was refused or failed."""
+
+
+class AuditLimits(BaseModel):
+    """Bounds on every audit query (canned reports and ``--sql``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    memory_limit_mb: int = Field(default=1024, ge=16, description="DuckDB memory_limit (--memory-limit-mb).")
+    timeout_s: float = Field(default=60.0, gt=0, description="Statement timeout in seconds (--timeout-s).")
+    threads: int = Field(default=2, ge=1, description="DuckDB worker threads (--threads).")
 
 
 @dataclass(frozen=True)
@@ -108,8 +122,9 @@ def _file_list(files: Sequence[Path]) -> str:
 class AuditDatabase:
     """A read-only DuckDB database whose views read the sources' files, and nothing else."""
 
-    def __init__(self, sources: Sequence[AuditSource]) -> None:
+    def __init__(self, sources: Sequence[AuditSource], limits: AuditLimits | None = None) -> None:
         self.sources = list(sources)
+        self.limits = limits or AuditLimits()
         self._folder = tempfile.TemporaryDirectory(prefix="mig-audit-")
         path = str(Path(self._folder.name) / "views.duckdb")
         no_extensions = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
@@ -128,6 +143,9 @@ class AuditDatabase:
         self._con.execute("SET temp_directory = ''")  # no spilling, and no temp folder on the allowed list
         self._con.execute("SET allowed_directories = []")
         self._con.execute(f"SET allowed_paths = {_file_list([Path(p) for p in allowed])}")
+        self._con.execute(f"SET memory_limit = '{int(self.limits.memory_limit_mb)}MB'")
+        self._con.execute(f"SET threads = {int(self.limits.threads)}")
+        self._con.execute("SET preserve_insertion_order = false")  # less buffering in big results
         self._con.execute("SET enable_external_access = false")
         self._con.execute("SET lock_configuration = true")
         self.columns = self._describe("annotations")
@@ -191,13 +209,43 @@ class AuditDatabase:
         return [row[0] for row in self._con.execute(f"DESCRIBE {view}").fetchall()]
 
     def query(self, sql: str, parameters: Sequence[Any] | None = None) -> QueryResult:
-        """Run trusted SQL (the canned reports)."""
+        """Run trusted SQL (the canned reports), within the limits."""
+        timed_out = threading.Event()
+
+        def interrupt() -> None:
+            timed_out.set()
+            self._con.interrupt()
+
+        timer = threading.Timer(self.limits.timeout_s, interrupt)
+        timer.daemon = True
+        timer.start()
         try:
             cursor = self._con.execute(sql, parameters or [])
             columns = [item[0] for item in cursor.description or []]
             return QueryResult(columns, cursor.fetchall())
-        except duckdb.Error as error:
+        except duckdb.OutOfMemoryException as error:
+            raise AuditQueryError(
+                f"query stopped: it needs more than the memory limit of {self.limits.memory_limit_mb} MB "
+                f"(raise it with --memory-limit-mb): {error}"
+            ) from error
+        except (duckdb.InterruptException, duckdb.Error) as error:
+            if timed_out.is_set():
+                raise AuditQueryError(
+                    f"query stopped: it ran past the timeout of {self.limits.timeout_s:g} s "
+                    "(raise it with --timeout-s)"
+                ) from error
             raise AuditQueryError(f"query failed: {error}") from error
+        finally:
+            timer.cancel()
+
+    def restrict(self, where: str) -> None:
+        """From now on, ``annotations`` (and the views over it) hold only the rows where ``where`` holds.
+
+        A temporary view of the same name shadows the stored one; calling it again replaces the filter.
+        """
+        catalog = self.query("SELECT current_database()").rows[0][0]
+        stored = f"{quote_identifier(catalog)}.main.annotations"
+        self.query(f"CREATE OR REPLACE TEMP VIEW annotations AS SELECT * FROM {stored} WHERE {where}")
 
     def user_query(self, sql: str) -> QueryResult:
         """Run one user SELECT (or EXPLAIN [ANALYZE] of one); anything else (COPY, ATTACH, INSTALL, SET, DDL,

@@ -28,6 +28,7 @@ class ReportOptions:
     by: str | None = None
     top: int = 20
     label_col: str | None = None
+    drop_bad_labels: bool = False
     min_stall: int = 3
     high_quantile: float = 0.9
 
@@ -235,12 +236,17 @@ def label_agreement(db: AuditDatabase, options: ReportOptions) -> Report:
         )
     if label not in db.columns:
         raise AuditQueryError(f"--label-col {label}: no such column (columns: {', '.join(db.columns)})")
+    from mig_annotator.builder.evaluation.screening import label_sql
+
+    label_expression, label_notes = label_sql(
+        db, label, drop_bad_labels=options.drop_bad_labels, flag="--drop-bad-labels"
+    )
     scores = ", ".join(f"{column}::DOUBLE AS {quote_identifier(shown)}" for column, shown in LABEL_SCORES)
     order = " ".join(f"WHEN {_sql_text(shown)} THEN {i}" for i, (_, shown) in enumerate(LABEL_SCORES))
     result = db.query(
         f"""
         WITH base AS (
-            SELECT dataset, TRY_CAST({quote_identifier(label)} AS BOOLEAN) AS label, {scores}
+            SELECT dataset, {label_expression} AS label, {scores}
             FROM annotations
         ), long AS (
             UNPIVOT (SELECT * FROM base WHERE label IS NOT NULL)
@@ -263,7 +269,7 @@ def label_agreement(db: AuditDatabase, options: ReportOptions) -> Report:
         """
     )
     note = f"AUROC of each trace-level score against {label!r} (0.5 = chance, ties count half)"
-    return _report("labels", f"label agreement with {label}", result, [note])
+    return _report("labels", f"label agreement with {label}", result, [note, *label_notes])
 
 
 def _sql_text(text: str) -> str:

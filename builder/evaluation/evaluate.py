@@ -31,6 +31,8 @@ from mig_annotator.builder.evaluation.processbench import (
     step_auroc,
 )
 from mig_annotator.builder.evaluation.ranking import auroc
+from mig_annotator.builder.evaluation.screening import label_sql as checked_label_sql
+from mig_annotator.builder.evaluation.screening import leave_out_non_finite_scores
 
 #: Trace-level scores: (column of the ``annotations`` view, shown name).
 TRACE_SCORES = (
@@ -50,6 +52,7 @@ class EvalOptions:
     label_col: str | None = None
     step_label_col: str | None = None
     seed: int = 0
+    drop_bad_labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,25 +121,34 @@ def _column_types(db: AuditDatabase) -> dict[str, str]:
 
 
 def resolve_trace_label(
-    db: AuditDatabase, label_col: str | None, step_label: str | None = None
-) -> tuple[str | None, str]:
-    """The correctness label's name (None when there is none) and a SQL boolean expression for it.
+    db: AuditDatabase,
+    label_col: str | None,
+    step_label: str | None = None,
+    *,
+    drop_bad_labels: bool = False,
+) -> tuple[str | None, str, list[str]]:
+    """The correctness label's name (None when there is none), a SQL boolean expression for it, and notes.
 
     Without ``label_col``: the first of :data:`TRACE_LABEL_FALLBACKS` present, else "all steps right"
-    (``step_label = -1``) when a ProcessBench step label is known.
+    (``step_label = -1``) when a ProcessBench step label is known. A label column holds booleans or 0/1;
+    other values are refused, or left out with ``drop_bad_labels`` (:func:`screening.label_sql`).
     """
     if label_col is not None:
         if label_col not in db.columns:
             raise AuditQueryError(
                 f"--label-col {label_col}: no such column (columns: {', '.join(db.columns)})"
             )
-        return label_col, f"TRY_CAST({quote_identifier(label_col)} AS BOOLEAN)"
+        return label_col, *checked_label_sql(
+            db, label_col, drop_bad_labels=drop_bad_labels, flag="--drop-bad-labels"
+        )
     for name in TRACE_LABEL_FALLBACKS:
         if name in db.columns:
-            return name, f"TRY_CAST({quote_identifier(name)} AS BOOLEAN)"
+            return name, *checked_label_sql(
+                db, name, drop_bad_labels=drop_bad_labels, flag="--drop-bad-labels"
+            )
     if step_label is not None:
-        return f"{step_label} = -1", f"({quote_identifier(step_label)} = -1)"
-    return None, "NULL::BOOLEAN"
+        return f"{step_label} = -1", f"({quote_identifier(step_label)} = -1)", []
+    return None, "NULL::BOOLEAN", []
 
 
 def default_step_label(db: AuditDatabase) -> str | None:
@@ -184,9 +196,12 @@ def evaluate(paths: Sequence[Path], options: EvalOptions | None = None) -> EvalR
             raise AuditQueryError(
                 f"the inputs lack the columns {', '.join(missing)}; is this an annotation dataset?"
             )
-        notes: list[str] = []
+        notes = leave_out_non_finite_scores(db)
         step_label = _step_label(db, options, notes)
-        label_name, label_sql = resolve_trace_label(db, options.label_col, step_label)
+        label_name, label_sql, label_notes = resolve_trace_label(
+            db, options.label_col, step_label, drop_bad_labels=options.drop_bad_labels
+        )
+        notes += label_notes
         has_steps = "steps" in db.columns
         step_sql = "[s.v FOR s IN steps], [s.mig FOR s IN steps]" if has_steps else "NULL, NULL"
         step_label_sql = quote_identifier(step_label) if step_label else "NULL"

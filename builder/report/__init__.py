@@ -24,6 +24,7 @@ class ReportOptions:
     sample: int = 6
     seed: int = 0
     label_col: str | None = None
+    drop_bad_labels: bool = False
     max_bytes: int = MAX_REPORT_BYTES
     title: str = "MIG reward report"
 
@@ -59,7 +60,12 @@ def write_report(paths: Sequence[Path], out: Path, options: ReportOptions | None
     with AuditDatabase(sources) as db:
         while True:
             data = collect(
-                db, by=list(options.by), sample=sample, seed=options.seed, label_col=options.label_col
+                db,
+                by=list(options.by),
+                sample=sample,
+                seed=options.seed,
+                label_col=options.label_col,
+                drop_bad_labels=options.drop_bad_labels,
             )
             page = render_page(data, options.title).encode("utf-8")
             if len(page) <= options.max_bytes:

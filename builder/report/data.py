@@ -13,6 +13,7 @@ from typing import Any
 from mig_annotator.builder.audit.database import AuditDatabase, AuditQueryError, quote_identifier
 from mig_annotator.builder.evaluation.evaluate import TRACE_SCORES, default_step_label, resolve_trace_label
 from mig_annotator.builder.evaluation.ranking import RocCurve, roc_curve
+from mig_annotator.builder.evaluation.screening import leave_out_non_finite_scores
 
 HISTOGRAM_BINS = 30
 POSITION_BINS = 10
@@ -143,6 +144,19 @@ def _summary(db: AuditDatabase) -> dict[str, Any]:
     return summary
 
 
+#: Ids and group values longer than this are shown shortened, with a hash (the full value stays in the data).
+MAX_SHOWN_CHARS = 80
+
+
+def shortened_sql(expression: str) -> str:
+    """``expression`` (text) cut to :data:`MAX_SHOWN_CHARS`, ending ``…#`` and 12 hex digits of its md5."""
+    keep = MAX_SHOWN_CHARS - 14
+    return (
+        f"(CASE WHEN length({expression}) > {MAX_SHOWN_CHARS} "
+        f"THEN left({expression}, {keep}) || '…#' || left(md5({expression}), 12) ELSE {expression} END)"
+    )
+
+
 def _sample_filter(seed: int) -> str:
     """A stable per-trace order: a hash of the trace id and the seed."""
     return f"hash(coalesce(trace_id, row_key) || ':{int(seed)}')"
@@ -173,7 +187,8 @@ def _sample(db: AuditDatabase, per_outcome: int, seed: int, label_sql: str) -> l
         )
     rows = db.query(
         f"""
-        SELECT dataset, trace_id, outcome, v0, v_final, process_reward, {steps}, {optional["completion"]},
+        SELECT dataset, {shortened_sql("trace_id::VARCHAR")}, outcome, v0, v_final, process_reward, {steps},
+            {optional["completion"]},
             {optional["answer"]}, {optional["reference_answer"]}, {span}, {label_sql}
         FROM annotations
         QUALIFY row_number() OVER (PARTITION BY outcome ORDER BY {order}, row_key) <= ?
@@ -211,7 +226,7 @@ def _group_table(db: AuditDatabase, column: str, label_sql: str | None) -> Group
     extra = f", avg(({label_sql})::INTEGER) AS label_rate" if label_sql else ""
     result = db.query(
         f"""
-        SELECT {c}::VARCHAR AS {c}, count(*) AS traces, avg(outcome) AS outcome_rate,
+        SELECT {shortened_sql(f"{c}::VARCHAR")} AS {c}, count(*) AS traces, avg(outcome) AS outcome_rate,
             avg(process_reward) AS process_reward_mean, median(process_reward) AS process_reward_p50,
             avg(sft_gate::INTEGER) AS sft_rate, avg((process_reward = 0)::INTEGER) AS zero_reward_rate,
             avg(v_final) AS v_K_mean, avg(n_steps) AS steps_mean{extra}
@@ -240,7 +255,15 @@ def _roc(db: AuditDatabase, label_sql: str) -> dict[str, RocCurve]:
     return curves
 
 
-def collect(db: AuditDatabase, *, by: list[str], sample: int, seed: int, label_col: str | None) -> ReportData:
+def collect(
+    db: AuditDatabase,
+    *,
+    by: list[str],
+    sample: int,
+    seed: int,
+    label_col: str | None,
+    drop_bad_labels: bool = False,
+) -> ReportData:
     """Everything the report shows; ``sample`` traces per outcome (correct / wrong) are sampled."""
     needed = (
         "outcome",
@@ -260,7 +283,7 @@ def collect(db: AuditDatabase, *, by: list[str], sample: int, seed: int, label_c
     for column in by:
         if column not in db.columns:
             raise AuditQueryError(f"--by {column}: no such column (columns: {', '.join(db.columns)})")
-    notes: list[str] = []
+    notes = leave_out_non_finite_scores(db)
     kinds = sorted({source.kind for source in db.sources})
     has_detail = "steps" in db.columns
     if not has_detail:
@@ -270,7 +293,10 @@ def collect(db: AuditDatabase, *, by: list[str], sample: int, seed: int, label_c
         )
     elif "log" in kinds:
         notes.append(f"the audit-log rows lack the {STEP_DETAIL}: their heatmaps show r_k only")
-    label, label_sql = resolve_trace_label(db, label_col, default_step_label(db))
+    label, label_sql, label_notes = resolve_trace_label(
+        db, label_col, default_step_label(db), drop_bad_labels=drop_bad_labels
+    )
+    notes += label_notes
     if label is None:
         notes.append(
             "no correctness column (is_correct, final_answer_correct, correct; --label-col): no ROC curves"

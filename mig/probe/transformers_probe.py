@@ -21,6 +21,7 @@ so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -86,9 +87,10 @@ class TransformersProbe(Probe):
         self._device = torch.device(_resolve_device(settings.device, torch))
         self._dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
         self._tokenizer = AutoTokenizer.from_pretrained(self._model_path)
-        model = AutoModelForCausalLM.from_pretrained(
-            self._model_path, dtype=self._dtype, attn_implementation="sdpa"
-        )
+        with _quiet_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(
+                self._model_path, dtype=self._dtype, attn_implementation="sdpa"
+            )
         self._attach(model.to(self._device).eval())
 
     def _attach(self, model: Any) -> None:
@@ -489,3 +491,19 @@ def _length_sorted_batches(
         real += len(row.input_ids)
     if batch:
         yield batch
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """No "Loading weights" bar on every command, unless transformers is asked to talk
+    (``TRANSFORMERS_VERBOSITY=info`` or lower)."""
+    from transformers.utils import logging as hf_logging
+
+    if hf_logging.get_verbosity() <= hf_logging.INFO or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()

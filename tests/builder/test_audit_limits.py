@@ -1,0 +1,81 @@
+"""Every audit query is bounded in time and memory, with errors naming the limit and its flag (issue 21.2)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mig_annotator.builder.audit.database import AuditDatabase, AuditLimits, AuditQueryError, discover_sources
+from tests.builder.conftest import CLI, REPO
+from tests.builder.test_audit import FIXTURE_A, write_dataset
+
+ISSUE_QUERY = "select string_agg(repeat(a.trace_id, 100000), ',') from annotations a, annotations b"
+RUNAWAY_QUERIES = {
+    "string_agg of repeat over a cross join": ISSUE_QUERY.replace(
+        "annotations b", "annotations b, annotations c, annotations d"
+    ),
+    "recursive CTE to 1e9": (
+        "with recursive r(n) as (select 1 union all select n + 1 from r where n < 1000000000) "
+        "select count(*) from r"
+    ),
+    "4-way cross join": (
+        "select count(*) from annotations a, annotations b, annotations c, annotations d, "
+        "range(1000000) e, range(1000000) f"
+    ),
+}
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "a", FIXTURE_A, "c1")
+
+
+@pytest.mark.parametrize("sql", list(RUNAWAY_QUERIES.values()), ids=list(RUNAWAY_QUERIES))
+def test_runaway_queries_stop_within_seconds_with_an_error_naming_the_limit(dataset: Path, sql: str) -> None:
+    limits = AuditLimits(memory_limit_mb=64, timeout_s=2, threads=1)
+    with AuditDatabase(discover_sources([dataset]), limits) as db:
+        started = time.monotonic()
+        with pytest.raises(AuditQueryError) as error:
+            db.user_query(sql)
+        elapsed = time.monotonic() - started
+        assert elapsed < 10
+        message = str(error.value)
+        assert ("memory limit of 64 MB" in message and "--memory-limit-mb" in message) or (
+            "timeout of 2 s" in message and "--timeout-s" in message
+        )
+        # the connection still answers after an interrupted or failed query
+        assert db.user_query("select count(*) from annotations").rows == [(len(FIXTURE_A),)]
+
+
+def test_the_timeout_interrupts_a_query_that_needs_no_memory(dataset: Path) -> None:
+    with AuditDatabase(discover_sources([dataset]), AuditLimits(timeout_s=1)) as db:
+        started = time.monotonic()
+        with pytest.raises(AuditQueryError, match=r"timeout of 1 s \(raise it with --timeout-s\)"):
+            db.user_query(RUNAWAY_QUERIES["recursive CTE to 1e9"])
+        assert time.monotonic() - started < 6
+
+
+def test_the_default_limits_bound_every_query() -> None:
+    limits = AuditLimits()
+    assert limits.memory_limit_mb == 1024 and limits.timeout_s == 60 and limits.threads == 2
+
+
+def test_cli_audit_stops_the_issue_query_with_bounded_memory(dataset: Path) -> None:
+    sql = RUNAWAY_QUERIES["string_agg of repeat over a cross join"]
+    args = [*CLI, "audit", str(dataset), "--sql", sql, "--memory-limit-mb", "64", "--timeout-s", "5"]
+    args += ["--threads", "1"]
+    started = time.monotonic()
+    process = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    stderr = process.stderr.read() if process.stderr else ""
+    elapsed = time.monotonic() - started
+    assert os.waitstatus_to_exitcode(status) != 0
+    assert "memory limit of 64 MB" in stderr and "--memory-limit-mb" in stderr
+    assert usage.ru_maxrss / 1024 < 1024  # MB: the issue saw 9 GB
+    assert elapsed < 60
