@@ -189,8 +189,12 @@ class Annotator:
         # the answer checks need only the extracted answer and the reference: they overlap the probe pass
         pairs = [(_answer_text(item), item.trace.reference_answer) for item in live]
         verdicts = self._verify_thread.submit(self._verifier.check_many, pairs, deadline=deadline)
-        flat = self._probe.score(
-            [sequence for item in live for sequence in item.probe_sequences], cancelled=cancelled
+        sequences = [sequence for item in live for sequence in item.probe_sequences]
+        # without a cancel check, the plain call (wrappers overriding score() need not know the keyword)
+        flat = (
+            self._probe.score(sequences)
+            if cancelled is None
+            else self._probe.score(sequences, cancelled=cancelled)
         )
         results, start = [], 0
         for item in live:  # a windowed trace's exact part and windows join back into one result
