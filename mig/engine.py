@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from mig_annotator.mig.probe.base import Probe, ProbeResult
+from mig_annotator.mig.probe.base import CancelCheck, Probe, ProbeResult
 from mig_annotator.mig.prompt import ProbeSequence, PromptBuilder
 from mig_annotator.mig.rewards import aggregate_logprobs, sft_gate, step_rewards
 from mig_annotator.mig.segment import SegmentationError, SegmentedCompletion, segment_for_config
@@ -165,13 +165,16 @@ class Annotator:
         config: ScoringConfig | None = None,
         *,
         deadline: float | None = None,
+        cancelled: CancelCheck | None = None,
     ) -> list[AnnotationResult]:
         """One result per item, in order: an annotation, or the :class:`TraceError` that stopped it.
 
         Items may be traces (planned here under ``config``), plans from :meth:`plan` (scored under the config
         they were planned with), or errors from :meth:`plan` (passed through). ``deadline`` (a
-        ``time.monotonic()`` instant) bounds the answer checks, which run while the probe works. Raises only
-        when the probe fails (the whole batch is then unscored).
+        ``time.monotonic()`` instant) bounds the answer checks, which run while the probe works.
+        ``cancelled``: asked between the probe's forward passes (every windowed step is one); once True,
+        the probe work is abandoned and :class:`mig_annotator.mig.probe.base.ProbeCancelled` raised.
+        Raises only when the probe fails or is cancelled (the whole batch is then unscored).
         """
         config = config or self._default_config
         planned: list[PreparedTrace | TraceError] = []
@@ -186,7 +189,13 @@ class Annotator:
         # the answer checks need only the extracted answer and the reference: they overlap the probe pass
         pairs = [(_answer_text(item), item.trace.reference_answer) for item in live]
         verdicts = self._verify_thread.submit(self._verifier.check_many, pairs, deadline=deadline)
-        flat = self._probe.score([sequence for item in live for sequence in item.probe_sequences])
+        sequences = [sequence for item in live for sequence in item.probe_sequences]
+        # without a cancel check, the plain call (wrappers overriding score() need not know the keyword)
+        flat = (
+            self._probe.score(sequences)
+            if cancelled is None
+            else self._probe.score(sequences, cancelled=cancelled)
+        )
         results, start = [], 0
         for item in live:  # a windowed trace's exact part and windows join back into one result
             count = len(item.probe_sequences)

@@ -29,6 +29,7 @@ from mig_annotator.service.failures import (
     DeadlinePassed,
     InvalidInput,
     NotReady,
+    OverProbeBudget,
     ScoringFailed,
     ServiceFailure,
     TooManyTraces,
@@ -129,6 +130,7 @@ class AnnotationService:
             fields = [FieldError(field=item.field, message=item.message) for item in invalid]
             raise InvalidInput("; ".join(f"{f.field}: {f.message}" for f in fields[:10]), fields)
         good = [item for item in planned if isinstance(item, PreparedTrace)]
+        self._check_probe_budget(good, field, at, planned)
         futures = self._batcher.submit(good, deadline) if good else []
         scored = iter(await self._wait(futures, deadline, strict=strict))
         results: list[TraceAnnotation | TraceFailure] = []
@@ -149,6 +151,40 @@ class AnnotationService:
                 [self._audit_record(trace, item, context, latency_ms) for trace, item in annotated]
             )
         return results
+
+    def _check_probe_budget(
+        self,
+        good: Sequence[PreparedTrace],
+        field: str,
+        positions: Sequence[int],
+        planned: Sequence[PreparedTrace | TraceFailure],
+    ) -> None:
+        """413 before any probe work when the request's planned probe tokens (the engine's estimate: each
+        trace forwarded once plus every answer prefix, and each windowed step as one full-context pass)
+        are over the per-request budget; the field named is the costliest trace."""
+        budget = self._settings.request_probe_tokens
+        total = sum(item.probe_tokens for item in good)
+        if total <= budget:
+            return
+        self._metrics.rejected.labels(reason="probe_budget").inc()
+        index, costliest = max(
+            (
+                (index, item)
+                for index, item in zip(positions, planned, strict=True)
+                if isinstance(item, PreparedTrace)
+            ),
+            key=lambda pair: pair[1].probe_tokens,
+        )
+        where = field if field == "trace" else f"{field}[{index}]"
+        reasoning = f"{where}.{'steps' if costliest.trace.steps is not None else 'completion'}"
+        windows = f", {len(costliest.windows)} windowed steps" if costliest.windows else ""
+        raise OverProbeBudget.for_field(
+            reasoning,
+            f"the request needs about {total} forwarded probe tokens (this trace {costliest.probe_tokens}"
+            f"{windows}), over the limit of {budget} per request (MIG_MAX_REQUEST_PROBE_TOKENS; by default "
+            f"MIG_PROBE_TOKENS_PER_SECOND x MIG_REQUEST_TIMEOUT_S, what the deadline can cover); send "
+            "fewer or shorter traces, or a smaller context_limit policy than 'window'",
+        )
 
     def _plan(
         self,
@@ -206,11 +242,16 @@ class AnnotationService:
         when none finished in time, or on any other failure)."""
         if not futures:
             return []
-        done, pending = await asyncio.wait(
-            futures,
-            timeout=max(deadline - time.monotonic(), 0.0),
-            return_when=asyncio.FIRST_EXCEPTION if strict else asyncio.ALL_COMPLETED,
-        )
+        try:
+            done, pending = await asyncio.wait(
+                futures,
+                timeout=max(deadline - time.monotonic(), 0.0),
+                return_when=asyncio.FIRST_EXCEPTION if strict else asyncio.ALL_COMPLETED,
+            )
+        except asyncio.CancelledError:  # the client left or the server stops: its traces need no probe work
+            for future in futures:
+                future.cancel()
+            raise
         for future in pending:
             future.cancel()  # traces not yet scored are skipped by the batcher and the probe thread
         errors = {future: future.exception() for future in done if future.exception() is not None}

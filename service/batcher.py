@@ -107,16 +107,19 @@ class MicroBatcher:
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="mig-micro-batcher")
 
     async def stop(self) -> None:
+        """Fail every queued and running trace with :class:`ShuttingDown`, so the probe thread abandons its
+        batch at its next forward pass (nobody wants it any more), then wait for that thread."""
+        stopping = ShuttingDown("the service is shutting down")
+        for job in [*self._in_flight, *self._pending]:
+            _settle(job.future, stopping)
+        self._pending.clear()
+        self._pending_tokens = 0
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
-        while self._pending:
-            job = self._pending.popleft()
-            if not job.future.done():
-                job.future.set_exception(ShuttingDown("the service is shutting down"))
         self._set_depth()
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     def submit(
         self, prepared: Sequence[PreparedTrace], deadline: float

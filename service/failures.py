@@ -49,6 +49,10 @@ class TooManyTraces(ServiceFailure):
     """The request brings more traces than one request may."""
 
 
+class OverProbeBudget(TooManyTraces):
+    """The request's probe work, estimated before it starts, is over the per-request budget."""
+
+
 class QueueFull(ServiceFailure):
     """The queue cannot take the request's traces now; ``retry_after_s`` says when it likely can."""
 
@@ -79,6 +83,10 @@ class ReloadRejected(ServiceFailure):
 
 class DeadlinePassed(ServiceFailure):
     """The request's deadline passed before all its traces were scored."""
+
+
+class ClientLeft(DeadlinePassed):
+    """The client disconnected before its traces were scored (nobody reads the answer)."""
 
 
 class ScoringFailed(ServiceFailure):

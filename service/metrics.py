@@ -60,6 +60,12 @@ class ServiceMetrics:
             "OpenRLHF rewards answered with MIG_OPENRLHF_FALLBACK_REWARD because the trace failed.",
             registry=registry,
         )
+        self.cancelled_traces = Counter(
+            "mig_cancelled_traces",
+            "Traces whose probe work was abandoned between forward passes (deadline passed, client left, "
+            "or the service stopping).",
+            registry=registry,
+        )
         self.dropped_traces = Counter(
             "mig_dropped_traces",
             "Queued traces never scored because their request was gone or its deadline had passed.",

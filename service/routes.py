@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from importlib import metadata
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -29,12 +31,44 @@ from mig_annotator.service.annotation_service import AnnotationService, CallCont
 from mig_annotator.service.auth import Principal
 from mig_annotator.service.components import ServiceComponents
 from mig_annotator.service.errors import ERROR_RESPONSES, Forbidden, UnsupportedMediaType
+from mig_annotator.service.failures import ClientLeft
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
 
 ANNOTATE_PATH = "/v1/annotate"
 OPENRLHF_PATH = "/v1/openrlhf/reward"
 INFO_PATH = "/v1/info"
 ENDPOINTS = (ANNOTATE_PATH, OPENRLHF_PATH, INFO_PATH, "/healthz", "/readyz", "/metrics")
+
+T = TypeVar("T")
+
+
+async def _client_left(request: Request) -> None:
+    """Returns once the client disconnects (the body is already read: the next ASGI message is the
+    ``http.disconnect``)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; when the client disconnects first, ``work`` is cancelled (its queued traces are
+    dropped and their probe work abandoned at the next forward pass) and nothing is answered."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_left(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.cancelled() or not watcher.done():
+            raise  # the request itself was cancelled (the server stops)
+        raise ClientLeft("the client disconnected before its traces were scored") from None
+
 
 _bearer = HTTPBearer(auto_error=False, description="An API key, when the server has MIG_API_KEYS.")
 
@@ -109,7 +143,9 @@ async def annotate(
     config = service.scoring_config(body.config)
     context = call_context(request, caller, ANNOTATE_PATH)
     strict = body.strict or body.trace is not None
-    results = await service.annotate(body.trace_list, config, context, field=body.field_name, strict=strict)
+    results = await unless_client_leaves(
+        request, service.annotate(body.trace_list, config, context, field=body.field_name, strict=strict)
+    )
     return AnnotateResponse(
         request_id=context.request_id,
         annotations=[r if isinstance(r, TraceAnnotation) else None for r in results],
@@ -139,8 +175,11 @@ async def openrlhf_reward(
     positions = [index for index, item in enumerate(parsed) if isinstance(item, Trace)]
     traces = [item for item in parsed if isinstance(item, Trace)]
     scored = iter(
-        await service.annotate(
-            traces, settings.scoring, context, field="query", strict=False, positions=positions
+        await unless_client_leaves(
+            request,
+            service.annotate(
+                traces, settings.scoring, context, field="query", strict=False, positions=positions
+            ),
         )
         if traces
         else []

@@ -8,6 +8,11 @@ padding and no neighbours, so its numbers are bit-identical whether it came alon
 batches change GEMM and attention shapes and move results in the last float bits; measured on SmolLM2 in
 float32: up to 1.3e-5 in per-token log-probs). ``exact=False`` hands the whole batch to one engine call,
 which packs it into shared forward passes.
+
+Abandoned work stops between forward passes: the engine asks, before each pass, whether anyone still waits
+for a trace of the engine call (:meth:`ScoringJob.wanted`: its request is there, its deadline not passed,
+the service not stopping); when nobody does, the probe raises :class:`ProbeCancelled` and those traces are
+answered :class:`DeadlinePassed` (nobody reads it).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import time
 from collections.abc import Sequence
 
 from mig_annotator.mig.engine import AnnotationResult, Annotator
+from mig_annotator.mig.probe.base import ProbeCancelled
 from mig_annotator.mig.verify import VerifierUnavailable
 from mig_annotator.schemas import TraceAnnotation
 from mig_annotator.service.batcher import Deliver, ScoringJob
 from mig_annotator.service.failures import (
     AnswersUncheckable,
+    DeadlinePassed,
     InvalidInput,
     NotReady,
     ProbeFailure,
@@ -67,14 +74,21 @@ class BatchScorer:
 
     def _annotate(
         self, annotator: Annotator, jobs: Sequence[ScoringJob]
-    ) -> tuple[list[AnnotationResult], float]:
+    ) -> tuple[list[AnnotationResult | ServiceFailure], float]:
         if not jobs:
             return [], 0.0
         started = time.perf_counter()
         try:
             results = annotator.annotate_many(
-                [job.prepared for job in jobs], deadline=max(job.deadline for job in jobs)
+                [job.prepared for job in jobs],
+                deadline=max(job.deadline for job in jobs),
+                cancelled=lambda: not any(job.wanted() for job in jobs),
             )
+        except ProbeCancelled:
+            self._metrics.cancelled_traces.inc(len(jobs))
+            logger.info("abandoned the probe work of %d traces nobody waits for", len(jobs))
+            abandoned = DeadlinePassed("the request's deadline passed or its client left")
+            return [abandoned] * len(jobs), time.perf_counter() - started
         except VerifierUnavailable as error:
             raise AnswersUncheckable(f"answers cannot be checked right now: {error}") from error
         except Exception as error:  # ProbeError, device faults, a lost backend: the batch fails alone
@@ -84,9 +98,11 @@ class BatchScorer:
         return results, time.perf_counter() - started
 
     @staticmethod
-    def _outcome(result: AnnotationResult, version: int) -> TraceAnnotation | ServiceFailure:
+    def _outcome(result: AnnotationResult | ServiceFailure, version: int) -> TraceAnnotation | ServiceFailure:
         if isinstance(result, TraceAnnotation):
             return result.model_copy(update={"probe_version": version})
+        if isinstance(result, ServiceFailure):
+            return result
         logger.warning("trace %r failed in scoring: %s", result.trace_id, result)
         if result.field == "probe":  # the probe's numbers for this trace were unusable
             return ProbeFailure(f"trace {result.trace_id!r}: {result.problem}")

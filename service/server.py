@@ -13,6 +13,10 @@ from mig_annotator.service.settings import ServiceSettings
 def serve(settings: ServiceSettings) -> None:
     """Serve until interrupted; one process holds one probe, so uvicorn runs a single worker.
 
+    SIGTERM/SIGINT drain: no new connections, open requests get ``MIG_SHUTDOWN_GRACE_S`` to finish, then the
+    rest are cancelled; the lifespan's shutdown fails every queued trace, the probe thread abandons its batch
+    at the next forward pass, and the process exits.
+
     The service's own loggers (``mig.service``, ``mig.verify``: probe loading, audit recovery, slow answer
     checks) print at ``MIG_LOG_LEVEL`` like uvicorn's, on stderr.
     """
@@ -31,5 +35,5 @@ def serve(settings: ServiceSettings) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )

@@ -51,6 +51,26 @@ class ServiceSettings(BaseSettings):
         "what the loaded probe can take, its context length.",
     )
     request_timeout_s: float = Field(default=120.0, gt=0, description="Per-request deadline (504).")
+    max_request_probe_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tokens the probe may forward for one request, estimated from the engine's plan before "
+        "any probe work (every windowed step counts as a full-context pass); a request over it is refused "
+        "with 413. None (default): what the deadline can cover, MIG_PROBE_TOKENS_PER_SECOND x "
+        "MIG_REQUEST_TIMEOUT_S.",
+    )
+    probe_tokens_per_second: float = Field(
+        default=400.0,
+        gt=0,
+        description="Tokens per second the probe forwards, for the default MIG_MAX_REQUEST_PROBE_TOKENS "
+        "(SmolLM2-135M on 1 to 2 CPU threads: 300 to 400; set it to what your hardware measures).",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="On SIGTERM/SIGINT: seconds open requests may take to finish before they are cancelled; "
+        "then running probe work is abandoned at its next forward pass and the process exits.",
+    )
 
     # micro-batching
     batch_max_tokens: int = Field(
@@ -133,6 +153,13 @@ class ServiceSettings(BaseSettings):
                 f"({self.max_traces_per_request}), or the largest requests could never be admitted"
             )
         return self
+
+    @property
+    def request_probe_tokens(self) -> int:
+        """The per-request budget of forwarded probe tokens (``max_request_probe_tokens`` resolved)."""
+        if self.max_request_probe_tokens is not None:
+            return self.max_request_probe_tokens
+        return max(1, int(self.probe_tokens_per_second * self.request_timeout_s))
 
     @property
     def exact(self) -> bool:

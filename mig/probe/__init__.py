@@ -3,7 +3,14 @@
 Light to import: the backends (torch, vLLM, httpx) load only when a probe of theirs is opened.
 """
 
-from mig_annotator.mig.probe.base import ContextLimitError, Probe, ProbeError, ProbeResult, ProbeStats
+from mig_annotator.mig.probe.base import (
+    ContextLimitError,
+    Probe,
+    ProbeCancelled,
+    ProbeError,
+    ProbeResult,
+    ProbeStats,
+)
 from mig_annotator.mig.probe.registry import expected_identity, open_probe
 from mig_annotator.mig.probe.settings import (
     FakeProbeSettings,
@@ -18,6 +25,7 @@ __all__ = [
     "ContextLimitError",
     "FakeProbeSettings",
     "Probe",
+    "ProbeCancelled",
     "ProbeError",
     "ProbeResult",
     "ProbeSettings",

@@ -12,7 +12,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
@@ -54,6 +54,14 @@ class ProbeError(RuntimeError):
     """The probe failed (model error, backend unreachable); the batch should be retried or failed."""
 
 
+class ProbeCancelled(ProbeError):
+    """The caller's ``cancelled`` check said stop: the work was abandoned between two forward passes."""
+
+
+CancelCheck = Callable[[], bool]
+"""True once nobody wants the work any more (its request timed out, disconnected, or the server stops)."""
+
+
 class ContextLimitError(ProbeError, ValueError):
     """A sequence does not fit the probe's context; the message names the sequence and both lengths."""
 
@@ -73,6 +81,7 @@ class Probe(ABC):
         self._stats = ProbeStats()
         self._stats_lock = threading.Lock()
         self._identity: ProbeIdentity | None = None
+        self._cancel = threading.local()  # the running score() call's cancel check, per calling thread
 
     # -- what a backend provides --------------------------------------------------------------------------
 
@@ -104,12 +113,20 @@ class Probe(ABC):
     def stats(self) -> ProbeStats:
         return self._stats
 
-    def score(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+    def score(
+        self, sequences: Sequence[ProbeSequence], *, cancelled: CancelCheck | None = None
+    ) -> list[ProbeResult]:
         """Results in input order. Raises :class:`ContextLimitError` before any work when a sequence is too
-        long, :class:`ProbeError` when the backend fails."""
+        long, :class:`ProbeError` when the backend fails. ``cancelled``: asked before every forward pass
+        (the embedded backend) or sequence; once it answers True, :class:`ProbeCancelled` is raised."""
         self.check_context(sequences)
         started = time.perf_counter()
-        results = self._score_sequences(sequences)
+        self._cancel.check = cancelled
+        try:
+            self.check_cancelled()
+            results = self._score_sequences(sequences)
+        finally:
+            self._cancel.check = None
         elapsed = time.perf_counter() - started
         if len(results) != len(sequences):
             raise ProbeError(
@@ -153,6 +170,13 @@ class Probe(ABC):
         self.close()
 
     # -- for backends -------------------------------------------------------------------------------------
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`ProbeCancelled` when the running ``score()`` call's caller gave up (backends call
+        this between forward passes, so abandoned work stops within one pass)."""
+        check = getattr(self._cancel, "check", None)
+        if check is not None and check():
+            raise ProbeCancelled("the probe work was cancelled: nobody waits for it any more")
 
     def _record_forward(self, padded_tokens: int = 0) -> None:
         with self._stats_lock:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult
+from mig_annotator.mig.probe.base import Probe, ProbeCancelled, ProbeError, ProbeResult
 from mig_annotator.mig.probe.groups import group_sequences
 from mig_annotator.mig.probe.packed_plan import (
     ContinuationCopy,
@@ -156,6 +156,8 @@ class TransformersProbe(Probe):
                 with self._no_grad():
                     for copy, logprobs in run.scores():
                         outputs[copy.sequence][copy.k] = logprobs
+            except ProbeCancelled:
+                raise
             except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
                 raise ProbeError(f"probe forward failed: {error}") from error
             self._record_forward(padded_tokens=run.computed - run.real)
@@ -185,6 +187,7 @@ class TransformersProbe(Probe):
             self._backbone(input_ids=torch.tensor(token_rows, device=self._device), use_cache=False)
 
     def _forward(self, batch: list[_Row]) -> list[np.ndarray]:
+        self.check_cancelled()
         torch = self._torch
         try:
             with self._no_grad():
@@ -192,6 +195,8 @@ class TransformersProbe(Probe):
                 row_index = np.concatenate([np.full(len(r.read_positions), i) for i, r in enumerate(batch)])
                 selected = hidden[torch.from_numpy(row_index), torch.from_numpy(read)]
                 logprobs = self._log_probs(selected, np.concatenate([r.targets for r in batch]))
+        except ProbeCancelled:
+            raise
         except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
             raise ProbeError(f"probe forward failed: {error}") from error
         self._record_forward(padded_tokens=computed - sum(len(row.input_ids) for row in batch))
@@ -293,6 +298,7 @@ class _PackedRun:
             raise AssertionError("every copy's prefix is cached once the branches are")
 
     def _forward(self, ids: np.ndarray, positions: np.ndarray, mask: torch.Tensor | None) -> torch.Tensor:
+        self._probe.check_cancelled()
         torch = self._torch
         out = self._probe._backbone(
             input_ids=torch.from_numpy(ids).to(self._device),

@@ -81,7 +81,7 @@ def test_overload_answers_429_with_retry_after_and_never_5xx(small_queue_url: st
 
 def test_a_request_past_its_deadline_gets_504_and_the_service_goes_on() -> None:
     slow = FakeProbe()
-    settings = ServiceSettings(request_timeout_s=0.5, audit_enabled=False)
+    settings = ServiceSettings(request_timeout_s=0.5, max_request_probe_tokens=10**6, audit_enabled=False)
     with live_server(create_app(settings, probe=slow)) as url:
         slow.delay_s = 1.5
         response = httpx.post(
