@@ -1,6 +1,13 @@
 """Batch annotation: rollout files in, trainer-ready Parquet out, DuckDB audits over the result.
 
-``plan`` checks and fingerprints the inputs, ``pipeline`` runs a resumable build (``annotate`` scores one
-window, ``checkpoints`` and ``storage`` make every write atomic), ``export`` writes SFT and PRM files, and
-``audit`` questions built datasets. ``commands`` holds the CLI commands.
+:func:`run_build` (``entry``) is the public entry point: build settings and probe settings in, a finished
+dataset out; ``prepare_build`` does its checks before any work starts. Below it, ``plan`` checks and
+fingerprints the inputs, ``pipeline`` runs a resumable build with an open probe (``annotate`` scores one
+window, ``checkpoints`` and ``storage`` make every write atomic), ``ray_engine`` runs it on Ray, ``export``
+writes SFT and PRM files, and ``audit`` questions built datasets. The CLI commands live in
+:mod:`mig_annotator.cli`.
 """
+
+from mig_annotator.builder.entry import PreparedBuild, prepare_build, run_build
+
+__all__ = ["PreparedBuild", "prepare_build", "run_build"]

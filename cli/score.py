@@ -20,33 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from mig_annotator.cli.console import console, errors, fail
-from mig_annotator.cli.options import (
-    AggregationOption,
-    APIKeyOption,
-    BackendOption,
-    BaseURLOption,
-    ChatTemplateOption,
-    ContextLimitOption,
-    DeviceOption,
-    DTypeOption,
-    MaxBatchTokensOption,
-    MaxStepCharsOption,
-    MaxStepsOption,
-    MinStepCharsOption,
-    ModelOption,
-    ModeOption,
-    OptionError,
-    ProbeOptionValues,
-    ScoringOptionValues,
-    SegmenterOption,
-    SFTStatisticOption,
-    SFTThresholdOption,
-    StepRegexOption,
-    ThreadsOption,
-    VLLMPathOption,
-    WatermarkOption,
-    probe_and_scoring,
-)
+from mig_annotator.cli.options import OptionError, SettingsOptions, with_settings_options
 from mig_annotator.cli.render import step_table
 from mig_annotator.cli.score_stream import BadRow, Tally, score_stream
 from mig_annotator.cli.trace_input import STDIN, InputFileError, InputRow, input_size, read_rows, single_row
@@ -58,79 +32,72 @@ INTERRUPTED = 130
 OutputFormat = Literal["jsonl", "table"]
 
 
+InputOption = Annotated[
+    str | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="JSON Lines of traces, '-' for stdin: id, question (text or chat messages), completion "
+        "(text or chat messages) or steps (a list), reference_answer. Read lazily.",
+        rich_help_panel=IO_PANEL,
+    ),
+]
+QuestionOption = Annotated[
+    str | None, typer.Option(help="One trace: the question.", rich_help_panel=IO_PANEL)
+]
+CompletionOption = Annotated[
+    str | None, typer.Option(help="One trace: the completion.", rich_help_panel=IO_PANEL)
+]
+AnswerOption = Annotated[
+    str | None, typer.Option(help="One trace: the reference answer.", rich_help_panel=IO_PANEL)
+]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.", rich_help_panel=IO_PANEL)
+]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        help="jsonl: one TraceAnnotation JSON per line; table: a per-step table per trace.",
+        rich_help_panel=IO_PANEL,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", hidden=True, help="Deprecated: JSON lines are the default format.")
+]
+BatchSizeOption = Annotated[
+    int, typer.Option(min=1, help="Traces per probe call (and per write).", rich_help_panel=IO_PANEL)
+]
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        help="Stop at the first bad row (rows before it are written). Default: report it and go on.",
+        rich_help_panel=IO_PANEL,
+    ),
+]
+ProgressOption = Annotated[
+    bool,
+    typer.Option(
+        help="A progress bar on stderr (drawn when the results do not go to the same terminal).",
+        rich_help_panel=IO_PANEL,
+    ),
+]
+
+
+@with_settings_options
 def score(
-    input_file: Annotated[
-        str | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="JSON Lines of traces, '-' for stdin: id, question (text or chat messages), completion "
-            "(text or chat messages) or steps (a list), reference_answer. Read lazily.",
-            rich_help_panel=IO_PANEL,
-        ),
-    ] = None,
-    question: Annotated[
-        str | None, typer.Option(help="One trace: the question.", rich_help_panel=IO_PANEL)
-    ] = None,
-    completion: Annotated[
-        str | None, typer.Option(help="One trace: the completion.", rich_help_panel=IO_PANEL)
-    ] = None,
-    answer: Annotated[
-        str | None, typer.Option(help="One trace: the reference answer.", rich_help_panel=IO_PANEL)
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Write here instead of stdout.", rich_help_panel=IO_PANEL),
-    ] = None,
-    output_format: Annotated[
-        OutputFormat,
-        typer.Option(
-            "--format",
-            help="jsonl: one TraceAnnotation JSON per line; table: a per-step table per trace.",
-            rich_help_panel=IO_PANEL,
-        ),
-    ] = "jsonl",
-    as_json: Annotated[
-        bool, typer.Option("--json", hidden=True, help="Deprecated: JSON lines are the default format.")
-    ] = False,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Traces per probe call (and per write).", rich_help_panel=IO_PANEL)
-    ] = 32,
-    strict: Annotated[
-        bool,
-        typer.Option(
-            help="Stop at the first bad row (rows before it are written). Default: report it and go on.",
-            rich_help_panel=IO_PANEL,
-        ),
-    ] = False,
-    progress: Annotated[
-        bool,
-        typer.Option(
-            help="A progress bar on stderr (drawn when the results do not go to the same terminal).",
-            rich_help_panel=IO_PANEL,
-        ),
-    ] = True,
-    backend: BackendOption = None,
-    model: ModelOption = None,
-    mode: ModeOption = None,
-    dtype: DTypeOption = None,
-    device: DeviceOption = None,
-    threads: ThreadsOption = None,
-    max_batch_tokens: MaxBatchTokensOption = None,
-    vllm_path: VLLMPathOption = None,
-    base_url: BaseURLOption = None,
-    api_key: APIKeyOption = None,
-    segmenter: SegmenterOption = None,
-    step_regex: StepRegexOption = None,
-    min_step_chars: MinStepCharsOption = None,
-    max_step_chars: MaxStepCharsOption = None,
-    max_steps: MaxStepsOption = None,
-    aggregation: AggregationOption = None,
-    watermark: WatermarkOption = None,
-    chat_template: ChatTemplateOption = None,
-    sft_threshold: SFTThresholdOption = None,
-    sft_statistic: SFTStatisticOption = None,
-    context_limit: ContextLimitOption = None,
+    input_file: InputOption = None,
+    question: QuestionOption = None,
+    completion: CompletionOption = None,
+    answer: AnswerOption = None,
+    out: OutOption = None,
+    output_format: FormatOption = "jsonl",
+    as_json: JsonOption = False,
+    batch_size: BatchSizeOption = 32,
+    strict: StrictOption = False,
+    progress: ProgressOption = True,
+    *,
+    settings_options: SettingsOptions,
 ) -> None:
     """Annotate traces with per-step MIG rewards: a JSONL file streamed batch by batch, or one trace.
 
@@ -142,41 +109,9 @@ def score(
     from mig_annotator.mig.probe.base import ProbeError
     from mig_annotator.mig.probe.registry import open_probe
 
-    single = (question, completion, answer)
     try:
-        if as_json and output_format != "jsonl":
-            raise OptionError("--json (deprecated: JSON lines are the default) contradicts --format table")
-        if input_file is not None and any(value is not None for value in single):
-            raise OptionError("give either --input or --question/--completion/--answer, not both")
-        if input_file is None and any(value is None for value in single):
-            raise OptionError("give --input FILE, or all of --question, --completion and --answer")
-        probe_settings, config = probe_and_scoring(
-            ProbeOptionValues(
-                backend=backend,
-                model=model,
-                mode=mode,
-                dtype=dtype,
-                device=device,
-                threads=threads,
-                max_batch_tokens=max_batch_tokens,
-                vllm_path=vllm_path,
-                base_url=base_url,
-                api_key=api_key,
-            ),
-            ScoringOptionValues(
-                segmenter=segmenter,
-                step_regex=step_regex,
-                min_step_chars=min_step_chars,
-                max_step_chars=max_step_chars,
-                max_steps=max_steps,
-                aggregation=aggregation,
-                watermark=watermark,
-                chat_template=chat_template,
-                sft_threshold=sft_threshold,
-                sft_statistic=sft_statistic,
-                context_limit=context_limit,
-            ),
-        )
+        _check_input(input_file, (question, completion, answer), as_json, output_format)
+        probe_settings, config = settings_options.settings()
         total_bytes = input_size(input_file) if input_file is not None else None
         probe = open_probe(probe_settings)
     except (OptionError, InputFileError, ModelStoreError, ProbeError) as error:
@@ -259,6 +194,18 @@ class _Sink:
     def progress(self, end_byte: int, tally: Tally) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=end_byte, scored=tally.scored, failed=tally.failed)
+
+
+def _check_input(
+    input_file: str | None, single: tuple[str | None, ...], as_json: bool, output_format: OutputFormat
+) -> None:
+    """:class:`OptionError` when the input options contradict each other or are missing."""
+    if as_json and output_format != "jsonl":
+        raise OptionError("--json (deprecated: JSON lines are the default) contradicts --format table")
+    if input_file is not None and any(value is not None for value in single):
+        raise OptionError("give either --input or --question/--completion/--answer, not both")
+    if input_file is None and any(value is None for value in single):
+        raise OptionError("give --input FILE, or all of --question, --completion and --answer")
 
 
 def _one_row(question: str | None, completion: str | None, answer: str | None) -> Iterator[InputRow]:

@@ -21,6 +21,15 @@ class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _group_prefixes_field() -> Any:
+    """The one declaration of ``group_prefixes`` (every model backend has it)."""
+    return Field(
+        default=True,
+        description="Traces that share their question prompt and answer (a GRPO group) are scored as one "
+        "group: the question forwarded (transformers, packed) and the prefix-0 probe scored once.",
+    )
+
+
 class TransformersProbeSettings(_Settings):
     """The embedded probe: a local Hugging Face folder run by PyTorch. Defaults: SmolLM2-135M on the CPU."""
 
@@ -43,11 +52,7 @@ class TransformersProbeSettings(_Settings):
         description="packed: new positions per row in one forward pass (trace and probe passes); bounds "
         "peak memory on long traces. None: each stage in one pass.",
     )
-    group_prefixes: bool = Field(
-        default=True,
-        description="packed: traces that share their question prompt and answer (a GRPO group) forward "
-        "the question once and score v_0 once.",
-    )
+    group_prefixes: bool = _group_prefixes_field()
 
 
 class VLLMServerProbeSettings(_Settings):
@@ -75,11 +80,7 @@ class VLLMServerProbeSettings(_Settings):
     max_retries: int = Field(default=4, ge=0, description="Retries on 429, 5xx or no connection.")
     prompts_per_request: int = Field(default=16, ge=1, description="Probes per /v1/completions request.")
     backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
-    group_prefixes: bool = Field(
-        default=True,
-        description="Score traces that share their question prompt as one group: the prefix-0 probe once "
-        "per group.",
-    )
+    group_prefixes: bool = _group_prefixes_field()
 
     @field_validator("base_url")
     @classmethod
@@ -104,11 +105,7 @@ class VLLMProbeSettings(_Settings):
     block_size: int | None = Field(default=None, ge=1, description="KV block size (prefix-cache grain).")
     gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1, description="GPU memory share.")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="More vllm.LLM keyword arguments.")
-    group_prefixes: bool = Field(
-        default=True,
-        description="Score traces that share their question prompt as one group: the prefix-0 probe once "
-        "per group.",
-    )
+    group_prefixes: bool = _group_prefixes_field()
 
 
 class FakeProbeSettings(_Settings):
@@ -158,14 +155,3 @@ SETTINGS_CLASSES: dict[str, type[BaseModel]] = {
     "vllm": VLLMProbeSettings,
     "fake": FakeProbeSettings,
 }
-
-
-def probe_settings_for(backend: str, options: dict[str, Any]) -> ProbeSettings:
-    """Settings for ``backend`` from a bag of command-line options: the options the backend does not have
-    are left out (a CLI passes every probe flag, most with defaults), None values too (the backend's
-    default applies)."""
-    if backend not in SETTINGS_CLASSES:
-        raise ValueError(f"--backend {backend}: choose one of {', '.join(SETTINGS_CLASSES)}")
-    fields = SETTINGS_CLASSES[backend].model_fields
-    kept = {name: value for name, value in options.items() if name in fields and value is not None}
-    return parse_probe_settings({**kept, "backend": backend})

@@ -17,7 +17,6 @@ from mig_annotator.mig.probe import (
     parse_probe_settings,
 )
 from mig_annotator.mig.probe.registry import BACKENDS, probe_class
-from mig_annotator.mig.probe.settings import probe_settings_for
 
 
 def test_a_dict_without_backend_means_the_transformers_probe() -> None:
@@ -56,18 +55,6 @@ def test_the_server_settings_keep_the_api_key_secret() -> None:
     assert isinstance(settings, VLLMServerProbeSettings)
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "sk-1"
     assert "sk-1" not in repr(settings)
-
-
-def test_cli_options_keep_only_the_backends_fields() -> None:
-    options = {"model": None, "mode": "naive", "base_url": "http://h:1", "dtype": "bfloat16", "threads": None}
-    transformers = probe_settings_for("transformers", options)
-    assert transformers == TransformersProbeSettings(mode="naive", dtype="bfloat16")
-    server = probe_settings_for("vllm-server", options)
-    assert server == VLLMServerProbeSettings(base_url="http://h:1")
-    with pytest.raises(
-        ValueError, match="--backend tpu: choose one of transformers, vllm-server, vllm, fake"
-    ):
-        probe_settings_for("tpu", options)
 
 
 def test_every_registered_backend_names_its_probe_class() -> None:
