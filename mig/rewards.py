@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from mig_annotator.schemas.config import Aggregation, WatermarkKind
+from mig_annotator.schemas.scalar import sft_gate  # the one rule; re-exported for the engine
 
 __all__ = [
     "MATH_VERIFY_TIMEOUT_S",
@@ -250,16 +251,3 @@ def outcome_reward(predicted_answer: str | None, reference_answer: str) -> int:
     if not pred:
         return 0
     return int(bool(verify(gold, pred, timeout_seconds=timeout)))
-
-
-def sft_gate(outcome: int, statistic: float, threshold: float = 0.0) -> bool:
-    """Dual gate for SFT: keep a trace iff ``outcome == 1 and statistic > threshold`` (strict).
-
-    ``statistic`` is ``max_k r_k`` as the method states it (``StepRewards.max_reward``, the default), or
-    ``sum_k r_k`` (``StepRewards.process_reward``) where the scoring config asks for ``sft_statistic="sum"``;
-    both are > 0 exactly when some step sets a new maximum, so they agree at the default threshold 0.
-    Raises ``ValueError`` if ``outcome`` is not 0 or 1. A NaN ``statistic`` never passes.
-    """
-    if outcome not in (0, 1):
-        raise ValueError(f"outcome must be 0 or 1, got {outcome!r}")
-    return bool(outcome == 1 and statistic > threshold)

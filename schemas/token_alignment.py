@@ -11,7 +11,8 @@ The rule:
 * **Step rewards**: r_k sits on the last covering token that overlaps step k's span; rewards add up when
   several steps end in one token. A step that no covering token overlaps (an empty span) puts r_k on the
   last covering token that starts before the step's end (else the first covering token), so the step
-  rewards always sum to ``process_reward`` when any token covers text.
+  rewards always sum to ``process_reward`` when any token covers text. That token is where step k
+  *ends* (``step_end_tokens[k]``; -1 when no token covers text).
 * **Outcome**: on the last covering token that overlaps the extracted answer (``answer_span``); with no
   answer, the last one overlapping the answer part (``answer_part_span``); otherwise the last covering
   token.
@@ -39,13 +40,15 @@ __all__ = ["TokenAlignment", "align_annotation", "token_offsets"]
 
 @dataclass(frozen=True, slots=True)
 class TokenAlignment:
-    """Per-token rewards and masks of one annotation; every array has one entry per policy token."""
+    """Per-token rewards and masks of one annotation; every array but ``step_end_tokens`` has one entry per
+    policy token."""
 
     step_rewards: np.ndarray  # float64: the r_k placed by the step rule, 0.0 elsewhere
     outcome_index: int | None  # the token the outcome sits on; None when no token covers text
     completion_mask: np.ndarray  # bool
     cot_mask: np.ndarray  # bool
     answer_mask: np.ndarray  # bool
+    step_end_tokens: np.ndarray  # int64, one entry per step (not per token): where r_k sits, -1 when nowhere
 
     def rewards(
         self, outcome: float, *, process_weight: float = 1.0, outcome_weight: float = 1.0
@@ -74,13 +77,15 @@ def align_annotation(
         return covering & (starts < span.end) & (ends > span.start)
 
     step_rewards = np.zeros(len(spans), dtype=np.float64)
+    step_end_tokens = np.full(len(annotation.steps), -1, dtype=np.int64)
     if covering_positions.size:
-        for step in annotation.steps:
+        for k, step in enumerate(annotation.steps):
             hits = np.flatnonzero(overlapping(step.span))
             if hits.size == 0:
                 before = covering_positions[starts[covering_positions] < step.span.end]
                 hits = before if before.size else covering_positions[:1]
             step_rewards[hits[-1]] += step.reward
+            step_end_tokens[k] = hits[-1]
 
     answer_mask = (
         overlapping(annotation.answer_part_span)
@@ -94,6 +99,7 @@ def align_annotation(
         completion_mask=covering.copy(),
         cot_mask=cot_mask,
         answer_mask=answer_mask,
+        step_end_tokens=step_end_tokens,
     )
 
 

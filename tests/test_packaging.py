@@ -25,7 +25,7 @@ pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "mig_annotator", "schemas", "mig", "service", "builder")
-OPTIONAL_SOURCES = ("client", "cli")
+OPTIONAL_SOURCES = ("client", "cli", "trainer")
 HEAVY = ("torch", "transformers", "fastapi", "uvicorn", "duckdb", "polars", "pyarrow", "math_verify", "typer")
 
 
@@ -98,6 +98,7 @@ def test_the_base_install_has_the_client_and_none_of_the_heavy_packages(bare_ven
         "from mig_annotator.client import MigClient, AsyncMigClient, MigRewardManager, compute_score, "
         "trl_reward_function, register_verl_reward_manager\n"
         "from mig_annotator.schemas.token_alignment import align_annotation\n"
+        "from mig_annotator.trainer.advantages import group_token_advantages\n"
         "print(json.dumps({name: importlib.util.find_spec(name) is not None for name in sys.argv[1:]}))",
         *HEAVY,
     )
@@ -112,7 +113,7 @@ def test_the_base_install_puts_only_mig_annotator_into_site_packages(bare_venv: 
     assert tops == {"mig_annotator", dist_info.name, ".."}  # ".." is bin/mig-annotator
     assert (dist_info / "licenses" / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
     site = dist_info.parent
-    layers = ("schemas", "service", "builder", "client", "mig", "cli")
+    layers = ("schemas", "service", "builder", "client", "mig", "cli", "trainer")
     assert not any((site / name).exists() for name in layers)
 
 

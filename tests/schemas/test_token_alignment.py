@@ -78,6 +78,7 @@ def test_step_rewards_sit_on_each_steps_last_token_and_the_outcome_on_the_answer
     aligned = align_annotation(annotation([(0, 17, 0.5), (18, 42, 0.25)]), offsets_of(tokenizer))
     assert len(aligned.step_rewards) == 27
     assert np.flatnonzero(aligned.step_rewards).tolist() == [5, 21]  # the two '.' tokens
+    assert aligned.step_end_tokens.tolist() == [5, 21]  # where each step ends: where its r_k sits
     assert aligned.step_rewards[[5, 21]].tolist() == [0.5, 0.25]
     assert aligned.outcome_index == 26  # the '5' after "A: "
     assert np.flatnonzero(aligned.cot_mask).tolist() == list(range(22))  # '\n' at 42 is outside cot_span
