@@ -42,6 +42,9 @@ class TokenAlignment:
     """Per-token rewards and masks of one annotation; every array has one entry per policy token."""
 
     step_rewards: np.ndarray  # float64: the r_k placed by the step rule, 0.0 elsewhere
+    step_end_tokens: (
+        np.ndarray
+    )  # int64, one per step: the token its r_k sits on (empty when none covers text)
     outcome_index: int | None  # the token the outcome sits on; None when no token covers text
     completion_mask: np.ndarray  # bool
     cot_mask: np.ndarray  # bool
@@ -74,6 +77,7 @@ def align_annotation(
         return covering & (starts < span.end) & (ends > span.start)
 
     step_rewards = np.zeros(len(spans), dtype=np.float64)
+    step_end_tokens: list[int] = []
     if covering_positions.size:
         for step in annotation.steps:
             hits = np.flatnonzero(overlapping(step.span))
@@ -81,6 +85,7 @@ def align_annotation(
                 before = covering_positions[starts[covering_positions] < step.span.end]
                 hits = before if before.size else covering_positions[:1]
             step_rewards[hits[-1]] += step.reward
+            step_end_tokens.append(int(hits[-1]))
 
     answer_mask = (
         overlapping(annotation.answer_part_span)
@@ -90,6 +95,7 @@ def align_annotation(
     cot_mask = overlapping(annotation.cot_span) & ~answer_mask
     return TokenAlignment(
         step_rewards=step_rewards,
+        step_end_tokens=np.asarray(step_end_tokens, dtype=np.int64),
         outcome_index=_outcome_index(annotation, overlapping, covering_positions),
         completion_mask=covering.copy(),
         cot_mask=cot_mask,
