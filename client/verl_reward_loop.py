@@ -21,12 +21,25 @@ when they reach its queue one after another.
 Options come from ``config.reward.mig`` when present (add it with ``+reward.mig.base_url=...``): ``base_url``
 and ``api_key`` (default ``$MIG_SERVICE_URL`` / ``$MIG_SERVICE_API_KEY``), ``outcome_weight``,
 ``process_weight``, ``fallback_reward``, ``on_service_down`` (raise | fallback), ``deadline_s``,
-``max_retries``. A sample the service cannot score gets ``fallback_reward`` on its last token and
-``failed`` 1 in the reward extra info.
+``max_retries``, ``credit`` (``tokens`` | ``record``). A sample the service cannot score gets
+``fallback_reward`` on its last token and ``failed`` 1 in the reward extra info.
+
+Two layouts of ``rm_scores`` (``credit``):
+
+* ``tokens`` (the default with any estimator but ``mig_decoupled``): the dense token rewards above.
+  verl's summing estimators (``grpo``, ``rloo``, ``opo``, ``gpg``, ``remax``, ...) start from
+  ``token_level_rewards.sum(-1)``: they collapse the per-step credit into one scalar per sample, which
+  the manager says once with a ``logging.warning`` naming ``mig_decoupled``.
+* ``record`` (the default when ``algorithm.adv_estimator`` is ``mig_decoupled``): each row holds the
+  sample's :mod:`mig_annotator.client.verl_credit` record (outcome, step rewards, step-end tokens,
+  ``cot_mask``, ``completion_mask``, scored or not), which the estimator in
+  ``mig_annotator.trainer.verl_estimator`` reads back. verl's ``critic/score`` metrics then sum record
+  slots, not rewards: read ``outcome`` and ``process_reward`` from the reward extra info instead.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,9 +51,58 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from mig_annotator.client.fallback import RewardFallback
 from mig_annotator.client.http import AsyncMigClient, MigServiceUnavailable, TraceResult
 from mig_annotator.client.verl import extra_info, sample_token_ids, token_rewards, trace_of_sample
+from mig_annotator.client.verl_credit import encode_credit
 from mig_annotator.schemas import TraceAnnotation
+from mig_annotator.schemas.token_alignment import align_annotation, token_offsets
 
-__all__ = ["MigRewardLoopManager", "TokenRewards"]
+__all__ = ["DECOUPLED_ESTIMATOR", "SUMMING_ESTIMATORS", "MigRewardLoopManager", "TokenRewards"]
+
+logger = logging.getLogger(__name__)
+
+DECOUPLED_ESTIMATOR = "mig_decoupled"
+SUMMING_ESTIMATORS = frozenset(
+    {
+        "grpo",
+        "grpo_vectorized",
+        "grpo_passk",
+        "rloo",
+        "rloo_vectorized",
+        "opo",
+        "gpg",
+        "remax",
+        "reinforce_plus_plus_baseline",
+        "gdpo",
+    }
+)
+"""verl 0.9.1 estimators that begin with ``token_level_rewards.sum(dim=-1)``: one scalar per sample."""
+
+_warned: set[str] = set()
+
+
+def _estimator(config: Any) -> str | None:
+    algorithm = config.get("algorithm", None) if hasattr(config, "get") else None
+    name = (
+        algorithm.get("adv_estimator", None) if algorithm is not None and hasattr(algorithm, "get") else None
+    )
+    return None if name is None else str(getattr(name, "value", name))
+
+
+def warn_if_collapsing(estimator: str | None) -> bool:
+    """Log once per estimator that ``estimator`` sums the token rewards; True when it does."""
+    if estimator not in SUMMING_ESTIMATORS:
+        return False
+    if estimator not in _warned:
+        _warned.add(estimator)
+        logger.warning(
+            "MigRewardLoopManager with algorithm.adv_estimator=%s: verl's %s estimator sums each sample's "
+            "token rewards (token_level_rewards.sum(-1)) and collapses the per-step MIG credit into one "
+            "scalar. Use algorithm.adv_estimator=%s (python -m mig_annotator.trainer.verl_main) for "
+            "process advantages on the chain-of-thought tokens and the outcome on the whole completion.",
+            estimator,
+            estimator,
+            DECOUPLED_ESTIMATOR,
+        )
+    return True
 
 
 class TokenRewards(float):
@@ -86,6 +148,12 @@ class MigRewardLoopManager(RewardManagerBase):
             settings.get("fallback_reward", 0.0), settings.get("on_service_down", "raise")
         )
         self.scoring_config = settings.get("scoring")
+        estimator = _estimator(config)
+        self.credit = str(settings.get("credit", "record" if estimator == DECOUPLED_ESTIMATOR else "tokens"))
+        if self.credit not in ("tokens", "record"):
+            raise ValueError(f"reward.mig.credit must be 'tokens' or 'record', got {self.credit!r}")
+        if self.credit == "tokens":
+            warn_if_collapsing(estimator)
         self._client = client
         self._client_options = {
             key: settings[key]
@@ -108,7 +176,10 @@ class MigRewardLoopManager(RewardManagerBase):
         trace = trace_of_sample(self.tokenizer, prompt_ids, response_ids, sample, f"verl-{source}")
         if trace is None:  # no reasoning text: not a trace, zero rewards
             info = {key: values[0] for key, values in extra_info([None]).items()}
-            return {"reward_score": TokenRewards([0.0] * len(response_ids)), "reward_extra_info": info}
+            return {
+                "reward_score": self._scores(response_ids, None, [0.0] * len(response_ids)),
+                "reward_extra_info": info,
+            }
         result: TraceResult
         try:
             (result,) = await self._service().annotate_results([trace], self.scoring_config)
@@ -118,7 +189,7 @@ class MigRewardLoopManager(RewardManagerBase):
             if dense:
                 dense[-1] = self.fallback.reward
             info = {"outcome": 0.0, "process_reward": 0.0, "steps": 0.0, "failed": 1.0}
-            return {"reward_score": TokenRewards(dense), "reward_extra_info": info}
+            return {"reward_score": self._scores(response_ids, None, dense), "reward_extra_info": info}
         if not isinstance(result, TraceAnnotation):
             self.fallback.scores([result], lambda a: 0.0)  # counts and logs it
         rewards = token_rewards(
@@ -130,7 +201,29 @@ class MigRewardLoopManager(RewardManagerBase):
             fallback_reward=self.fallback.reward,
         )
         info = {key: values[0] for key, values in extra_info([result]).items()}
-        return {"reward_score": TokenRewards(rewards.tolist()), "reward_extra_info": info}
+        return {
+            "reward_score": self._scores(response_ids, result, rewards.tolist()),
+            "reward_extra_info": info,
+        }
+
+    def _scores(
+        self, response_ids: list[int], result: TraceResult | None, dense: list[float]
+    ) -> TokenRewards:
+        """The sample's ``rm_scores`` row: the dense rewards, or its credit record (``credit: record``)."""
+        if self.credit == "tokens":
+            return TokenRewards(dense)
+        if not isinstance(result, TraceAnnotation):
+            return TokenRewards(encode_credit(len(response_ids)).tolist())
+        alignment = align_annotation(result, token_offsets(self.tokenizer, response_ids, result.completion))
+        record = encode_credit(
+            len(response_ids),
+            outcome=float(result.outcome),
+            step_rewards=[step.reward for step in result.steps],
+            step_end_tokens=alignment.step_end_tokens,
+            cot_mask=alignment.cot_mask,
+            completion_mask=alignment.completion_mask,
+        )
+        return TokenRewards(record.tolist())
 
     @classmethod
     def assemble_rm_scores(cls, data: DataProto, scores: list[float]) -> torch.Tensor:

@@ -116,9 +116,10 @@ def gsm8k_batch(tokenizer: Any, rows: list[dict[str, Any]], response_width: int 
     )
 
 
-def loop_config(url: str, **mig: Any) -> Any:
+def loop_config(url: str, estimator: str | None = None, **mig: Any) -> Any:
     return OmegaConf.create(
         {
+            **({"algorithm": {"adv_estimator": estimator}} if estimator else {}),
             "reward": {
                 "reward_manager": {
                     "source": "importlib",
@@ -127,7 +128,7 @@ def loop_config(url: str, **mig: Any) -> Any:
                 },
                 "custom_reward_function": {"path": None, "name": "compute_score"},
                 "mig": {"base_url": url, **mig},
-            }
+            },
         }
     )
 
@@ -318,3 +319,78 @@ def test_a_service_that_is_down_gives_the_fallback_on_the_last_token_when_asked(
     with pytest.raises(MigServiceUnavailable):
         reward_loop(resolve_reward_manager_cls(config), raising, data)
     assert TraceFailure  # the per-trace failure type the manager turns into the fallback
+
+
+def test_with_mig_decoupled_each_rm_scores_row_is_the_samples_credit_record(
+    service_url: str, tokenizer: Any
+) -> None:
+    from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_cls
+
+    from mig_annotator.client.verl_credit import SCORED, decode_credit
+    from mig_annotator.schemas.token_alignment import align_annotation, token_offsets
+
+    rows = rollouts()
+    data = gsm8k_batch(tokenizer, rows)
+    config = loop_config(service_url, estimator="mig_decoupled")
+    manager = load_reward_manager(config, tokenizer)
+    assert manager.credit == "record"
+    rm_scores, outputs = reward_loop(resolve_reward_manager_cls(config), manager, data)
+    annotations = expected_annotations(service_url, rows, tokenizer, data)
+    width = data.batch["prompts"].shape[1]
+    for i, annotation in enumerate(annotations):
+        length = int(data.batch["attention_mask"][i, width:].sum())
+        ids = data.batch["responses"][i, :length].tolist()
+        assert torch.all(rm_scores[i, length:] == 0)
+        record = decode_credit(rm_scores[i].numpy(), length, where=f"row {i}")
+        alignment = align_annotation(annotation, token_offsets(tokenizer, ids, annotation.completion))
+        assert record.status == SCORED and record.outcome == float(annotation.outcome)
+        expected_rewards = np.array([step.reward for step in annotation.steps], dtype=np.float32)
+        assert record.step_rewards.tolist() == expected_rewards.tolist()
+        assert record.step_end_tokens.tolist() == alignment.step_end_tokens.tolist()
+        assert len(record.step_end_tokens) == len(annotation.steps) > 0
+        assert record.cot_mask.tolist() == alignment.cot_mask.tolist() and record.cot_mask.any()
+        assert record.completion_mask.tolist() == alignment.completion_mask.tolist()
+        assert outputs[i]["reward_extra_info"]["outcome"] == float(annotation.outcome)
+
+
+def test_a_sample_the_service_cannot_score_is_a_not_scored_record(tokenizer: Any) -> None:
+    import socket
+
+    from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_cls
+
+    from mig_annotator.client.verl_credit import NOT_SCORED, decode_credit
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    data = gsm8k_batch(tokenizer, rollouts()[:2])
+    config = loop_config(dead, estimator="mig_decoupled", on_service_down="fallback", max_retries=0)
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        rm_scores, _ = reward_loop(
+            resolve_reward_manager_cls(config), load_reward_manager(config, tokenizer), data
+        )
+    width = data.batch["prompts"].shape[1]
+    for i in range(2):
+        length = int(data.batch["attention_mask"][i, width:].sum())
+        record = decode_credit(rm_scores[i].numpy(), length)
+        assert record.outcome is None and record.status == NOT_SCORED
+
+
+def test_a_summing_estimator_gets_one_warning_naming_mig_decoupled(
+    service_url: str, tokenizer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    from mig_annotator.client import verl_reward_loop
+
+    verl_reward_loop._warned.clear()
+    with caplog.at_level("WARNING", logger="mig_annotator.client.verl_reward_loop"):
+        first = load_reward_manager(loop_config(service_url, estimator="grpo"), tokenizer)
+        load_reward_manager(loop_config(service_url, estimator="grpo"), tokenizer)
+        load_reward_manager(loop_config(service_url, estimator="mig_decoupled"), tokenizer)
+        load_reward_manager(loop_config(service_url, estimator="gae"), tokenizer)
+    warnings = [r for r in caplog.records if r.name == "mig_annotator.client.verl_reward_loop"]
+    assert len(warnings) == 1 and first.credit == "tokens"
+    message = warnings[0].getMessage()
+    assert "adv_estimator=grpo" in message and "collapses the per-step MIG credit" in message
+    assert "mig_decoupled" in message
