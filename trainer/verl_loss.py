@@ -83,7 +83,9 @@ def mig_sft_loss(
     )
     gate = unfold_gate(advantages) & response_mask.bool()
     batch_info = dict(getattr(config, "global_batch_info", None) or {})
-    sft = agg_loss(loss_mat=-log_prob, loss_mask=gate.to(log_prob.dtype), loss_agg_mode=loss_agg_mode, **batch_info)
+    sft = agg_loss(
+        loss_mat=-log_prob, loss_mask=gate.to(log_prob.dtype), loss_agg_mode=loss_agg_mode, **batch_info
+    )
     if not gate.any():
         sft = log_prob.sum() * 0.0  # keeps the graph; agg_loss would divide 0 by 0
     metrics = {
