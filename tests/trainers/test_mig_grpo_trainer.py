@@ -31,11 +31,6 @@ PROMPTS = [
 ]
 
 
-@pytest.mark.xfail(
-    reason="fixture not done: no sampled completion passed both gates in two runs (the per-token "
-    "advantage recomputation asserts before it passed); see the wt-adv report",
-    strict=False,
-)
 def test_the_subclass_trains_on_per_token_advantages_from_one_call_per_batch(
     tmp_path: Path, default_model_path: Path
 ) -> None:
@@ -106,8 +101,9 @@ def test_the_subclass_trains_on_per_token_advantages_from_one_call_per_batch(
             assert entry["mig/sft_nll"] > 0.0
         else:
             assert entry["mig/sft_nll"] == 0.0
-    assert opened >= 1, "no completion passed both gates: the fixture must make one correct"
     assert process_seen >= 1  # process credit on CoT tokens, apart from the outcome
+    if opened == 0:  # every check above held; what is missing is a fixture whose completions pass the gate
+        pytest.xfail("no sampled completion passed both SFT gates, so the SFT term was not exercised")
 
 
 def group_normalised(values: list[float], eps: float, floor: float, outcome: bool) -> list[float]:
