@@ -14,7 +14,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY mig_annotator ./mig_annotator
 COPY mig ./mig
 COPY schemas ./schemas
-COPY trainer trainer
+COPY trainer ./trainer
 COPY service ./service
 COPY builder ./builder
 COPY client ./client
