@@ -18,7 +18,7 @@ from mig_annotator.service.middleware import (
     MetricsMiddleware,
     RequestContextMiddleware,
 )
-from mig_annotator.service.routes import ENDPOINTS, declare_auth, ops, service_version, v1
+from mig_annotator.service.routes import ENDPOINTS, admin, declare_auth, ops, service_version, v1
 from mig_annotator.service.settings import ServiceSettings
 
 DESCRIPTION = """\
@@ -70,5 +70,7 @@ def create_app(settings: ServiceSettings | None = None, *, probe: Probe | None =
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(ops)
+    if settings.api_keys:
+        app.include_router(admin)
     declare_auth(app, auth_required=bool(settings.api_keys))
     return app

@@ -125,12 +125,15 @@ ops = APIRouter(tags=["operations"])
 _annotate_errors = {
     status: ERROR_RESPONSES[status] for status in (400, 401, 403, 413, 415, 422, 429, 503, 504)
 }
+# Served only when the service has API keys: an admin is a key listed in MIG_ADMIN_KEY_IDS, so a service
+# without keys has no admin and no reload route (create_app mounts this router with keys only).
+admin = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 @v1.post(
     "/annotate",
     response_model=AnnotateResponse,
-    responses=_annotate_errors,
+    responses={**_annotate_errors, 409: ERROR_RESPONSES[409]},  # min_probe_version
     dependencies=[Depends(require_json_body)],
     summary="Per-step MIG rewards for one trace or a rollout group",
 )
@@ -233,10 +236,10 @@ async def info(components: Components, caller: Caller) -> InfoResponse:
     )
 
 
-@v1.post(
-    "/admin/reload",
+@admin.post(
+    "/reload",
     response_model=ReloadResponse,
-    responses={status: ERROR_RESPONSES[status] for status in (401, 403, 422, 503)},
+    responses={status: ERROR_RESPONSES[status] for status in (400, 401, 403, 413, 415, 422, 503)},
     dependencies=[Depends(require_json_body)],
     summary="Load a checkpoint folder into the running probe (admin keys only)",
 )

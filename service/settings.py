@@ -111,8 +111,8 @@ class ServiceSettings(BaseSettings):
     )
     admin_key_ids: list[str] = Field(
         default_factory=list,
-        description="Ids of MIG_API_KEYS that may call the admin endpoints (POST /v1/admin/reload); empty, "
-        "or no API keys: the admin endpoints answer 403.",
+        description="Ids of MIG_API_KEYS that may call the admin endpoints (POST /v1/admin/reload); "
+        "others get 403. Without API keys the admin endpoints are not served.",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Allowed CORS origins; empty: CORS off."

@@ -26,7 +26,7 @@ def _group_prefixes_field() -> Any:
     return Field(
         default=True,
         description="Traces that share their question prompt and answer (a GRPO group) are scored as one "
-        "group: the question forwarded (transformers, packed) and the prefix-0 probe scored once.",
+        "group: the question forwarded once (transformers, packed), and the prefix-0 probe once per group.",
     )
 
 
