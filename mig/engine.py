@@ -29,6 +29,7 @@ from mig_annotator.mig.segment import SegmentationError, SegmentedCompletion, se
 from mig_annotator.mig.verify import AnswerVerifier, ProcessVerifier
 from mig_annotator.mig.windowed import join_results, windowed_sequences
 from mig_annotator.schemas import CharSpan, ScoringConfig, StepScore, Trace, TraceAnnotation
+from mig_annotator.schemas.scalar import sft_gate_statistic
 
 
 class TraceError(ValueError):
@@ -273,7 +274,7 @@ class Annotator:
             for k, step in enumerate(segmented.steps[: len(values) - 1])
         ]
         cot_start, cot_end = segmented.cot_span
-        gate_statistic = rewards.max_reward if config.sft_statistic == "max" else rewards.process_reward
+        gate_statistic = sft_gate_statistic(rewards.reward, config.sft_statistic)
         return TraceAnnotation(
             trace_id=item.trace.id,
             completion=segmented.completion,
