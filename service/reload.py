@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from mig_annotator.schemas.api import ReloadResponse
 from mig_annotator.service.failures import NotReady, ProbeTooOld, ReloadRejected
 from mig_annotator.service.runtime import ProbeRuntime
+
+if TYPE_CHECKING:
+    from mig_annotator.mig.probe.reload import StagedWeights
 
 
 class ProbeReloader:
@@ -58,7 +62,7 @@ class ProbeReloader:
                 seconds=time.perf_counter() - started,
             )
 
-    def _swap(self, staged: object) -> int:
+    def _swap(self, staged: StagedWeights) -> int:
         with self._runtime.scoring_lock:
-            identity = staged.apply()  # type: ignore[attr-defined]
+            identity = staged.apply()
             return self._runtime.reloaded(identity)

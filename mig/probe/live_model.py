@@ -130,18 +130,14 @@ def _eval_mode(model: Any) -> Iterator[None]:
 
 
 def _weights_digest(model: Any, tokenizer_digest: str) -> str:
+    import torch
+
     combined = hashlib.sha256(f"tokenizer\0{tokenizer_digest}\0".encode())
     for name, tensor in sorted(model.state_dict().items()):
         data = tensor.detach().contiguous().cpu()
         combined.update(f"{name}\0{data.dtype}\0{tuple(data.shape)}\0".encode())
-        combined.update(data.view(-1).view(_torch_uint8()).numpy())
+        combined.update(data.view(-1).view(torch.uint8).numpy())
     return combined.hexdigest()
-
-
-def _torch_uint8() -> Any:
-    import torch
-
-    return torch.uint8
 
 
 def _vocabulary_digest(tokenizer: Any) -> str:
