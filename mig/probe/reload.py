@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mig_annotator.mig.probe.identity import folder_digest, local_model_identity
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+from mig_annotator.mig.probe.transformers_probe import TransformersProbe, load_causal_lm
 from mig_annotator.schemas.probe import ProbeIdentity
 
 # config entries that say how a folder was written, not what the model computes
@@ -51,7 +51,7 @@ class StagedWeights:
 
 def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
     """Check ``folder`` against the running probe and load its weights (slow; the probe is untouched)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -81,7 +81,7 @@ def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
             f"{folder}: another architecture; config.json differs in " + "; ".join(differences)
         )
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=probe._dtype)
+        loaded = load_causal_lm(folder, probe._dtype)
     except (OSError, ValueError, RuntimeError) as error:
         raise ReloadRefused(f"{folder}: the weights cannot be loaded: {error}") from error
     state = loaded.state_dict()

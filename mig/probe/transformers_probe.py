@@ -75,7 +75,7 @@ class TransformersProbe(Probe):
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from mig_annotator.mig.model_store import resolve_model_path
 
@@ -87,10 +87,7 @@ class TransformersProbe(Probe):
         self._device = torch.device(_resolve_device(settings.device, torch))
         self._dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
         self._tokenizer = AutoTokenizer.from_pretrained(self._model_path)
-        with _quiet_progress_bars():
-            model = AutoModelForCausalLM.from_pretrained(
-                self._model_path, dtype=self._dtype, attn_implementation="sdpa"
-            )
+        model = load_causal_lm(self._model_path, self._dtype)
         self._attach(model.to(self._device).eval())
 
     def _attach(self, model: Any) -> None:
@@ -497,6 +494,15 @@ def _length_sorted_batches(
         real += len(row.input_ids)
     if batch:
         yield batch
+
+
+def load_causal_lm(folder: Path, dtype: Any) -> Any:
+    """The causal LM in ``folder`` with SDPA attention, loaded without transformers' progress bar (see
+    :func:`_quiet_progress_bars`): the probe at start and a checkpoint reload load through here."""
+    from transformers import AutoModelForCausalLM
+
+    with _quiet_progress_bars():
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
 
 
 @contextlib.contextmanager
