@@ -19,7 +19,7 @@ from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from mig_annotator.trainer.advantages import AdvantageSettings
 from tests.service.support import live_server
-from tests.trainers.test_trl_grpo import audit_requests
+from tests.trainers.support import audit_requests, cpu_grpo_config
 
 pytestmark = [pytest.mark.trainers, pytest.mark.model]
 
@@ -35,7 +35,6 @@ def test_the_subclass_trains_on_per_token_advantages_from_one_call_per_batch(
     tmp_path: Path, default_model_path: Path
 ) -> None:
     from datasets import Dataset
-    from trl import GRPOConfig
 
     from mig_annotator.trainer.trl import MigGRPOTrainer
 
@@ -48,19 +47,7 @@ def test_the_subclass_trains_on_per_token_advantages_from_one_call_per_batch(
     )
     settings = AdvantageSettings(sft_weight=0.5, sft_threshold=-1.0)  # any correct answer is gated
     with live_server(create_app(service)) as url, MigClient(url, api_key=KEYS["mig-trainer"]) as client:
-        config = GRPOConfig(
-            output_dir=str(tmp_path / "grpo"),
-            use_cpu=True,
-            max_steps=STEPS,
-            per_device_train_batch_size=8,
-            num_generations=4,
-            max_completion_length=24,
-            learning_rate=1e-6,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            seed=0,
-        )
+        config = cpu_grpo_config(tmp_path / "grpo", STEPS)
         trainer = MigGRPOTrainer(
             model=str(default_model_path),
             args=config,

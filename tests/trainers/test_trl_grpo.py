@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from mig_annotator.client import MigClient
@@ -26,6 +25,7 @@ from mig_annotator.service.annotation_service import trace_sha256
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server
+from tests.trainers.support import audit_requests, cpu_grpo_config
 
 pytestmark = [pytest.mark.trainers, pytest.mark.model]
 
@@ -67,23 +67,11 @@ def sha_of(question: str, completion: str, answer: str) -> str:
     return trace_sha256(Trace(id="x", question=question, completion=completion, reference_answer=answer))
 
 
-def audit_requests(directory: Path, key_id: str) -> list[list[dict[str, Any]]]:
-    """The audit rows of one API key, grouped by request, in the order the requests arrived."""
-    rows = [
-        row for segment in sorted(directory.glob("*.parquet")) for row in pq.read_table(segment).to_pylist()
-    ]
-    requests: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        if row["api_key_id"] == key_id:
-            requests.setdefault(row["request_id"], []).append(row)
-    return sorted(requests.values(), key=lambda group: group[0]["received_at"])
-
-
 def test_grpo_trainer_trains_two_steps_on_the_service_rewards(
     tmp_path: Path, default_model_path: Path
 ) -> None:
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     rows = [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
     dataset = Dataset.from_list(
@@ -101,19 +89,7 @@ def test_grpo_trainer_trains_two_steps_on_the_service_rewards(
         async_reward = recording_async(
             async_trl_reward_function(reward="outcome", client_options=async_client), seen_async
         )
-        config = GRPOConfig(
-            output_dir=str(tmp_path / "grpo"),
-            use_cpu=True,
-            max_steps=STEPS,
-            per_device_train_batch_size=8,
-            num_generations=4,
-            max_completion_length=24,
-            learning_rate=1e-6,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            seed=0,
-        )
+        config = cpu_grpo_config(tmp_path / "grpo", STEPS)
         trainer = GRPOTrainer(
             model=str(default_model_path),
             reward_funcs=[sync_reward, async_reward],
