@@ -24,7 +24,7 @@ PIP=("$VENV_DIR/bin/python" -m pip)
 
 check_imports() {
     HF_HUB_OFFLINE=1 "$VENV_DIR/bin/python" -c \
-        "import verl, transformers, torch, mig_annotator.client; print(f'verl {verl.__version__}, transformers {transformers.__version__}, torch {torch.__version__}')"
+        "import verl, verl.trainer.ppo.ray_trainer, transformers, torch, mig_annotator.client; print(f'verl {verl.__version__}, transformers {transformers.__version__}, torch {torch.__version__}')"
 }
 
 if [[ -f "$MARKER" && "$MARKER" -nt "$ROOT/pyproject.toml" && "$MARKER" -nt "${BASH_SOURCE[0]}" ]]; then
@@ -47,6 +47,9 @@ fi
 "${PIP[@]}" install --quiet "$VERL_SPEC"
 (cd "$ROOT" && "${PIP[@]}" install --quiet -e .)
 "${PIP[@]}" install --quiet pytest
+# verl 0.9.1's driver (verl.trainer.ppo.ray_trainer, where compute_advantage lives) imports these through
+# its rollout server code without declaring them.
+"${PIP[@]}" install --quiet cachetools uvicorn fastapi
 
 check_imports
 touch "$MARKER"

@@ -8,12 +8,6 @@ fake probe: this venv has no engine).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,145 +17,17 @@ verl = pytest.importorskip("verl", reason="verl runs in its own venv: make test-
 torch = pytest.importorskip("torch")
 
 from omegaconf import OmegaConf  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
-from verl import DataProto  # noqa: E402
 
-from mig_annotator.client import MigClient, TraceFailure  # noqa: E402
+from mig_annotator.client import TraceFailure  # noqa: E402
 from mig_annotator.client.verl import MigRewardManager, register_verl_reward_manager, token_rewards  # noqa: E402
-from mig_annotator.schemas import Trace, TraceAnnotation  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = ROOT / "tests" / "fixtures" / "gsm8k_rollouts_small.jsonl"
-MODEL = Path(os.environ.get("MIG_CACHE_DIR", Path.home() / ".cache" / "mig-annotator")) / "models"
-TOKENIZER_PATH = MODEL / "SmolLM2-135M-Instruct"
-LOOP_MODULE = "pkg://mig_annotator.client.verl_reward_loop"
-
-
-@pytest.fixture(scope="module")
-def service_url() -> Iterator[str]:
-    """The reward service over the fake probe, served by the main venv's Python (it has the engine)."""
-    python = os.environ.get("MIG_SERVICE_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [python, "-m", "tests.client.fake_service"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None and process.stdin is not None
-    url = process.stdout.readline().strip()
-    try:
-        assert url.startswith("http://127.0.0.1:"), f"the service did not start: {url!r}"
-        yield url
-    finally:
-        process.stdin.close()
-        process.wait(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    if not TOKENIZER_PATH.is_dir():
-        pytest.skip(f"{TOKENIZER_PATH} is missing: run `make model`")
-    return AutoTokenizer.from_pretrained(TOKENIZER_PATH)
-
-
-def rollouts() -> list[dict[str, Any]]:
-    return [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
-
-
-def gsm8k_batch(tokenizer: Any, rows: list[dict[str, Any]], response_width: int = 256) -> DataProto:
-    """A batch as verl's rollout hands it over: left-padded prompts (chat template), right-padded responses
-    ending in EOS, the attention mask over both, the dataset's non-tensor fields and GRPO's ``uid`` (the
-    same for the rollouts of one question)."""
-    prompts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": row["question"]}], add_generation_prompt=True, tokenize=True
-        )
-        for row in rows
-    ]
-    prompts = [
-        list(p["input_ids"]) if isinstance(p, dict) or hasattr(p, "keys") else list(p) for p in prompts
-    ]
-    responses = [
-        [*tokenizer.encode(row["completion"], add_special_tokens=False), tokenizer.eos_token_id]
-        for row in rows
-    ]
-    assert max(len(r) for r in responses) <= response_width
-    prompt_width = max(len(p) for p in prompts)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prompt_ids = torch.tensor([[pad] * (prompt_width - len(p)) + p for p in prompts])
-    response_ids = torch.tensor([r + [pad] * (response_width - len(r)) for r in responses])
-    prompt_mask = torch.tensor([[0] * (prompt_width - len(p)) + [1] * len(p) for p in prompts])
-    response_mask = torch.tensor([[1] * len(r) + [0] * (response_width - len(r)) for r in responses])
-    return DataProto.from_dict(
-        tensors={
-            "prompts": prompt_ids,
-            "responses": response_ids,
-            "input_ids": torch.cat([prompt_ids, response_ids], dim=1),
-            "attention_mask": torch.cat([prompt_mask, response_mask], dim=1),
-            "response_mask": response_mask,
-        },
-        non_tensors={
-            "data_source": np.array(["openai/gsm8k"] * len(rows), dtype=object),
-            "reward_model": np.array(
-                [{"ground_truth": row["reference_answer"], "style": "rule"} for row in rows], dtype=object
-            ),
-            "extra_info": np.array(
-                [{"question": row["question"], "index": i} for i, row in enumerate(rows)], dtype=object
-            ),
-            "uid": np.array([f"uid-{row['question_id']}" for row in rows], dtype=object),  # one per prompt
-        },
-    )
-
-
-def loop_config(url: str, estimator: str | None = None, **mig: Any) -> Any:
-    return OmegaConf.create(
-        {
-            **({"algorithm": {"adv_estimator": estimator}} if estimator else {}),
-            "reward": {
-                "reward_manager": {
-                    "source": "importlib",
-                    "name": "MigRewardLoopManager",
-                    "module": {"path": LOOP_MODULE},
-                },
-                "custom_reward_function": {"path": None, "name": "compute_score"},
-                "mig": {"base_url": url, **mig},
-            },
-        }
-    )
-
-
-def reward_loop(manager_cls: Any, manager: Any, data: DataProto) -> tuple[Any, list[dict[str, Any]]]:
-    """What verl's RewardLoopWorker.compute_score_batch and RewardLoopManager.compute_rm_score do: one
-    concurrent run_single per sample, then the class's assemble_rm_scores over their reward_score."""
-
-    async def batch() -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(manager.run_single(data[i : i + 1]) for i in range(len(data)))))
-
-    outputs = asyncio.run(batch())
-    return manager_cls.assemble_rm_scores(data, [out["reward_score"] for out in outputs]), outputs
-
-
-def expected_annotations(
-    url: str, rows: list[dict[str, Any]], tokenizer: Any, data: DataProto
-) -> list[TraceAnnotation]:
-    traces = []
-    for i, row in enumerate(rows):
-        width = data.batch["prompts"].shape[1]
-        length = int(data.batch["attention_mask"][i, width:].sum())
-        completion = tokenizer.decode(data.batch["responses"][i, :length].tolist(), skip_special_tokens=True)
-        traces.append(
-            Trace(
-                id=f"e{i}",
-                question=row["question"],
-                completion=completion,
-                reference_answer=row["reference_answer"],
-            )
-        )
-    with MigClient(url) as client:
-        return client.annotate(traces)
+from tests.verl.support import (  # noqa: E402
+    ROOT,
+    expected_annotations,
+    gsm8k_batch,
+    loop_config,
+    reward_loop,
+    rollouts,
+)
 
 
 def test_verl_resolves_and_builds_our_manager_through_its_own_loader(

@@ -1,0 +1,99 @@
+"""Launch verl 0.9's PPO trainer with the MIG estimator and loss registered in every process.
+
+    python -m mig_annotator.trainer.verl_main --config-path examples --config-name verl_mig_grpo [overrides]
+
+takes the same arguments as ``python -m verl.trainer.main_ppo`` (Hydra, verl's ``ppo_trainer`` defaults)
+and runs it after :func:`prepare`:
+
+* ``algorithm.mig`` is validated (:func:`mig_annotator.trainer.verl_estimator.advantage_settings`), so a
+  typo fails before Ray starts, naming the key;
+* ``VERL_USE_EXTERNAL_MODULES`` gains the estimator and loss modules, in this process and in the Ray
+  runtime environment (``ray_kwargs.ray_init.runtime_env.env_vars``), so that the TaskRunner (where
+  verl calls ``compute_advantage``) and the actor workers (where the loss runs) register them when
+  they import verl;
+* with ``adv_estimator=mig_decoupled`` and ``sft_weight > 0`` the actor's loss becomes ``mig_sft`` around
+  the configured one (``$MIG_SFT_BASE_LOSS`` = the former ``policy_loss.loss_mode``, ``$MIG_SFT_WEIGHT`` =
+  ``sft_weight``); a config that names ``mig_sft`` itself keeps its ``$MIG_SFT_BASE_LOSS`` (default
+  ``vanilla``).
+
+``MIG_VERL_DRY_RUN=1`` prints what would run (the prepared ``algorithm`` and actor loss, and the
+environment given to Ray) as JSON and exits without starting Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mig_annotator.client.verl_reward_loop import DECOUPLED_ESTIMATOR
+
+__all__ = ["DRY_RUN_ENV", "EXTERNAL_MODULES", "main", "prepare"]
+
+EXTERNAL_MODULES = ("mig_annotator.trainer.verl_estimator", "mig_annotator.trainer.verl_loss")
+EXTERNAL_MODULES_ENV = "VERL_USE_EXTERNAL_MODULES"
+DRY_RUN_ENV = "MIG_VERL_DRY_RUN"
+
+
+def prepare(config: Any) -> dict[str, str]:
+    """Validate ``config`` (verl's composed DictConfig), switch the loss to ``mig_sft`` where the SFT term
+    is on, and return the environment every process needs (also set here and in Ray's runtime env)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from mig_annotator.trainer.verl_estimator import advantage_settings
+    from mig_annotator.trainer.verl_loss import SFT_BASE_LOSS_ENV, SFT_WEIGHT_ENV
+
+    settings = advantage_settings(config.algorithm)
+    loaded = [m for m in os.environ.get(EXTERNAL_MODULES_ENV, "").split(",") if m]
+    env = {EXTERNAL_MODULES_ENV: ",".join([*loaded, *(m for m in EXTERNAL_MODULES if m not in loaded)])}
+    policy_loss = config.actor_rollout_ref.actor.policy_loss
+    if config.algorithm.adv_estimator == DECOUPLED_ESTIMATOR and settings.sft_weight > 0:
+        if policy_loss.loss_mode == "mig_sft":
+            env[SFT_BASE_LOSS_ENV] = os.environ.get(SFT_BASE_LOSS_ENV, "vanilla")
+        else:
+            env[SFT_BASE_LOSS_ENV] = str(policy_loss.loss_mode)
+            with open_dict(policy_loss):
+                policy_loss.loss_mode = "mig_sft"
+        env[SFT_WEIGHT_ENV] = repr(float(settings.sft_weight))
+    elif policy_loss.loss_mode == "mig_sft":
+        env[SFT_BASE_LOSS_ENV] = os.environ.get(SFT_BASE_LOSS_ENV, "vanilla")
+        env[SFT_WEIGHT_ENV] = repr(float(settings.sft_weight))
+    os.environ.update(env)
+    for key, value in env.items():  # a cluster started by `ray start` does not inherit this environment
+        OmegaConf.update(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{key}", value, force_add=True)
+    return env
+
+
+def _run(config: Any) -> None:
+    from omegaconf import OmegaConf
+    from verl.trainer import main_ppo
+
+    env = prepare(config)
+    if os.environ.get(DRY_RUN_ENV, "") not in ("", "0"):
+        shown = {
+            "algorithm": OmegaConf.to_container(config.algorithm, resolve=True),
+            "policy_loss": OmegaConf.to_container(config.actor_rollout_ref.actor.policy_loss, resolve=True),
+            "reward_manager": OmegaConf.to_container(config.reward.reward_manager, resolve=True),
+            "env": env,
+            "ray_env_vars": OmegaConf.to_container(config.ray_kwargs.ray_init.runtime_env.env_vars),
+        }
+        print(json.dumps(shown, indent=2, sort_keys=True))
+        return
+    for module in EXTERNAL_MODULES:  # this process too (compute_advantage may run here without Ray)
+        __import__(module)
+    main_ppo.main(config)  # Hydra's decorated main runs the task on a config passed in
+
+
+def main() -> None:
+    """Hydra entry point with verl's own config directory and ``ppo_trainer`` as the default config."""
+    import hydra
+    from verl.trainer import main_ppo
+
+    config_dir = str(Path(main_ppo.__file__).resolve().parent / "config")
+    hydra.main(config_path=config_dir, config_name="ppo_trainer", version_base=None)(_run)()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
