@@ -157,7 +157,7 @@ def test_a_rescore_refuses_another_build_in_its_output_unless_told_to_overwrite(
     out = tmp_path / "b"
     rescore_dataset(RescoreSettings(source=built_a, out=out, scoring=CONFIG_B))
     other = CONFIG_B.model_copy(update={"watermark": "level"})
-    with pytest.raises(OutputConflictError, match="changed: config_hash, scoring.watermark"):
+    with pytest.raises(OutputConflictError, match=r"changed: config_hash, scoring\.watermark"):
         prepare_rescore(RescoreSettings(source=built_a, out=out, scoring=other))
     manifest = rescore_dataset(RescoreSettings(source=built_a, out=out, scoring=other, overwrite=True))
     assert manifest.identity.config_hash == other.config_hash()

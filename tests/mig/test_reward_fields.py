@@ -115,7 +115,7 @@ def test_only_watermark_aggregation_and_sft_settings_are_rescorable() -> None:
 def test_a_rescore_refuses_probe_settings_and_an_annotation_of_another_config() -> None:
     lp = np.array([[-2.0, -1.0], [-1.0, -0.5]])
     annotation = annotation_from(lp, 1, ScoringConfig())
-    with pytest.raises(ValueError, match="segmenter, prompt.answer_prefix change what the probe reads"):
+    with pytest.raises(ValueError, match=r"segmenter, prompt\.answer_prefix change what the probe reads"):
         rescore_annotation(
             annotation,
             ScoringConfig(),
