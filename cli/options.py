@@ -236,6 +236,7 @@ class SettingsOptions:
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 SETTINGS_PARAMETER = "settings_options"
+SCORING_PARAMETER = "scoring_options"
 
 
 def with_settings_options(command: Command) -> Command:
@@ -245,24 +246,49 @@ def with_settings_options(command: Command) -> Command:
     (each parameter keyword-only, as Typer passes them), and the function receives them as one
     :class:`SettingsOptions`.
     """
+
+    def collect(given: dict[str, Any]) -> SettingsOptions:
+        probe = ProbeOptionValues(**{name: given.pop(name) for name in PROBE_OPTIONS})
+        return SettingsOptions(
+            probe, ScoringOptionValues(**{name: given.pop(name) for name in SCORING_OPTIONS})
+        )
+
+    return _with_options(command, SETTINGS_PARAMETER, {**PROBE_OPTIONS, **SCORING_OPTIONS}, collect)
+
+
+def with_scoring_options(command: Command) -> Command:
+    """``command`` with the scoring options only (no probe options), in place of its parameter
+    ``scoring_options``, which receives them as one ``ScoringOptionValues`` (for commands that run no probe,
+    such as `rescore`)."""
+
+    def collect(given: dict[str, Any]) -> Any:
+        return ScoringOptionValues(**{name: given.pop(name) for name in SCORING_OPTIONS})
+
+    return _with_options(command, SCORING_PARAMETER, SCORING_OPTIONS, collect)
+
+
+def _with_options(
+    command: Command, parameter_name: str, options: dict[str, Any], collect: Callable[[dict[str, Any]], Any]
+) -> Command:
+    """``command`` with ``options`` standing where its parameter ``parameter_name`` stood; ``collect``
+    pops their values from the parsed keywords into the one object that parameter receives."""
     signature = inspect.signature(command, eval_str=True)
     parameters: list[inspect.Parameter] = []
     for parameter in signature.parameters.values():
-        if parameter.name == SETTINGS_PARAMETER:
+        if parameter.name == parameter_name:
             parameters += [
                 inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=declared)
-                for name, declared in {**PROBE_OPTIONS, **SCORING_OPTIONS}.items()
+                for name, declared in options.items()
             ]
         else:
             parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
     if len(parameters) == len(signature.parameters):
-        raise TypeError(f"{command.__name__} has no parameter {SETTINGS_PARAMETER}")
+        raise TypeError(f"{command.__name__} has no parameter {parameter_name}")
 
     @functools.wraps(command)
     def with_options(**given: Any) -> Any:
-        probe = ProbeOptionValues(**{name: given.pop(name) for name in PROBE_OPTIONS})
-        scoring = ScoringOptionValues(**{name: given.pop(name) for name in SCORING_OPTIONS})
-        return command(**given, **{SETTINGS_PARAMETER: SettingsOptions(probe, scoring)})
+        collected = collect(given)
+        return command(**given, **{parameter_name: collected})
 
     with_options.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     with_options.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
@@ -332,6 +358,14 @@ def validate_probe_settings(values: dict[str, Any]) -> ProbeSettings:
         return parse_probe_settings(values)
     except ValidationError as error:
         raise OptionError(describe_validation_error(error)) from error
+
+
+def scoring_changes(base: ScoringConfig, values: Any) -> ScoringConfig:
+    """``base`` with the scoring options the user gave (``values``) in place; :class:`OptionError`."""
+    given, merged = scoring_options(values), base.model_dump(mode="json")
+    for name, value in given.items():
+        merged[name] = merged[name] | value if isinstance(value, dict) else value
+    return validate_scoring_config(merged)
 
 
 def validate_scoring_config(values: dict[str, Any]) -> ScoringConfig:

@@ -1,7 +1,8 @@
 """The annotation engine: traces in, per-step MIG rewards out. Every caller goes through :class:`Annotator`.
 
 The whole pipeline lives here, in this order: segmentation -> probe prompts (tokenised) -> context-limit
-policy -> one probe call for the batch -> reward math -> outcome (the answer verifier) -> ``TraceAnnotation``.
+policy -> one probe call for the batch -> reward math (:mod:`mig.reward_fields`) -> outcome (the answer
+verifier) -> ``TraceAnnotation``.
 
 Two ways in:
 
@@ -24,12 +25,12 @@ from dataclasses import dataclass
 
 from mig_annotator.mig.probe.base import CancelCheck, Probe, ProbeResult
 from mig_annotator.mig.prompt import ProbeSequence, PromptBuilder
-from mig_annotator.mig.rewards import aggregate_logprobs, sft_gate, step_rewards
+from mig_annotator.mig.reward_fields import reward_fields
+from mig_annotator.mig.rewards import aggregate_logprobs
 from mig_annotator.mig.segment import SegmentationError, SegmentedCompletion, segment_for_config
 from mig_annotator.mig.verify import AnswerVerifier, ProcessVerifier
 from mig_annotator.mig.windowed import join_results, windowed_sequences
-from mig_annotator.schemas import CharSpan, ScoringConfig, StepScore, Trace, TraceAnnotation
-from mig_annotator.schemas.scalar import sft_gate_statistic
+from mig_annotator.schemas import CharSpan, ScoringConfig, Trace, TraceAnnotation
 
 
 class TraceError(ValueError):
@@ -254,32 +255,21 @@ class Annotator:
 
     def _finish(self, item: PreparedTrace, result: ProbeResult, outcome: int) -> AnnotationResult:
         config = item.config
+        segmented = item.segmented
         try:
             values = aggregate_logprobs(result.token_logprobs, config.aggregation)
-            rewards = step_rewards(values, config.watermark)
+            scored = [
+                (step.text, CharSpan(start=step.start, end=step.end))
+                for step in segmented.steps[: len(values) - 1]
+            ]
+            rewards = reward_fields(values, outcome, scored, config)
         except ValueError as error:  # non-finite probe values and the like: this trace fails alone
             return TraceError(item.trace.id, "probe", f"the probe's scores are unusable: {error}")
-        segmented = item.segmented
         answer = segmented.answer
-        steps = [
-            StepScore(
-                index=k + 1,
-                text=step.text,
-                span=CharSpan(start=step.start, end=step.end),
-                v=float(values[k + 1]),
-                mig=float(rewards.mig[k]),
-                watermark=float(rewards.watermark[k]),
-                reward=float(rewards.reward[k]),
-            )
-            for k, step in enumerate(segmented.steps[: len(values) - 1])
-        ]
         cot_start, cot_end = segmented.cot_span
-        gate_statistic = sft_gate_statistic(rewards.reward, config.sft_statistic)
         return TraceAnnotation(
             trace_id=item.trace.id,
             completion=segmented.completion,
-            v0=float(values[0]),
-            steps=steps,
             steps_total=len(segmented.steps),
             truncated=item.truncated,
             windowed_steps=len(item.windows),
@@ -288,14 +278,11 @@ class Annotator:
             answer_span=_span(answer),
             answer_part_span=_span(segmented.answer_part),
             outcome=outcome,
-            process_reward=rewards.process_reward,
-            max_reward=rewards.max_reward,
-            sft_gate=sft_gate(outcome, gate_statistic, config.sft_threshold),
             probe_model=self._probe.model_id,
             probe_identity=self._probe.identity().fingerprint,
-            config_hash=config.config_hash(),
             tokens_forwarded=result.tokens_forwarded,
             answer_tokens=item.sequence.n_answer_tokens,
+            **rewards.as_fields(),
         )
 
     def _builder(self, config: ScoringConfig) -> PromptBuilder:

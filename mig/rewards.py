@@ -41,6 +41,7 @@ __all__ = [
     "level_watermark",
     "marginal_gains",
     "outcome_reward",
+    "reaggregate_values",
     "sft_gate",
     "step_rewards",
 ]
@@ -81,6 +82,27 @@ def aggregate_logprobs(token_logprobs: np.ndarray, aggregation: Aggregation = "m
     if aggregation == "sum":
         return lp.sum(axis=1)
     raise ValueError(f"aggregation must be 'mean' or 'sum', got {aggregation!r}")
+
+
+def reaggregate_values(
+    v: ArrayLike, answer_tokens: int, source: Aggregation, target: Aggregation
+) -> np.ndarray:
+    """The value trajectory ``v`` aggregated with ``source`` over ``answer_tokens`` answer tokens, turned
+    into the one :func:`aggregate_logprobs` gives with ``target``: ``sum = n * mean``, ``mean = sum / n``.
+
+    Every prefix reads the same answer, so ``n`` is one number per trace. ``sum -> mean`` is exactly
+    NumPy's mean (a sum divided by ``n``); ``mean -> sum`` agrees with the summed log-probs to rounding
+    (a few ulps). Raises ``ValueError`` for ``answer_tokens < 1`` or an unknown aggregation.
+    """
+    arr = np.asarray(v, dtype=np.float64)
+    if answer_tokens < 1:
+        raise ValueError(f"answer_tokens must be >= 1, got {answer_tokens}")
+    for name, aggregation in (("source", source), ("target", target)):
+        if aggregation not in ("mean", "sum"):
+            raise ValueError(f"{name} aggregation must be 'mean' or 'sum', got {aggregation!r}")
+    if source == target:
+        return arr.copy()
+    return arr * answer_tokens if target == "sum" else arr / answer_tokens
 
 
 def _as_values(v: ArrayLike) -> np.ndarray:

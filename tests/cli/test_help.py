@@ -36,7 +36,7 @@ def test_the_module_runs_as_the_console_script_and_lists_every_command_group() -
     )
     assert result.returncode == 0, result.stderr
     listed = set(re.findall(r"^│ (\w+) ", result.stdout, flags=re.MULTILINE))
-    assert {"score", "serve", "build", "export", "audit", "report", "eval", "model"} <= listed
+    assert {"score", "serve", "build", "rescore", "export", "audit", "report", "eval", "model"} <= listed
 
 
 @pytest.mark.parametrize("command", ["score", "serve", "build"])
@@ -56,6 +56,14 @@ def test_the_probe_and_scoring_options_are_documented_alike(command: str) -> Non
         assert option in text
     assert "<packed|packed-single|naive>" in text and "<transformers|vllm-server|vllm|fake>" in text
     assert "$MIG_PROBE__API_KEY" in text and "MIG_VLLM_API_KEY" not in text
+
+
+def test_rescore_offers_the_scoring_options_and_no_probe_options() -> None:
+    text = help_text("rescore")
+    for option in ("--watermark", "--aggregation", "--sft-threshold", "--sft-statistic", "--overwrite"):
+        assert option in text
+    for option in ("--backend", "--model", "--probe-arg", "--mode"):
+        assert option not in text
 
 
 def test_serve_help_points_to_the_service_docs_and_they_exist() -> None:
