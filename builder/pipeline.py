@@ -420,14 +420,16 @@ def _finish(plan: BuildPlan, sessions: list[str], session_seconds: float) -> Man
         steps=int(sum(float(marker.get("steps", 0.0)) for marker in markers)),
         tokens_forwarded=tokens,
     )
+    probe_seconds = sum(float(marker.get("probe_seconds", 0.0)) for marker in markers)
     timings = Timings(
         started_at=sessions[0],
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         sessions=len(sessions),
         annotate_seconds=round(annotate_seconds, 3),
-        probe_seconds=round(sum(float(marker.get("probe_seconds", 0.0)) for marker in markers), 3),
+        probe_seconds=round(probe_seconds, 3),
         traces_per_second=round(plan.total_rows / annotate_seconds, 3) if annotate_seconds else 0.0,
-        tokens_per_second=round(tokens / annotate_seconds, 1) if annotate_seconds else 0.0,
+        # a rescore forwards nothing (probe_seconds 0): no probe throughput to report
+        tokens_per_second=round(tokens / annotate_seconds, 1) if annotate_seconds and probe_seconds else 0.0,
         last_session_seconds=round(session_seconds, 3),
     )
     manifest = Manifest(
