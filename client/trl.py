@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from mig_annotator.client.fallback import RewardFallback
 from mig_annotator.client.http import AsyncMigClient, MigClient, MigServiceUnavailable
@@ -12,7 +13,11 @@ from mig_annotator.schemas.api import RewardScalar
 from mig_annotator.schemas.scalar import scalar_reward
 from mig_annotator.schemas.trace import has_text
 
-__all__ = ["async_trl_reward_function", "trl_reward_function"]
+__all__ = ["OnFailure", "async_trl_reward_function", "trl_reward_function"]
+
+#: What an unscorable completion gets: "fallback" (``RewardFallback.reward``; 0.0 for one with no text)
+#: or "nan" (TRL leaves NaN rewards out of its sums and its group statistics: no penalty, no credit).
+OnFailure = Literal["fallback", "nan"]
 
 
 def _message_text(value: Any, role: str | None) -> str:
@@ -34,6 +39,7 @@ def trl_reward_function(
     reference_transform: Callable[[str], str] | None = None,
     config: Mapping[str, Any] | None = None,
     fallback: RewardFallback | None = None,
+    on_failure: OnFailure = "fallback",
 ) -> Callable[..., list[float]]:
     """A TRL ``GRPOTrainer`` reward function: one float per completion.
 
@@ -45,26 +51,32 @@ def trl_reward_function(
     ``fallback.reward``; when the service stays down, ``fallback.on_service_down`` says whether the step
     fails or every completion gets the fallback reward. The function's ``fallback`` attribute holds the
     policy and its counters (``reward_func.fallback.stats()``) for the trainer's logs.
+    ``on_failure="nan"``: an unscorable completion (a trace failure, no text, or every completion of a
+    call when the service is down and ``on_service_down="fallback"``) gets NaN instead. A completion for
+    which every reward function gives NaN is left out of TRL's group mean and std and gets advantage 0
+    (TRL >= 1.0; with other reward functions, TRL's ``nansum`` counts a NaN as 0): neither penalised nor
+    credited. The counters still count it. The given ``fallback``'s reward must then be 0.0 or NaN (it
+    is set to NaN).
 
     The traces carry no ``group_id``: TRL passes no group label, and the ``num_generations`` completions
     of a prompt come one after another with the same question text, which is the service's group key
     for traces without one. A label derived from the prompt would add nothing, and one from the whole
     prompt (system turns included) could only split traces whose probe prompt is the same.
     """
+    policy, missing = _failure_policy(fallback, on_failure)
     client = client or MigClient()
-    policy = fallback or RewardFallback()
     traces_of = _trace_builder(reward, answer_column, reference_transform)
 
     def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         traces = traces_of(prompts, completions, kwargs)
         sent = [trace for trace in traces if trace is not None]
         if not sent:
-            return [0.0] * len(traces)
+            return [missing] * len(traces)
         try:
             results = client.annotate_results(sent, config)
         except MigServiceUnavailable as error:
-            return _in_place(traces, policy.service_down(error, len(sent)))
-        return _in_place(traces, policy.scores(results, lambda a: scalar_reward(a, reward, lam)))
+            return _in_place(traces, policy.service_down(error, len(sent)), missing)
+        return _in_place(traces, policy.scores(results, lambda a: scalar_reward(a, reward, lam)), missing)
 
     reward_func.__name__ = f"mig_{reward}"
     reward_func.fallback = policy  # type: ignore[attr-defined]
@@ -81,11 +93,12 @@ def async_trl_reward_function(
     config: Mapping[str, Any] | None = None,
     fallback: RewardFallback | None = None,
     client_options: Mapping[str, Any] | None = None,
+    on_failure: OnFailure = "fallback",
 ) -> Callable[..., Awaitable[list[float]]]:
     """As :func:`trl_reward_function`, as an ``async def`` (TRL runs async reward functions concurrently
     on its own event loop). Without ``client``, an :class:`AsyncMigClient` (``client_options``) is made on
     the first call, inside TRL's loop."""
-    policy = fallback or RewardFallback()
+    policy, missing = _failure_policy(fallback, on_failure)
     traces_of = _trace_builder(reward, answer_column, reference_transform)
     holder: list[AsyncMigClient] = [client] if client is not None else []
 
@@ -93,24 +106,40 @@ def async_trl_reward_function(
         traces = traces_of(prompts, completions, kwargs)
         sent = [trace for trace in traces if trace is not None]
         if not sent:
-            return [0.0] * len(traces)
+            return [missing] * len(traces)
         if not holder:
             holder.append(AsyncMigClient(**dict(client_options or {})))
         try:
             results = await holder[0].annotate_results(sent, config)
         except MigServiceUnavailable as error:
-            return _in_place(traces, policy.service_down(error, len(sent)))
-        return _in_place(traces, policy.scores(results, lambda a: scalar_reward(a, reward, lam)))
+            return _in_place(traces, policy.service_down(error, len(sent)), missing)
+        return _in_place(traces, policy.scores(results, lambda a: scalar_reward(a, reward, lam)), missing)
 
     reward_func.__name__ = f"mig_{reward}_async"
     reward_func.fallback = policy  # type: ignore[attr-defined]
     return reward_func
 
 
-def _in_place(traces: Sequence[Trace | None], rewards: Sequence[float]) -> list[float]:
-    """The rewards of the traces sent, in their places; 0.0 for a completion with no text (no trace)."""
+def _failure_policy(fallback: RewardFallback | None, on_failure: OnFailure) -> tuple[RewardFallback, float]:
+    """The fallback policy to use and the reward of a completion with no text, for ``on_failure``."""
+    if on_failure not in get_args(OnFailure):
+        raise ValueError(f"on_failure must be one of {get_args(OnFailure)}, got {on_failure!r}")
+    policy = fallback or RewardFallback()
+    if on_failure == "fallback":
+        return policy, 0.0
+    if not (math.isnan(policy.reward) or policy.reward == 0.0):
+        raise ValueError(
+            f'on_failure="nan" gives unscorable completions NaN, but the fallback reward is {policy.reward}: '
+            "pass one of the two"
+        )
+    policy.reward = math.nan
+    return policy, math.nan
+
+
+def _in_place(traces: Sequence[Trace | None], rewards: Sequence[float], missing: float) -> list[float]:
+    """The rewards of the traces sent, in their places; ``missing`` for a completion with no text."""
     given = iter(rewards)
-    return [next(given) if trace is not None else 0.0 for trace in traces]
+    return [next(given) if trace is not None else missing for trace in traces]
 
 
 def _trace_builder(

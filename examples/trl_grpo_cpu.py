@@ -1,35 +1,41 @@
-"""GRPO with TRL on the CPU, rewarded by the MIG service: the run `tests/trainers/test_trl_grpo.py` checks.
+"""GRPO with TRL on the CPU, trained the method's way: `MigGRPOTrainer` and the MIG reward service.
 
     mig-annotator model prepare                      # once: the converted SmolLM2-135M (probe and policy)
     MIG_AUDIT_DIR=/tmp/mig-audit mig-annotator serve --port 8000 &
     python examples/trl_grpo_cpu.py --service-url http://127.0.0.1:8000
 
-Needs `pip install "mig-annotator[serve]" "trl==1.16.*"` (the service) and TRL; the reward function itself
-needs only the base install. Two optimizer steps on 4 GSM8K prompts, 4 generations each, 24 new tokens:
-about two minutes on 2 CPU cores. The sync reward function gives the mixed reward (outcome + process),
-the async one the outcome; a completion the service cannot score gets 0.0 and is counted, and with
---fallback-when-down an unreachable service gives every completion 0.0 instead of failing the step.
+Needs `pip install "mig-annotator[serve]" "trl==1.16.*"` (the service) and TRL. Two optimizer steps on 4
+GSM8K prompts, 4 generations each, 24 new tokens: a few minutes on 2 CPU cores. The trainer asks the
+service once per batch (each completion is scored once) and trains on per-token advantages,
+A_it = process_weight * A^p_it + outcome_weight * A^o_i: the group-normalised outcome on every completion
+token, the group-normalised process reward on the chain-of-thought tokens (`--placement`), plus
+`--sft-weight` x the token-mean NLL of the completions that are correct with max_k r_k > `--sft-threshold`.
+A completion the service cannot score gets advantage 0 (never a penalty); an unreachable service fails
+the step. tests/examples/test_trl_grpo_cpu.py runs `main` against a live service.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
 from mig_annotator.client import MigClient
-from mig_annotator.client.fallback import RewardFallback
-from mig_annotator.client.trl import async_trl_reward_function, trl_reward_function
+from mig_annotator.trainer.advantages import AdvantageSettings
+from mig_annotator.trainer.trl import MigGRPOTrainer
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = HERE.parent / "tests" / "fixtures" / "gsm8k_prompts.jsonl"
 POLICY = Path.home() / ".cache" / "mig-annotator" / "models" / "SmolLM2-135M-Instruct"
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Train, print one line per optimizer step, and return TRL's log history."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -39,21 +45,23 @@ def main() -> None:
     parser.add_argument("--prompts", default=str(PROMPTS), help="JSONL rows with `prompt` and `answer`")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--output-dir", default="grpo-out")
-    parser.add_argument("--fallback-when-down", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--placement", choices=["sequence", "step"], default="sequence")
+    parser.add_argument("--process-weight", type=float, default=1.0, help="alpha")
+    parser.add_argument("--outcome-weight", type=float, default=1.0, help="beta")
+    parser.add_argument("--sft-weight", type=float, default=0.1, help="gamma (0: no SFT term)")
+    parser.add_argument("--sft-threshold", type=float, default=0.0)
+    args = parser.parse_args(argv)
 
     rows = [json.loads(line) for line in Path(args.prompts).read_text(encoding="utf-8").splitlines()]
     dataset = Dataset.from_list(
         [{"prompt": [{"role": "user", "content": row["prompt"]}], "answer": row["answer"]} for row in rows]
     )
-    on_down = "fallback" if args.fallback_when_down else "raise"
-    client = MigClient(args.service_url, api_key=args.api_key, deadline_s=300)
-    client.wait_until_ready()
-    mixed = trl_reward_function(client, reward="mixed", fallback=RewardFallback(0.0, on_down))
-    outcome = async_trl_reward_function(
-        reward="outcome",
-        fallback=RewardFallback(0.0, on_down),
-        client_options={"base_url": args.service_url, "api_key": args.api_key, "deadline_s": 300},
+    advantages = AdvantageSettings(
+        placement=args.placement,
+        process_weight=args.process_weight,
+        outcome_weight=args.outcome_weight,
+        sft_weight=args.sft_weight,
+        sft_threshold=args.sft_threshold,
     )
     config = GRPOConfig(
         output_dir=args.output_dir,
@@ -67,17 +75,25 @@ def main() -> None:
         save_strategy="no",
         report_to="none",
     )
-    trainer = GRPOTrainer(
-        model=args.policy, reward_funcs=[mixed, outcome], args=config, train_dataset=dataset
-    )
-    trainer.train()
-    for entry in trainer.state.log_history:
-        if "rewards/mig_mixed/mean" in entry:
+    with MigClient(args.service_url, api_key=args.api_key, deadline_s=300) as client:
+        client.wait_until_ready()
+        trainer = MigGRPOTrainer(
+            model=args.policy,
+            args=config,
+            train_dataset=dataset,
+            client=client,
+            advantages=advantages,
+        )
+        trainer.train()
+    history = list(trainer.state.log_history)
+    for entry in history:
+        if "mig/sft_nll" in entry:
             print(
-                f"step {entry['step']}: mixed {entry['rewards/mig_mixed/mean']:.4f}, "
-                f"outcome {entry['rewards/mig_outcome_async/mean']:.4f}"
+                f"step {entry['step']}: outcome + process {entry['rewards/mig_mixed/mean']:.4f}, "
+                f"SFT gate open {entry['mig/sft_gate_open']:.0f}, SFT NLL {entry['mig/sft_nll']:.4f}, "
+                f"unscored {entry['mig/unscored']:.0f}"
             )
-    print("fallbacks:", mixed.fallback.stats(), outcome.fallback.stats())  # type: ignore[attr-defined]
+    return history
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ hangs), and a port nothing listens on.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -80,6 +81,37 @@ def test_trl_functions_give_a_bad_completion_the_fallback_and_count_it(limited_u
             "mig/service_down_calls": 0.0,
             "mig/fallback_rewards": 1.0,
         }
+
+
+def test_trl_functions_can_give_unscorable_completions_nan_which_trl_leaves_out(limited_url: str) -> None:
+    prompts = [t["question"] for t in good_and_long()] + ["q?"]
+    completions = [t["completion"] for t in good_and_long()] + ["  \n"]  # the last one has no text
+    answers = [t["reference_answer"] for t in good_and_long()] + ["1"]
+    with MigClient(limited_url) as client:
+        (expected,) = client.annotate([good_and_long()[0]])
+        sync_func = trl_reward_function(client, on_failure="nan")
+        sync_rewards = sync_func(prompts=prompts, completions=completions, answer=answers)
+    async_func = async_trl_reward_function(on_failure="nan", client_options={"base_url": limited_url})
+    async_rewards = asyncio.run(async_func(prompts=prompts, completions=completions, answer=answers))
+    for rewards in (sync_rewards, async_rewards):
+        assert rewards[0] == scalar_reward(expected, "mixed", 1.0)
+        assert math.isnan(rewards[1]) and math.isnan(rewards[2])
+    for func in (sync_func, async_func):
+        assert func.fallback.stats()["mig/failed_traces"] == 1.0  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"fallback reward is -1\.0"):
+        trl_reward_function(fallback=RewardFallback(-1.0), on_failure="nan")
+    with pytest.raises(ValueError, match="on_failure must be one of"):
+        async_trl_reward_function(on_failure="zero")  # type: ignore[arg-type]
+
+
+def test_trl_nan_option_gives_every_completion_nan_when_the_service_is_down_and_fallback_is_chosen() -> None:
+    policy = RewardFallback(on_service_down="fallback")
+    with MigClient(f"http://127.0.0.1:{free_port()}", max_retries=0, deadline_s=5) as client:
+        func = trl_reward_function(client, fallback=policy, on_failure="nan")
+        with pytest.warns(RuntimeWarning, match="unavailable"):
+            rewards = func(prompts=["q", "q"], completions=["A: 1", "A: 2"], answer=["1", "1"])
+    assert len(rewards) == 2 and all(math.isnan(reward) for reward in rewards)
+    assert policy.stats()["mig/fallback_rewards"] == 2.0
 
 
 def test_429_and_503_are_retried_after_the_retry_after_the_server_gave(limited_url: str) -> None:

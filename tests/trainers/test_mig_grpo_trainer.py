@@ -2,13 +2,19 @@
 
 The service (127.0.0.1, the embedded SmolLM2 probe, an audit dir) is asked once per batch; the per-token
 advantages the trainer used and the SFT gates equal a recomputation from the audit log's rows (outcome,
-steps and their spans) through the same token offsets; the logged SFT NLL is the token mean over the
-gated rows. A copy-this-answer prompt so that some completions are correct (both gates open).
+steps and their spans) through the same token offsets; the logged SFT NLL equals the token-mean NLL of
+the completions the audit log gates open, recomputed from the policy's log-probabilities at that step.
+
+The gate-open fixture: two few-shot plain-text prompts ("Q: ... A: 2 + 2 = 4. The answer is 4.") that
+SmolLM2-135M continues in the same form, so most sampled completions are one arithmetic step and a correct
+"The answer is N." (11 of 16 at temperature 1 in a trial; each with max_k r_k = 1.3 > the default threshold
+0). The service really scores every completion; the test fails if none passes both gates.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,10 +31,40 @@ pytestmark = [pytest.mark.trainers, pytest.mark.model]
 
 KEYS = {"mig-trainer": "sk-mig-trainer-0123456789"}
 STEPS = 2
-PROMPTS = [
-    ("Repeat exactly this sentence: The answer is 7.", "7"),
-    ("What is 2 + 3? Think step by step, then give the number.", "5"),
-]
+FEW_SHOT = (
+    "Q: What is 2 + 2?\nA: 2 + 2 = 4.\nThe answer is 4.\n\n"
+    "Q: What is 5 + 1?\nA: 5 + 1 = 6.\nThe answer is 6.\n\n"
+    "Q: What is {}?\nA:"
+)
+PROMPTS = [(FEW_SHOT.format("3 + 4"), "7"), (FEW_SHOT.format("6 + 2"), "8")]
+
+
+def recording_trainer(**kwargs: Any) -> Any:
+    """A MigGRPOTrainer that also keeps, per generation batch, the policy's per-token log-probabilities of
+    the sampled completions (a plain forward pass, before the batch's optimizer step) and their masks."""
+    import torch
+
+    from mig_annotator.trainer.trl import MigGRPOTrainer
+
+    class Recording(MigGRPOTrainer):
+        recorded: list[tuple[Any, Any]]
+
+        def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+            output = super()._generate_and_score_completions(inputs)
+            completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+            ids = torch.cat([output["prompt_ids"], completion_ids], dim=1)
+            mask = torch.cat([output["prompt_mask"], completion_mask], dim=1)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[
+                    :, -completion_ids.size(1) - 1 : -1
+                ]
+                logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, completion_ids.unsqueeze(-1))
+            self.recorded.append((logps.squeeze(-1).cpu(), completion_mask.cpu().float()))
+            return output
+
+    trainer = Recording(**kwargs)
+    trainer.recorded = []
+    return trainer
 
 
 def test_the_subclass_trains_on_per_token_advantages_from_one_call_per_batch(
@@ -36,19 +72,15 @@ def test_the_subclass_trains_on_per_token_advantages_from_one_call_per_batch(
 ) -> None:
     from datasets import Dataset
 
-    from mig_annotator.trainer.trl import MigGRPOTrainer
-
-    dataset = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": q}], "answer": a} for q, a in PROMPTS]
-    )
+    dataset = Dataset.from_list([{"prompt": q, "answer": a} for q, a in PROMPTS])
     audit_dir = tmp_path / "audit"
     service = ServiceSettings(
         audit_dir=audit_dir, api_keys=KEYS, probe=TransformersProbeSettings(threads=1), audit_flush_s=0.2
     )
-    settings = AdvantageSettings(sft_weight=0.5, sft_threshold=-1.0)  # any correct answer is gated
+    settings = AdvantageSettings(sft_weight=0.5)  # the gate: correct and max_k r_k > 0
     with live_server(create_app(service)) as url, MigClient(url, api_key=KEYS["mig-trainer"]) as client:
         config = cpu_grpo_config(tmp_path / "grpo", STEPS)
-        trainer = MigGRPOTrainer(
+        trainer = recording_trainer(
             model=str(default_model_path),
             args=config,
             train_dataset=dataset,
@@ -62,11 +94,14 @@ def test_the_subclass_trains_on_per_token_advantages_from_one_call_per_batch(
     logged = [entry for entry in trainer.state.log_history if "mig/sft_nll" in entry]
     assert len(logged) == STEPS
     opened = process_seen = 0
-    for used, gates, request, entry in zip(
-        trainer.mig_used_advantages, trainer.mig_used_gates, requests, logged, strict=True
+    for used, gates, request, entry, (logps, mask) in zip(
+        trainer.mig_used_advantages, trainer.mig_used_gates, requests, logged, trainer.recorded, strict=True
     ):
         assert used.shape[0] == len(request) == 8
-        expected_gates = [row["outcome"] == 1 and row["max_reward"] > -1.0 for row in request]
+        expected_gates = [
+            row["outcome"] == 1 and max(row["step_rewards"], default=0.0) > settings.sft_threshold
+            for row in request
+        ]
         assert gates == expected_gates
         assert entry["mig/sft_gate_open"] == sum(expected_gates)
         opened += sum(expected_gates)
@@ -84,13 +119,16 @@ def test_the_subclass_trains_on_per_token_advantages_from_one_call_per_batch(
                     assert np.isclose(value, on_cot, atol=1e-5) or np.isclose(value, on_answer, atol=1e-5)
                 if not np.isclose(on_cot, on_answer, atol=1e-5):
                     process_seen += int(np.isclose(values, on_cot, atol=1e-5).sum() > 0)
-        if sum(expected_gates):
-            assert entry["mig/sft_nll"] > 0.0
+        # the SFT term: token-mean NLL over the completions the audit log gates open
+        gated = [index for index, gate in enumerate(expected_gates) if gate]
+        if gated:
+            expected_nll = -float((logps[gated] * mask[gated]).sum() / mask[gated].sum())
+            assert expected_nll > 0.0
+            assert entry["mig/sft_nll"] == pytest.approx(expected_nll, rel=1e-4, abs=1e-5)
         else:
             assert entry["mig/sft_nll"] == 0.0
+    assert opened >= 1  # the fixture: at least one completion passed both gates, so the SFT term ran
     assert process_seen >= 1  # process credit on CoT tokens, apart from the outcome
-    if opened == 0:  # every check above held; what is missing is a fixture whose completions pass the gate
-        pytest.xfail("no sampled completion passed both SFT gates, so the SFT term was not exercised")
 
 
 def group_normalised(values: list[float], eps: float, floor: float, outcome: bool) -> list[float]:

@@ -1,0 +1,56 @@
+"""examples/trl_grpo_cpu.py runs as written: its ``main`` against a live service, one optimizer step.
+
+The service (127.0.0.1, the embedded SmolLM2 probe, an audit dir) must be asked once for the step's 8
+completions (each scored once: no second reward function, no outcome counted twice), and what the example
+logged must be what the service computed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.service.app import create_app
+from mig_annotator.service.settings import ServiceSettings
+from tests.service.support import live_server
+from tests.trainers.support import audit_requests
+
+pytestmark = [pytest.mark.trainers, pytest.mark.model]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "trl_grpo_cpu.py"
+KEYS = {"example": "sk-example-0123456789"}
+
+
+def test_the_trl_example_trains_a_step_scoring_each_completion_once(
+    tmp_path: Path, default_model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = importlib.util.spec_from_file_location("trl_grpo_cpu", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    audit_dir = tmp_path / "audit"
+    service = ServiceSettings(
+        audit_dir=audit_dir, api_keys=KEYS, probe=TransformersProbeSettings(threads=1), audit_flush_s=0.2
+    )
+    with live_server(create_app(service)) as url:
+        history = example.main(
+            [
+                "--service-url", url,
+                "--api-key", KEYS["example"],
+                "--policy", str(default_model_path),
+                "--steps", "1",
+                "--output-dir", str(tmp_path / "grpo"),
+            ]
+        )  # fmt: skip
+    (request,) = audit_requests(audit_dir, "example")  # one call for the step's batch
+    assert len(request) == 8  # 2 prompts x 4 generations, each completion scored once
+    (entry,) = [entry for entry in history if "mig/sft_nll" in entry]
+    expected = sum(row["outcome"] + row["process_reward"] for row in request) / len(request)
+    assert entry["rewards/mig_mixed/mean"] == pytest.approx(expected, abs=1e-5)
+    assert entry["mig/unscored"] == 0.0
+    gates = sum(row["outcome"] == 1 and max(row["step_rewards"], default=0.0) > 0.0 for row in request)
+    assert entry["mig/sft_gate_open"] == gates
+    assert f"step 1: outcome + process {expected:.4f}" in capsys.readouterr().out
