@@ -239,7 +239,8 @@ class InfoResponse(BaseModel):
     scoring_defaults: ScoringConfig
     limits: LimitsInfo
     exact_batching: bool = Field(
-        description="Each trace gets its own forward pass: results never depend on the crowd."
+        description="Each GRPO group (each trace without group-mates) gets a probe call of its own: results "
+        "never depend on the other groups in flight."
     )
     openrlhf_reward: RewardScalar
     openrlhf_lambda: float

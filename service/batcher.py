@@ -10,7 +10,8 @@ when a trace has none) is never split across two batches when it fits the budget
 overflow the batch and continues the group of the trace before it, the batch ends before that group's first
 trace and the whole group opens the next batch, where the probe forwards its question prompt once. Only a
 group that starts a batch and is larger than the budget is split at the budget. Traces of one group that are
-not consecutive in the queue (other traces arrived between them) are not gathered.
+not consecutive in the queue (other traces arrived between them) are not gathered. Such a run is also what
+exact batching scores as one unit (:func:`group_runs`, :mod:`mig_annotator.service.scorer`).
 
 No probe work is started for a trace whose request is gone (its future is done: the client gave up or an
 earlier trace of the request failed) or whose deadline has passed; such traces are dropped when a batch is
@@ -243,6 +244,17 @@ class MicroBatcher:
             return 1
         excess = self.queued + incoming - self._max_queue
         return int(min(60, max(1, math.ceil(max(excess, 1) / self._traces_per_second))))
+
+
+def group_runs(jobs: Sequence[ScoringJob]) -> list[list[ScoringJob]]:
+    """``jobs`` cut into runs of consecutive traces of one group (:attr:`ScoringJob.group`), in order."""
+    runs: list[list[ScoringJob]] = []
+    for job in jobs:
+        if runs and job.group == runs[-1][-1].group:
+            runs[-1].append(job)
+        else:
+            runs.append([job])
+    return runs
 
 
 def _settle(future: asyncio.Future[TraceAnnotation], result: TraceAnnotation | BaseException) -> None:

@@ -3,11 +3,17 @@
 The engine (:meth:`Annotator.annotate_many`) runs the whole pipeline; this module only chooses how a batch
 is cut into engine calls and turns engine outcomes into the service's failures.
 
-Batch invariance: with ``exact=True`` every trace gets its own engine call, i.e. its own forward pass with no
-padding and no neighbours, so its numbers are bit-identical whether it came alone or in a crowd (padded
-batches change GEMM and attention shapes and move results in the last float bits; measured on SmolLM2 in
-float32: up to 1.3e-5 in per-token log-probs). ``exact=False`` hands the whole batch to one engine call,
-which packs it into shared forward passes.
+Batch invariance: with ``exact=True`` every GRPO group gets its own engine call: a run of consecutive traces
+of one group (same ``group_id``, else same question: :func:`group_runs`, the runs the batcher keeps whole),
+so the probe forwards the group's question prompt once and scores v_0 once, and no trace of another group
+is in the call. A trace's numbers therefore never depend on the crowd: they are bit-identical whatever
+other groups were queued with it (padded batches change GEMM and attention shapes and move results in the
+last float bits; measured on SmolLM2 in float32: up to 1.3e-5 in per-token log-probs), and equal to
+scoring it alone up to that rounding (the group shares a header row and pads its rows together). When the
+probe does not share group prefixes (:attr:`Probe.shares_group_prefixes` False, e.g. the transformers
+probe with ``group_prefixes=false`` or outside ``packed`` mode), grouping saves nothing and every trace gets
+its own engine call: bit-identical to scoring it alone. ``exact=False`` hands the whole batch to one engine
+call, which packs it into shared forward passes.
 
 Abandoned work stops between forward passes: the engine asks, before each pass, whether anyone still waits
 for a trace of the engine call (:meth:`ScoringJob.wanted`: its request is there, its deadline not passed,
@@ -25,7 +31,7 @@ from mig_annotator.mig.engine import AnnotationResult, Annotator
 from mig_annotator.mig.probe.base import ProbeCancelled
 from mig_annotator.mig.verify import VerifierUnavailable
 from mig_annotator.schemas import TraceAnnotation
-from mig_annotator.service.batcher import Deliver, ScoringJob
+from mig_annotator.service.batcher import Deliver, ScoringJob, group_runs
 from mig_annotator.service.failures import (
     AnswersUncheckable,
     DeadlinePassed,
@@ -57,12 +63,14 @@ class BatchScorer:
         lock.acquire()  # a reload swaps the weights between batches, never within one
         try:
             if self._exact:
-                for job in jobs:
-                    if not job.wanted():  # its request gave up, or its deadline passed, while the batch ran
-                        continue
-                    (result,), seconds = self._annotate(annotator, [job])
+                grouped = annotator.probe.shares_group_prefixes
+                for unit in group_runs(jobs) if grouped else [[job] for job in jobs]:
+                    # traces whose request gave up, or whose deadline passed, while the batch ran: no work
+                    live = [job for job in unit if job.wanted()]
+                    results, seconds = self._annotate(annotator, live)
                     probe_seconds += seconds
-                    deliver(job, self._outcome(result, self._runtime.version))
+                    for job, result in zip(live, results, strict=True):
+                        deliver(job, self._outcome(result, self._runtime.version))
             else:
                 live = [job for job in jobs if job.wanted()]
                 results, probe_seconds = self._annotate(annotator, live)

@@ -81,7 +81,9 @@ class ServiceSettings(BaseSettings):
     )
     exact_batching: bool | None = Field(
         default=None,
-        description="True: each trace gets its own forward pass, so its numbers never depend on the crowd. "
+        description="True: each GRPO group of a micro-batch (consecutive traces of one group_id, else one "
+        "question) gets a probe call of its own, so a trace's numbers never depend on the other groups in "
+        "flight (MIG_PROBE__GROUP_PREFIXES=false: each trace alone). "
         "False: a batch's traces share forward passes (may differ in the last float bits). "
         "None (auto): True for the embedded transformers probe, False for vLLM backends (not batch "
         "invariant anyway, and they score a batch's traces concurrently).",

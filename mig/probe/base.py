@@ -98,6 +98,13 @@ class Probe(ABC):
     @abstractmethod
     def tokenizer(self) -> Tokenizer: ...
 
+    @property
+    def shares_group_prefixes(self) -> bool:
+        """Whether one :meth:`score` call forwards the shared question prompt (or scores prefix 0) of a GRPO
+        group's sequences once (:mod:`mig_annotator.mig.probe.groups`), so handing a group to one call saves
+        work. False (the default): each sequence costs the same alone or in company."""
+        return False
+
     @abstractmethod
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         """Results in input order for sequences that all fit the context; batch and order as you like.

@@ -121,6 +121,11 @@ class TransformersProbe(Probe):
     def settings(self) -> TransformersProbeSettings:
         return self._settings
 
+    @property
+    def shares_group_prefixes(self) -> bool:
+        """Only ``packed`` groups (``naive`` and ``packed-single`` batch every row on its own)."""
+        return self._settings.mode == "packed" and self._settings.group_prefixes
+
     def _compute_identity(self) -> ProbeIdentity:
         from mig_annotator.mig.probe.identity import local_model_identity
 

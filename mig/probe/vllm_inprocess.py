@@ -90,6 +90,10 @@ class VLLMProbe(Probe):
     def settings(self) -> VLLMProbeSettings:
         return self._settings
 
+    @property
+    def shares_group_prefixes(self) -> bool:
+        return self._settings.group_prefixes
+
     def _compute_identity(self) -> ProbeIdentity:
         from mig_annotator.mig.probe.identity import local_model_identity
 

@@ -135,6 +135,10 @@ class VLLMServerProbe(Probe):
     def settings(self) -> VLLMServerProbeSettings:
         return self._settings
 
+    @property
+    def shares_group_prefixes(self) -> bool:
+        return self._settings.group_prefixes
+
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         return self._run(self._score(sequences))
 

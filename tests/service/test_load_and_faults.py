@@ -42,7 +42,9 @@ def test_64_concurrent_requests_equal_single_request_results_exactly(service_url
             alone[trace.id] = TraceAnnotation.model_validate(response.json()["annotations"][0])
     batches_before = _metric(service_url, "mig_batch_traces_count")
 
-    bodies = [{"trace": trace_json(distinct[i % 8])} for i in range(64)]
+    # each request its own GRPO group: copies of one trace from requests queued one after another would
+    # otherwise form one group, scored together (equal to 1e-5, not bit for bit: test_grpo_groups.py)
+    bodies = [{"trace": {**trace_json(distinct[i % 8]), "group_id": f"request-{i}"}} for i in range(64)]
     responses = asyncio.run(_post_all(service_url, bodies))
 
     assert [r.status_code for r in responses] == [200] * 64

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from mig_annotator.schemas.api import AnnotateRequest, OpenRLHFRewardRequest, ScoringOptions
 from mig_annotator.schemas.config import ScoringConfig
-from mig_annotator.service.batcher import Deliver, MicroBatcher, ScoringJob
+from mig_annotator.service.batcher import Deliver, MicroBatcher, ScoringJob, group_runs
 from mig_annotator.service.errors import http_error
 from mig_annotator.service.failures import (
     DeadlinePassed,
@@ -189,6 +189,28 @@ def test_a_trace_nobody_waits_for_inside_a_held_back_group_is_still_dropped() ->
     assert outcome.batches == [["a"], ["b2", "b3"]]  # b1 dropped; b2 + b3 overflow a's batch: held back whole
     assert outcome.results == ["a", "CancelledError", "b2", "b3"]
     assert (outcome.left_queued, outcome.dropped) == (0, 1)
+
+
+def test_exact_units_are_runs_of_consecutive_traces_of_one_group() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        jobs = [
+            ScoringJob(item, time.monotonic() + 60, loop.create_future())  # type: ignore[arg-type]
+            for item in (
+                _q("a1", 10, "Q1"),
+                _q("a2", 10, "Q1"),
+                _q("g1", 10, "Q2", "uid-1"),
+                _q("g2", 10, "Q3", "uid-1"),  # the group id decides, not the question
+                _q("h1", 10, "Q3", "uid-2"),
+                _q("b", 10, "Q4"),
+                _q("a3", 10, "Q1"),  # Q1 again, after other traces: a run of its own
+            )
+        ]
+    finally:
+        loop.close()
+    runs = [[job.prepared.name for job in run] for run in group_runs(jobs)]  # type: ignore[attr-defined]
+    assert runs == [["a1", "a2"], ["g1", "g2"], ["h1"], ["b"], ["a3"]]
+    assert group_runs([]) == []
 
 
 def test_a_full_queue_refuses_the_whole_request() -> None:
