@@ -83,9 +83,13 @@ def test_empty_steps_are_rejected() -> None:
     mapping = ColumnMapping(completion=None, steps="steps")
     base = {"id": "a", "question": "q", "reference_answer": "2"}
     problem = map_record(base | {"steps": []}, mapping, 0, True)
-    assert isinstance(problem, RowProblem) and problem.field == "steps" and "at least 1 item" in problem.reason
+    assert (
+        isinstance(problem, RowProblem) and problem.field == "steps" and "at least 1 item" in problem.reason
+    )
     problem = map_record(base | {"steps": "one line"}, mapping, 0, True)
-    assert isinstance(problem, RowProblem) and problem.reason == "column 'steps': Input should be a valid list"
+    assert (
+        isinstance(problem, RowProblem) and problem.reason == "column 'steps': Input should be a valid list"
+    )
     problem = map_record(base | {"steps": ["ok", " "]}, mapping, 0, True)
     assert isinstance(problem, RowProblem)
     assert problem.reason == "column 'steps' (steps.1): must not be empty or whitespace"

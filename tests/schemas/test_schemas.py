@@ -27,7 +27,13 @@ def test_a_numeric_reference_answer_becomes_its_text_by_one_rule() -> None:
         trace = {"id": "a", "question": "q", "completion": "c", "reference_answer": value}
         return Trace.model_validate(trace).reference_answer
 
-    assert [answer(18), answer(18.0), answer(2.5), answer(1e-05), answer(-3)] == ["18", "18", "2.5", "1e-05", "-3"]
+    assert [answer(18), answer(18.0), answer(2.5), answer(1e-05), answer(-3)] == [
+        "18",
+        "18",
+        "2.5",
+        "1e-05",
+        "-3",
+    ]
     for refused in (True, float("nan"), ["1"]):
         with pytest.raises(ValidationError, match="reference_answer"):
             answer(refused)

@@ -44,7 +44,9 @@ def test_a_trace_without_reasoning_text_is_its_error_and_with_strict_a_422_namin
 ) -> None:
     good = TRACE | {"id": "good", "completion": "1 + 1 = 2\nA: 2"}
     traces = [good, TRACE | reasoning]
-    response = httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": traces, "strict": True})
+    response = httpx.post(
+        timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": traces, "strict": True}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "invalid_request"
     assert _fields(response) == [field]
