@@ -46,11 +46,13 @@ def map_record(
     record: dict[str, Any], mapping: ColumnMapping, global_index: int, id_present: bool
 ) -> Trace | RowProblem:
     """The trace for ``record``, or the problem that keeps it out. The mapped columns' values go to
-    :class:`schemas.Trace` as they are: its rules (:mod:`schemas.trace_fields`) read chat messages, numbers and
-    group labels, the same for a dataset row, a ``score`` line and a service request."""
+    :class:`schemas.Trace` as they are: its rules (:mod:`schemas.trace_fields`) read chat messages, numbers
+    and group labels, the same for a dataset row, a ``score`` line and a service request."""
     trace_id = row_id(record, mapping, global_index, id_present)
     if trace_id is None:
-        return RowProblem("mapping", "id", _describe_bad(lookup(record, mapping.id or ""), mapping.id or "id"))
+        return RowProblem(
+            "mapping", "id", _describe_bad(lookup(record, mapping.id or ""), mapping.id or "id")
+        )
     columns = {field: column for field, column in mapping.mapped().items() if field != "id"}
     fields: dict[str, Any] = {"id": trace_id}
     for field, column in columns.items():

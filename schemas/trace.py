@@ -59,6 +59,7 @@ NonBlankText = Annotated[
 ]
 """A string with at least one character that is not whitespace; the schema says so by its pattern."""
 
+
 def _ruled(rule: Callable[[Any], Any]) -> BeforeValidator:
     """A field's rule from :mod:`trace_fields`, its problems reported as the field's validation errors."""
 

@@ -70,9 +70,9 @@ def chat_text(value: Any, role: str) -> Any:
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and content:  # OpenAI-style parts: [{"type": "text", "text": ...}]
-        if all(isinstance(part, dict) and isinstance(part.get("text"), str) for part in content):
-            return "".join(part["text"] for part in content)
+    parts = content if isinstance(content, list) else []  # OpenAI-style: [{"type": "text", "text": ...}]
+    if parts and all(isinstance(part, dict) and isinstance(part.get("text"), str) for part in parts):
+        return "".join(part["text"] for part in parts)
     raise FieldProblem("a chat message's content is not text (a string, or parts with 'text')")
 
 

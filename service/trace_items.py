@@ -28,7 +28,8 @@ def checked_traces(items: Sequence[Trace | dict[str, Any]], field: str) -> list[
             checked.append(Trace.model_validate(item))
         except ValidationError as error:
             problems = [
-                (field_path((field, index, *problem["loc"])), str(problem["msg"])) for problem in error.errors()
+                (field_path((field, index, *problem["loc"])), str(problem["msg"]))
+                for problem in error.errors()
             ]
             first_field = problems[0][0] if problems else f"{field}[{index}]"
             message = "; ".join(
