@@ -67,10 +67,10 @@ def map_record(
         field = str(first["loc"][0]) if first["loc"] else None
         where = ".".join(str(part) for part in first["loc"]) or "trace"
         column = columns.get(field or "")
-        if column is None:
+        if column is None:  # not one column's value (e.g. both reasoning fields): the trace's own rule
             return RowProblem("validation", field, f"{where}: {first['msg']}")
         named = f"column {column!r}" if column == where else f"column {column!r} ({where})"
-        return RowProblem("validation", field, f"{named}: {first['msg']}")
+        return RowProblem("mapping", field, f"{named}: {first['msg']}")
 
 
 def row_json(record: dict[str, Any]) -> str:

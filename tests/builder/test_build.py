@@ -209,7 +209,7 @@ def test_fail_on_reject_stops_at_the_first_bad_row(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     plan = make_plan(FAKE_IDENTITY, [source], tmp_path / "out", fail_on_reject=True)
     with pytest.raises(
-        RejectedRowError, match=r"in.jsonl row 1 \(trace 'arith-001'\): mapping: column 'question' is empty"
+        RejectedRowError, match=r"in.jsonl row 1 \(trace 'arith-001'\): mapping: column 'question': must not be empty"
     ):
         run_build(plan, FakeProbe())
     assert not (tmp_path / "out" / "_SUCCESS").exists()

@@ -75,7 +75,7 @@ def test_an_overlong_group_value_is_hashed_so_equal_values_still_group() -> None
 def test_a_group_value_that_is_not_text_or_an_integer_rejects_the_row_naming_the_field(value: object) -> None:
     problem = map_record(ROW | {"group_id": value}, PRESETS["default"], 0, id_present=True)
     assert isinstance(problem, RowProblem)
-    assert (problem.stage, problem.field) == ("validation", "group_id")
+    assert (problem.stage, problem.field) == ("mapping", "group_id")
     assert "column 'group_id': holds" in problem.reason and "expected text or an integer" in problem.reason
 
 
