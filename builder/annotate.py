@@ -10,6 +10,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,20 @@ def reject_record(
     }
 
 
+def as_written(batch: SourceBatch, local: int) -> dict[str, Any]:
+    """A row's values as its file holds them: a JSONL line's own JSON (as ``score`` reads it), not the
+    column types inferred for the file, which turn a list or an object into text in a text column and an
+    integer into a float in a float column; a Parquet row as read."""
+    raw = batch.raw[local]
+    if raw is None:
+        return batch.records[local]
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return batch.records[local]
+    return parsed if isinstance(parsed, dict) else batch.records[local]
+
+
 class WindowAnnotator:
     """Maps, prepares and scores rows with one engine :class:`Annotator` and scoring config."""
 
@@ -97,7 +112,8 @@ class WindowAnnotator:
         started = time.perf_counter()
         mapped_rows: list[tuple[int, Trace]] = []
         rejects: list[dict[str, Any]] = []
-        for local, record in enumerate(batch.records):
+        for local in range(len(batch)):
+            record = as_written(batch, local)
             if local in batch.errors:
                 rejects.append(reject_record(batch, local, "mapping", None, batch.errors[local], None))
                 continue

@@ -3,8 +3,9 @@
 A row maps to a trace as `build` maps one (``builder.rows.map_record`` with the default column layout):
 ``id``, ``question`` (text, or chat messages: the user turns), ``completion`` (text, or chat messages: the
 assistant turns) or ``steps`` (a list of text), ``reference_answer`` (text or a number), and optionally
-``group_id`` (text or an integer). A row without an ``id`` key gets ``row-<line number>``. Other keys are
-ignored.
+``group_id`` (text or an integer, hashed when long). What each may hold is the trace's own rule
+(:mod:`mig_annotator.schemas.trace_fields`), the service's too. A row without an ``id`` key gets
+``row-<line number>``. Other keys are ignored.
 """
 
 from __future__ import annotations

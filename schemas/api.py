@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, model_validator
 
@@ -59,23 +59,32 @@ def _one_of_trace_or_traces(schema: dict[str, Any]) -> None:
     ]
 
 
+TraceItem = Annotated[Trace | dict[str, Any], Field(union_mode="left_to_right")]
+"""One entry of ``traces``: a :class:`Trace`, or any other JSON object, which the service answers as that
+trace's error (its fields are checked per trace, so one bad trace does not refuse the request)."""
+
+
 class AnnotateRequest(BaseModel):
     """One trace (``trace``) or a rollout group (``traces``), with optional scoring options."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra=_one_of_trace_or_traces)
 
     trace: Trace | None = Field(default=None, description="A single trace.")
-    traces: list[Trace] | None = Field(
-        default=None, min_length=1, description="A list of traces (a rollout group); answered in input order."
+    traces: list[TraceItem] | None = Field(
+        default=None,
+        min_length=1,
+        description="A list of traces (a rollout group); answered in input order. Each entry is a JSON "
+        "object checked as a Trace on its own: one whose fields are bad gets null and its error in `errors` "
+        "(`strict`: the request's 422), the others are scored.",
     )
     config: ScoringOptions | None = Field(  # type: ignore[valid-type]
         default=None, description="Scoring options; missing ones take the server defaults."
     )
     strict: StrictBool = Field(
         default=False,
-        description="All or nothing: one trace that cannot be scored fails the whole request (422, or 504 "
-        "at the deadline). By default each such trace gets its error in `errors` and the others are scored. "
-        "A single `trace` is always strict.",
+        description="All or nothing: one trace that cannot be scored (bad fields included) fails the whole "
+        "request (422, or 504 at the deadline). By default each such trace gets its error in `errors` and "
+        "the others are scored. A single `trace` is always strict.",
     )
     min_probe_version: int | None = Field(
         default=None,
@@ -91,7 +100,8 @@ class AnnotateRequest(BaseModel):
         return self
 
     @property
-    def trace_list(self) -> list[Trace]:
+    def trace_list(self) -> list[Trace | dict[str, Any]]:
+        """The traces in request order; an entry that is not a valid :class:`Trace` stays a dict."""
         return [self.trace] if self.trace is not None else list(self.traces or [])
 
     @property

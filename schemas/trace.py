@@ -2,25 +2,40 @@
 
 The rules live here, so the service, the CLI and the builder share them, and the JSON schema carries them:
 the question, the reference answer and the reasoning (a completion, or at least one step) hold text that is
-not all whitespace; exactly one of ``steps`` and ``completion``; an optional group id is not blank and at most
-:data:`MAX_GROUP_ID_CHARS` characters; metadata holds only finite numbers.
+not all whitespace; exactly one of ``steps`` and ``completion``; metadata holds only finite numbers. What a
+field may be given as (chat messages, a numeric answer, an integer or overlong group id) and how it becomes
+the text the trace holds is :mod:`mig_annotator.schemas.trace_fields`, the one set of rules of the service,
+``score`` and ``build``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictStr,
     WithJsonSchema,
     field_validator,
     model_validator,
+)
+
+from mig_annotator.schemas.trace_fields import (
+    ASSISTANT_ROLE,
+    MAX_GROUP_ID_CHARS,
+    USER_ROLE,
+    FieldProblem,
+    answer_text,
+    as_pydantic,
+    chat_text,
+    group_id_of,
+    has_text,
 )
 
 _PYTHON_WHITESPACE = (
@@ -31,14 +46,9 @@ NOT_BLANK_PATTERN = f"[^{_PYTHON_WHITESPACE}]"
 Python regexes (whose ``\\s`` differ) both mean exactly ``not text.isspace()``."""
 
 
-def has_text(text: str) -> bool:
-    """True when ``text`` holds a character that is not whitespace (the rule of :data:`NOT_BLANK_PATTERN`)."""
-    return not text.isspace() and text != ""
-
-
 def _require_text(text: str) -> str:
     if not has_text(text):
-        raise ValueError("must not be empty or whitespace")
+        raise as_pydantic(FieldProblem("must not be empty or whitespace"))
     return text
 
 
@@ -49,41 +59,93 @@ NonBlankText = Annotated[
 ]
 """A string with at least one character that is not whitespace; the schema says so by its pattern."""
 
-MAX_GROUP_ID_CHARS = 256
-"""The longest group id (verl's ``uid`` is a 36-character UUID; a question id or a hash fits easily)."""
+
+def _ruled(rule: Callable[[Any], Any]) -> BeforeValidator:
+    """A field's rule from :mod:`trace_fields`, its problems reported as the field's validation errors."""
+
+    def apply(value: Any) -> Any:
+        try:
+            return rule(value)
+        except FieldProblem as problem:
+            raise as_pydantic(problem) from None
+
+    return BeforeValidator(apply)
+
+
+def _text_or_chat(role: str) -> Callable[[Any], Any]:
+    def rule(value: Any) -> Any:
+        value = chat_text(value, role)
+        if value is not None and not isinstance(value, str):
+            raise FieldProblem(f"holds {type(value).__name__}, expected text or chat messages")
+        return value
+
+    return rule
+
+
+_CHAT_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["content"],
+        "properties": {
+            "role": {"type": ["string", "null"]},
+            "content": {
+                "anyOf": [
+                    {"type": "string"},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["text"],
+                            "properties": {"text": {"type": "string"}},
+                        },
+                    },
+                ]
+            },
+        },
+    },
+}
+"""Chat messages as the JSON schema declares them (what :func:`trace_fields.chat_text` accepts)."""
+
+_NOT_BLANK_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": NOT_BLANK_PATTERN}
+
+QuestionText = Annotated[
+    NonBlankText,
+    _ruled(_text_or_chat(USER_ROLE)),
+    WithJsonSchema({"anyOf": [_NOT_BLANK_SCHEMA, _CHAT_SCHEMA]}),
+]
+"""The question: text, or chat messages whose user turns are the text."""
+
+CompletionText = Annotated[
+    NonBlankText,
+    _ruled(_text_or_chat(ASSISTANT_ROLE)),
+    WithJsonSchema({"anyOf": [_NOT_BLANK_SCHEMA, _CHAT_SCHEMA]}),
+]
+"""The completion: text, or chat messages whose assistant turns are the text."""
+
+AnswerText = Annotated[
+    NonBlankText,
+    _ruled(answer_text),
+    WithJsonSchema({"anyOf": [_NOT_BLANK_SCHEMA, {"type": "number"}]}),
+]
+"""The reference answer: text, or a number (its text by :func:`trace_fields.number_text`)."""
 
 GroupId = Annotated[
-    StrictStr,
-    Field(max_length=MAX_GROUP_ID_CHARS),
-    AfterValidator(_require_text),
-    WithJsonSchema(
-        {"type": "string", "minLength": 1, "maxLength": MAX_GROUP_ID_CHARS, "pattern": NOT_BLANK_PATTERN}
-    ),
+    StrictStr | None,
+    _ruled(group_id_of),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}),
 ]
-"""A group label: not blank, at most :data:`MAX_GROUP_ID_CHARS` characters."""
-
-
-def group_id_of(label: str | int | None) -> str | None:
-    """A valid group id for a trainer's or a dataset's group label: its text; ``sha256:<hex>`` of the text
-    when that is longer than :data:`MAX_GROUP_ID_CHARS` (equal labels still give equal ids); None for no
-    label or a blank one. Booleans are not labels (TypeError)."""
-    if label is None:
-        return None
-    if isinstance(label, bool) or not isinstance(label, str | int):
-        raise TypeError(f"a group label is text or an integer, got {type(label).__name__}")
-    text = str(label)
-    if not has_text(text):
-        return None
-    if len(text) > MAX_GROUP_ID_CHARS:
-        return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return text
+"""A group label: text or an integer, hashed when over :data:`MAX_GROUP_ID_CHARS` characters; null or
+blank: no group."""
 
 
 def _exactly_one_reasoning_field(schema: dict[str, Any]) -> None:
     """Exactly one of steps/completion is given and not null (null counts as absent, as in the model)."""
     schema["oneOf"] = [
         {"required": ["steps"], "properties": {"steps": {"type": "array"}}},
-        {"required": ["completion"], "properties": {"completion": {"type": "string"}}},
+        {"required": ["completion"], "properties": {"completion": {"type": ["string", "array"]}}},
     ]
 
 
@@ -95,24 +157,30 @@ class Trace(BaseModel):
     )
 
     id: StrictStr = Field(min_length=1, description="Caller's identifier, echoed in the annotation.")
-    question: NonBlankText = Field(description="The prompt the policy answered (not blank).")
+    question: QuestionText = Field(
+        description="The prompt the policy answered (not blank): text, or chat messages (the user turns)."
+    )
     steps: list[NonBlankText] | None = Field(
         default=None,
         min_length=1,
         description="Pre-segmented chain-of-thought steps, at least one, none blank (the last may hold the "
         "final answer).",
     )
-    completion: NonBlankText | None = Field(
-        default=None, description="The raw completion (not blank), segmented by the configured segmenter."
+    completion: CompletionText | None = Field(
+        default=None,
+        description="The raw completion (not blank), segmented by the configured segmenter: text, or chat "
+        "messages (the assistant turns).",
     )
-    reference_answer: NonBlankText = Field(
-        description="The gold final answer (not blank), teacher-forced by the probe."
+    reference_answer: AnswerText = Field(
+        description="The gold final answer (not blank), teacher-forced by the probe: text, or a number "
+        "(42 and 42.0 give '42')."
     )
-    group_id: GroupId | None = Field(
+    group_id: GroupId = Field(
         default=None,
         description="Traces of one GRPO group (e.g. verl's uid): batchers keep a group in one probe call so "
-        f"its question prompt is forwarded once. Optional; not blank, at most {MAX_GROUP_ID_CHARS} "
-        "characters. It decides which traces share a probe call, never how a trace is scored.",
+        f"its question prompt is forwarded once. Optional: text or an integer (7 and '7' are one group), "
+        f"sha256:<hex> of the text when over {MAX_GROUP_ID_CHARS} characters; null or blank: no group. "
+        "It decides which traces share a probe call, never how a trace is scored.",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict,

@@ -89,6 +89,16 @@ class AnnotationService:
             ]
             raise InvalidInput("; ".join(f"{f.field}: {f.message}" for f in fields), fields) from error
 
+    def check_trace_count(self, count: int, field: str) -> None:
+        """:class:`TooManyTraces` (413) when a request holds more traces than one may (valid or not)."""
+        limit = self._settings.max_traces_per_request
+        if count > limit:
+            self._metrics.rejected.labels(reason="too_many_traces").inc()
+            raise TooManyTraces.for_field(
+                field,
+                f"{count} traces, over the limit of {limit} per request (MIG_MAX_TRACES_PER_REQUEST)",
+            )
+
     async def annotate(
         self,
         traces: Sequence[Trace],
@@ -110,13 +120,7 @@ class AnnotationService:
         annotator = self._runtime.annotator
         if annotator is None:
             raise NotReady(self._runtime.error or "the probe is still loading", retry_after_s=5)
-        limit = self._settings.max_traces_per_request
-        if len(traces) > limit:
-            self._metrics.rejected.labels(reason="too_many_traces").inc()
-            raise TooManyTraces.for_field(
-                field,
-                f"{len(traces)} traces, over the limit of {limit} per request (MIG_MAX_TRACES_PER_REQUEST)",
-            )
+        self.check_trace_count(len(traces), field)
         deadline = context.received_monotonic + self._settings.request_timeout_s
         loop = asyncio.get_running_loop()
         at = list(positions) if positions is not None else list(range(len(traces)))

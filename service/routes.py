@@ -33,6 +33,7 @@ from mig_annotator.service.components import ServiceComponents
 from mig_annotator.service.errors import ERROR_RESPONSES, Forbidden, UnsupportedMediaType
 from mig_annotator.service.failures import ClientLeft
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
+from mig_annotator.service.trace_items import checked_traces, refuse_invalid
 
 ANNOTATE_PATH = "/v1/annotate"
 OPENRLHF_PATH = "/v1/openrlhf/reward"
@@ -146,9 +147,26 @@ async def annotate(
     config = service.scoring_config(body.config)
     context = call_context(request, caller, ANNOTATE_PATH)
     strict = body.strict or body.trace is not None
-    results = await unless_client_leaves(
-        request, service.annotate(body.trace_list, config, context, field=body.field_name, strict=strict)
+    checked = checked_traces(body.trace_list, body.field_name)
+    service.check_trace_count(len(checked), body.field_name)
+    if strict:
+        refuse_invalid(checked)
+    positions = [index for index, item in enumerate(checked) if isinstance(item, Trace)]
+    traces = [item for item in checked if isinstance(item, Trace)]
+    invalid = len(checked) - len(traces)
+    if invalid:
+        components.metrics.trace_failures.labels(code="invalid_trace").inc(invalid)
+    scored = iter(
+        await unless_client_leaves(
+            request,
+            service.annotate(
+                traces, config, context, field=body.field_name, strict=strict, positions=positions
+            ),
+        )
+        if traces
+        else []
     )
+    results = [item if isinstance(item, TraceFailure) else next(scored) for item in checked]
     return AnnotateResponse(
         request_id=context.request_id,
         annotations=[r if isinstance(r, TraceAnnotation) else None for r in results],

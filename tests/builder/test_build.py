@@ -208,9 +208,8 @@ def test_fail_on_reject_stops_at_the_first_bad_row(tmp_path: Path) -> None:
     rows[1]["question"] = ""
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     plan = make_plan(FAKE_IDENTITY, [source], tmp_path / "out", fail_on_reject=True)
-    with pytest.raises(
-        RejectedRowError, match=r"in.jsonl row 1 \(trace 'arith-001'\): mapping: column 'question' is empty"
-    ):
+    expected = r"in.jsonl row 1 \(trace 'arith-001'\): mapping: column 'question': must not be empty"
+    with pytest.raises(RejectedRowError, match=expected):
         run_build(plan, FakeProbe())
     assert not (tmp_path / "out" / "_SUCCESS").exists()
 

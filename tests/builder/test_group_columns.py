@@ -76,7 +76,7 @@ def test_a_group_value_that_is_not_text_or_an_integer_rejects_the_row_naming_the
     problem = map_record(ROW | {"group_id": value}, PRESETS["default"], 0, id_present=True)
     assert isinstance(problem, RowProblem)
     assert (problem.stage, problem.field) == ("mapping", "group_id")
-    assert "column 'group_id' holds" in problem.reason and "expected text or an integer" in problem.reason
+    assert "column 'group_id': holds" in problem.reason and "expected text or an integer" in problem.reason
 
 
 def test_a_missing_group_column_is_not_an_error_and_a_present_one_is_still_copied(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_steps_rows_and_rows_without_an_id(tmp_path: Path) -> None:
             "reference_answer",
             "empty",
         ),
-        ('{"id": "a", "question": "q", "steps": [], "reference_answer": "1"}', "steps", "empty list"),
+        ('{"id": "a", "question": "q", "steps": [], "reference_answer": "1"}', "steps", "at least 1 item"),
         (
             '{"id": "a", "question": "q", "steps": ["s"], "completion": "c", "reference_answer": "1"}',
             "steps",

@@ -62,7 +62,7 @@ def test_client_errors_carry_status_code_and_fields(client: MigClient) -> None:
     with pytest.raises(MigServiceError) as caught:
         client.annotate([bad])
     assert caught.value.status == 422
-    assert caught.value.error == "invalid_request"
+    assert caught.value.error == "invalid_trace"  # the service answers a trace's bad field as its error
     assert caught.value.fields == ["traces[0].colour"]
 
 

@@ -22,9 +22,21 @@ def test_unknown_trace_fields_are_rejected_by_name() -> None:
         )
 
 
-def test_numbers_are_not_silently_turned_into_strings() -> None:
-    with pytest.raises(ValidationError, match="reference_answer"):
-        Trace.model_validate({"id": "a", "question": "q", "completion": "c", "reference_answer": 18})
+def test_a_numeric_reference_answer_becomes_its_text_by_one_rule() -> None:
+    def answer(value: object) -> str:
+        trace = {"id": "a", "question": "q", "completion": "c", "reference_answer": value}
+        return Trace.model_validate(trace).reference_answer
+
+    assert [answer(18), answer(18.0), answer(2.5), answer(1e-05), answer(-3)] == [
+        "18",
+        "18",
+        "2.5",
+        "1e-05",
+        "-3",
+    ]
+    for refused in (True, float("nan"), ["1"]):
+        with pytest.raises(ValidationError, match="reference_answer"):
+            answer(refused)
 
 
 def test_config_hash_is_stable_and_changes_with_every_numeric_option() -> None:

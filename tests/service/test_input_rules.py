@@ -39,17 +39,24 @@ def _fields(response: httpx.Response) -> list[str]:
         ({"steps": ["1 + 1 = 2", " "]}, "traces[1].steps[1]"),
     ],
 )
-def test_a_trace_without_reasoning_text_is_a_422_naming_the_field(
+def test_a_trace_without_reasoning_text_is_its_error_and_with_strict_a_422_naming_the_field(
     url: str, audit_dir: Path, reasoning: dict[str, object], field: str
 ) -> None:
     good = TRACE | {"id": "good", "completion": "1 + 1 = 2\nA: 2"}
+    traces = [good, TRACE | reasoning]
     response = httpx.post(
-        timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": [good, TRACE | reasoning]}
+        timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": traces, "strict": True}
     )
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "invalid_request"
     assert _fields(response) == [field]
     assert field in response.json()["message"]
+    response = httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": traces})
+    assert response.status_code == 200, response.text
+    assert response.json()["annotations"][1] is None
+    assert [(e["index"], e["field"], e["code"]) for e in response.json()["errors"]] == [
+        (1, field, "invalid_trace")
+    ]
 
 
 def test_an_openrlhf_query_with_no_response_gets_the_fallback_reward_alone(url: str) -> None:
@@ -111,7 +118,7 @@ def test_refused_traces_never_reach_the_audit_log(url: str, audit_dir: Path) -> 
         url=f"{url}/v1/annotate",
         json={"traces": [good | {"id": "empty", "completion": " "}]},
     )
-    assert refused.status_code == 422
+    assert refused.status_code == 200 and refused.json()["annotations"] == [None]
     deadline = time.monotonic() + 30
     while not list(audit_dir.glob("*.parquet")) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -149,7 +156,7 @@ def test_options_of_the_wrong_json_type_are_a_422_naming_the_option(
     )
 
 
-def test_a_group_id_is_accepted_and_a_blank_one_is_a_422_naming_the_field(url: str) -> None:
+def test_a_group_id_is_accepted_a_blank_one_is_no_group_and_a_list_is_the_traces_error(url: str) -> None:
     grouped = [
         TRACE | {"id": f"g{i}", "completion": f"1 + 1 = 2\nA: {i}", "group_id": "uid-1"} for i in range(2)
     ]
@@ -157,6 +164,13 @@ def test_a_group_id_is_accepted_and_a_blank_one_is_a_422_naming_the_field(url: s
     assert response.status_code == 200, response.text
     assert [a["trace_id"] for a in response.json()["annotations"]] == ["g0", "g1"]
     blank = grouped[0] | {"group_id": " "}
-    response = httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json={"traces": [grouped[1], blank]})
+    listed = grouped[0] | {"id": "listed", "group_id": ["uid-1"]}
+    body = {"traces": [grouped[1], blank, listed]}
+    response = httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json=body)
+    assert response.status_code == 200, response.text
+    assert [a and a["trace_id"] for a in response.json()["annotations"]] == ["g1", "g0", None]
+    [error] = response.json()["errors"]
+    assert error["field"] == "traces[2].group_id" and "expected text or an integer" in error["message"]
+    response = httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json=body | {"strict": True})
     assert response.status_code == 422, response.text
-    assert _fields(response) == ["traces[1].group_id"]
+    assert _fields(response) == ["traces[2].group_id"]

@@ -144,10 +144,12 @@ def test_invalid_values_name_their_field(client: httpx.Client) -> None:
         "/v1/annotate", json={"trace": {"id": "x", "question": "q", "completion": "c"}}, headers=AUTH
     )
     assert missing.status_code == 422 and _fields(missing) == ["trace.reference_answer"]
-    wrong_type = client.post(
-        "/v1/annotate", json={"traces": [{**trace_json(small_traces(1)[0]), "steps": 3}]}, headers=AUTH
-    )
+    wrong_traces = [{**trace_json(small_traces(1)[0]), "steps": 3}]
+    wrong_type = client.post("/v1/annotate", json={"traces": wrong_traces, "strict": True}, headers=AUTH)
     assert wrong_type.status_code == 422 and "traces[0].steps" in _fields(wrong_type)
+    per_trace = client.post("/v1/annotate", json={"traces": wrong_traces}, headers=AUTH)
+    assert per_trace.status_code == 200 and per_trace.json()["annotations"] == [None]
+    assert per_trace.json()["errors"][0]["field"].startswith("traces[0].")
     empty = client.post("/v1/annotate", json={"traces": []}, headers=AUTH)
     assert empty.status_code == 422 and _fields(empty) == ["traces"]
     both = client.post(
