@@ -9,17 +9,30 @@ advantage covers every token TRL trains (its ``completion_mask``, EOS included).
 ``sft_weight * NLL``, the token-mean negative log-likelihood over the completions whose SFT gate is open
 (correct and max_k r_k > sft_threshold); ``mig/sft_nll`` and ``mig/sft_gate_open`` are logged.
 A completion the service cannot score (or with no text) is left out of its group's statistics and gets
-advantage 0 everywhere. Scoring sits behind :meth:`MigGRPOTrainer.score_completions` (one seam for a
-later in-process policy probe). Single process only (groups must be local).
+advantage 0 everywhere. Single process only (groups must be local).
 
-TRL, torch and transformers are imported when this module is; nothing else in the package imports it.
+Which model computes v_k (``probe``):
+
+* ``"service"`` (the default): the reward service's probe, through ``client`` (one request per batch);
+* ``"policy"``: the method's own choice, the trainer's live model, in process: the engine's
+  :class:`~mig_annotator.mig.engine.Annotator` over a
+  :class:`~mig_annotator.mig.probe.live_model.LiveModelProbe` of the unwrapped policy and its tokenizer
+  (no copy of the weights; ``no_grad``, eval mode, train mode restored). Its identity is ``policy@STEP``
+  with TRL's global step at scoring time: the weights that generated the batch;
+* ``"reference"``: TRL's frozen reference model, in process the same way (``reference``, its weights'
+  digest); it needs one (``GRPOConfig(beta > 0)``).
+
+Every batch's annotations are kept in ``mig_annotations`` (one list per generation batch) for inspection.
+
+TRL, torch and transformers are imported when this module is; the engine when ``probe`` is not
+``"service"``; nothing else in the package imports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,13 +51,16 @@ from mig_annotator.trainer.advantages import (
     unscored,
 )
 
-__all__ = ["MigGRPOTrainer"]
+__all__ = ["MigGRPOTrainer", "ProbeChoice"]
+
+ProbeChoice = Literal["service", "policy", "reference"]
 
 
 class MigGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with the reward service's per-token credit; pass no ``reward_funcs``.
 
-    ``client``: a :class:`MigClient`; ``advantages``: :class:`AdvantageSettings`; ``answer_column`` and
+    ``client``: a :class:`MigClient` (for ``probe="service"`` only); ``probe``: which model computes v_k
+    (see the module); ``advantages``: :class:`AdvantageSettings`; ``answer_column`` and
     ``reference_transform`` as :func:`mig_annotator.client.trl.trl_reward_function`; ``scoring_config``:
     ScoringConfig overrides sent with each request. Every other argument is ``GRPOTrainer``'s.
     """
@@ -52,7 +68,8 @@ class MigGRPOTrainer(GRPOTrainer):
     def __init__(
         self,
         *args: Any,
-        client: MigClient,
+        client: MigClient | None = None,
+        probe: ProbeChoice = "service",
         advantages: AdvantageSettings | None = None,
         answer_column: str = "answer",
         reference_transform: Callable[[str], str] | None = None,
@@ -61,7 +78,18 @@ class MigGRPOTrainer(GRPOTrainer):
     ) -> None:
         if kwargs.get("reward_funcs"):
             raise ValueError("MigGRPOTrainer scores with the reward service itself: pass no reward_funcs")
+        if probe not in ("service", "policy", "reference"):
+            raise ValueError(f"probe must be 'service', 'policy' or 'reference', got {probe!r}")
+        if (probe == "service") != (client is not None):
+            raise ValueError(
+                "probe='service' scores through the reward service: pass client=MigClient(...)"
+                if client is None
+                else f"probe={probe!r} scores in process with the trainer's model: pass no client"
+            )
         self.mig_client = client
+        self.mig_probe = probe
+        self._annotator: Any = None
+        self.mig_annotations: list[list[TraceAnnotation | None]] = []
         self.mig_settings = advantages or AdvantageSettings()
         self.mig_scoring_config = scoring_config
         self._traces_of = _trace_builder("mixed", answer_column, reference_transform)
@@ -80,16 +108,50 @@ class MigGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         if self.accelerator.num_processes > 1:
             raise ValueError("MigGRPOTrainer runs in one process (the groups must be local)")
+        if probe == "reference" and getattr(self, "ref_model", None) is None:
+            raise ValueError(
+                "probe='reference' scores with TRL's reference model, and this trainer has none: set "
+                "GRPOConfig(beta=...) above 0, or use probe='policy'"
+            )
 
     def score_completions(
         self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Any]
     ) -> list[TraceAnnotation | None]:
-        """The annotation of each completion (None: unscorable), from ONE call to the service."""
+        """The annotation of each completion (None: unscorable), from ONE scoring call: the service's, or
+        the in-process engine's over the policy or the reference model."""
         traces = self._traces_of(prompts, completions, columns)
         sent = [trace for trace in traces if trace is not None]
-        results = iter(self.mig_client.annotate_results(sent, self.mig_scoring_config) if sent else [])
+        results = iter(self._score(sent) if sent else [])
         scored = [next(results) if trace is not None else None for trace in traces]
-        return [result if isinstance(result, TraceAnnotation) else None for result in scored]
+        annotations = [result if isinstance(result, TraceAnnotation) else None for result in scored]
+        self.mig_annotations.append(annotations)
+        return annotations
+
+    def _score(self, traces: Sequence[Any]) -> list[Any]:
+        if self.mig_client is not None:
+            return self.mig_client.annotate_results(traces, self.mig_scoring_config)
+        annotator = self._local_annotator()
+        if self.mig_probe == "policy":
+            annotator.probe.set_version(int(self.state.global_step))
+        return annotator.annotate_many(traces)
+
+    def _local_annotator(self) -> Any:
+        """The engine over the live policy or reference model (built on first use, kept)."""
+        if self._annotator is None:
+            from mig_annotator.mig.engine import Annotator
+            from mig_annotator.mig.probe.live_model import LiveModelProbe
+            from mig_annotator.schemas import ScoringConfig
+
+            model = self.ref_model if self.mig_probe == "reference" else self.model
+            probe = LiveModelProbe(
+                self.accelerator.unwrap_model(model),
+                self.processing_class,
+                name=self.mig_probe,
+                version=int(self.state.global_step) if self.mig_probe == "policy" else None,
+            )
+            config = ScoringConfig.model_validate(dict(self.mig_scoring_config or {}))
+            self._annotator = Annotator(probe, default_config=config)
+        return self._annotator
 
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)

@@ -137,3 +137,66 @@ def group_normalised(values: list[float], eps: float, floor: float, outcome: boo
     std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
     scale = std + eps if outcome else max(std, floor)
     return [(v - mean) / scale for v in values]
+
+
+def test_with_the_policy_as_its_own_probe_the_trainer_scores_in_process_with_the_weights_that_generated(
+    tmp_path: Path, default_model_path: Path
+) -> None:
+    """probe="policy": no service; batch 1's values equal the engine on the same weights loaded from their
+    folder (the policy before its first optimizer step), and every batch names the step it was scored at."""
+    from datasets import Dataset
+
+    from mig_annotator.mig.engine import Annotator
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+    from mig_annotator.schemas import Trace
+    from mig_annotator.trainer.trl import MigGRPOTrainer
+
+    dataset = Dataset.from_list([{"prompt": q, "answer": a} for q, a in PROMPTS])
+    trainer = MigGRPOTrainer(
+        model=str(default_model_path),
+        args=cpu_grpo_config(tmp_path / "grpo", STEPS),
+        train_dataset=dataset,
+        probe="policy",
+        advantages=AdvantageSettings(sft_weight=0.5),
+    )
+    trainer.train()
+    assert trainer.state.global_step == STEPS and len(trainer.mig_annotations) == STEPS
+    for step, batch in enumerate(trainer.mig_annotations):
+        assert len(batch) == 8 and all(a is not None for a in batch)
+        assert {a.probe_model for a in batch} == {f"policy@{step}"}  # type: ignore[union-attr]
+    assert trainer.model.training  # scoring put the train mode back
+    first = [a for a in trainer.mig_annotations[0] if a is not None]
+    candidates = [
+        Trace(id=f"{i}-{j}", question=question, completion=a.completion, reference_answer=answer)
+        for i, a in enumerate(first)
+        for j, (question, answer) in enumerate(PROMPTS)
+    ]
+    with Annotator(TransformersProbe(TransformersProbeSettings(model=str(default_model_path)))) as engine:
+        folder = engine.annotate(candidates)
+    for i, live in enumerate(first):
+        # the prompt it was sampled for: the one whose v_0 (the question alone) matches
+        matches = [f for f in folder[2 * i : 2 * i + 2] if abs(f.v0 - live.v0) < 1e-5]
+        assert len(matches) == 1, (live.v0, [f.v0 for f in folder[2 * i : 2 * i + 2]])
+        expected = matches[0]
+        assert live.outcome == expected.outcome and len(live.steps) == len(expected.steps)
+        for got, want in zip(live.steps, expected.steps, strict=True):
+            assert abs(got.v - want.v) < 1e-5 and abs(got.reward - want.reward) < 1e-5
+
+
+def test_the_probe_choice_is_checked_before_training(tmp_path: Path, default_model_path: Path) -> None:
+    from datasets import Dataset
+
+    from mig_annotator.trainer.trl import MigGRPOTrainer
+
+    dataset = Dataset.from_list([{"prompt": q, "answer": a} for q, a in PROMPTS])
+    common = {
+        "model": str(default_model_path),
+        "args": cpu_grpo_config(tmp_path / "g", 1),
+        "train_dataset": dataset,
+    }
+    with pytest.raises(ValueError, match="pass client=MigClient"):
+        MigGRPOTrainer(**common)
+    with pytest.raises(ValueError, match="pass no client"):
+        MigGRPOTrainer(**common, probe="policy", client=MigClient("http://127.0.0.1:9"))
+    with pytest.raises(ValueError, match=r"has none: set GRPOConfig\(beta=\.\.\.\) above 0"):
+        MigGRPOTrainer(**common, probe="reference")
