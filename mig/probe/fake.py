@@ -62,15 +62,15 @@ class ByteTokenizer:
         return text + ("<|assistant|>\n" if add_generation_prompt else "")
 
 
-class FakeProbe(Probe):
+class FakeProbe(Probe[FakeProbeSettings]):
     """A :class:`mig.probe.base.Probe` that computes deterministic log-probs from the prefix tokens."""
 
     backend = "fake"
 
     def __init__(self, settings: FakeProbeSettings | None = None, **overrides: Any) -> None:
-        super().__init__()
-        self._settings = settings or FakeProbeSettings(**overrides)
-        self._tokenizer: Tokenizer = _load_tokenizer(self._settings.tokenizer)
+        super().__init__(settings or FakeProbeSettings(**overrides))
+        self._tokenizer = _load_tokenizer(self._settings.tokenizer)
+        self._context_limit = self._settings.context_limit
         self._lock = threading.Lock()
         self._failures_left = 0
         self.delay_s = self._settings.delay_s
@@ -79,18 +79,6 @@ class FakeProbe(Probe):
     @property
     def model_id(self) -> str:
         return self._settings.model
-
-    @property
-    def context_limit(self) -> int:
-        return self._settings.context_limit
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self._tokenizer
-
-    @property
-    def settings(self) -> FakeProbeSettings:
-        return self._settings
 
     def fail_next(self, calls: int) -> None:
         """Make the next ``calls`` calls of ``score()`` raise :class:`ProbeError` ("injected failure")."""

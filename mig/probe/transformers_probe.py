@@ -22,7 +22,6 @@ so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mig_annotator.mig.probe.base import Probe, ProbeCancelled, ProbeError, ProbeResult
+from mig_annotator.mig.probe.base import LocalModelProbe, ProbeCancelled, ProbeError, ProbeResult
 from mig_annotator.mig.probe.groups import group_sequences
 from mig_annotator.mig.probe.packed_plan import (
     ContinuationCopy,
@@ -42,7 +41,7 @@ from mig_annotator.mig.probe.packed_plan import (
 )
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
-from mig_annotator.schemas.probe import ProbeDType, ProbeIdentity, ProbeMode
+from mig_annotator.schemas.probe import ProbeDType, ProbeMode
 
 if TYPE_CHECKING:
     import torch
@@ -66,32 +65,33 @@ class _Row:
     answer_slots: np.ndarray  # (n,) which answer token each target is
 
 
-class TransformersProbe(Probe):
+class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
     """A :class:`mig.probe.base.Probe` over a local Hugging Face model folder."""
 
     backend = "transformers"
 
     def __init__(self, settings: TransformersProbeSettings) -> None:
-        super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        super().__init__(settings)
         import torch
         from transformers import AutoTokenizer
 
-        from mig_annotator.mig.model_store import resolve_model_path
-
         if settings.threads is not None:
             torch.set_num_threads(settings.threads)
-        self._settings = settings
-        self._model_path = resolve_model_path(settings.model)
-        self._torch = torch
-        self._device = torch.device(_resolve_device(settings.device, torch))
-        self._dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
-        self._tokenizer = AutoTokenizer.from_pretrained(self._model_path)
-        model = load_causal_lm(self._model_path, self._dtype)
-        self._attach(model.to(self._device).eval())
+        device = torch.device(_resolve_device(settings.device, torch))
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
+        tokenizer = AutoTokenizer.from_pretrained(self._model_path)
+        self._use(load_causal_lm(self._model_path, dtype).to(device).eval(), tokenizer)
 
-    def _attach(self, model: Any) -> None:
-        """Score with ``model`` (a causal LM on ``self._device``): its backbone, LM head and context."""
+    def _use(self, model: Any, tokenizer: Tokenizer) -> None:
+        """Score with ``model`` (a causal LM, on the device and in the dtype of its parameters) and
+        ``tokenizer``: the state a loaded probe and a live model's probe share."""
+        import torch
+
+        parameter = next(model.parameters())
+        self._torch = torch
+        self._device = parameter.device
+        self._dtype = parameter.dtype
+        self._tokenizer = tokenizer
         self._model = model
         self._backbone = model.base_model
         self._lm_head = model.get_output_embeddings()
@@ -100,31 +100,6 @@ class TransformersProbe(Probe):
     def _no_grad(self) -> AbstractContextManager[object]:
         """The autograd context the forward passes run under (a live model's probe uses ``no_grad``)."""
         return self._torch.inference_mode()
-
-    @property
-    def model_id(self) -> str:
-        return self._model_path.name
-
-    @property
-    def model_path(self) -> Path:
-        return self._model_path
-
-    @property
-    def context_limit(self) -> int:
-        return self._context_limit
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self._tokenizer
-
-    @property
-    def settings(self) -> TransformersProbeSettings:
-        return self._settings
-
-    def _compute_identity(self) -> ProbeIdentity:
-        from mig_annotator.mig.probe.identity import local_model_identity
-
-        return local_model_identity(self._model_path, "transformers", self._settings.dtype)
 
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         if self._settings.mode == "packed":
