@@ -171,7 +171,8 @@ def synchronize(device: str) -> None:
 def run_mode(mode: str, model_dir: Path, workloads: dict, args: argparse.Namespace, deadline: float) -> dict:
     import torch
 
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.mig.probe.settings import TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 
     settings = TransformersProbeSettings(
         model=str(model_dir),

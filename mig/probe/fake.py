@@ -29,7 +29,6 @@ from mig_annotator.mig.probe.settings import FakeProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 from mig_annotator.schemas.probe import ProbeIdentity
 
-__all__ = ["ByteTokenizer", "FakeProbe", "FakeProbeSettings", "fake_identity"]
 _BYTE_OFFSET = 3  # ids 0-2 are reserved (padding, begin and end of text); byte b is id b + 3
 _MASK64 = (1 << 64) - 1
 

@@ -41,12 +41,10 @@ from mig_annotator.mig.probe.packed_plan import (
 )
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
-from mig_annotator.schemas.probe import ProbeDType, ProbeMode
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ProbeDType", "ProbeMode", "TransformersProbe", "TransformersProbeSettings"]
 MAX_PADDING = 0.05  # share of computed positions a batch may spend on padding
 
 

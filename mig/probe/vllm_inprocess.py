@@ -33,7 +33,6 @@ from mig_annotator.mig.probe.vllm_common import (
 )
 from mig_annotator.mig.prompt import ProbeSequence
 
-__all__ = ["VLLMProbe", "VLLMProbeSettings"]
 logger = logging.getLogger(__name__)
 
 

@@ -49,7 +49,6 @@ from mig_annotator.mig.probe.vllm_common import (
 from mig_annotator.mig.prompt import ProbeSequence
 from mig_annotator.schemas.probe import ProbeIdentity
 
-__all__ = ["TokenizerMismatch", "VLLMServerProbe", "VLLMServerProbeSettings", "VLLMServerUnavailable"]
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 GENERATE_ROUTE = "/inference/v1/generate"

@@ -10,7 +10,8 @@ import pytest
 from mig_annotator.mig.engine import Annotator
 from mig_annotator.mig.probe.groups import group_sequences, grouped_minimal_tokens
 from mig_annotator.mig.probe.packed_plan import plan_units
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 from mig_annotator.mig.prompt import ProbeSequence
 from mig_annotator.schemas import PromptTemplate, ScoringConfig, Trace
 from tests.conftest import FIXTURES

@@ -9,7 +9,8 @@ import pytest
 
 from mig_annotator.mig.engine import Annotator
 from mig_annotator.mig.probe.base import Probe
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 from mig_annotator.schemas import ScoringConfig, Trace
 from tests.conftest import FIXTURES
 
