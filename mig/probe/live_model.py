@@ -42,7 +42,7 @@ class LiveModelProbe(TransformersProbe):
         name: str = "policy",
         version: str | int | None = None,
         mode: ProbeMode = "packed",
-        max_batch_tokens: int = 4096,
+        forward_batch_tokens: int = 4096,
         chunk_tokens: int | None = 2048,
         group_prefixes: bool = True,
     ) -> None:
@@ -53,7 +53,7 @@ class LiveModelProbe(TransformersProbe):
             mode=mode,
             dtype=dtype if dtype in _SETTINGS_DTYPES else "float32",  # the settings' dtype loads nothing here
             device=str(parameter.device),
-            max_batch_tokens=max_batch_tokens,
+            forward_batch_tokens=forward_batch_tokens,
             chunk_tokens=chunk_tokens,
             group_prefixes=group_prefixes,
         )

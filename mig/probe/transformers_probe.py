@@ -13,7 +13,7 @@ Three ways to get the same numbers:
   passes run causal attention over the traces (and their shared headers) and keep the KV cache; the probe
   passes forward the continuation copies against that cache under the 4-D mask restricted to the copies.
   Every pass takes at most ``chunk_tokens`` new positions per row, so the mask and the activations stay
-  bounded on 16k-token traces; the KV cache grows with the batch's tokens (``max_batch_tokens``).
+  bounded on 16k-token traces; the KV cache grows with the batch's tokens (``forward_batch_tokens``).
 
 All modes gather the hidden states that predict answer tokens and apply the LM head to those alone,
 so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
@@ -105,7 +105,7 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         outputs = [np.zeros((s.n_prefixes, s.n_answer_tokens)) for s in sequences]
         build_rows = _naive_rows if self._settings.mode == "naive" else _packed_rows
         rows = [row for index, sequence in enumerate(sequences) for row in build_rows(index, sequence)]
-        for batch in _length_sorted_batches(rows, self._settings.max_batch_tokens):
+        for batch in _length_sorted_batches(rows, self._settings.forward_batch_tokens):
             logprobs = self._forward(batch)
             for row, row_logprobs in zip(batch, logprobs, strict=True):
                 outputs[row.item][row.prefixes, row.answer_slots] = row_logprobs
@@ -118,9 +118,9 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         """Groups share their header and prefix 0; each batch runs in bounded chunks (:class:`_PackedRun`)."""
         settings = self._settings
         groups = group_sequences(sequences, enabled=settings.group_prefixes)
-        units = plan_units(sequences, groups, settings.max_batch_tokens)
+        units = plan_units(sequences, groups, settings.forward_batch_tokens)
         outputs = [np.full((s.n_prefixes, s.n_answer_tokens), np.nan) for s in sequences]
-        for batch in batch_units(units, settings.max_batch_tokens, MAX_PADDING):
+        for batch in batch_units(units, settings.forward_batch_tokens, MAX_PADDING):
             run = _PackedRun(self, batch, settings.chunk_tokens)
             try:
                 with self._no_grad():
@@ -450,9 +450,9 @@ def _naive_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
 
 
 def _length_sorted_batches(
-    rows: list[_Row], max_batch_tokens: int, max_padding: float = MAX_PADDING
+    rows: list[_Row], forward_batch_tokens: int, max_padding: float = MAX_PADDING
 ) -> Iterator[list[_Row]]:
-    """Longest first; a batch grows while it fits ``max_batch_tokens`` once padded and while padding
+    """Longest first; a batch grows while it fits ``forward_batch_tokens`` once padded and while padding
     stays under ``max_padding`` of the positions it computes."""
     ordered = sorted(rows, key=lambda row: len(row.input_ids), reverse=True)
     batch: list[_Row] = []
@@ -460,7 +460,8 @@ def _length_sorted_batches(
     for row in ordered:
         if batch:
             computed = (len(batch) + 1) * len(batch[0].input_ids)
-            if computed > max_batch_tokens or computed - real - len(row.input_ids) > max_padding * computed:
+            too_padded = computed - real - len(row.input_ids) > max_padding * computed
+            if computed > forward_batch_tokens or too_padded:
                 yield batch
                 batch, real = [], 0
         batch.append(row)

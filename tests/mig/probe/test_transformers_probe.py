@@ -80,7 +80,7 @@ def test_results_do_not_depend_on_batch_composition(default_model_path, packed_p
     traces = _fixture_traces()[:10]
     batched = _token_logprobs(packed_probe, traces)
     one_row_each = TransformersProbe(
-        TransformersProbeSettings(model=str(default_model_path), max_batch_tokens=64)
+        TransformersProbeSettings(model=str(default_model_path), forward_batch_tokens=64)
     )
     alone = _token_logprobs(one_row_each, traces)
     assert _max_difference(batched, alone) <= 1e-4
