@@ -86,7 +86,7 @@ def plain_forward_rate(probe, sequences: list, token_count: int) -> float:
     rows = sorted(
         (len(s.trace_ids) + s.n_prefixes * len(s.continuation_ids) for s in sequences), reverse=True
     )
-    budget = probe.settings.max_batch_tokens
+    budget = probe.settings.forward_batch_tokens
     batches, batch = [], []
     for length in rows:
         if batch and (len(batch) + 1) * batch[0] > budget:

@@ -171,14 +171,15 @@ def synchronize(device: str) -> None:
 def run_mode(mode: str, model_dir: Path, workloads: dict, args: argparse.Namespace, deadline: float) -> dict:
     import torch
 
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.mig.probe.settings import TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 
     settings = TransformersProbeSettings(
         model=str(model_dir),
         mode=mode,
         dtype="bfloat16",
         device=args.device,
-        max_batch_tokens=args.max_batch_tokens,
+        forward_batch_tokens=args.forward_batch_tokens,
     )
     probe = TransformersProbe(settings)
     if args.device.startswith("cuda"):
@@ -224,7 +225,7 @@ def run_mode(mode: str, model_dir: Path, workloads: dict, args: argparse.Namespa
 def plain_rate(probe, sequences, device: str) -> float:
     """Tokens/s of the backbone alone (built-in causal SDPA kernel) over equal-length rows of the packed
     rows' mean length, as many tokens as packed forwards: the ceiling for this many tokens."""
-    budget = probe.settings.max_batch_tokens
+    budget = probe.settings.forward_batch_tokens
     rows = [len(s.trace_ids) + s.n_prefixes * len(s.continuation_ids) for s in sequences]
     width = max(16, sum(rows) // len(rows))
     per_batch = max(1, budget // width)
@@ -290,7 +291,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU, few traces")
     parser.add_argument("--traces", type=int, default=512, help="synthetic GSM8K-like traces")
     parser.add_argument("--long", type=int, default=16, help="copies of the long 32-step trace")
-    parser.add_argument("--max-batch-tokens", type=int, default=32768)
+    parser.add_argument("--forward-batch-tokens", type=int, default=32768)
     parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting new runs after this")
     args = parser.parse_args()
     started = time.monotonic()
@@ -301,7 +302,7 @@ def main() -> None:
 
     if args.smoke:
         args.device, args.shape = "cpu", TINY
-        args.traces, args.long, args.max_batch_tokens = min(args.traces, 12), min(args.long, 1), 4096
+        args.traces, args.long, args.forward_batch_tokens = min(args.traces, 12), min(args.long, 1), 4096
     else:
         if not torch.cuda.is_available():
             sys.exit("no CUDA device: run with --smoke for the CPU check")
@@ -317,7 +318,7 @@ def main() -> None:
         "shape": "tiny (smoke)" if args.smoke else "Llama-3.2-1B (random weights)",
         "traces": args.traces,
         "long_traces": args.long,
-        "max_batch_tokens": args.max_batch_tokens,
+        "forward_batch_tokens": args.forward_batch_tokens,
     }
     print(json.dumps(env), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -352,7 +353,7 @@ def main() -> None:
     header = (
         f"{env['device']}, torch {env['torch']}, transformers {env['transformers']}, bf16, "
         f"{env['shape']}, {env['non_embedding_params'] / 1e9:.3f}B non-embedding parameters, "
-        f"max_batch_tokens {args.max_batch_tokens}; peak {peak or '-'} TFLOP/s dense bf16."
+        f"forward_batch_tokens {args.forward_batch_tokens}; peak {peak or '-'} TFLOP/s dense bf16."
     )
     plain = [f"{r['mode']}: {r['plain_tokens_per_s']:.0f}" for r in results if "plain_tokens_per_s" in r]
     footer = f"Plain causal forward of the backbone, same token count (tok/s): {', '.join(plain) or '-'}."

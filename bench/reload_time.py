@@ -11,7 +11,8 @@ import time
 
 from mig_annotator.mig.model_store import resolve_model_path
 from mig_annotator.mig.probe.reload import stage_reload
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 
 
 def main() -> None:

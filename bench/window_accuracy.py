@@ -136,7 +136,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from mig_annotator.mig.model_store import resolve_model_path
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.mig.probe.settings import TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 
     probe = TransformersProbe(TransformersProbeSettings(model_path=resolve_model_path(None), mode="packed"))
     rows: list[dict] = []

@@ -32,8 +32,10 @@ from pydantic.fields import FieldInfo
 from mig_annotator.mig.probe.settings import (
     API_KEY_ENV,
     DEFAULT_BACKEND,
+    RENAMED_TRANSFORMERS_FIELDS,
     SETTINGS_CLASSES,
     ProbeSettings,
+    TransformersProbeSettings,
     parse_probe_settings,
 )
 from mig_annotator.schemas import ScoringConfig
@@ -75,7 +77,7 @@ _PROBE_FLAGS: dict[str, _Flag] = {
     "dtype": _Flag("weight dtype."),
     "device": _Flag("auto | cpu | cuda | cuda:N."),
     "threads": _Flag("CPU threads for torch.", show_default="torch's default"),
-    "max_batch_tokens": _Flag("padded tokens per forward pass."),
+    "forward_batch_tokens": _Flag("padded tokens per forward pass (formerly --max-batch-tokens)."),
     "vllm_path": _Flag("the scoring path; auto takes the fastest one the server supports."),
     "base_url": _Flag("the server's URL."),
     "api_key": _Flag(
@@ -189,10 +191,20 @@ ChatTemplateOption = Annotated[
     ),
 ]
 
+# Renamed probe options: old field -> its hidden flag, still accepted; the settings move the old field to the
+# new one with a deprecation note (mig.probe.settings.RENAMED_TRANSFORMERS_FIELDS).
+_RENAMED_PROBE_FLAGS: dict[str, Any] = {
+    old: Annotated[
+        Optional[_option_type(TransformersProbeSettings.model_fields[new])],  # noqa: UP045
+        typer.Option("--" + old.replace("_", "-"), hidden=True, rich_help_panel=PROBE_PANEL),
+    ]
+    for old, (new, _) in RENAMED_TRANSFORMERS_FIELDS.items()
+}
 # The options of each group, by parameter name (the settings field each one sets, except chat_template and
 # probe_arg).
 PROBE_OPTIONS: dict[str, Any] = {
     **{name: _probe_option(name, flag) for name, flag in _PROBE_FLAGS.items()},
+    **_RENAMED_PROBE_FLAGS,
     PROBE_ARG: ProbeArgOption,
 }
 BackendOption = PROBE_OPTIONS["backend"]  # the backends a command offers (tests read its Literal)
@@ -302,7 +314,8 @@ def probe_options(values: Any, *, default_backend: ProbeBackend | None) -> dict[
     ``$MIG_PROBE__API_KEY`` when the backend is vllm-server (the only one that takes a key), so a key
     exported for a server does not make other backends refuse their settings.
     """
-    given = {name: getattr(values, name) for name in _PROBE_FLAGS if getattr(values, name) is not None}
+    named = (*_PROBE_FLAGS, *_RENAMED_PROBE_FLAGS)
+    given = {name: getattr(values, name) for name in named if getattr(values, name) is not None}
     given |= parse_probe_args(getattr(values, PROBE_ARG) or ())
     if "backend" not in given and default_backend is not None:
         given["backend"] = default_backend
@@ -322,6 +335,9 @@ def parse_probe_args(entries: Any) -> dict[str, Any]:
             raise OptionError(f"--probe-arg {entry}: write KEY=VALUE, e.g. chunk_tokens=1024")
         if key in _PROBE_FLAGS:
             raise OptionError(f"--probe-arg {key}: use its own option, {_OPTION_OF_FIELD[key]}")
+        if key in RENAMED_TRANSFORMERS_FIELDS:
+            new = RENAMED_TRANSFORMERS_FIELDS[key][0]
+            raise OptionError(f"--probe-arg {key}: now {new}; use its own option, {_OPTION_OF_FIELD[new]}")
         if key not in PROBE_ARG_FIELDS:
             close = difflib.get_close_matches(key, PROBE_ARG_FIELDS, n=1)
             hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(PROBE_ARG_FIELDS)}"

@@ -63,7 +63,7 @@ class ServiceComponents:
         runtime = ProbeRuntime(settings.probe, settings.scoring, verifier, probe)
         batcher = MicroBatcher(
             BatchScorer(runtime, exact=settings.exact, metrics=metrics),
-            max_tokens=settings.batch_max_tokens,
+            max_tokens=settings.micro_batch_tokens,
             max_wait_s=settings.batch_max_wait_ms / 1000.0,
             max_queue=settings.queue_max_traces,
             metrics=metrics,

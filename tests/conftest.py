@@ -23,14 +23,16 @@ def default_model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def packed_probe(default_model_path: Path):
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.mig.probe.settings import TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 
     return TransformersProbe(TransformersProbeSettings(model=str(default_model_path), mode="packed"))
 
 
 @pytest.fixture(scope="session")
 def naive_probe(default_model_path: Path):
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.mig.probe.settings import TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 
     return TransformersProbe(TransformersProbeSettings(model=str(default_model_path), mode="naive"))
 

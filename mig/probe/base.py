@@ -1,25 +1,32 @@
 """The probe interface every backend implements, in the spirit of lm-evaluation-harness's ``TemplateLM``.
 
-:class:`Probe` does what every backend needs around the model: it refuses a sequence over the context
-limit (naming it), times each call, keeps bounded running statistics, caches the identity, and calls the
-one method a backend implements, :meth:`Probe._score_sequences`. ``close()``, ``health()`` and
-``identity()`` are part of the interface, so callers never probe for optional methods.
+:class:`Probe` does what every backend needs around the model: it holds the settings, the tokenizer and
+the context limit, refuses a sequence over that limit (naming it), times each call, keeps bounded running
+statistics, caches the identity, and calls the one method a backend implements,
+:meth:`Probe._score_sequences`. ``close()``, ``health()`` and ``identity()`` are part of the interface, so
+callers never probe for optional methods. :class:`LocalModelProbe` adds what the backends that load a local
+model folder share: the folder, the model id (its name) and the identity (its contents, backend, dtype).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Self
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 from mig_annotator.schemas.probe import ProbeBackend, ProbeIdentity
+
+if TYPE_CHECKING:
+    from mig_annotator.mig.probe.settings import ProbeSettings, TransformersProbeSettings, VLLMProbeSettings
 
 CALL_WINDOW = 1024  # score() durations kept for percentiles; older ones drop out
 
@@ -66,18 +73,25 @@ class ContextLimitError(ProbeError, ValueError):
     """A sequence does not fit the probe's context; the message names the sequence and both lengths."""
 
 
-class Probe(ABC):
+SettingsT = TypeVar("SettingsT", bound="ProbeSettings")
+
+
+class Probe(ABC, Generic[SettingsT]):
     """Scores tokenised traces: per trace, the answer tokens' log-probs after every prefix.
 
-    Subclasses set :attr:`backend`, call ``super().__init__()`` first, and implement the properties
-    ``model_id``, ``context_limit``, ``tokenizer``, plus :meth:`_score_sequences` and
-    :meth:`_compute_identity`. They may override :meth:`close` and :meth:`health`.
+    Subclasses set :attr:`backend`, call ``super().__init__(settings)`` first, set ``self._tokenizer``
+    and ``self._context_limit`` before they return, and implement the property ``model_id``,
+    :meth:`_score_sequences` and :meth:`_compute_identity`. They may override :meth:`close` and
+    :meth:`health`.
     """
 
     backend: ClassVar[ProbeBackend]
     remote: ClassVar[bool] = False  # True: health() asks a server over the network (may block)
+    _tokenizer: Tokenizer
+    _context_limit: int
 
-    def __init__(self) -> None:
+    def __init__(self, settings: SettingsT) -> None:
+        self._settings = settings
         self._stats = ProbeStats()
         self._stats_lock = threading.Lock()
         self._identity: ProbeIdentity | None = None
@@ -88,15 +102,6 @@ class Probe(ABC):
     @property
     @abstractmethod
     def model_id(self) -> str: ...
-
-    @property
-    @abstractmethod
-    def context_limit(self) -> int:
-        """The most tokens one probe (prefix + continuation) may hold."""
-
-    @property
-    @abstractmethod
-    def tokenizer(self) -> Tokenizer: ...
 
     @property
     def shares_group_prefixes(self) -> bool:
@@ -115,6 +120,19 @@ class Probe(ABC):
         """The probe's identity; called once, then cached."""
 
     # -- the interface callers use ------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> SettingsT:
+        return self._settings
+
+    @property
+    def context_limit(self) -> int:
+        """The most tokens one probe (prefix + continuation) may hold."""
+        return self._context_limit
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
 
     @property
     def stats(self) -> ProbeStats:
@@ -189,3 +207,33 @@ class Probe(ABC):
         with self._stats_lock:
             self._stats.forward_calls += 1
             self._stats.tokens_padded += padded_tokens
+
+
+LocalSettingsT = TypeVar("LocalSettingsT", bound="TransformersProbeSettings | VLLMProbeSettings")
+
+
+class LocalModelProbe(Probe[LocalSettingsT]):
+    """A probe that loads the model in a local folder (``settings.model``; None: the default model): its
+    model id is the folder's name, its identity the folder's contents, the backend and ``settings.dtype``
+    (:func:`mig.probe.identity.local_model_identity`, which :func:`mig.probe.registry.expected_identity`
+    computes the same way without loading)."""
+
+    def __init__(self, settings: LocalSettingsT) -> None:
+        super().__init__(settings)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from mig_annotator.mig.model_store import resolve_model_path
+
+        self._model_path = resolve_model_path(settings.model)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_path.name
+
+    @property
+    def model_path(self) -> Path:
+        return self._model_path
+
+    def _compute_identity(self) -> ProbeIdentity:
+        from mig_annotator.mig.probe.identity import local_model_identity
+
+        return local_model_identity(self._model_path, self.backend, self._settings.dtype)

@@ -29,7 +29,6 @@ from mig_annotator.mig.probe.settings import FakeProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
 from mig_annotator.schemas.probe import ProbeIdentity
 
-__all__ = ["ByteTokenizer", "FakeProbe", "FakeProbeSettings", "fake_identity"]
 _BYTE_OFFSET = 3  # ids 0-2 are reserved (padding, begin and end of text); byte b is id b + 3
 _MASK64 = (1 << 64) - 1
 
@@ -62,15 +61,15 @@ class ByteTokenizer:
         return text + ("<|assistant|>\n" if add_generation_prompt else "")
 
 
-class FakeProbe(Probe):
+class FakeProbe(Probe[FakeProbeSettings]):
     """A :class:`mig.probe.base.Probe` that computes deterministic log-probs from the prefix tokens."""
 
     backend = "fake"
 
     def __init__(self, settings: FakeProbeSettings | None = None, **overrides: Any) -> None:
-        super().__init__()
-        self._settings = settings or FakeProbeSettings(**overrides)
-        self._tokenizer: Tokenizer = _load_tokenizer(self._settings.tokenizer)
+        super().__init__(settings or FakeProbeSettings(**overrides))
+        self._tokenizer = _load_tokenizer(self._settings.tokenizer)
+        self._context_limit = self._settings.context_limit
         self._lock = threading.Lock()
         self._failures_left = 0
         self.delay_s = self._settings.delay_s
@@ -79,18 +78,6 @@ class FakeProbe(Probe):
     @property
     def model_id(self) -> str:
         return self._settings.model
-
-    @property
-    def context_limit(self) -> int:
-        return self._settings.context_limit
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self._tokenizer
-
-    @property
-    def settings(self) -> FakeProbeSettings:
-        return self._settings
 
     def fail_next(self, calls: int) -> None:
         """Make the next ``calls`` calls of ``score()`` raise :class:`ProbeError` ("injected failure")."""

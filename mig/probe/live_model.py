@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mig_annotator.mig.probe.base import Probe, ProbeResult
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 from mig_annotator.mig.prompt import ProbeSequence
 from mig_annotator.schemas.probe import ProbeIdentity, ProbeMode
@@ -41,37 +42,28 @@ class LiveModelProbe(TransformersProbe):
         name: str = "policy",
         version: str | int | None = None,
         mode: ProbeMode = "packed",
-        max_batch_tokens: int = 4096,
+        forward_batch_tokens: int = 4096,
         chunk_tokens: int | None = 2048,
         group_prefixes: bool = True,
     ) -> None:
-        Probe.__init__(self)  # TransformersProbe.__init__ loads a folder: this probe takes the model instead
-        import torch
-
-        from mig_annotator.mig.probe.settings import TransformersProbeSettings
-
         parameter = next(model.parameters())
-        dtype = str(parameter.dtype).removeprefix("torch.")
-        self._torch = torch
-        self._device = parameter.device
-        self._dtype = parameter.dtype
-        self._dtype_name = dtype
-        self._settings = TransformersProbeSettings(
+        dtype = _dtype_name(parameter.dtype)
+        settings = TransformersProbeSettings(
             model=None,
             mode=mode,
             dtype=dtype if dtype in _SETTINGS_DTYPES else "float32",  # the settings' dtype loads nothing here
             device=str(parameter.device),
-            max_batch_tokens=max_batch_tokens,
+            forward_batch_tokens=forward_batch_tokens,
             chunk_tokens=chunk_tokens,
             group_prefixes=group_prefixes,
         )
+        Probe.__init__(self, settings)  # not TransformersProbe's: that loads a folder, this takes the model
         self._name = name
         self._model_path = Path(name)
-        self._tokenizer = tokenizer
         self._version = None if version is None else str(version)
         self._weights_key: tuple[tuple[int, int], ...] | None = None
         self._tokenizer_digest = _vocabulary_digest(tokenizer)
-        self._attach(model)
+        self._use(model, tokenizer)
 
     @property
     def model(self) -> Any:
@@ -101,7 +93,7 @@ class LiveModelProbe(TransformersProbe):
         else:
             digest = _weights_digest(self._model, self._tokenizer_digest)
         return ProbeIdentity(
-            model=self.model_id, digest=digest, backend="transformers", dtype=self._dtype_name
+            model=self.model_id, digest=digest, backend="transformers", dtype=_dtype_name(self._dtype)
         )
 
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
@@ -115,6 +107,11 @@ class LiveModelProbe(TransformersProbe):
         """Where each parameter and buffer lives and how often it was changed in place (cheap)."""
         tensors = list(self._model.parameters()) + list(self._model.buffers())
         return tuple((tensor.data_ptr(), tensor._version) for tensor in tensors)
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``torch.bfloat16`` -> ``bfloat16``."""
+    return str(dtype).removeprefix("torch.")
 
 
 @contextmanager

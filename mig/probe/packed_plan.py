@@ -108,15 +108,15 @@ def continuation_copy(index: int, sequence: ProbeSequence, k: int) -> Continuati
 
 
 def plan_units(
-    sequences: Sequence[ProbeSequence], groups: Sequence[PrefixGroup], max_batch_tokens: int
+    sequences: Sequence[ProbeSequence], groups: Sequence[PrefixGroup], forward_batch_tokens: int
 ) -> list[PackedUnit]:
     """One unit per group, split into consecutive sub-units when a group's padded positions exceed
-    ``max_batch_tokens`` (each sub-unit forwards the header again; a sub-unit of one member has none).
+    ``forward_batch_tokens`` (each sub-unit forwards the header again; a sub-unit of one member has none).
     Only the group's first member scores prefix 0."""
     units: list[PackedUnit] = []
     for group in groups:
         rows = [_member_row(index, sequences[index], first=index == group.first) for index in group.members]
-        for part in _split(rows, group.header_length, max_batch_tokens):
+        for part in _split(rows, group.header_length, forward_batch_tokens):
             if len(part) > 1 and sharing_pays(part, group.header_length):
                 units.append(_unit(part, sequences, group.header_length))
             else:
@@ -149,10 +149,10 @@ def _unit(rows: list[MemberRow], sequences: Sequence[ProbeSequence], header_leng
     return PackedUnit(header, shared_rows)
 
 
-def _split(rows: list[MemberRow], header_length: int, max_batch_tokens: int) -> Iterator[list[MemberRow]]:
+def _split(rows: list[MemberRow], header_length: int, forward_batch_tokens: int) -> Iterator[list[MemberRow]]:
     part: list[MemberRow] = []
     for row in rows:
-        if part and _padded_positions([*part, row], header_length) > max_batch_tokens:
+        if part and _padded_positions([*part, row], header_length) > forward_batch_tokens:
             yield part
             part = []
         part.append(row)
@@ -181,9 +181,9 @@ def batch_positions(units: Sequence[PackedUnit]) -> int:
 
 
 def batch_units(
-    units: Sequence[PackedUnit], max_batch_tokens: int, max_padding: float
+    units: Sequence[PackedUnit], forward_batch_tokens: int, max_padding: float
 ) -> Iterator[list[PackedUnit]]:
-    """Widest branch first; a batch grows while its padded positions fit ``max_batch_tokens`` and padding
+    """Widest branch first; a batch grows while its padded positions fit ``forward_batch_tokens`` and padding
     stays under ``max_padding`` of them (a unit's own padding counts once it has company)."""
     ordered = sorted(units, key=lambda unit: (unit.branch_width, unit.probe_width), reverse=True)
     batch: list[PackedUnit] = []
@@ -191,7 +191,7 @@ def batch_units(
     for unit in ordered:
         if batch:
             computed = batch_positions([*batch, unit])
-            if computed > max_batch_tokens or computed - real - unit.real_tokens > max_padding * computed:
+            if computed > forward_batch_tokens or computed - real - unit.real_tokens > max_padding * computed:
                 yield batch
                 batch, real = [], 0
         batch.append(unit)

@@ -9,12 +9,31 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
+from mig_annotator.mig.renamed import move_renamed
 from mig_annotator.schemas.probe import ProbeBackend, ProbeDType, ProbeMode, VLLMPathChoice
 
 DEFAULT_BACKEND: ProbeBackend = "transformers"
 API_KEY_ENV = "MIG_PROBE__API_KEY"  # the one variable that holds a vLLM server's key, for every command
+RENAMED_TRANSFORMERS_FIELDS = {
+    "max_batch_tokens": (
+        "forward_batch_tokens",
+        "the probe setting max_batch_tokens (--max-batch-tokens, MIG_PROBE__MAX_BATCH_TOKENS) is deprecated: "
+        "use forward_batch_tokens (--forward-batch-tokens, MIG_PROBE__FORWARD_BATCH_TOKENS)",
+    )
+}
+"""Old field -> (new field, the deprecation note); see :func:`mig.renamed.move_renamed`."""
 
 
 class _Settings(BaseModel):
@@ -43,8 +62,11 @@ class TransformersProbeSettings(_Settings):
         default="auto", description="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N"
     )
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None: torch's default).")
-    max_batch_tokens: int = Field(
-        default=4096, ge=64, description="Padded positions per batch (its rows' KV cache and passes)."
+    forward_batch_tokens: int = Field(
+        default=4096,
+        ge=64,
+        description="Padded positions one forward batch of the probe holds (its rows' KV cache and passes); "
+        "formerly max_batch_tokens. Not the service's micro-batch budget (MIG_MICRO_BATCH_TOKENS).",
     )
     chunk_tokens: int | None = Field(
         default=2048,
@@ -53,6 +75,11 @@ class TransformersProbeSettings(_Settings):
         "peak memory on long traces. None: each stage in one pass.",
     )
     group_prefixes: bool = _group_prefixes_field()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        return move_renamed(data, RENAMED_TRANSFORMERS_FIELDS)
 
 
 class VLLMServerProbeSettings(_Settings):

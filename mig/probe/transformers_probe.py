@@ -13,7 +13,7 @@ Three ways to get the same numbers:
   passes run causal attention over the traces (and their shared headers) and keep the KV cache; the probe
   passes forward the continuation copies against that cache under the 4-D mask restricted to the copies.
   Every pass takes at most ``chunk_tokens`` new positions per row, so the mask and the activations stay
-  bounded on 16k-token traces; the KV cache grows with the batch's tokens (``max_batch_tokens``).
+  bounded on 16k-token traces; the KV cache grows with the batch's tokens (``forward_batch_tokens``).
 
 All modes gather the hidden states that predict answer tokens and apply the LM head to those alone,
 so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
@@ -22,7 +22,6 @@ so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mig_annotator.mig.probe.base import Probe, ProbeCancelled, ProbeError, ProbeResult
+from mig_annotator.mig.probe.base import LocalModelProbe, ProbeCancelled, ProbeError, ProbeResult
 from mig_annotator.mig.probe.groups import group_sequences
 from mig_annotator.mig.probe.packed_plan import (
     ContinuationCopy,
@@ -42,12 +41,10 @@ from mig_annotator.mig.probe.packed_plan import (
 )
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
-from mig_annotator.schemas.probe import ProbeDType, ProbeIdentity, ProbeMode
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ProbeDType", "ProbeMode", "TransformersProbe", "TransformersProbeSettings"]
 MAX_PADDING = 0.05  # share of computed positions a batch may spend on padding
 
 
@@ -66,32 +63,33 @@ class _Row:
     answer_slots: np.ndarray  # (n,) which answer token each target is
 
 
-class TransformersProbe(Probe):
+class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
     """A :class:`mig.probe.base.Probe` over a local Hugging Face model folder."""
 
     backend = "transformers"
 
     def __init__(self, settings: TransformersProbeSettings) -> None:
-        super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        super().__init__(settings)
         import torch
         from transformers import AutoTokenizer
 
-        from mig_annotator.mig.model_store import resolve_model_path
-
         if settings.threads is not None:
             torch.set_num_threads(settings.threads)
-        self._settings = settings
-        self._model_path = resolve_model_path(settings.model)
-        self._torch = torch
-        self._device = torch.device(_resolve_device(settings.device, torch))
-        self._dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
-        self._tokenizer = AutoTokenizer.from_pretrained(self._model_path)
-        model = load_causal_lm(self._model_path, self._dtype)
-        self._attach(model.to(self._device).eval())
+        device = torch.device(_resolve_device(settings.device, torch))
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
+        tokenizer = AutoTokenizer.from_pretrained(self._model_path)
+        self._use(load_causal_lm(self._model_path, dtype).to(device).eval(), tokenizer)
 
-    def _attach(self, model: Any) -> None:
-        """Score with ``model`` (a causal LM on ``self._device``): its backbone, LM head and context."""
+    def _use(self, model: Any, tokenizer: Tokenizer) -> None:
+        """Score with ``model`` (a causal LM, on the device and in the dtype of its parameters) and
+        ``tokenizer``: the state a loaded probe and a live model's probe share."""
+        import torch
+
+        parameter = next(model.parameters())
+        self._torch = torch
+        self._device = parameter.device
+        self._dtype = parameter.dtype
+        self._tokenizer = tokenizer
         self._model = model
         self._backbone = model.base_model
         self._lm_head = model.get_output_embeddings()
@@ -102,34 +100,9 @@ class TransformersProbe(Probe):
         return self._torch.inference_mode()
 
     @property
-    def model_id(self) -> str:
-        return self._model_path.name
-
-    @property
-    def model_path(self) -> Path:
-        return self._model_path
-
-    @property
-    def context_limit(self) -> int:
-        return self._context_limit
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self._tokenizer
-
-    @property
-    def settings(self) -> TransformersProbeSettings:
-        return self._settings
-
-    @property
     def shares_group_prefixes(self) -> bool:
         """Only ``packed`` groups (``naive`` and ``packed-single`` batch every row on its own)."""
         return self._settings.mode == "packed" and self._settings.group_prefixes
-
-    def _compute_identity(self) -> ProbeIdentity:
-        from mig_annotator.mig.probe.identity import local_model_identity
-
-        return local_model_identity(self._model_path, "transformers", self._settings.dtype)
 
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         if self._settings.mode == "packed":
@@ -137,7 +110,7 @@ class TransformersProbe(Probe):
         outputs = [np.zeros((s.n_prefixes, s.n_answer_tokens)) for s in sequences]
         build_rows = _naive_rows if self._settings.mode == "naive" else _packed_rows
         rows = [row for index, sequence in enumerate(sequences) for row in build_rows(index, sequence)]
-        for batch in _length_sorted_batches(rows, self._settings.max_batch_tokens):
+        for batch in _length_sorted_batches(rows, self._settings.forward_batch_tokens):
             logprobs = self._forward(batch)
             for row, row_logprobs in zip(batch, logprobs, strict=True):
                 outputs[row.item][row.prefixes, row.answer_slots] = row_logprobs
@@ -150,9 +123,9 @@ class TransformersProbe(Probe):
         """Groups share their header and prefix 0; each batch runs in bounded chunks (:class:`_PackedRun`)."""
         settings = self._settings
         groups = group_sequences(sequences, enabled=settings.group_prefixes)
-        units = plan_units(sequences, groups, settings.max_batch_tokens)
+        units = plan_units(sequences, groups, settings.forward_batch_tokens)
         outputs = [np.full((s.n_prefixes, s.n_answer_tokens), np.nan) for s in sequences]
-        for batch in batch_units(units, settings.max_batch_tokens, MAX_PADDING):
+        for batch in batch_units(units, settings.forward_batch_tokens, MAX_PADDING):
             run = _PackedRun(self, batch, settings.chunk_tokens)
             try:
                 with self._no_grad():
@@ -482,9 +455,9 @@ def _naive_rows(item: int, sequence: ProbeSequence) -> Iterator[_Row]:
 
 
 def _length_sorted_batches(
-    rows: list[_Row], max_batch_tokens: int, max_padding: float = MAX_PADDING
+    rows: list[_Row], forward_batch_tokens: int, max_padding: float = MAX_PADDING
 ) -> Iterator[list[_Row]]:
-    """Longest first; a batch grows while it fits ``max_batch_tokens`` once padded and while padding
+    """Longest first; a batch grows while it fits ``forward_batch_tokens`` once padded and while padding
     stays under ``max_padding`` of the positions it computes."""
     ordered = sorted(rows, key=lambda row: len(row.input_ids), reverse=True)
     batch: list[_Row] = []
@@ -492,7 +465,8 @@ def _length_sorted_batches(
     for row in ordered:
         if batch:
             computed = (len(batch) + 1) * len(batch[0].input_ids)
-            if computed > max_batch_tokens or computed - real - len(row.input_ids) > max_padding * computed:
+            too_padded = computed - real - len(row.input_ids) > max_padding * computed
+            if computed > forward_batch_tokens or too_padded:
                 yield batch
                 batch, real = [], 0
         batch.append(row)

@@ -42,7 +42,6 @@ from mig_annotator.schemas.probe import VLLMPathChoice
 
 logger = logging.getLogger(__name__)
 ScoringPath = Literal["prompt-logprobs", "prefix-cached", "token-scores"]
-PathChoice = VLLMPathChoice
 AUTO_ORDER: tuple[ScoringPath, ...] = ("token-scores", "prefix-cached", "prompt-logprobs")
 
 TRIAL_TOLERANCE = 1e-3  # nats: cached and uncached scores of the trial probe must agree this closely
@@ -211,7 +210,7 @@ class ResultCollector:
 
 
 def choose_path(
-    choice: PathChoice,
+    choice: VLLMPathChoice,
     path_problem: Callable[[ScoringPath], str | None],
     where: str,
     *,

@@ -12,13 +12,12 @@ Traces that share their question prompt score probe 0 once per group (``group_pr
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult
+from mig_annotator.mig.probe.base import LocalModelProbe, ProbeError, ProbeResult
 from mig_annotator.mig.probe.settings import VLLMProbeSettings
 from mig_annotator.mig.probe.vllm_common import (
     TRIAL_TOLERANCE,
@@ -32,27 +31,20 @@ from mig_annotator.mig.probe.vllm_common import (
     sampling_fields,
     trial_requests,
 )
-from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
-from mig_annotator.schemas.probe import ProbeIdentity
+from mig_annotator.mig.prompt import ProbeSequence
 
-__all__ = ["VLLMProbe", "VLLMProbeSettings"]
 logger = logging.getLogger(__name__)
 
 
-class VLLMProbe(Probe):
+class VLLMProbe(LocalModelProbe[VLLMProbeSettings]):
     """A :class:`mig.probe.base.Probe` running ``vllm.LLM`` in this process."""
 
     backend = "vllm"
 
     def __init__(self, settings: VLLMProbeSettings) -> None:
-        super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        super().__init__(settings)
         from vllm import LLM
 
-        from mig_annotator.mig.model_store import resolve_model_path
-
-        self._settings = settings
-        self._model_path = resolve_model_path(settings.model)
         arguments: dict[str, Any] = {
             "model": str(self._model_path),
             "dtype": settings.dtype,
@@ -71,33 +63,12 @@ class VLLMProbe(Probe):
         logger.info("vllm probe: %s, path %s", self._model_path, self._path)
 
     @property
-    def model_id(self) -> str:
-        return self._model_path.name
-
-    @property
-    def context_limit(self) -> int:
-        return self._context_limit
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self._tokenizer
-
-    @property
     def scoring_path(self) -> ScoringPath:
         return self._path
 
     @property
-    def settings(self) -> VLLMProbeSettings:
-        return self._settings
-
-    @property
     def shares_group_prefixes(self) -> bool:
         return self._settings.group_prefixes
-
-    def _compute_identity(self) -> ProbeIdentity:
-        from mig_annotator.mig.probe.identity import local_model_identity
-
-        return local_model_identity(self._model_path, "vllm", self._settings.dtype)
 
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         plan = plan_requests(sequences, group_prefixes=self._settings.group_prefixes)

@@ -46,10 +46,9 @@ from mig_annotator.mig.probe.vllm_common import (
     sampling_fields,
     trial_requests,
 )
-from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.mig.prompt import ProbeSequence
 from mig_annotator.schemas.probe import ProbeIdentity
 
-__all__ = ["TokenizerMismatch", "VLLMServerProbe", "VLLMServerProbeSettings", "VLLMServerUnavailable"]
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 GENERATE_ROUTE = "/inference/v1/generate"
@@ -64,18 +63,17 @@ class TokenizerMismatch(ProbeError):
     """The local tokenizer does not tokenise like the server's: the probe refuses to run."""
 
 
-class VLLMServerProbe(Probe):
+class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
     """A :class:`mig.probe.base.Probe` backed by a running vLLM server."""
 
     backend = "vllm-server"
     remote = True
 
     def __init__(self, settings: VLLMServerProbeSettings) -> None:
-        super().__init__()
+        super().__init__(settings)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from mig_annotator.mig.model_store import resolve_model_path
 
-        self._settings = settings
         self._tokenizer_path = resolve_model_path(settings.model)
         headers = {}
         if settings.api_key is not None:
@@ -119,21 +117,9 @@ class VLLMServerProbe(Probe):
         return Path(self._served_model).name or self._served_model
 
     @property
-    def context_limit(self) -> int:
-        return self._context_limit
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self._tokenizer
-
-    @property
     def scoring_path(self) -> ScoringPath:
         """The scoring path in use (``auto`` resolved at start-up)."""
         return self._path
-
-    @property
-    def settings(self) -> VLLMServerProbeSettings:
-        return self._settings
 
     @property
     def shares_group_prefixes(self) -> bool:

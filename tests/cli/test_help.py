@@ -49,7 +49,7 @@ def test_the_probe_and_scoring_options_are_documented_alike(command: str) -> Non
         "--dtype",
         "--device",
         "--threads",
-        "--max-batch-tokens",
+        "--forward-batch-tokens",
     ):
         assert option in text
     for option in ("--vllm-path", "--base-url", "--api-key", "--segmenter", "--watermark", "--context-limit"):

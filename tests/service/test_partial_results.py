@@ -110,7 +110,7 @@ def test_past_the_deadline_the_finished_traces_come_back_and_the_rest_are_marked
     slow = fake_probe()  # the packaged fake: delay_s slows every probe call
     # one trace per micro-batch, each probe call 1.2 s, a 2 s deadline: the first of three traces is
     # scored at about 1.2 s, the second would end at about 2.4 s (0.8 s of slack either way)
-    settings = ServiceSettings(request_timeout_s=2.0, batch_max_tokens=64, audit_enabled=False)
+    settings = ServiceSettings(request_timeout_s=2.0, micro_batch_tokens=64, audit_enabled=False)
     with live_server(create_app(settings, probe=slow)) as url:
         warm_up = {"trace": trace_json(small_traces(1, prefix="warm-")[0])}
         for _ in range(10):  # the answer checker's worker processes start on first use (may take > 2 s)

@@ -9,7 +9,8 @@ import pytest
 
 from mig_annotator.mig.engine import Annotator
 from mig_annotator.mig.probe.live_model import LiveModelProbe
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 from mig_annotator.schemas import Trace, TraceAnnotation
 from tests.long_context import tiny_long_context_model
 from tests.service.support import small_traces

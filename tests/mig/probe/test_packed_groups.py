@@ -10,7 +10,8 @@ import pytest
 from mig_annotator.mig.engine import Annotator
 from mig_annotator.mig.probe.groups import group_sequences, grouped_minimal_tokens
 from mig_annotator.mig.probe.packed_plan import plan_units
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 from mig_annotator.mig.prompt import ProbeSequence
 from mig_annotator.schemas import PromptTemplate, ScoringConfig, Trace
 from tests.conftest import FIXTURES
@@ -83,7 +84,7 @@ def test_grouped_scoring_equals_scoring_each_trace_alone(packed_probe, grpo_sequ
         assert all(np.array_equal(rows[0], row) for row in rows)
     forwarded = packed_probe.stats.tokens_forwarded - before
     assert forwarded == sum(result.tokens_forwarded for result in grouped)
-    units = plan_units(sequences, group_sequences(sequences), max_batch_tokens=4096)
+    units = plan_units(sequences, group_sequences(sequences), forward_batch_tokens=4096)
     shared = [unit for unit in units if unit.header_ids is not None]
     lone = [unit.rows[0].sequence for unit in units if unit.header_ids is None]
     assert shared and lone  # both paths ran: a shared question prompt, and lone rows of one group
@@ -96,7 +97,7 @@ def test_grouped_scoring_equals_scoring_each_trace_alone(packed_probe, grpo_sequ
 def test_small_chunks_and_split_groups_give_the_same_numbers(
     default_model_path, grpo_sequences, scored_alone
 ) -> None:
-    chunked = _probe(default_model_path, chunk_tokens=16, max_batch_tokens=256)
+    chunked = _probe(default_model_path, chunk_tokens=16, forward_batch_tokens=256)
     assert max(s.probe_length for s in grpo_sequences) > 4 * 16  # several branch chunks and probe passes
     results = chunked.score(grpo_sequences)
     assert chunked.stats.forward_calls >= 2  # the groups did not fit one batch

@@ -22,7 +22,7 @@ def test_a_group_forwards_its_header_once_and_only_its_first_member_scores_prefi
     b = probe_sequence((1, 2, 3), [(20,)], (7,))
     lone = probe_sequence((5,), [(30,)], (7,))
     sequences = [a, lone, b]
-    units = plan_units(sequences, group_sequences(sequences), max_batch_tokens=4096)
+    units = plan_units(sequences, group_sequences(sequences), forward_batch_tokens=4096)
     shared, alone = units
     assert shared.header_ids.tolist() == [1, 2, 3] and alone.header_ids is None
     first, second = shared.rows
@@ -51,14 +51,14 @@ def test_an_answer_without_prompt_starts_its_copy_at_the_last_prefix_token() -> 
 def test_members_of_very_different_lengths_do_not_share_a_header_but_still_score_prefix_zero_once() -> None:
     short = probe_sequence((1, 2, 3), [(10,)], (7,))
     long = probe_sequence((1, 2, 3), [tuple(range(10, 30))], (7,))  # padding 19 > header saved 3
-    units = plan_units([short, long], group_sequences([short, long]), max_batch_tokens=4096)
+    units = plan_units([short, long], group_sequences([short, long]), forward_batch_tokens=4096)
     assert [unit.header_ids for unit in units] == [None, None]
     assert [[copy.k for copy in unit.rows[0].copies] for unit in units] == [[0, 1], [1]]
 
 
 def test_a_group_over_the_batch_budget_is_split_and_a_lone_part_has_no_header() -> None:
     members = [probe_sequence((1, 2, 3, 4), [tuple(range(10, 40))], (7,)) for _ in range(3)]
-    units = plan_units(members, group_sequences(members), max_batch_tokens=80)
+    units = plan_units(members, group_sequences(members), forward_batch_tokens=80)
     assert [len(unit.rows) for unit in units] == [2, 1]
     assert units[0].header_length == 4 and units[1].header_ids is None
     assert [copy.k for copy in units[1].rows[0].copies] == [1]  # prefix 0 is the first member's
@@ -68,8 +68,8 @@ def test_batches_respect_the_budget_unless_a_unit_alone_exceeds_it() -> None:
     sequences = [
         probe_sequence((1, q), [tuple(range(10, 10 + n))], (7,)) for q, n in enumerate([5, 40, 6, 7])
     ]
-    units = plan_units(sequences, group_sequences(sequences), max_batch_tokens=48)
-    batches = list(batch_units(units, max_batch_tokens=48, max_padding=0.5))  # 3 x (9 + 6) fit
+    units = plan_units(sequences, group_sequences(sequences), forward_batch_tokens=48)
+    batches = list(batch_units(units, forward_batch_tokens=48, max_padding=0.5))  # 3 x (9 + 6) fit
     assert sorted(len(batch) for batch in batches) == [1, 3]
     assert all(batch_positions(batch) <= 48 or len(batch) == 1 for batch in batches)
 

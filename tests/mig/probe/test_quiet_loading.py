@@ -9,7 +9,7 @@ import sys
 import pytest
 
 LOAD = (
-    "from mig_annotator.mig.probe.transformers_probe import TransformersProbeSettings\n"
+    "from mig_annotator.mig.probe.settings import TransformersProbeSettings\n"
     "from mig_annotator.mig.probe.transformers_probe import TransformersProbe\n"
     "TransformersProbe(TransformersProbeSettings(device='cpu', threads=1))\n"
 )

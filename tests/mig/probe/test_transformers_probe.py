@@ -9,7 +9,8 @@ import pytest
 
 from mig_annotator.mig.engine import Annotator
 from mig_annotator.mig.probe.base import Probe
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.mig.probe.transformers_probe import TransformersProbe
 from mig_annotator.schemas import ScoringConfig, Trace
 from tests.conftest import FIXTURES
 
@@ -79,7 +80,7 @@ def test_results_do_not_depend_on_batch_composition(default_model_path, packed_p
     traces = _fixture_traces()[:10]
     batched = _token_logprobs(packed_probe, traces)
     one_row_each = TransformersProbe(
-        TransformersProbeSettings(model=str(default_model_path), max_batch_tokens=64)
+        TransformersProbeSettings(model=str(default_model_path), forward_batch_tokens=64)
     )
     alone = _token_logprobs(one_row_each, traces)
     assert _max_difference(batched, alone) <= 1e-4

