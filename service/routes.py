@@ -33,6 +33,7 @@ from mig_annotator.service.components import ServiceComponents
 from mig_annotator.service.errors import ERROR_RESPONSES, Forbidden, UnsupportedMediaType
 from mig_annotator.service.failures import ClientLeft
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
+from mig_annotator.service.token_rewards import annotate_with_token_rewards
 
 ANNOTATE_PATH = "/v1/annotate"
 OPENRLHF_PATH = "/v1/openrlhf/reward"
@@ -146,13 +147,21 @@ async def annotate(
     config = service.scoring_config(body.config)
     context = call_context(request, caller, ANNOTATE_PATH)
     strict = body.strict or body.trace is not None
-    results = await unless_client_leaves(
-        request, service.annotate(body.trace_list, config, context, field=body.field_name, strict=strict)
-    )
+    token_rewards = None
+    if body.token_offsets is None:
+        results = await unless_client_leaves(
+            request, service.annotate(body.trace_list, config, context, field=body.field_name, strict=strict)
+        )
+    else:
+        work = annotate_with_token_rewards(
+            service, body.trace_list, body.token_offsets, config, context, body.field_name, strict=strict
+        )
+        results, token_rewards = await unless_client_leaves(request, work)
     return AnnotateResponse(
         request_id=context.request_id,
         annotations=[r if isinstance(r, TraceAnnotation) else None for r in results],
         errors=[r for r in results if isinstance(r, TraceFailure)],
+        token_rewards=token_rewards,
     )
 
 
