@@ -90,7 +90,7 @@ class AnnotateRequest(BaseModel):
         "at the deadline). By default each such trace gets its error in `errors` and the others are scored. "
         "A single `trace` is always strict.",
     )
-    min_probe_version: int | None = Field(
+    min_probe_version: StrictInt | None = Field(
         default=None,
         ge=1,
         description="Refuse (409) unless the serving probe's version (annotations' probe_version) is at "
