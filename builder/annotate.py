@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from mig_annotator.builder.columns import ColumnMapping
+from mig_annotator.builder.duplicates import FLAG, RowPlace, shorten
 from mig_annotator.builder.rows import RowProblem, map_record, row_id, row_json
 from mig_annotator.builder.sources import SourceBatch
-from mig_annotator.builder.token_columns import TokenAligner
+from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokenizer
 from mig_annotator.mig.engine import Annotator, PreparedTrace, TraceError
 from mig_annotator.schemas import ScoringConfig, Trace
 from mig_annotator.schemas.arrow import DATASET_ROW_SCHEMA, TOKEN_COLUMNS_SCHEMA, RejectStage
+
+if TYPE_CHECKING:
+    from mig_annotator.builder.plan import BuildPlan
 
 #: Checkpoint files carry each row's global input index in this column (dropped from the final files).
 GLOBAL_ROW = "_global_row"
@@ -98,8 +103,10 @@ class WindowAnnotator:
         id_present: bool,
         group_rows: int,
         aligner: TokenAligner | None,
+        dropped: Mapping[int, RowPlace] | None = None,
     ) -> None:
         self._annotator = annotator
+        self._dropped = dropped or {}
         self._config = config
         self._mapping = mapping
         self._id_present = id_present
@@ -107,6 +114,24 @@ class WindowAnnotator:
         self._aligner = aligner
         fixed = list(DATASET_ROW_SCHEMA) + (list(TOKEN_COLUMNS_SCHEMA) if aligner else [])
         self._fixed_schema = pa.schema(fixed)
+
+    @classmethod
+    def for_plan(cls, plan: BuildPlan, annotator: Annotator) -> WindowAnnotator:
+        """The window annotator of a planned build, the same for every engine: the plan's mapping, groups,
+        policy-tokenizer columns, and the rows ``--on-duplicate-id drop`` leaves out."""
+        settings = plan.settings
+        aligner = None
+        if settings.policy_tokenizer is not None:
+            aligner = TokenAligner(load_policy_tokenizer(settings.policy_tokenizer))
+        return cls(
+            annotator,
+            settings.scoring,
+            settings.columns,
+            plan.id_present,
+            settings.group_rows,
+            aligner,
+            plan.duplicates.earlier,
+        )
 
     def prepare(self, batch: SourceBatch) -> PreparedWindow:
         started = time.perf_counter()
@@ -116,6 +141,12 @@ class WindowAnnotator:
             record = as_written(batch, local)
             if local in batch.errors:
                 rejects.append(reject_record(batch, local, "mapping", None, batch.errors[local], None))
+                continue
+            first = self._dropped.get(batch.start + local)
+            if first is not None:
+                trace_id = row_id(record, self._mapping, batch.start + local, self._id_present)
+                reason = f"id {shorten(trace_id or '')!r} repeats the id of {first} ({FLAG} drop)"
+                rejects.append(reject_record(batch, local, "mapping", "id", reason, trace_id))
                 continue
             mapped = map_record(record, self._mapping, batch.start + local, self._id_present)
             if isinstance(mapped, RowProblem):

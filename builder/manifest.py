@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mig_annotator.builder.columns import ColumnMapping
+from mig_annotator.builder.duplicates import DuplicatePolicy
 from mig_annotator.builder.storage import write_bytes_atomic
 from mig_annotator.schemas import ProbeIdentity, ScoringConfig
 
@@ -68,6 +69,9 @@ class BuildIdentity(_Frozen):
     probe: ProbeIdentity = Field(description="The probe: backend, model, dtype and weights digest.")
     policy_tokenizer: TokenizerIdentity | None
     layout: Layout
+    on_duplicate_id: DuplicatePolicy = Field(
+        default="keep", description="What the build does with rows whose id repeats an earlier row's."
+    )
 
 
 class Counts(_Frozen):
@@ -78,6 +82,10 @@ class Counts(_Frozen):
     shards: int
     steps: int
     tokens_forwarded: int
+    duplicate_ids: int = Field(
+        default=0,
+        description="Input rows whose id repeats an earlier row's id (rejected with --on-duplicate-id drop).",
+    )
 
 
 class Timings(_Frozen):

@@ -39,7 +39,6 @@ from mig_annotator.builder.storage import (
     write_bytes_atomic,
     write_parquet_atomic,
 )
-from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokenizer
 from mig_annotator.mig.engine import Annotator
 from mig_annotator.mig.probe.base import Probe
 from mig_annotator.schemas.arrow import REJECT_SCHEMA
@@ -238,18 +237,8 @@ class _Builder:
         self._plan = plan
         self._layout = plan.layout
         self._observer = observer
-        aligner = None
-        if settings.policy_tokenizer is not None:
-            aligner = TokenAligner(load_policy_tokenizer(settings.policy_tokenizer))
         self._annotator = Annotator(probe, settings.scoring)  # starts answer-check workers on first use
-        self._windows = WindowAnnotator(
-            self._annotator,
-            settings.scoring,
-            settings.columns,
-            plan.id_present,
-            settings.group_rows,
-            aligner,
-        )
+        self._windows = WindowAnnotator.for_plan(plan, self._annotator)
         self._rows_schema = ck.work_rows_schema(plan.output_schema)
         self._reader = SourceReader(
             plan.files,
@@ -419,6 +408,7 @@ def _finish(plan: BuildPlan, sessions: list[str], session_seconds: float) -> Man
         shards=len(plan.shards),
         steps=int(sum(float(marker.get("steps", 0.0)) for marker in markers)),
         tokens_forwarded=tokens,
+        duplicate_ids=plan.duplicates.count,
     )
     probe_seconds = sum(float(marker.get("probe_seconds", 0.0)) for marker in markers)
     timings = Timings(

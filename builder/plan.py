@@ -4,12 +4,14 @@ shards and windows, and fix the output schema.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
+from mig_annotator.builder.duplicates import DuplicateIds, find_duplicate_ids
 from mig_annotator.builder.errors import InputError
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.manifest import (
@@ -85,6 +87,7 @@ class BuildPlan:
     output_schema: pa.Schema
     total_rows: int
     shards: list[ShardPlan]
+    duplicates: DuplicateIds = dataclasses.field(default_factory=DuplicateIds)
 
     @property
     def kept_schema(self) -> pa.Schema:
@@ -138,7 +141,8 @@ def kept_columns(settings: BuildSettings, schemas: list[pl.Schema]) -> list[Kept
 
 
 def plan_build(settings: BuildSettings, probe: ProbeIdentity) -> BuildPlan:
-    """Check and fingerprint the inputs and lay out the work. Reads the inputs; writes nothing."""
+    """Check and fingerprint the inputs, find repeated ids, and lay out the work. Reads the inputs; writes
+    nothing. Raises :class:`InputError` for a repeated id under ``--on-duplicate-id error``."""
     files, schemas, id_present = inspect_inputs(settings)
     kept = kept_columns(settings, schemas)
     fingerprints = []
@@ -168,6 +172,10 @@ def plan_build(settings: BuildSettings, probe: ProbeIdentity) -> BuildPlan:
         layout=Layout(
             shard_rows=settings.shard_rows, window_rows=settings.window_rows, group_rows=settings.group_rows
         ),
+        on_duplicate_id=settings.on_duplicate_id,
+    )
+    duplicates = find_duplicate_ids(
+        files, schemas, settings.columns, id_present, settings.limit, settings.on_duplicate_id
     )
     output_schema = dataset_schema(
         token_columns=settings.policy_tokenizer is not None, kept=pa.schema([c.field for c in kept])
@@ -183,6 +191,7 @@ def plan_build(settings: BuildSettings, probe: ProbeIdentity) -> BuildPlan:
         output_schema=output_schema,
         total_rows=total,
         shards=cut_shards(total, settings.shard_rows, settings.window_rows),
+        duplicates=duplicates,
     )
 
 

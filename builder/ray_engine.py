@@ -52,7 +52,6 @@ from mig_annotator.builder.pipeline import (
 )
 from mig_annotator.builder.plan import BuildPlan, ShardPlan, WindowPlan
 from mig_annotator.builder.sources import SourceBatch, SourceReader
-from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokenizer
 from mig_annotator.mig.engine import Annotator
 from mig_annotator.mig.probe.base import Probe
 
@@ -385,16 +384,10 @@ class WindowScorer:
     """A Ray Data actor: one probe, one engine :class:`Annotator`; scores one window per call."""
 
     def __init__(self, plan: BuildPlan, probe_factory: ProbeFactory) -> None:
-        settings = plan.settings
         probe = probe_factory()
         check_probe(plan, probe)
-        aligner = None
-        if settings.policy_tokenizer is not None:
-            aligner = TokenAligner(load_policy_tokenizer(settings.policy_tokenizer))
-        self._annotator = Annotator(probe, settings.scoring)
-        self._windows = WindowAnnotator(
-            self._annotator, settings.scoring, settings.columns, plan.id_present, settings.group_rows, aligner
-        )
+        self._annotator = Annotator(probe, plan.settings.scoring)
+        self._windows = WindowAnnotator.for_plan(plan, self._annotator)
 
     def __call__(self, blocks: pa.Table) -> pa.Table:
         results = []

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mig_annotator.builder.columns import ColumnMapping, PresetName
+from mig_annotator.builder.duplicates import DuplicatePolicy
 from mig_annotator.schemas import ScoringConfig
 
 
@@ -34,6 +35,10 @@ class BuildSettings(BaseModel):
     group_rows: int = Field(default=64, ge=1, description="Traces per probe call and per checkpoint.")
     row_group_rows: int = Field(default=2048, ge=1, description="Rows per Parquet row group.")
     fail_on_reject: bool = False
+    on_duplicate_id: DuplicatePolicy = Field(
+        default="keep",
+        description="Rows whose id repeats an earlier row's: keep (warn and count), drop (reject), error.",
+    )
     overwrite: bool = False
 
     @model_validator(mode="after")

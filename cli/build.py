@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 
 from mig_annotator.builder.columns import PresetName
-from mig_annotator.cli.console import console, fail
+from mig_annotator.builder.duplicates import DuplicatePolicy
+from mig_annotator.cli.console import console, errors, fail
 from mig_annotator.cli.options import OptionError, SettingsOptions, with_settings_options
 from mig_annotator.cli.render import step_table
 
@@ -46,6 +47,10 @@ LimitOption = Annotated[int | None, typer.Option(help="Only the first N input ro
 DryRunOption = Annotated[bool, typer.Option(help="Check the mapping and print three annotated rows.")]
 OverwriteOption = Annotated[bool, typer.Option(help="Discard a different build found in --out.")]
 FailOnRejectOption = Annotated[bool, typer.Option(help="Stop at the first row that cannot be annotated.")]
+OnDuplicateIdOption = Annotated[
+    DuplicatePolicy,
+    typer.Option(help="Rows whose id repeats an earlier row's: keep (warn, count), drop (reject), error."),
+]
 PolicyTokenizerOption = Annotated[
     Path | None,
     typer.Option(help="Local tokenizer folder: adds token_rewards and the cot, answer and completion masks."),
@@ -84,6 +89,7 @@ def build(
     dry_run: DryRunOption = False,
     overwrite: OverwriteOption = False,
     fail_on_reject: FailOnRejectOption = False,
+    on_duplicate_id: OnDuplicateIdOption = "keep",
     policy_tokenizer: PolicyTokenizerOption = None,
     shard_rows: ShardRowsOption = 16384,
     window_rows: WindowRowsOption = 1024,
@@ -119,11 +125,14 @@ def build(
             **dict(policy_tokenizer=policy_tokenizer, shard_rows=shard_rows, window_rows=window_rows),
             **dict(group_rows=group_rows, row_group_rows=row_group_rows, fail_on_reject=fail_on_reject),
             overwrite=overwrite,
+            on_duplicate_id=on_duplicate_id,
         )
         if dry_run:
             _dry_run(settings, open_probe(probe_settings))
             return
         prepared = prepare_build(settings, probe_settings, ray=ray_options)
+        if prepared.plan.duplicates.count:
+            errors.print(f"warning: {prepared.plan.duplicates.message(on_duplicate_id)}", markup=False)
     except (OptionError, ValidationError, BuildError, ModelStoreError, ProbeError, ValueError) as error:
         fail(str(error))
     _run(prepared, out, progress)

@@ -22,6 +22,7 @@ from mig_annotator.client.http import (
     MigClient,
     MigServiceError,
     MigServiceUnavailable,
+    TokenRewards,
     TraceFailure,
     TraceResult,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "MigServiceError",
     "MigServiceUnavailable",
     "RewardFallback",
+    "TokenRewards",
     "TraceFailure",
     "TraceResult",
     "async_trl_reward_function",

@@ -35,7 +35,13 @@ from typing import Any
 import httpx
 
 from mig_annotator.schemas import Trace, TraceAnnotation
-from mig_annotator.schemas.api import AnnotateResponse, ErrorResponse, InfoResponse, TraceFailure
+from mig_annotator.schemas.api import (
+    AnnotateResponse,
+    ErrorResponse,
+    InfoResponse,
+    TokenRewards,
+    TraceFailure,
+)
 
 __all__ = [
     "API_KEY_ENV",
@@ -45,6 +51,8 @@ __all__ = [
     "MigClient",
     "MigServiceError",
     "MigServiceUnavailable",
+    "TokenOffsets",
+    "TokenRewards",
     "TraceFailure",
     "TraceLike",
     "TraceResult",
@@ -58,6 +66,8 @@ _MAX_RETRY_WAIT_S = 30.0
 
 TraceLike = Trace | Mapping[str, Any]
 TraceResult = TraceAnnotation | TraceFailure
+TokenOffsets = Sequence[Sequence[int]] | None
+"""One trace's policy-token ``(start, end)`` character offsets into its completion, or None for none."""
 """One trace's answer: its annotation, or why it has none (``code`` invalid_trace or deadline_exceeded)."""
 
 
@@ -163,7 +173,7 @@ def _trace_json(trace: TraceLike) -> dict[str, Any]:
     return trace.model_dump(mode="json", exclude={"group_id"} if trace.group_id is None else None)
 
 
-_TRACE_PREFIX = re.compile(r"^traces\[(\d+)\]")
+_TRACE_PREFIX = re.compile(r"^(traces|token_offsets)\[(\d+)\]")
 
 
 class _Rounds:
@@ -181,8 +191,20 @@ class _Rounds:
         config: Mapping[str, Any] | None,
         chunk: int,
         max_rounds: int,
+        token_offsets: Sequence[TokenOffsets] | None = None,
     ) -> None:
         self._items = [_trace_json(trace) for trace in traces]
+        if token_offsets is not None and len(token_offsets) != len(self._items):
+            raise ValueError(
+                f"token_offsets has {len(token_offsets)} entries for {len(self._items)} traces: give one "
+                "per trace (None for a trace without offsets)"
+            )
+        self._offsets = (
+            None
+            if token_offsets is None
+            else [None if given is None else [[int(a), int(b)] for a, b in given] for given in token_offsets]
+        )
+        self.token_rewards: list[TokenRewards | None] = [None] * len(self._items)
         self._config = {"config": dict(config)} if config else {}
         self._chunk = max(1, chunk)
         self._rounds_left = max_rounds
@@ -200,6 +222,7 @@ class _Rounds:
         self._todo = []
         return [
             {"traces": [self._items[i] for i in chunk], "strict": False, **self._config}
+            | ({} if self._offsets is None else {"token_offsets": [self._offsets[i] for i in chunk]})
             for chunk in self._sent
         ]
 
@@ -216,9 +239,11 @@ class _Rounds:
                 continue
             answer = AnnotateResponse.model_validate_json(reply.content)
             failures = {failure.index: failure for failure in answer.errors}
+            placed = answer.token_rewards or [None] * len(chunk)
             for position, (i, annotation) in enumerate(zip(chunk, answer.annotations, strict=True)):
                 if annotation is not None:
                     self.results[i] = annotation
+                    self.token_rewards[i] = placed[position]
                     continue
                 failure = failures[position]
                 if failure.code == "deadline_exceeded":
@@ -226,7 +251,7 @@ class _Rounds:
                     unfinished = True
                 else:
                     self.results[i] = failure.model_copy(
-                        update={"index": i, "field": _TRACE_PREFIX.sub(f"traces[{i}]", failure.field)}
+                        update={"index": i, "field": _TRACE_PREFIX.sub(rf"\1[{i}]", failure.field)}
                     )
         if unfinished:  # smaller requests next round: half the largest one sent
             self._chunk = max(1, min(self._chunk, max(len(chunk) for chunk in self._sent)) // 2)
@@ -293,9 +318,14 @@ class _ClientBase:
             per_request = min(per_request, self._own_limit)
         self._limits = (max(1, per_request), info.limits.queue_max_traces)
 
-    def _rounds(self, traces: Sequence[TraceLike], config: Mapping[str, Any] | None) -> _Rounds:
+    def _rounds(
+        self,
+        traces: Sequence[TraceLike],
+        config: Mapping[str, Any] | None,
+        token_offsets: Sequence[TokenOffsets] | None = None,
+    ) -> _Rounds:
         assert self._limits is not None
-        return _Rounds(traces, config, self._limits[0], self._max_retries + 1)
+        return _Rounds(traces, config, self._limits[0], self._max_retries + 1, token_offsets)
 
 
 def _drive_sync(http: httpx.Client, plan: _Plan) -> httpx.Response:
@@ -419,14 +449,36 @@ class MigClient(_ClientBase):
         Raises :class:`MigServiceUnavailable` when the service is down, busy or slow past the retries or
         the deadline, and :class:`MigServiceError` for a request the service refuses as a whole.
         """
+        return self._run(traces, config, None).done()
+
+    def annotate_token_rewards(
+        self,
+        traces: Sequence[TraceLike],
+        token_offsets: Sequence[TokenOffsets],
+        config: Mapping[str, Any] | None = None,
+    ) -> list[tuple[TraceResult, TokenRewards | None]]:
+        """As :meth:`annotate_results`, each result with its rewards placed on the policy's tokens by the
+        service: ``token_offsets[i]`` is trace i's tokens' ``(start, end)`` character offsets into its
+        completion (a tokenizer's offset mapping, or :func:`schemas.token_alignment.token_offsets`), or
+        None. The :class:`TokenRewards` is None for a failed trace or one without offsets; bad offsets are
+        that trace's failure, naming ``token_offsets[i][k]``."""
+        rounds = self._run(traces, config, token_offsets)
+        return list(zip(rounds.done(), rounds.token_rewards, strict=True))
+
+    def _run(
+        self,
+        traces: Sequence[TraceLike],
+        config: Mapping[str, Any] | None,
+        token_offsets: Sequence[TokenOffsets] | None,
+    ) -> _Rounds:
         deadline = self._deadline()
         if self._limits is None:
             info = _drive_sync(self._http, self._plan("GET", "/v1/info", deadline=deadline))
             self._set_limits(InfoResponse.model_validate_json(info.content))
-        rounds = self._rounds(traces, config)
+        rounds = self._rounds(traces, config, token_offsets)
         while bodies := rounds.bodies():
             rounds.take([self._send(body, deadline) for body in bodies])
-        return rounds.done()
+        return rounds
 
     def _send(self, body: dict[str, Any], deadline: float | None) -> httpx.Response | MigServiceError:
         try:
@@ -478,6 +530,24 @@ class AsyncMigClient(_ClientBase):
         self, traces: Sequence[TraceLike], config: Mapping[str, Any] | None = None
     ) -> list[TraceResult]:
         """As :meth:`MigClient.annotate_results`; a round's requests go out concurrently."""
+        return (await self._run(traces, config, None)).done()
+
+    async def annotate_token_rewards(
+        self,
+        traces: Sequence[TraceLike],
+        token_offsets: Sequence[TokenOffsets],
+        config: Mapping[str, Any] | None = None,
+    ) -> list[tuple[TraceResult, TokenRewards | None]]:
+        """As :meth:`MigClient.annotate_token_rewards`."""
+        rounds = await self._run(traces, config, token_offsets)
+        return list(zip(rounds.done(), rounds.token_rewards, strict=True))
+
+    async def _run(
+        self,
+        traces: Sequence[TraceLike],
+        config: Mapping[str, Any] | None,
+        token_offsets: Sequence[TokenOffsets] | None,
+    ) -> _Rounds:
         deadline = self._deadline()
         if self._limits is None:
             info = await _drive_async(self._http, self._plan("GET", "/v1/info", deadline=deadline))
@@ -485,11 +555,11 @@ class AsyncMigClient(_ClientBase):
         assert self._limits is not None
         per_request, queue = self._limits
         in_flight = asyncio.Semaphore(max(1, queue // per_request))
-        rounds = self._rounds(traces, config)
+        rounds = self._rounds(traces, config, token_offsets)
         while bodies := rounds.bodies():
             replies = await asyncio.gather(*(self._send(body, deadline, in_flight) for body in bodies))
             rounds.take(replies)
-        return rounds.done()
+        return rounds
 
     async def _send(
         self, body: dict[str, Any], deadline: float | None, in_flight: asyncio.Semaphore

@@ -18,7 +18,7 @@ from mig_annotator.client.http import MigClient, MigServiceUnavailable, TraceFai
 from mig_annotator.schemas import Trace, TraceAnnotation
 from mig_annotator.schemas.api import RewardScalar
 from mig_annotator.schemas.scalar import scalar_reward
-from mig_annotator.schemas.token_alignment import align_annotation, token_offsets
+from mig_annotator.schemas.token_alignment import placed_rewards, token_offsets
 from mig_annotator.schemas.trace import group_id_of, has_text
 
 __all__ = [
@@ -126,8 +126,10 @@ def token_rewards(
     if not isinstance(result, TraceAnnotation):
         dense[-1] = fallback_reward
         return dense
-    alignment = align_annotation(result, token_offsets(tokenizer, response_ids, result.completion))
-    dense[:] = alignment.rewards(result.outcome, process_weight=process_weight, outcome_weight=outcome_weight)
+    offsets = token_offsets(tokenizer, response_ids, result.completion)
+    _, dense[:] = placed_rewards(
+        result, offsets, process_weight=process_weight, outcome_weight=outcome_weight
+    )
     return dense
 
 

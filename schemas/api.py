@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model, model_validator
 
 from mig_annotator.schemas.annotation import TraceAnnotation
 from mig_annotator.schemas.config import PromptTemplate, ScoringConfig
+from mig_annotator.schemas.token_alignment import placed_rewards
 from mig_annotator.schemas.trace import NonBlankText, Trace
 
 RewardScalar = Literal["outcome", "process", "mixed"]
@@ -50,6 +52,17 @@ ScoringOptions = _all_optional(
 )
 
 
+TokenOffset = Annotated[
+    list[Annotated[StrictInt, Field(ge=0)]],
+    Field(
+        min_length=2,
+        max_length=2,
+        description="[start, end): the characters of the completion one token covers.",
+    ),
+]
+"""One policy token's half-open character range in the trace's completion."""
+
+
 def _one_of_trace_or_traces(schema: dict[str, Any]) -> None:
     """The JSON schema says what the validator checks: exactly one of trace/traces is given and not null
     (null counts as absent, as in the model)."""
@@ -86,17 +99,30 @@ class AnnotateRequest(BaseModel):
         "request (422, or 504 at the deadline). By default each such trace gets its error in `errors` and "
         "the others are scored. A single `trace` is always strict.",
     )
-    min_probe_version: int | None = Field(
+    min_probe_version: StrictInt | None = Field(
         default=None,
         ge=1,
         description="Refuse (409) unless the serving probe's version (annotations' probe_version) is at "
         "least this: e.g. the version a checkpoint reload returned.",
+    )
+    token_offsets: list[list[TokenOffset] | None] | None = Field(
+        default=None,
+        description="Per-token rewards: one entry per trace (for `trace`, a list of one), each the policy "
+        "tokens' [start, end) character offsets into that trace's completion (a tokenizer's offset mapping), "
+        "or null for none. Starts and ends must not decrease and must lie within the completion; bad "
+        "offsets are that trace's error (field `token_offsets[i]`). The answer's `token_rewards` then holds "
+        "each trace's per-token rewards and masks.",
     )
 
     @model_validator(mode="after")
     def _exactly_one_of_trace_or_traces(self) -> AnnotateRequest:
         if (self.trace is None) == (self.traces is None):
             raise ValueError("give exactly one of `trace` or `traces`")
+        if self.token_offsets is not None and len(self.token_offsets) != len(self.trace_list):
+            raise ValueError(
+                f"token_offsets has {len(self.token_offsets)} entries for {len(self.trace_list)} traces: "
+                "give one per trace (null for a trace without offsets)"
+            )
         return self
 
     @property
@@ -148,6 +174,38 @@ class TraceFailure(BaseModel):
     )
 
 
+class TokenRewards(BaseModel):
+    """One trace's rewards placed on the policy's tokens (``schemas.token_alignment``): the rule of the
+    builder's token columns and of ``client.verl.token_rewards``. Every list but ``step_end_tokens`` has one
+    entry per token of the request's ``token_offsets``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rewards: list[float] = Field(
+        description="r_k on the last token of step k plus the outcome on the last answer token, 0 elsewhere."
+    )
+    outcome_index: int | None = Field(
+        description="The token the outcome sits on; null when none covers text."
+    )
+    step_end_tokens: list[int] = Field(description="Per step: the token r_k sits on (-1 when none).")
+    completion_mask: list[bool] = Field(description="Tokens that cover text.")
+    cot_mask: list[bool] = Field(description="Tokens of the chain of thought (process rewards apply).")
+    answer_mask: list[bool] = Field(description="Tokens of the answer part (the outcome applies).")
+
+    @classmethod
+    def of(cls, annotation: TraceAnnotation, offsets: Sequence[Sequence[int]]) -> TokenRewards:
+        """Place ``annotation``'s rewards on the tokens of ``offsets`` (weights 1: raw r_k and outcome)."""
+        alignment, rewards = placed_rewards(annotation, [tuple(pair) for pair in offsets])
+        return cls(
+            rewards=rewards.tolist(),
+            outcome_index=alignment.outcome_index,
+            step_end_tokens=alignment.step_end_tokens.tolist(),
+            completion_mask=alignment.completion_mask.tolist(),
+            cot_mask=alignment.cot_mask.tolist(),
+            answer_mask=alignment.answer_mask.tolist(),
+        )
+
+
 class AnnotateResponse(BaseModel):
     """``annotations[i]`` is null exactly when ``errors`` holds an entry with ``index == i``."""
 
@@ -159,6 +217,11 @@ class AnnotateResponse(BaseModel):
     )
     errors: list[TraceFailure] = Field(
         default_factory=list, description="The traces that got no annotation, in input order."
+    )
+    token_rewards: list[TokenRewards | None] | None = Field(
+        default=None,
+        description="Only when the request gave `token_offsets`: one per trace, in input order; null for a "
+        "trace without offsets or without an annotation.",
     )
 
 

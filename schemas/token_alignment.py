@@ -35,7 +35,7 @@ import numpy as np
 
 from mig_annotator.schemas.annotation import CharSpan, TraceAnnotation
 
-__all__ = ["TokenAlignment", "align_annotation", "token_offsets"]
+__all__ = ["TokenAlignment", "align_annotation", "offsets_problem", "placed_rewards", "token_offsets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,45 @@ def align_annotation(
         answer_mask=answer_mask,
         step_end_tokens=step_end_tokens,
     )
+
+
+def placed_rewards(
+    annotation: TraceAnnotation,
+    offsets: Sequence[tuple[int, int]] | np.ndarray,
+    *,
+    process_weight: float = 1.0,
+    outcome_weight: float = 1.0,
+) -> tuple[TokenAlignment, np.ndarray]:
+    """The alignment and the per-token rewards every trainer output uses: ``process_weight * r_k`` on the
+    last token of step k plus ``outcome_weight * outcome`` on the last answer token (float64)."""
+    alignment = align_annotation(annotation, offsets)
+    rewards = alignment.rewards(
+        annotation.outcome, process_weight=process_weight, outcome_weight=outcome_weight
+    )
+    return alignment, rewards
+
+
+def offsets_problem(offsets: Sequence[Sequence[int]], text_length: int) -> tuple[int, str] | None:
+    """Why ``offsets`` are not a policy tokenizer's offsets into a completion of ``text_length`` characters:
+    ``(token index, reason)`` for the first bad token, or None. Each must be a pair ``0 <= start <= end <=
+    text_length``, and starts and ends must never decrease from one token to the next (tokens follow the
+    text; several tokens may share a character, as byte-level pieces of one character do)."""
+    previous_start = previous_end = 0
+    for index, pair in enumerate(offsets):
+        if len(pair) != 2:
+            return index, f"{list(pair)} is not a [start, end] pair"
+        start, end = int(pair[0]), int(pair[1])
+        if start < 0 or end < start:
+            return index, f"[{start}, {end}] is not a range: need 0 <= start <= end"
+        if end > text_length:
+            return index, f"[{start}, {end}] ends past the completion's {text_length} characters"
+        if start < previous_start or end < previous_end:
+            return index, (
+                f"[{start}, {end}] goes back from the previous token's [{previous_start}, {previous_end}]: "
+                "offsets must not decrease"
+            )
+        previous_start, previous_end = start, end
+    return None
 
 
 def _outcome_index(

@@ -33,6 +33,7 @@ from mig_annotator.service.components import ServiceComponents
 from mig_annotator.service.errors import ERROR_RESPONSES, Forbidden, UnsupportedMediaType
 from mig_annotator.service.failures import ClientLeft
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
+from mig_annotator.service.token_rewards import annotate_with_token_rewards
 from mig_annotator.service.trace_items import checked_traces, refuse_invalid
 
 ANNOTATE_PATH = "/v1/annotate"
@@ -156,21 +157,27 @@ async def annotate(
     invalid = len(checked) - len(traces)
     if invalid:
         components.metrics.trace_failures.labels(code="invalid_trace").inc(invalid)
-    scored = iter(
-        await unless_client_leaves(
-            request,
-            service.annotate(
-                traces, config, context, field=body.field_name, strict=strict, positions=positions
-            ),
+    token_rewards = None
+    if body.token_offsets is None:
+        work = service.annotate(
+            traces, config, context, field=body.field_name, strict=strict, positions=positions
         )
-        if traces
-        else []
-    )
-    results = [item if isinstance(item, TraceFailure) else next(scored) for item in checked]
+        scored = iter(await unless_client_leaves(request, work) if traces else [])
+        results = [item if isinstance(item, TraceFailure) else next(scored) for item in checked]
+    else:
+        offsets = [body.token_offsets[index] for index in positions]
+        placed_work = annotate_with_token_rewards(
+            service, traces, offsets, config, context, body.field_name, strict=strict, positions=positions
+        )
+        valid, placed = await unless_client_leaves(request, placed_work) if traces else ([], [])
+        scored, placed_of = iter(valid), iter(placed)
+        results = [item if isinstance(item, TraceFailure) else next(scored) for item in checked]
+        token_rewards = [None if isinstance(item, TraceFailure) else next(placed_of) for item in checked]
     return AnnotateResponse(
         request_id=context.request_id,
         annotations=[r if isinstance(r, TraceAnnotation) else None for r in results],
         errors=[r for r in results if isinstance(r, TraceFailure)],
+        token_rewards=token_rewards,
     )
 
 

@@ -77,3 +77,25 @@ def test_the_request_schemas_carry_every_rule(open_document: dict[str, Any]) -> 
     )
     annotate = _operations(open_document)["POST /v1/annotate"]
     assert {"400", "413", "415", "422", "429", "503", "504"} <= set(annotate["responses"])
+
+
+def test_the_annotate_schemas_declare_token_offsets_and_token_rewards(open_document: dict[str, Any]) -> None:
+    request = _schema(open_document, "AnnotateRequest")["properties"]["token_offsets"]
+    per_trace = next(branch for branch in request["anyOf"] if branch.get("type") == "array")["items"]
+    offsets = next(branch for branch in per_trace["anyOf"] if branch.get("type") == "array")
+    pair = offsets["items"]
+    assert (pair["type"], pair["minItems"], pair["maxItems"]) == ("array", 2, 2)
+    assert pair["items"] == {"type": "integer", "minimum": 0}
+    response = _schema(open_document, "AnnotateResponse")["properties"]["token_rewards"]
+    assert "token_rewards" not in _schema(open_document, "AnnotateResponse").get("required", [])
+    listed = next(branch for branch in response["anyOf"] if branch.get("type") == "array")
+    assert {"$ref": "#/components/schemas/TokenRewards"} in listed["items"]["anyOf"]
+    rewards = _schema(open_document, "TokenRewards")
+    assert set(rewards["required"]) == {
+        "rewards",
+        "outcome_index",
+        "step_end_tokens",
+        "completion_mask",
+        "cot_mask",
+        "answer_mask",
+    }
