@@ -1,0 +1,108 @@
+"""The mig_vs_grpo task generator, corruption and tokenizer (experiments/mig_vs_grpo, package-free)."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+FOLDER = Path(__file__).resolve().parents[2] / "experiments" / "mig_vs_grpo"
+
+
+def _load(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, FOLDER / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+task = _load("task")
+policy = _load("policy")
+
+
+def test_the_generator_gives_the_same_problems_for_the_same_seed_and_others_for_another() -> None:
+    first = [p.question for p in task.problems("train", 50, seed=3)]
+    assert first == [p.question for p in task.problems("train", 50, seed=3)]
+    assert first != [p.question for p in task.problems("train", 50, seed=4)]
+    assert len(set(first)) == 50
+
+
+def test_train_and_held_out_questions_are_disjoint() -> None:
+    train = {p.question for p in task.problems("train", 2000, seed=0)}
+    held_out = {p.question for p in task.problems("held_out", 500, seed=0)}
+    assert not train & held_out
+    assert all(task.split_of(q) == "held_out" for q in held_out)
+
+
+def test_a_clean_demonstration_is_one_valid_step_per_line_ending_in_the_answer_line() -> None:
+    problem = task.Problem(7, (("+", 5), ("-", 8), ("+", 6)))
+    demo = task.demonstrate(problem)
+    assert demo.completion == "7+5=2\n2-8=4\n4+6=0\nA: 0"
+    assert problem.question == "7+5-8+6" and problem.answer == 0
+    assert all(task.step_is_valid(step) for step in demo.steps)
+    assert task.parse_answer(demo.completion) == 0 and demo.is_correct
+
+
+def test_corruption_breaks_exactly_one_step_keeps_later_steps_consistent_and_changes_the_answer() -> None:
+    rng = random.Random(5)
+    seen_positions = set()
+    for problem in task.problems("held_out", 200, seed=1):
+        clean, bad = task.demonstrate(problem), task.corrupt(problem, rng)
+        invalid = [i for i, step in enumerate(bad.steps) if not task.step_is_valid(step)]
+        assert invalid == [bad.wrong_step]
+        assert bad.steps[: bad.wrong_step] == clean.steps[: bad.wrong_step]
+        for earlier, later in zip(bad.steps, bad.steps[1:], strict=False):  # each step starts from the last
+            assert later.startswith(earlier.split("=")[1])
+        assert bad.answer == int(bad.steps[-1].split("=")[1]) != problem.answer
+        assert task.parse_answer(bad.completion) == bad.answer and not bad.is_correct
+        seen_positions.add(bad.wrong_step)
+    assert seen_positions == {0, 1, 2, 3}
+
+
+def test_values_are_digits_and_chains_have_three_or_four_steps() -> None:
+    for problem in task.problems("train", 500, seed=2):
+        assert task.MIN_OPS <= len(problem.ops) <= task.MAX_OPS
+        assert all(0 <= value <= 9 for value in [problem.start, *problem.partial_results()])
+
+
+def test_an_unknown_split_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="split"):
+        task.problems("test", 1, seed=0)
+
+
+def test_the_character_tokenizer_round_trips_text_one_token_per_character() -> None:
+    tokenizer = policy.build_tokenizer()
+    text = policy.prompt_text("7+5-8+6") + task.demonstrate(task.Problem(7, (("+", 5),))).completion
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert len(ids) == len(text)
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.decode([*ids, tokenizer.eos_token_id], skip_special_tokens=True) == text
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "17+5"}], tokenize=False, add_generation_prompt=True
+    )
+    assert rendered == policy.prompt_text("17+5")
+
+
+def test_the_saved_policy_folder_loads_with_auto_classes_and_the_engine_probe(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+
+    tokenizer = policy.build_tokenizer()
+    model = policy.build_model(tokenizer, seed=0)
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded.decode(loaded.encode("2-3=9\nA: 9", add_special_tokens=False)) == "2-3=9\nA: 9"
+    assert AutoModelForCausalLM.from_pretrained(tmp_path).config.vocab_size == len(tokenizer)
+    probe = TransformersProbe(TransformersProbeSettings(model=str(tmp_path), threads=1))
+    assert probe.tokenizer.bos_token_id is None
