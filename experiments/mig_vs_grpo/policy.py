@@ -2,8 +2,8 @@
 
 Prompt format (plain, also the tokenizer's chat template, so TRL's conversational prompts render the same)::
 
-    Q: 7+5-8+6\\n          <- prompt (the chat template of a user turn; the generation prompt adds nothing)
-    7+5=2\\n...A: 0<eos>  <- completion: one step per line, then the answer line
+    Q: 3 7 5 2\\n         <- prompt (the chat template of a user turn; the generation prompt adds nothing)
+    3<7 drop 3\\n...A: 7<eos> <- completion: one step per line, then the answer line
 
 The probe reads the same layout through :data:`PROBE_TEMPLATE` (header ``Q: {question}\\n``, a step per
 line, answer prefix ``A: ``). The tokenizer is a ``PreTrainedTokenizerFast`` over a ``tokenizers`` WordLevel
@@ -135,7 +135,7 @@ def pretrain(
     *,
     steps: int = 300,
     batch_size: int = 64,
-    learning_rate: float = 1e-2,
+    learning_rate: float = 3e-3,
     n_train: int = 4000,
     corrupted_share: float = 0.5,
     n_eval: int = 200,
@@ -150,7 +150,10 @@ def pretrain(
     model = build_model(tokenizer, seed)
     demos = task.demonstration_mix(task.problems("train", n_train, seed), corrupted_share, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * (1.0 - step / steps)
+    )
     rng = random.Random(seed)
     started = time.perf_counter()
     model.train()

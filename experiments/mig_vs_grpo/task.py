@@ -1,22 +1,26 @@
-"""The chain-arithmetic task: a deterministic, seeded generator with disjoint train / held-out splits.
+"""The elimination task: find the largest of 4-5 distinct digits by a chain of pairwise eliminations.
 
-A problem is a left-to-right chain of additions and subtractions of digits modulo 10 (single-digit
-values keep the character-level policy small and quick to train), for example ``7+5-8+6``. A correct
-demonstration states one partial result per line and ends in an answer line the engine's answer checker
-reads (the ``A: N`` marker of the shared GSM8K rollouts)::
+A deterministic, seeded generator with disjoint train / held-out splits. A correct demonstration is a
+knock-out that carries the current best: each line compares it with the next digit and drops the smaller
+one, one step per line, then an answer line the engine's answer checker reads (the ``A: N`` marker of the
+shared GSM8K rollouts)::
 
-    7+5=2
-    2-8=4
-    4+6=0
-    A: 0
+    Q: 3 7 5 2
+    3<7 drop 3
+    5<7 drop 5
+    2<7 drop 2
+    A: 7
 
-Every partial result constrains the answer (the last one states it), so step credit can matter.
-:func:`corrupt` injects one wrong step (a partial result off by 1-3, modulo 10) and recomputes every later
-step from it, so the later steps are locally right, the chain is consistent, and the final answer is wrong
-(a shift by d of one partial result shifts every later one, the answer included, by d).
+Every correct step removes a candidate that is not the answer, so it carries information about the
+answer (the answer is among the survivors). :func:`corrupt` injects one wrong step: a false comparison
+that drops the true maximum (at a step where the maximum wins), and every later step is computed
+correctly from the wrong winner, so the chain is consistent after it and the final answer is wrong.
+
+(An earlier version, chains of additions mod 10, was dropped: a probe this small does not compute ahead,
+so its v_k moved only at the last step and a wrong step in the middle left no trace: step AUROC 0.47.)
 
 The split is a pure function of the question text (a hash), so train and held-out problems never share a
-question whatever the seeds. 3-4 operations give about 58,000 + 1,050,000 distinct questions.
+question whatever the seeds. 4-5 distinct digits give 5,040 + 30,240 distinct questions.
 """
 
 from __future__ import annotations
@@ -26,33 +30,28 @@ import random
 import re
 from dataclasses import dataclass
 
-MIN_OPS, MAX_OPS = 3, 4
-MODULUS = 10
+MIN_CANDIDATES, MAX_CANDIDATES = 4, 5
 HELD_OUT_SHARE = 5  # one question in five belongs to the held-out split
-STEP_PATTERN = re.compile(r"^(\d)([+-])(\d)=(\d)$")
+STEP_PATTERN = re.compile(r"^(\d)<(\d) drop (\d)$")
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A chain ``start op1 n1 op2 n2 ...`` and its reference answer."""
+    """Distinct digits; the reference answer is the largest."""
 
-    start: int
-    ops: tuple[tuple[str, int], ...]
+    digits: tuple[int, ...]
 
     @property
     def question(self) -> str:
-        return str(self.start) + "".join(f"{op}{operand}" for op, operand in self.ops)
+        return " ".join(str(digit) for digit in self.digits)
 
     @property
     def answer(self) -> int:
-        return self.partial_results()[-1]
+        return max(self.digits)
 
-    def partial_results(self) -> list[int]:
-        values, value = [], self.start
-        for op, operand in self.ops:
-            value = apply(value, op, operand)
-            values.append(value)
-        return values
+    @property
+    def n_steps(self) -> int:
+        return len(self.digits) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +74,6 @@ class Demonstration:
         return self.answer == self.problem.answer
 
 
-def apply(value: int, op: str, operand: int) -> int:
-    return (value + operand if op == "+" else value - operand) % MODULUS
-
-
 def split_of(question: str) -> str:
     """``"held_out"`` or ``"train"``, decided by a hash of the question alone."""
     digest = hashlib.sha256(question.encode("utf-8")).digest()
@@ -86,10 +81,7 @@ def split_of(question: str) -> str:
 
 
 def random_problem(rng: random.Random) -> Problem:
-    n_ops = rng.randint(MIN_OPS, MAX_OPS)
-    start = rng.randint(0, MODULUS - 1)
-    ops = tuple((rng.choice("+-"), rng.randint(1, MODULUS - 1)) for _ in range(n_ops))
-    return Problem(start, ops)
+    return Problem(tuple(rng.sample(range(10), rng.randint(MIN_CANDIDATES, MAX_CANDIDATES))))
 
 
 def problems(split: str, count: int, seed: int) -> list[Problem]:
@@ -111,32 +103,38 @@ def problems(split: str, count: int, seed: int) -> list[Problem]:
 
 def demonstrate(problem: Problem) -> Demonstration:
     """The correct worked solution."""
-    return _chain(problem, wrong_step=None, delta=0)
+    return _knockout(problem, wrong_step=None)
 
 
 def corrupt(problem: Problem, rng: random.Random) -> Demonstration:
-    """A demonstration with one wrong step (its result off by 1-3, mod 10), every later step consistent
-    with it."""
-    wrong_step = rng.randrange(len(problem.ops))
-    return _chain(problem, wrong_step=wrong_step, delta=rng.choice((-3, -2, -1, 1, 2, 3)))
+    """A demonstration whose one wrong step drops the true maximum; every later step consistent with it."""
+    return _knockout(problem, wrong_step=rng.choice(steps_won_by_the_maximum(problem)))
 
 
-def _chain(problem: Problem, wrong_step: int | None, delta: int) -> Demonstration:
-    steps, value = [], problem.start
-    for index, (op, operand) in enumerate(problem.ops):
-        result = (apply(value, op, operand) + (delta if index == wrong_step else 0)) % MODULUS
-        steps.append(f"{value}{op}{operand}={result}")
-        value = result
-    return Demonstration(problem, tuple(steps), value, wrong_step)
+def steps_won_by_the_maximum(problem: Problem) -> list[int]:
+    """The 0-based steps of the correct knock-out that the maximum takes part in (and wins)."""
+    first = problem.digits.index(problem.answer)
+    return list(range(max(0, first - 1), problem.n_steps))
+
+
+def _knockout(problem: Problem, wrong_step: int | None) -> Demonstration:
+    best, steps = problem.digits[0], []
+    for index, challenger in enumerate(problem.digits[1:]):
+        loser, winner = sorted((best, challenger))
+        if index == wrong_step:
+            loser, winner = winner, loser
+        steps.append(f"{loser}<{winner} drop {loser}")
+        best = winner
+    return Demonstration(problem, tuple(steps), best, wrong_step)
 
 
 def step_is_valid(step: str) -> bool:
-    """Whether one step line ``a op b = c`` is arithmetically right on its own."""
+    """Whether one step line ``a<b drop a`` is true on its own."""
     match = STEP_PATTERN.match(step)
     if match is None:
         return False
-    left, op, operand, result = match.groups()
-    return apply(int(left), op, int(operand)) == int(result)
+    smaller, larger, dropped = (int(group) for group in match.groups())
+    return smaller < larger and dropped == smaller
 
 
 def parse_answer(completion: str) -> int | None:

@@ -43,34 +43,41 @@ def test_train_and_held_out_questions_are_disjoint() -> None:
 
 
 def test_a_clean_demonstration_is_one_valid_step_per_line_ending_in_the_answer_line() -> None:
-    problem = task.Problem(7, (("+", 5), ("-", 8), ("+", 6)))
+    problem = task.Problem((3, 7, 5, 2))
     demo = task.demonstrate(problem)
-    assert demo.completion == "7+5=2\n2-8=4\n4+6=0\nA: 0"
-    assert problem.question == "7+5-8+6" and problem.answer == 0
+    assert demo.completion == "3<7 drop 3\n5<7 drop 5\n2<7 drop 2\nA: 7"
+    assert problem.question == "3 7 5 2" and problem.answer == 7
     assert all(task.step_is_valid(step) for step in demo.steps)
-    assert task.parse_answer(demo.completion) == 0 and demo.is_correct
+    assert task.parse_answer(demo.completion) == 7 and demo.is_correct
 
 
 def test_corruption_breaks_exactly_one_step_keeps_later_steps_consistent_and_changes_the_answer() -> None:
     rng = random.Random(5)
     seen_positions = set()
-    for problem in task.problems("held_out", 200, seed=1):
+    for problem in task.problems("held_out", 300, seed=1):
         clean, bad = task.demonstrate(problem), task.corrupt(problem, rng)
         invalid = [i for i, step in enumerate(bad.steps) if not task.step_is_valid(step)]
         assert invalid == [bad.wrong_step]
         assert bad.steps[: bad.wrong_step] == clean.steps[: bad.wrong_step]
-        for earlier, later in zip(bad.steps, bad.steps[1:], strict=False):  # each step starts from the last
-            assert later.startswith(earlier.split("=")[1])
-        assert bad.answer == int(bad.steps[-1].split("=")[1]) != problem.answer
+        assert bad.steps[bad.wrong_step].endswith(f"drop {problem.answer}")  # the wrong step drops the answer
+        dropped = [int(step.rsplit(" ", 1)[1]) for step in bad.steps]
+        assert sorted([*dropped, bad.answer]) == sorted(problem.digits)  # each digit dropped once, one left
+        assert bad.answer != problem.answer
         assert task.parse_answer(bad.completion) == bad.answer and not bad.is_correct
         seen_positions.add(bad.wrong_step)
     assert seen_positions == {0, 1, 2, 3}
 
 
-def test_values_are_digits_and_chains_have_three_or_four_steps() -> None:
+def test_corruption_of_a_maximum_in_last_place_can_only_hit_the_last_step() -> None:
+    problem = task.Problem((1, 2, 3, 9))
+    bad = task.corrupt(problem, random.Random(0))
+    assert bad.wrong_step == 2 and bad.steps[-1] == "9<3 drop 9" and bad.answer == 3
+
+
+def test_problems_hold_four_or_five_distinct_digits() -> None:
     for problem in task.problems("train", 500, seed=2):
-        assert task.MIN_OPS <= len(problem.ops) <= task.MAX_OPS
-        assert all(0 <= value <= 9 for value in [problem.start, *problem.partial_results()])
+        assert task.MIN_CANDIDATES <= len(problem.digits) <= task.MAX_CANDIDATES
+        assert len(set(problem.digits)) == len(problem.digits)
 
 
 def test_an_unknown_split_is_refused_by_name() -> None:
@@ -80,15 +87,15 @@ def test_an_unknown_split_is_refused_by_name() -> None:
 
 def test_the_character_tokenizer_round_trips_text_one_token_per_character() -> None:
     tokenizer = policy.build_tokenizer()
-    text = policy.prompt_text("7+5-8+6") + task.demonstrate(task.Problem(7, (("+", 5),))).completion
+    text = policy.prompt_text("3 7 5 2") + task.demonstrate(task.Problem((3, 7, 5, 2))).completion
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert len(ids) == len(text)
     assert tokenizer.decode(ids) == text
     assert tokenizer.decode([*ids, tokenizer.eos_token_id], skip_special_tokens=True) == text
     rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "17+5"}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": "3 7"}], tokenize=False, add_generation_prompt=True
     )
-    assert rendered == policy.prompt_text("17+5")
+    assert rendered == policy.prompt_text("3 7")
 
 
 def test_the_saved_policy_folder_loads_with_auto_classes_and_the_engine_probe(tmp_path: Path) -> None:
@@ -102,7 +109,7 @@ def test_the_saved_policy_folder_loads_with_auto_classes_and_the_engine_probe(tm
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
-    assert loaded.decode(loaded.encode("2-3=9\nA: 9", add_special_tokens=False)) == "2-3=9\nA: 9"
+    assert loaded.decode(loaded.encode("2<9 drop 2\nA: 9", add_special_tokens=False)) == "2<9 drop 2\nA: 9"
     assert AutoModelForCausalLM.from_pretrained(tmp_path).config.vocab_size == len(tokenizer)
     probe = TransformersProbe(TransformersProbeSettings(model=str(tmp_path), threads=1))
     assert probe.tokenizer.bos_token_id is None
