@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+DuplicatePolicy = Literal["keep", "drop", "error"]
+"""What a build does with a row whose id repeats an earlier row's (``--on-duplicate-id``)."""
+
 PresetName = Literal["default", "verl", "trl", "gsm8k"]
 
 

@@ -13,17 +13,15 @@ import bisect
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import polars as pl
 import pyarrow as pa
 
-from mig_annotator.builder.columns import ColumnMapping
+from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy
 from mig_annotator.builder.errors import InputError
 from mig_annotator.builder.rows import row_id
 from mig_annotator.builder.sources import InputFile, SourceReader
 
-DuplicatePolicy = Literal["keep", "drop", "error"]
 FLAG = "--on-duplicate-id"
 _SAMPLE_CHARS = 80  # a sample id is shortened to this many characters in messages
 

@@ -15,8 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mig_annotator.builder.columns import ColumnMapping
-from mig_annotator.builder.duplicates import DuplicatePolicy
+from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy
 from mig_annotator.builder.storage import write_bytes_atomic
 from mig_annotator.schemas import ProbeIdentity, ScoringConfig
 

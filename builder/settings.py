@@ -6,8 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mig_annotator.builder.columns import ColumnMapping, PresetName
-from mig_annotator.builder.duplicates import DuplicatePolicy
+from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy, PresetName
 from mig_annotator.schemas import ScoringConfig
 
 

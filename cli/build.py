@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from mig_annotator.builder.columns import PresetName
-from mig_annotator.builder.duplicates import DuplicatePolicy
+from mig_annotator.builder.columns import DuplicatePolicy, PresetName
 from mig_annotator.cli.console import console, errors, fail
 from mig_annotator.cli.options import OptionError, SettingsOptions, with_settings_options
 from mig_annotator.cli.render import step_table
@@ -21,7 +20,6 @@ from mig_annotator.cli.render import step_table
 if TYPE_CHECKING:
     from mig_annotator.builder.entry import PreparedBuild
     from mig_annotator.builder.settings import BuildSettings
-    from mig_annotator.mig.probe.base import Probe
 
 INTERRUPTED = 130
 
@@ -112,7 +110,6 @@ def build(
     from mig_annotator.builder.settings import BuildSettings
     from mig_annotator.mig.model_store import ModelStoreError
     from mig_annotator.mig.probe.base import ProbeError
-    from mig_annotator.mig.probe.registry import open_probe
 
     try:
         ray_options = _ray_options(engine, num_probes, ray_address, actor_resources)
@@ -124,22 +121,26 @@ def build(
             **dict(keep_columns=_keep_list(keep_cols), limit=limit, scoring=scoring),
             **dict(policy_tokenizer=policy_tokenizer, shard_rows=shard_rows, window_rows=window_rows),
             **dict(group_rows=group_rows, row_group_rows=row_group_rows, fail_on_reject=fail_on_reject),
-            overwrite=overwrite,
-            on_duplicate_id=on_duplicate_id,
+            **dict(overwrite=overwrite, on_duplicate_id=on_duplicate_id),
         )
         if dry_run:
-            _dry_run(settings, open_probe(probe_settings))
+            _dry_run(settings, probe_settings)
             return
-        prepared = prepare_build(settings, probe_settings, ray=ray_options)
-        if prepared.plan.duplicates.count:
-            errors.print(f"warning: {prepared.plan.duplicates.message(on_duplicate_id)}", markup=False)
+        prepared = _warn_duplicates(prepare_build(settings, probe_settings, ray=ray_options), on_duplicate_id)
     except (OptionError, ValidationError, BuildError, ModelStoreError, ProbeError, ValueError) as error:
         fail(str(error))
-    _run(prepared, out, progress)
+    run_prepared(prepared, out, progress)
 
 
-def _run(prepared: PreparedBuild, out: Path, progress: bool) -> None:
-    """Run the prepared build (unless finished already) and report it."""
+def _warn_duplicates(prepared: PreparedBuild, on_duplicate_id: str) -> PreparedBuild:
+    if prepared.plan.duplicates.count:
+        errors.print(f"warning: {prepared.plan.duplicates.message(on_duplicate_id)}", markup=False)
+    return prepared
+
+
+def run_prepared(prepared: Any, out: Path, progress: bool, *, show_config_hash: bool = False) -> None:
+    """Run a prepared build or rescore (unless finished already; anything with ``finished`` and
+    ``run(observer)``) and report it; an interruption or failure says that rerunning resumes."""
     from mig_annotator.builder.errors import BuildError
     from mig_annotator.builder.progress import RichBuildProgress, summary
     from mig_annotator.mig.probe.base import ProbeError
@@ -159,7 +160,11 @@ def _run(prepared: PreparedBuild, out: Path, progress: bool) -> None:
         fail(f"{error}\ncommitted work is kept: fix the cause and run the same command again to resume", 1)
     if not progress:
         console.print(summary(result.manifest))
-    console.print(f"wrote {out} ({result.manifest.counts.annotated if result.manifest.counts else 0:,} rows)")
+    counts = result.manifest.counts
+    rows = f"{counts.annotated if counts else 0:,} rows"
+    if show_config_hash:
+        rows += f", config_hash {result.manifest.identity.config_hash}"
+    console.print(f"wrote {out} ({rows})")
 
 
 def _ray_options(engine: str, num_probes: int, address: str | None, resources: str) -> Any:
@@ -184,10 +189,11 @@ def _keep_list(keep_cols: str | None) -> list[str] | None:
     return [name.strip() for name in keep_cols.split(",") if name.strip()]
 
 
-def _dry_run(settings: BuildSettings, probe: Probe) -> None:
+def _dry_run(settings: BuildSettings, probe_settings: Any) -> None:
     from mig_annotator.builder.dry_run import dry_run
+    from mig_annotator.mig.probe.registry import open_probe
 
-    result = dry_run(settings, probe)
+    result = dry_run(settings, open_probe(probe_settings))
     mapping = settings.columns.mapped()
     console.print(
         f"inputs: {len(result.files)} file(s); columns: "

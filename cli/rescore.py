@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from mig_annotator.cli.console import console, fail
+from mig_annotator.cli.build import run_prepared
+from mig_annotator.cli.console import fail
 from mig_annotator.cli.options import OptionError, scoring_changes, with_scoring_options
-
-INTERRUPTED = 130
 
 SourceArgument = Annotated[Path, typer.Argument(help="The finished dataset folder to rescore (read only).")]
 OutArgument = Annotated[Path, typer.Argument(help="The new dataset folder.")]
@@ -40,7 +38,6 @@ def rescore(
     from pydantic import ValidationError
 
     from mig_annotator.builder.errors import BuildError
-    from mig_annotator.builder.progress import RichBuildProgress, summary
     from mig_annotator.builder.rescore import RescoreSettings, prepare_rescore, source_manifest
 
     try:
@@ -51,26 +48,7 @@ def rescore(
         prepared = prepare_rescore(settings)
     except (OptionError, ValidationError, BuildError, ValueError) as error:
         fail(str(error))
-    if prepared.finished is not None:
-        console.print(f"already complete: {out}")
-        console.print(summary(prepared.finished))
-        return
-    observer = RichBuildProgress(console if progress else Console(quiet=True))
-    try:
-        result = prepared.run(observer)
-    except KeyboardInterrupt:
-        observer.close()
-        fail("interrupted; committed work is kept: run the same command again to resume", INTERRUPTED)
-    except BuildError as error:
-        observer.close()
-        fail(f"{error}\ncommitted work is kept: fix the cause and run the same command again to resume", 1)
-    if not progress:
-        console.print(summary(result.manifest))
-    counts = result.manifest.counts
-    console.print(
-        f"wrote {out} ({counts.annotated if counts else 0:,} rows, "
-        f"config_hash {result.manifest.identity.config_hash})"
-    )
+    run_prepared(prepared, out, progress, show_config_hash=True)
 
 
 def register(app: typer.Typer) -> None:
