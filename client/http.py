@@ -39,6 +39,7 @@ from mig_annotator.schemas.api import (
     AnnotateResponse,
     ErrorResponse,
     InfoResponse,
+    ReloadResponse,
     TokenRewards,
     TraceFailure,
 )
@@ -422,6 +423,14 @@ class MigClient(_ClientBase):
         response = _drive_sync(self._http, self._plan("GET", "/v1/info", deadline=self._deadline()))
         return InfoResponse.model_validate_json(response.content)
 
+    def reload(self, model: str | os.PathLike[str]) -> ReloadResponse:
+        """Load the checkpoint folder ``model`` (a path on the service's disk) into the running probe
+        (``POST /v1/admin/reload``; needs an admin key). Raises :class:`MigServiceError` when refused."""
+        plan = self._plan(
+            "POST", "/v1/admin/reload", json={"model": os.fspath(model)}, deadline=self._deadline()
+        )
+        return ReloadResponse.model_validate_json(_drive_sync(self._http, plan).content)
+
     def ready(self) -> bool:
         try:
             return self._http.get(f"{self.base_url}/readyz").status_code == 200
@@ -519,6 +528,13 @@ class AsyncMigClient(_ClientBase):
     async def info(self) -> InfoResponse:
         response = await _drive_async(self._http, self._plan("GET", "/v1/info", deadline=self._deadline()))
         return InfoResponse.model_validate_json(response.content)
+
+    async def reload(self, model: str | os.PathLike[str]) -> ReloadResponse:
+        """As :meth:`MigClient.reload`."""
+        plan = self._plan(
+            "POST", "/v1/admin/reload", json={"model": os.fspath(model)}, deadline=self._deadline()
+        )
+        return ReloadResponse.model_validate_json((await _drive_async(self._http, plan)).content)
 
     async def annotate(
         self, traces: Sequence[TraceLike], config: Mapping[str, Any] | None = None

@@ -62,7 +62,7 @@ class LiveModelProbe(TransformersProbe):
         self._model_path = Path(name)
         self._version = None if version is None else str(version)
         self._weights_key: tuple[tuple[int, int], ...] | None = None
-        self._tokenizer_digest = _vocabulary_digest(tokenizer)
+        self._tokenizer_digest = vocabulary_digest(tokenizer)
         self._use(model, tokenizer)
 
     @property
@@ -137,7 +137,7 @@ def _weights_digest(model: Any, tokenizer_digest: str) -> str:
     return combined.hexdigest()
 
 
-def _vocabulary_digest(tokenizer: Any) -> str:
+def vocabulary_digest(tokenizer: Any) -> str:
     """sha256 of the tokenizer's vocabulary and special tokens (what decides the token ids)."""
     vocabulary = sorted(tokenizer.get_vocab().items())
     special = getattr(tokenizer, "all_special_tokens", [])

@@ -65,7 +65,7 @@ def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
     except FileNotFoundError:
         raise ReloadRefused(f"{folder}: no tokenizer files") from None
     if tokenizer != folder_digest(probe.model_path, tokenizer_only=True):
-        raise ReloadRefused(f"{folder}: the tokenizer files differ from those of {probe.model_path.name}")
+        _check_same_tokenization(probe, folder)
     running = probe._model.config.to_dict()
     try:
         new_config = AutoConfig.from_pretrained(folder).to_dict()
@@ -95,3 +95,23 @@ def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
         raise ReloadRefused(f"{folder}: parameters missing or of another shape: {', '.join(mismatched[:5])}")
     identity = local_model_identity(folder, "transformers", probe.settings.dtype)
     return StagedWeights(probe, folder, state, identity)
+
+
+def _check_same_tokenization(probe: TransformersProbe, folder: Path) -> None:
+    """Tokenizer files that differ byte for byte (a trainer's save writes its padding side, length limit
+    and formatting) are fine when the vocabulary, the special tokens and the chat template are the same:
+    those decide the probe's token ids. Otherwise :class:`ReloadRefused` names what differs."""
+    from transformers import AutoTokenizer
+
+    from mig_annotator.mig.probe.live_model import vocabulary_digest
+
+    try:
+        candidate = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise ReloadRefused(f"{folder}: the tokenizer cannot be read: {error}") from error
+    running = probe._tokenizer
+    name = probe.model_path.name
+    if vocabulary_digest(candidate) != vocabulary_digest(running):
+        raise ReloadRefused(f"{folder}: the tokenizer's vocabulary or special tokens differ from {name}'s")
+    if getattr(candidate, "chat_template", None) != getattr(running, "chat_template", None):
+        raise ReloadRefused(f"{folder}: the tokenizer's chat template differs from {name}'s")
