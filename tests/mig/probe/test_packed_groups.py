@@ -51,6 +51,12 @@ def _probe(model_path, **settings) -> TransformersProbe:
     return TransformersProbe(TransformersProbeSettings(model=str(model_path), **settings))
 
 
+# fp32 sums depend on the matmul shapes (padding, chunking, batch-mates) and on the CPU's kernels: on this
+# project's AMD EPYC hosts grouped or chunked per-token log-probs (|logp| up to ~4) differ from scoring
+# alone by up to 1.7e-5 (the base commit of stop 26 fails a 1e-5 bound here too); the bound is 2e-5.
+FP32_TOLERANCE = 2e-5
+
+
 def _max_difference(first, second) -> float:
     return max(
         float(np.abs(a.token_logprobs - b.token_logprobs).max()) for a, b in zip(first, second, strict=True)
@@ -69,7 +75,7 @@ def grpo_sequences(packed_probe) -> list[ProbeSequence]:
 
 @pytest.fixture(scope="module")
 def scored_alone(grpo_sequences, ungrouped) -> list:
-    """The reference: each trace in its own score call, unchunked (fp32 sums differ by ~1e-5 between
+    """The reference: each trace in its own score call, unchunked (fp32 sums differ by up to ~2e-5 between
     batch compositions on this CPU, so the reference has no batch-mates at all)."""
     return [ungrouped.score([sequence])[0] for sequence in grpo_sequences]
 
@@ -78,7 +84,7 @@ def test_grouped_scoring_equals_scoring_each_trace_alone(packed_probe, grpo_sequ
     sequences = grpo_sequences
     before = packed_probe.stats.tokens_forwarded
     grouped = packed_probe.score(sequences)
-    assert _max_difference(grouped, scored_alone) <= 1e-5
+    assert _max_difference(grouped, scored_alone) <= FP32_TOLERANCE
     for q in range(4):  # v_0 is scored once per group: every member holds the same row
         rows = [grouped[q * 3 + m].token_logprobs[0] for m in range(3)]
         assert all(np.array_equal(rows[0], row) for row in rows)
@@ -101,7 +107,7 @@ def test_small_chunks_and_split_groups_give_the_same_numbers(
     assert max(s.probe_length for s in grpo_sequences) > 4 * 16  # several branch chunks and probe passes
     results = chunked.score(grpo_sequences)
     assert chunked.stats.forward_calls >= 2  # the groups did not fit one batch
-    assert _max_difference(results, scored_alone) <= 1e-5
+    assert _max_difference(results, scored_alone) <= FP32_TOLERANCE
 
 
 def test_an_answer_without_answer_prompt_is_scored_like_the_naive_probe(
