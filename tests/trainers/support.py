@@ -7,6 +7,22 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+# The gate-open fixture: few-shot plain-text prompts SmolLM2-135M continues in form ("A: 3 + 4 = 7.
+# The answer is 7."), so most sampled completions are correct with max_k r_k > 0 and open the SFT gate.
+FEW_SHOT = (
+    "Q: What is 2 + 2?\nA: 2 + 2 = 4.\nThe answer is 4.\n\n"
+    "Q: What is 5 + 1?\nA: 5 + 1 = 6.\nThe answer is 6.\n\n"
+    "Q: What is {}?\nA:"
+)
+PROMPTS = [(FEW_SHOT.format("3 + 4"), "7"), (FEW_SHOT.format("6 + 2"), "8")]
+
+
+def gate_open_dataset() -> Any:
+    """The trainer tests' dataset: PROMPTS as a ``prompt`` column and the reference in ``answer``."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": q, "answer": a} for q, a in PROMPTS])
+
 
 def cpu_grpo_config(output_dir: Path, steps: int) -> Any:
     """TRL's ``GRPOConfig`` of the trainer tests: CPU, 8 completions a step (2 prompts x 4), 24 new tokens."""

@@ -25,18 +25,12 @@ from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from mig_annotator.trainer.advantages import AdvantageSettings
 from tests.service.support import live_server
-from tests.trainers.support import audit_requests, cpu_grpo_config
+from tests.trainers.support import PROMPTS, audit_requests, cpu_grpo_config, gate_open_dataset
 
 pytestmark = [pytest.mark.trainers, pytest.mark.model]
 
 KEYS = {"mig-trainer": "sk-mig-trainer-0123456789"}
 STEPS = 2
-FEW_SHOT = (
-    "Q: What is 2 + 2?\nA: 2 + 2 = 4.\nThe answer is 4.\n\n"
-    "Q: What is 5 + 1?\nA: 5 + 1 = 6.\nThe answer is 6.\n\n"
-    "Q: What is {}?\nA:"
-)
-PROMPTS = [(FEW_SHOT.format("3 + 4"), "7"), (FEW_SHOT.format("6 + 2"), "8")]
 
 
 def recording_trainer(**kwargs: Any) -> Any:
@@ -70,9 +64,7 @@ def recording_trainer(**kwargs: Any) -> Any:
 def test_the_subclass_trains_on_per_token_advantages_from_one_call_per_batch(
     tmp_path: Path, default_model_path: Path
 ) -> None:
-    from datasets import Dataset
-
-    dataset = Dataset.from_list([{"prompt": q, "answer": a} for q, a in PROMPTS])
+    dataset = gate_open_dataset()
     audit_dir = tmp_path / "audit"
     service = ServiceSettings(
         audit_dir=audit_dir, api_keys=KEYS, probe=TransformersProbeSettings(threads=1), audit_flush_s=0.2
@@ -144,14 +136,12 @@ def test_with_the_policy_as_its_own_probe_the_trainer_scores_in_process_with_the
 ) -> None:
     """probe="policy": no service; batch 1's values equal the engine on the same weights loaded from their
     folder (the policy before its first optimizer step), and every batch names the step it was scored at."""
-    from datasets import Dataset
-
     from mig_annotator.mig.engine import Annotator
     from mig_annotator.mig.probe.transformers_probe import TransformersProbe
     from mig_annotator.schemas import Trace
     from mig_annotator.trainer.trl import MigGRPOTrainer
 
-    dataset = Dataset.from_list([{"prompt": q, "answer": a} for q, a in PROMPTS])
+    dataset = gate_open_dataset()
     trainer = MigGRPOTrainer(
         model=str(default_model_path),
         args=cpu_grpo_config(tmp_path / "grpo", STEPS),
@@ -184,11 +174,9 @@ def test_with_the_policy_as_its_own_probe_the_trainer_scores_in_process_with_the
 
 
 def test_the_probe_choice_is_checked_before_training(tmp_path: Path, default_model_path: Path) -> None:
-    from datasets import Dataset
-
     from mig_annotator.trainer.trl import MigGRPOTrainer
 
-    dataset = Dataset.from_list([{"prompt": q, "answer": a} for q, a in PROMPTS])
+    dataset = gate_open_dataset()
     common = {
         "model": str(default_model_path),
         "args": cpu_grpo_config(tmp_path / "g", 1),

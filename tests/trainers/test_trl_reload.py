@@ -17,8 +17,7 @@ from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server
-from tests.trainers.support import cpu_grpo_config
-from tests.trainers.test_mig_grpo_trainer import PROMPTS
+from tests.trainers.support import cpu_grpo_config, gate_open_dataset
 
 pytestmark = [pytest.mark.trainers, pytest.mark.model]
 
@@ -28,12 +27,10 @@ KEYS = {"trainer-admin": "sk-trainer-admin-0123456789"}
 def test_the_service_scores_each_batch_with_the_policy_saved_after_the_step_before(
     tmp_path: Path, default_model_path: Path
 ) -> None:
-    from datasets import Dataset
-
     from mig_annotator.trainer.trl import MigGRPOTrainer
     from mig_annotator.trainer.trl_reload import ServiceFollowsPolicy
 
-    dataset = Dataset.from_list([{"prompt": q, "answer": a} for q, a in PROMPTS])
+    dataset = gate_open_dataset()
     service = ServiceSettings(
         api_keys=KEYS, admin_key_ids=["trainer-admin"], probe=TransformersProbeSettings(threads=1)
     )
