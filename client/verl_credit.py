@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mig_annotator.schemas.credit import CompletionCredit
+
 __all__ = ["HEADER", "MAGIC", "CreditRecord", "decode_credit", "encode_credit", "record_size"]
 
 MAGIC = 7_340_033.0
@@ -43,14 +45,10 @@ SCORED, NOT_SCORED, TOO_SHORT = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
-class CreditRecord:
-    """One sample's credit as the estimator reads it back (``outcome`` None: not scored)."""
+class CreditRecord(CompletionCredit):
+    """One sample's credit as the estimator reads it back (``outcome`` None: not scored), with the
+    record's status; it is the :class:`~mig_annotator.schemas.credit.CompletionCredit` the advantages take."""
 
-    outcome: float | None
-    step_rewards: np.ndarray  # float64, one per step
-    step_end_tokens: np.ndarray  # int64, one per step
-    cot_mask: np.ndarray  # bool, one per valid response token
-    completion_mask: np.ndarray  # bool, one per valid response token
     status: int
 
 

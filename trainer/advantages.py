@@ -36,13 +36,13 @@ Pure: numpy and schemas only (no torch, no trainer library, no engine).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mig_annotator.schemas import SftStatistic, TraceAnnotation
+from mig_annotator.schemas.credit import CompletionCredit, unscored
 from mig_annotator.schemas.scalar import sft_gate as sft_gate_rule
 from mig_annotator.schemas.scalar import sft_gate_statistic
 from mig_annotator.schemas.token_alignment import align_annotation
@@ -94,33 +94,6 @@ class AdvantageSettings(BaseModel):
     )
 
 
-@dataclass(frozen=True, slots=True)
-class CompletionCredit:
-    """What one completion brings to its group: its rewards and where they fall on its policy tokens."""
-
-    outcome: float | None  # o_i; None: unscored (out of the group statistics, advantage 0 everywhere)
-    step_rewards: np.ndarray  # float64, r_k per step (one entry per step)
-    step_end_tokens: np.ndarray  # int64, per step: the policy token where step k ends (-1: none)
-    cot_mask: np.ndarray  # bool per policy token: where process advantages apply
-    completion_mask: np.ndarray  # bool per policy token: where the outcome advantage applies
-
-    def __post_init__(self) -> None:
-        if len(self.step_rewards) != len(self.step_end_tokens):
-            raise ValueError(
-                f"step_rewards ({len(self.step_rewards)}) and step_end_tokens ({len(self.step_end_tokens)}) "
-                "must have one entry per step"
-            )
-        if len(self.cot_mask) != len(self.completion_mask):
-            raise ValueError(
-                f"cot_mask ({len(self.cot_mask)}) and completion_mask ({len(self.completion_mask)}) must "
-                "have one entry per policy token"
-            )
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.completion_mask)
-
-
 def credit_from_annotation(
     annotation: TraceAnnotation, offsets: Sequence[tuple[int, int]] | np.ndarray
 ) -> CompletionCredit:
@@ -134,17 +107,6 @@ def credit_from_annotation(
         step_end_tokens=alignment.step_end_tokens.copy(),
         cot_mask=alignment.cot_mask.copy(),
         completion_mask=alignment.completion_mask.copy(),
-    )
-
-
-def unscored(n_tokens: int) -> CompletionCredit:
-    """The credit of a completion the service could not score: advantage 0 on its ``n_tokens`` tokens."""
-    return CompletionCredit(
-        outcome=None,
-        step_rewards=np.zeros(0, dtype=np.float64),
-        step_end_tokens=np.zeros(0, dtype=np.int64),
-        cot_mask=np.zeros(n_tokens, dtype=bool),
-        completion_mask=np.zeros(n_tokens, dtype=bool),
     )
 
 

@@ -113,14 +113,7 @@ def _credit_of_row(row: np.ndarray, mask: np.ndarray, position: int) -> Completi
             f"{where}: its credit record covers {tokens} response tokens, but response_mask marks tokens "
             "beyond them: the rewards do not belong to this batch's responses"
         )
-    record = decode_credit(row, tokens, where=where)
-    return CompletionCredit(
-        outcome=record.outcome,
-        step_rewards=record.step_rewards,
-        step_end_tokens=record.step_end_tokens,
-        cot_mask=record.cot_mask,
-        completion_mask=record.completion_mask,
-    )
+    return decode_credit(row, tokens, where=where)
 
 
 def _groups(index: np.ndarray) -> list[list[int]]:
