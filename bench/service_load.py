@@ -20,8 +20,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from mig_annotator.cli.serve_process import ServeProcess  # noqa: E402
 from mig_annotator.schemas import Trace, TraceAnnotation  # noqa: E402
 
 DEFAULT_ROLLOUTS = ROOT.parent / "shared" / "data" / "gsm8k_rollouts.jsonl"
@@ -101,49 +100,21 @@ class Engine:
         return run, singles
 
 
-class ServerProcess:
-    """``mig-annotator serve`` in a subprocess on a free 127.0.0.1 port."""
+class ServerProcess(ServeProcess):
+    """``mig-annotator serve`` on a free 127.0.0.1 port with the benchmark's settings over ``env``
+    (audit log in a temporary folder, warnings only, a 600 s request timeout)."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        with socket.socket() as probe_socket:
-            probe_socket.bind(("127.0.0.1", 0))
-            self.port = probe_socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         self._audit = tempfile.TemporaryDirectory(prefix="mig-bench-audit-")
-        full_env = {
-            **os.environ,
+        settings = {
             "MIG_AUDIT_DIR": self._audit.name,
             "MIG_LOG_LEVEL": "warning",
             "MIG_REQUEST_TIMEOUT_S": "600",
-            **env,
         }
-        command = [
-            sys.executable,
-            "-m",
-            "mig_annotator.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        self._process = subprocess.Popen(command, env=full_env, cwd=ROOT)
-
-    def __enter__(self) -> ServerProcess:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the service did not become ready")
-            time.sleep(0.2)
+        super().__init__(env={**settings, **env}, cwd=ROOT)
 
     def __exit__(self, *exc_info: object) -> None:
-        self._process.terminate()
-        self._process.wait(timeout=120)
+        super().__exit__(*exc_info)
         self._audit.cleanup()
 
 

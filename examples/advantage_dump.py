@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mig_annotator.cli.serve_process import ServeProcess
 from mig_annotator.client import MigClient
 from mig_annotator.schemas import Trace, TraceAnnotation
 from mig_annotator.schemas.token_alignment import token_offsets
@@ -62,19 +61,8 @@ def service(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "mig_annotator.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=sys.stderr)
-    started = f"http://127.0.0.1:{port}"
-    try:
-        with MigClient(started) as client:
-            client.wait_until_ready(timeout_s=300)
-        yield started
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    with ServeProcess(stdout=sys.stderr) as server:
+        yield server.url
 
 
 def annotate(url: str, members: Sequence[dict[str, Any]]) -> list[TraceAnnotation]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.support import small_traces, trace_json, wait_until_ready
+from mig_annotator.cli.serve_process import ServeProcess
+from tests.service.support import small_traces, trace_json
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 6
@@ -45,44 +45,22 @@ def _attack() -> dict[str, object]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _serve(tmp_path: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``mig-annotator serve --threads 1`` in a subprocess; killed at the end whatever happened."""
-    port = _free_port()
-    environment = {
-        **os.environ,
+    """``mig-annotator serve --threads 1`` in a subprocess; stopped at the end whatever happened."""
+    settings = {
         "PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1",
         "MIG_REQUEST_TIMEOUT_S": str(TIMEOUT_S),
         "MIG_SHUTDOWN_GRACE_S": str(GRACE_S),
         "MIG_AUDIT_DIR": str(tmp_path / "audit"),
         "MIG_LOG_LEVEL": "warning",
-        **env,
     }
-    command = [sys.executable, "-m", "mig_annotator.cli", "serve", "--threads", "1", "--port", str(port)]
-    process = subprocess.Popen(command, env=environment, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                wait_until_ready(url, timeout_s=180)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+    server = ServeProcess(
+        args=["--threads", "1"], env={**settings, **env}, cwd=tmp_path, ready_timeout_s=180, stop_grace_s=5
+    )
+    with server:
+        assert server.process is not None
+        yield server.url, server.process
 
 
 def _trivial_answered_quickly(url: str) -> float:
