@@ -377,6 +377,7 @@ def _shard_summary(
         "rejected": len(stages),
         "rejects_by_stage": dict(Counter(stages)),
         **{key: float(value) for key, value in totals.items()},
+        "probe_tokens": float(totals["tokens_forwarded"]),  # forwarded by this run's probe
     }
 
 
@@ -411,6 +412,10 @@ def _finish(plan: BuildPlan, sessions: list[str], session_seconds: float) -> Man
         duplicate_ids=plan.duplicates.count,
     )
     probe_seconds = sum(float(marker.get("probe_seconds", 0.0)) for marker in markers)
+    # the tokens this run's probe forwarded: a rescore's are 0, its tokens_forwarded are the source's
+    probe_tokens = sum(
+        float(marker.get("probe_tokens", marker.get("tokens_forwarded", 0.0))) for marker in markers
+    )
     timings = Timings(
         started_at=sessions[0],
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -418,8 +423,7 @@ def _finish(plan: BuildPlan, sessions: list[str], session_seconds: float) -> Man
         annotate_seconds=round(annotate_seconds, 3),
         probe_seconds=round(probe_seconds, 3),
         traces_per_second=round(plan.total_rows / annotate_seconds, 3) if annotate_seconds else 0.0,
-        # a rescore forwards nothing (probe_seconds 0): no probe throughput to report
-        tokens_per_second=round(tokens / annotate_seconds, 1) if annotate_seconds and probe_seconds else 0.0,
+        tokens_per_second=round(probe_tokens / annotate_seconds, 1) if annotate_seconds else 0.0,
         last_session_seconds=round(session_seconds, 3),
     )
     manifest = Manifest(

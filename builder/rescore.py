@@ -238,7 +238,8 @@ def _rescore_shard(
         "rejected": len(rejects),
         "rejects_by_stage": dict(Counter(str(reject["stage"]) for reject in rejects)),
         "annotate_seconds": time.perf_counter() - started,
-        "tokens_forwarded": float(totals["tokens_forwarded"]),
+        "tokens_forwarded": float(totals["tokens_forwarded"]),  # the source's: the values came from them
+        "probe_tokens": 0.0,  # a rescore forwards nothing
         "steps": float(totals["steps"]),
     }
     ck.write_marker(layout.shard_done(shard.index), marker)

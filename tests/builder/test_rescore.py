@@ -97,6 +97,11 @@ def test_a_rescore_to_new_settings_equals_a_full_rebuild_with_them(built_a, buil
     assert manifest.counts is not None and manifest.counts.rejected == 1 and manifest.counts.shards == 3
     assert rows(tmp_path / "b")["process_reward"].to_list() != rows(built_a)["process_reward"].to_list()
     assert_equals_rebuild(tmp_path / "b", built_b)
+    # the counts keep the tokens the values came from; the probe throughput is this run's: nothing forwarded
+    built = read_manifest(built_b / "_manifest.json")
+    assert built is not None and built.timings is not None and built.timings.tokens_per_second > 0
+    assert manifest.counts.tokens_forwarded == built.counts.tokens_forwarded > 0
+    assert manifest.timings is not None and manifest.timings.tokens_per_second == 0.0
     # and back (sum -> mean, gain -> level): the rebuild with the first settings
     rescore_dataset(RescoreSettings(source=built_b, out=tmp_path / "a", scoring=CONFIG_A))
     assert_equals_rebuild(tmp_path / "a", built_a)
