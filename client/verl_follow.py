@@ -33,8 +33,12 @@ __all__ = ["FollowPolicy", "checkpoint_folder", "sample_global_step"]
 
 
 def checkpoint_folder(checkpoint_dir: str | Path, step: int) -> Path:
-    """The Hugging Face folder verl 0.9 writes for global step ``step`` (``hf_model`` saved)."""
-    return Path(checkpoint_dir) / f"global_step_{step}" / "actor" / "huggingface"
+    """The Hugging Face folder verl 0.9 writes for global step ``step`` (``hf_model`` saved):
+    ``actor/huggingface`` (FSDP), or ``actor/model/huggingface`` where that exists (Megatron's layout,
+    ``verl/utils/checkpoint/megatron_checkpoint_manager.py``)."""
+    actor = Path(checkpoint_dir) / f"global_step_{step}" / "actor"
+    megatron = actor / "model" / "huggingface"
+    return megatron if megatron.is_dir() else actor / "huggingface"
 
 
 def sample_global_step(sample: Mapping[str, Any]) -> int | None:

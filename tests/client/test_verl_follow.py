@@ -50,6 +50,13 @@ def test_each_step_needs_the_version_of_its_newest_checkpoint_and_never_an_older
     assert seen == [None, None, [2, 2, 2, 2], 2, 3, 2, [2, 4], 422]
 
 
+def test_the_checkpoint_folder_is_fsdps_unless_megatrons_exists(tmp_path: Path) -> None:
+    assert checkpoint_folder(tmp_path, 4) == tmp_path / "global_step_4" / "actor" / "huggingface"
+    megatron = tmp_path / "global_step_4" / "actor" / "model" / "huggingface"
+    megatron.mkdir(parents=True)
+    assert checkpoint_folder(tmp_path, 4) == megatron
+
+
 def test_the_step_comes_from_the_rollout_servers_extra_fields_or_the_row() -> None:
     assert sample_global_step({"tool_extra_fields": {"global_steps": 7}}) == 7
     assert sample_global_step({"tool_extra_fields": {}, "global_steps": 3}) == 3
