@@ -193,6 +193,7 @@ class _Rounds:
         chunk: int,
         max_rounds: int,
         token_offsets: Sequence[TokenOffsets] | None = None,
+        min_probe_version: int | None = None,
     ) -> None:
         self._items = [_trace_json(trace) for trace in traces]
         if token_offsets is not None and len(token_offsets) != len(self._items):
@@ -207,6 +208,8 @@ class _Rounds:
         )
         self.token_rewards: list[TokenRewards | None] = [None] * len(self._items)
         self._config = {"config": dict(config)} if config else {}
+        if min_probe_version is not None:
+            self._config["min_probe_version"] = min_probe_version
         self._chunk = max(1, chunk)
         self._rounds_left = max_rounds
         self._todo = list(range(len(self._items)))
@@ -324,9 +327,12 @@ class _ClientBase:
         traces: Sequence[TraceLike],
         config: Mapping[str, Any] | None,
         token_offsets: Sequence[TokenOffsets] | None = None,
+        min_probe_version: int | None = None,
     ) -> _Rounds:
         assert self._limits is not None
-        return _Rounds(traces, config, self._limits[0], self._max_retries + 1, token_offsets)
+        return _Rounds(
+            traces, config, self._limits[0], self._max_retries + 1, token_offsets, min_probe_version
+        )
 
 
 def _drive_sync(http: httpx.Client, plan: _Plan) -> httpx.Response:
@@ -451,14 +457,20 @@ class MigClient(_ClientBase):
         return _all_annotated(self.annotate_results(traces, config))
 
     def annotate_results(
-        self, traces: Sequence[TraceLike], config: Mapping[str, Any] | None = None
+        self,
+        traces: Sequence[TraceLike],
+        config: Mapping[str, Any] | None = None,
+        *,
+        min_probe_version: int | None = None,
     ) -> list[TraceResult]:
         """One result per trace, in input order: its annotation, or the :class:`TraceFailure` in its place.
 
+        ``min_probe_version``: the service refuses (409, :class:`MigServiceError`) while its probe is older
+        than this (e.g. the ``probe_version`` a :meth:`reload` returned).
         Raises :class:`MigServiceUnavailable` when the service is down, busy or slow past the retries or
         the deadline, and :class:`MigServiceError` for a request the service refuses as a whole.
         """
-        return self._run(traces, config, None).done()
+        return self._run(traces, config, None, min_probe_version).done()
 
     def annotate_token_rewards(
         self,
@@ -479,12 +491,13 @@ class MigClient(_ClientBase):
         traces: Sequence[TraceLike],
         config: Mapping[str, Any] | None,
         token_offsets: Sequence[TokenOffsets] | None,
+        min_probe_version: int | None = None,
     ) -> _Rounds:
         deadline = self._deadline()
         if self._limits is None:
             info = _drive_sync(self._http, self._plan("GET", "/v1/info", deadline=deadline))
             self._set_limits(InfoResponse.model_validate_json(info.content))
-        rounds = self._rounds(traces, config, token_offsets)
+        rounds = self._rounds(traces, config, token_offsets, min_probe_version)
         while bodies := rounds.bodies():
             rounds.take([self._send(body, deadline) for body in bodies])
         return rounds
@@ -543,10 +556,14 @@ class AsyncMigClient(_ClientBase):
         return _all_annotated(await self.annotate_results(traces, config))
 
     async def annotate_results(
-        self, traces: Sequence[TraceLike], config: Mapping[str, Any] | None = None
+        self,
+        traces: Sequence[TraceLike],
+        config: Mapping[str, Any] | None = None,
+        *,
+        min_probe_version: int | None = None,
     ) -> list[TraceResult]:
         """As :meth:`MigClient.annotate_results`; a round's requests go out concurrently."""
-        return (await self._run(traces, config, None)).done()
+        return (await self._run(traces, config, None, min_probe_version)).done()
 
     async def annotate_token_rewards(
         self,
@@ -563,6 +580,7 @@ class AsyncMigClient(_ClientBase):
         traces: Sequence[TraceLike],
         config: Mapping[str, Any] | None,
         token_offsets: Sequence[TokenOffsets] | None,
+        min_probe_version: int | None = None,
     ) -> _Rounds:
         deadline = self._deadline()
         if self._limits is None:
@@ -571,7 +589,7 @@ class AsyncMigClient(_ClientBase):
         assert self._limits is not None
         per_request, queue = self._limits
         in_flight = asyncio.Semaphore(max(1, queue // per_request))
-        rounds = self._rounds(traces, config, token_offsets)
+        rounds = self._rounds(traces, config, token_offsets, min_probe_version)
         while bodies := rounds.bodies():
             replies = await asyncio.gather(*(self._send(body, deadline, in_flight) for body in bodies))
             rounds.take(replies)

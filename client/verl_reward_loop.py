@@ -21,8 +21,8 @@ when they reach its queue one after another.
 Options come from ``config.reward.mig`` when present (add it with ``+reward.mig.base_url=...``): ``base_url``
 and ``api_key`` (default ``$MIG_SERVICE_URL`` / ``$MIG_SERVICE_API_KEY``), ``outcome_weight``,
 ``process_weight``, ``fallback_reward``, ``on_service_down`` (raise | fallback), ``deadline_s``,
-``max_retries``, ``credit`` (``tokens`` | ``record``). A sample the service cannot score gets
-``fallback_reward`` on its last token and ``failed`` 1 in the reward extra info.
+``max_retries``, ``credit`` (``tokens`` | ``record``), and ``follow_policy`` (below). A sample the
+service cannot score gets ``fallback_reward`` on its last token and ``failed`` 1 in the reward extra info.
 
 Two layouts of ``rm_scores`` (``credit``):
 
@@ -35,6 +35,14 @@ Two layouts of ``rm_scores`` (``credit``):
   ``cot_mask``, ``completion_mask``, scored or not), which the estimator in
   ``mig_annotator.trainer.verl_estimator`` reads back. verl's ``critic/score`` metrics then sum record
   slots, not rewards: read ``outcome`` and ``process_reward`` from the reward extra info instead.
+
+``follow_policy: true`` makes the service's probe follow the policy (:mod:`mig_annotator.client.verl_follow`):
+each sample is scored by the weights verl saved at the newest save step at or before the step that
+generated it, reloaded into the service on first need (the client's key must be an admin key of the
+service, and the checkpoint folder on the service's disk). ``checkpoint_dir`` defaults to
+``trainer.default_local_dir``, ``reload_every_n_steps`` to ``trainer.save_freq``; the launcher adds
+``hf_model`` to the actor's ``checkpoint.save_contents``. The reward extra info then carries each
+sample's ``global_step`` and ``probe_version``.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from mig_annotator.client.fallback import RewardFallback
 from mig_annotator.client.http import AsyncMigClient, MigServiceUnavailable, TraceResult
 from mig_annotator.client.verl import extra_info, sample_token_ids, token_rewards, trace_of_sample
 from mig_annotator.client.verl_credit import encode_credit
+from mig_annotator.client.verl_follow import FollowPolicy, sample_global_step
 from mig_annotator.schemas import TraceAnnotation
 from mig_annotator.schemas.token_alignment import align_annotation, token_offsets
 
@@ -119,6 +128,11 @@ class TokenRewards(float):
         return (TokenRewards, (self.dense,))
 
 
+def _trainer_option(config: Any, key: str) -> Any:
+    trainer = config.get("trainer", None) if hasattr(config, "get") else None
+    return trainer.get(key, None) if trainer is not None and hasattr(trainer, "get") else None
+
+
 def _options(config: Any) -> dict[str, Any]:
     reward = config.get("reward", None) if hasattr(config, "get") else None
     mig = reward.get("mig", None) if reward is not None and hasattr(reward, "get") else None
@@ -160,6 +174,19 @@ class MigRewardLoopManager(RewardManagerBase):
             for key in ("base_url", "api_key", "deadline_s", "max_retries")
             if key in settings
         }
+        self.follow: FollowPolicy | None = None
+        if bool(settings.get("follow_policy", False)):
+            checkpoint_dir = settings.get("checkpoint_dir") or _trainer_option(config, "default_local_dir")
+            if not checkpoint_dir:
+                raise ValueError(
+                    "reward.mig.follow_policy needs the checkpoint folder: reward.mig.checkpoint_dir or "
+                    "trainer.default_local_dir"
+                )
+            every = settings.get("reload_every_n_steps") or _trainer_option(config, "save_freq") or 0
+            self.follow = FollowPolicy(str(checkpoint_dir), int(every), self._reload)
+
+    async def _reload(self, folder: Any) -> Any:
+        return await self._service().reload(folder)
 
     def _service(self) -> AsyncMigClient:
         """The async client, made in the loop that first needs it (httpx binds its pool to that loop)."""
@@ -178,18 +205,25 @@ class MigRewardLoopManager(RewardManagerBase):
             info = {key: values[0] for key, values in extra_info([None]).items()}
             return {
                 "reward_score": self._scores(response_ids, None, [0.0] * len(response_ids)),
-                "reward_extra_info": info,
+                "reward_extra_info": self._follow_info(info, sample, None),
             }
         result: TraceResult
+        step = sample_global_step(sample)
         try:
-            (result,) = await self._service().annotate_results([trace], self.scoring_config)
+            version = None if self.follow is None else await self.follow.min_version(step)
+            (result,) = await self._service().annotate_results(
+                [trace], self.scoring_config, min_probe_version=version
+            )
         except MigServiceUnavailable as error:
             self.fallback.service_down(error, 1)
             dense = [0.0] * len(response_ids)
             if dense:
                 dense[-1] = self.fallback.reward
             info = {"outcome": 0.0, "process_reward": 0.0, "steps": 0.0, "failed": 1.0}
-            return {"reward_score": self._scores(response_ids, None, dense), "reward_extra_info": info}
+            return {
+                "reward_score": self._scores(response_ids, None, dense),
+                "reward_extra_info": self._follow_info(info, sample, None),
+            }
         if not isinstance(result, TraceAnnotation):
             self.fallback.scores([result], lambda a: 0.0)  # counts and logs it
         rewards = token_rewards(
@@ -203,8 +237,20 @@ class MigRewardLoopManager(RewardManagerBase):
         info = {key: values[0] for key, values in extra_info([result]).items()}
         return {
             "reward_score": self._scores(response_ids, result, rewards.tolist()),
-            "reward_extra_info": info,
+            "reward_extra_info": self._follow_info(info, sample, result),
         }
+
+    def _follow_info(
+        self, info: dict[str, Any], sample: Mapping[str, Any], result: TraceResult | None
+    ) -> dict[str, Any]:
+        """With ``follow_policy``: the sample's ``global_step`` (-1: unknown) and the ``probe_version`` that
+        scored it (0: none), the same keys on every sample."""
+        if self.follow is None:
+            return info
+        step = sample_global_step(sample)
+        version = result.probe_version if isinstance(result, TraceAnnotation) else None
+        known = float(-1 if step is None else step)
+        return {**info, "global_step": known, "probe_version": float(version or 0)}
 
     def _scores(
         self, response_ids: list[int], result: TraceResult | None, dense: list[float]

@@ -4,7 +4,9 @@ The slow part (checking the folder and loading its weights, :func:`mig.probe.rel
 while the probe serves; the swap runs with the runtime's scoring lock held, which each micro-batch holds
 for its whole engine call, so every annotation is scored by one set of weights and carries that version.
 Requests queued before the swap are scored after it on the new weights (the version says so). One reload
-runs at a time. Only the transformers backend reloads; see docs/service.md for vLLM.
+runs at a time. Reloading a folder whose content is what the probe already runs (the same digest: several
+reward workers of one trainer asking for the same checkpoint) changes nothing and answers the current
+version. Only the transformers backend reloads; see docs/service.md for vLLM.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ class ProbeReloader:
             )
         async with self._one_at_a_time:
             started = time.perf_counter()
+            serving = self._runtime.identity
+            if serving is not None and await asyncio.to_thread(_content_digest, folder) == serving.digest:
+                return ReloadResponse(
+                    probe_version=self._runtime.version,
+                    fingerprint=serving.fingerprint,
+                    digest=serving.digest,
+                    seconds=time.perf_counter() - started,
+                )
             try:
                 staged = await asyncio.to_thread(stage_reload, probe, folder)
             except ReloadRefused as error:
@@ -66,3 +76,19 @@ class ProbeReloader:
         with self._runtime.scoring_lock:
             identity = staged.apply()
             return self._runtime.reloaded(identity)
+
+
+def _content_digest(folder: str) -> str | None:
+    """The folder's content digest as a probe identity has it (None where there is nothing to hash: the
+    reload's own checks then say what is wrong)."""
+    from pathlib import Path
+
+    from mig_annotator.mig.probe.identity import folder_digest
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return None
+    try:
+        return folder_digest(path)
+    except OSError:
+        return None

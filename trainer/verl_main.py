@@ -16,6 +16,12 @@ and runs it after :func:`prepare`:
   ``sft_weight``); a config that names ``mig_sft`` itself keeps its ``$MIG_SFT_BASE_LOSS`` (default
   ``vanilla``).
 
+* with ``reward.mig.follow_policy=true`` (the service's probe follows the policy,
+  :mod:`mig_annotator.client.verl_follow`): ``hf_model`` joins ``actor.checkpoint.save_contents`` (verl then
+  writes ``global_step_N/actor/huggingface``, the folder the service reloads), ``reward.mig.checkpoint_dir``
+  becomes ``trainer.default_local_dir`` as an absolute path (the reward workers and the service do not
+  share this process's working directory), and ``trainer.save_freq`` must be at least 1.
+
 ``MIG_VERL_DRY_RUN=1`` prints what would run (the prepared ``algorithm`` and actor loss, and the
 environment given to Ray) as JSON and exits without starting Ray.
 """
@@ -60,10 +66,36 @@ def prepare(config: Any) -> dict[str, str]:
     elif policy_loss.loss_mode == "mig_sft":
         env[SFT_BASE_LOSS_ENV] = os.environ.get(SFT_BASE_LOSS_ENV, "vanilla")
         env[SFT_WEIGHT_ENV] = repr(float(settings.sft_weight))
+    _follow_policy(config)
     os.environ.update(env)
     for key, value in env.items():  # a cluster started by `ray start` does not inherit this environment
         OmegaConf.update(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{key}", value, force_add=True)
     return env
+
+
+def _follow_policy(config: Any) -> None:
+    """With ``reward.mig.follow_policy``: verl saves Hugging Face folders the service can reload, where the
+    reward workers find them."""
+    from omegaconf import OmegaConf, open_dict
+
+    mig = OmegaConf.select(config, "reward.mig")
+    if mig is None or not bool(mig.get("follow_policy", False)):
+        return
+    every = mig.get("reload_every_n_steps") or config.trainer.get("save_freq", -1)
+    if every is None or int(every) < 1:
+        raise ValueError(
+            "reward.mig.follow_policy=true reloads the service from verl's checkpoints: set "
+            f"trainer.save_freq to the reload interval in steps (at least 1; it is {every})"
+        )
+    checkpoint = config.actor_rollout_ref.actor.checkpoint
+    with open_dict(checkpoint):
+        contents = list(checkpoint.save_contents)
+        if "hf_model" not in contents:
+            checkpoint.save_contents = [*contents, "hf_model"]
+    with open_dict(mig):
+        mig.checkpoint_dir = os.path.abspath(
+            os.path.expanduser(str(mig.get("checkpoint_dir") or config.trainer.default_local_dir))
+        )
 
 
 def _run(config: Any) -> None:
@@ -76,6 +108,8 @@ def _run(config: Any) -> None:
             "algorithm": OmegaConf.to_container(config.algorithm, resolve=True),
             "policy_loss": OmegaConf.to_container(config.actor_rollout_ref.actor.policy_loss, resolve=True),
             "reward_manager": OmegaConf.to_container(config.reward.reward_manager, resolve=True),
+            "reward_mig": OmegaConf.to_container(config.reward.get("mig", {}), resolve=True),
+            "save_contents": list(config.actor_rollout_ref.actor.checkpoint.save_contents),
             "env": env,
             "ray_env_vars": OmegaConf.to_container(config.ray_kwargs.ray_init.runtime_env.env_vars),
         }

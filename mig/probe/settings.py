@@ -107,6 +107,12 @@ class VLLMServerProbeSettings(_Settings):
     max_retries: int = Field(default=4, ge=0, description="Retries on 429, 5xx or no connection.")
     prompts_per_request: int = Field(default=16, ge=1, description="Probes per /v1/completions request.")
     backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
+    follow_weight_version: bool = Field(
+        default=False,
+        description="A trainer's own vLLM, whose weights change: read the served weights' version (vLLM's "
+        "GET /weight_info, dev mode) around every scoring call; annotations name it, and a call during "
+        "which it changed is scored again.",
+    )
     group_prefixes: bool = _group_prefixes_field()
 
     @field_validator("base_url")

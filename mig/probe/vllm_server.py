@@ -7,6 +7,11 @@
   ``--enable-prompt-tokens-details`` so that every response says how many prompt tokens came from the
   cache. See :mod:`mig.probe.vllm_common` for the paths; ``auto`` picks the fastest the server offers.
 * Traces that share their question prompt score probe 0 once per group (``group_prefixes``).
+* A server in vLLM's dev mode (``VLLM_SERVER_DEV_MODE=1``: a trainer's own server, e.g. ``trl vllm-serve``)
+  reports the version of its weights (``GET /weight_info``; a trainer sets it with
+  ``/finish_weight_update`` or ``/update_weight_version`` after pushing weights). The identity names it;
+  ``follow_weight_version`` reads it again around every scoring call, so each annotation names the weights
+  that scored it and a call that straddled a weight update is scored again.
 
 At start-up the probe reads the served model and ``max_model_len`` from ``/v1/models``, loads the same
 tokenizer locally and compares it with the server's ``/tokenize`` (a mismatch refuses to run), and picks
@@ -53,6 +58,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 GENERATE_ROUTE = "/inference/v1/generate"
 TRIAL_ATTEMPTS = 3
+VERSION_ATTEMPTS = 3  # scoring calls retried when the served weights changed during one
+WEIGHT_INFO_ROUTE = "/weight_info"
+UNSET_WEIGHT_VERSION = "default"  # what vLLM reports before anyone set a version
 
 
 class VLLMServerUnavailable(ProbeError):
@@ -93,8 +101,15 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-server-probe", daemon=True)
         self._thread.start()
         self.cache_fallbacks = 0  # probes re-run without the prefix cache
+        self.version_retries = 0  # scoring calls run again because the served weights changed meanwhile
         try:
             self._served_model, self._served_root, self._context_limit = self._run(self._read_model())
+            self._weight_version = self._run(self._served_weight_version())
+            if settings.follow_weight_version and self._weight_version is None:
+                raise ProbeError(
+                    f"follow_weight_version: {self._base_url} does not report its weights' version "
+                    f"(GET {WEIGHT_INFO_ROUTE}): start the server with VLLM_SERVER_DEV_MODE=1"
+                )
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_path)
@@ -125,24 +140,56 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
     def shares_group_prefixes(self) -> bool:
         return self._settings.group_prefixes
 
+    @property
+    def weight_version(self) -> str | None:
+        """The served weights' version as last read (None: the server does not report one)."""
+        return self._weight_version
+
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        return self._run(self._score(sequences))
+        return self._run(self._scored(sequences))
 
     async def ascore(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         """``score`` for async callers (runs on the probe's own event loop; no statistics kept)."""
         self.check_context(sequences)
-        return await self._on_loop(self._score(sequences))
+        return await self._on_loop(self._scored(sequences))
+
+    async def _scored(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        """The results, on one version of the served weights with ``follow_weight_version``."""
+        if not self._settings.follow_weight_version:
+            return await self._score(sequences)
+        for _ in range(VERSION_ATTEMPTS):
+            before = await self._served_weight_version()
+            results = await self._score(sequences)
+            after = await self._served_weight_version()
+            if before == after:
+                if after != self._weight_version:
+                    self._weight_version = after
+                    self._identity = None  # recomputed, naming the new version
+                return results
+            self.version_retries += 1
+            logger.info("vllm-server probe: weights %s -> %s during a call; scoring again", before, after)
+        raise ProbeError(
+            f"the served weights changed during each of {VERSION_ATTEMPTS} scoring attempts at "
+            f"{self._base_url}"
+        )
 
     def _compute_identity(self) -> ProbeIdentity:
-        """The served model's name and root as the server reports them, and the content digest of the local
-        tokenizer files (checked against the server's tokenizer at start-up). The server does not report its
-        weights or dtype: a server restarted on other weights under the same name looks the same."""
+        """The served model's name and root as the server reports them, the content digest of the local
+        tokenizer files (checked against the server's tokenizer at start-up) and, where the server reports
+        it (dev mode), its weights' version (the model is then named ``MODEL@VERSION`` once a trainer set
+        one). Without a version the server's weights are not known: a server restarted on other weights
+        under the same name looks the same."""
         from mig_annotator.mig.probe.identity import folder_digest
 
         tokenizer = folder_digest(self._tokenizer_path, tokenizer_only=True)
         served = f"{self._served_model}\0{self._served_root}\0{tokenizer}"
+        model = self._served_model
+        if self._weight_version is not None:
+            served += f"\0weights={self._weight_version}"
+            if self._weight_version != UNSET_WEIGHT_VERSION:
+                model = f"{model}@{self._weight_version}"
         digest = hashlib.sha256(served.encode()).hexdigest()
-        return ProbeIdentity(model=self._served_model, digest=digest, backend="vllm-server", dtype="served")
+        return ProbeIdentity(model=model, digest=digest, backend="vllm-server", dtype="served")
 
     def health(self) -> str | None:
         """None while a server of the pool answers ``/health``, else why not."""
@@ -188,6 +235,21 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
             )
         model, root, _ = served[0]
         return model, root, min(limit for _, _, limit in served)
+
+    async def _served_weight_version(self) -> str | None:
+        """The weights' version every server of the pool reports (``GET /weight_info``), or None when they
+        do not report one (not in dev mode); servers that report different versions are an error."""
+        versions: set[str | None] = set()
+        for response in await self._each("GET", WEIGHT_INFO_ROUTE):
+            if response.status_code in (404, 405):
+                versions.add(None)
+                continue
+            version = _checked(response, f"GET {WEIGHT_INFO_ROUTE}").json().get("weight_version")
+            versions.add(None if version is None else str(version))
+        if len(versions) > 1:
+            listed = ", ".join(sorted(map(str, versions)))
+            raise ProbeError(f"the vLLM servers at {self._base_url} hold different weight versions: {listed}")
+        return versions.pop()
 
     async def _check_tokenizer(self) -> None:
         for text in TOKENIZER_CHECK_TEXTS:

@@ -151,3 +151,23 @@ def test_the_url_comes_from_the_environment_by_default(monkeypatch: pytest.Monke
         assert client.base_url == "http://reward.internal:9000"
     monkeypatch.delenv("MIG_SERVICE_URL")
     assert AsyncMigClient().base_url == "http://127.0.0.1:8000"
+
+
+def test_both_clients_send_a_minimum_probe_version_and_an_older_probe_answers_409(service_url: str) -> None:
+    traces = small_traces(2)
+    with MigClient(service_url) as client:
+        current = client.annotate_results(traces, min_probe_version=1)
+        assert [a.probe_version for a in current if isinstance(a, TraceAnnotation)] == [1, 1]
+        with pytest.raises(MigServiceError) as refused:
+            client.annotate_results(traces, min_probe_version=2)
+    assert refused.value.status == 409 and "min_probe_version" in refused.value.message
+
+    async def run() -> MigServiceError:
+        async with AsyncMigClient(service_url) as client:
+            try:
+                await client.annotate_results(traces, min_probe_version=2)
+            except MigServiceError as error:
+                return error
+        raise AssertionError("the async client scored with a probe older than required")
+
+    assert asyncio.run(run()).status == 409

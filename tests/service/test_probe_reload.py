@@ -77,6 +77,10 @@ def test_reload_serves_the_new_folder_versions_and_refuses_bad_ones(folders, tmp
         assert [a["probe_version"] for a in second] == [2, 2, 2]
         assert all(_close(_values(a), v) for a, v in zip(second, expected["b"], strict=True))
         assert second[0]["probe_identity"] == reloaded.json()["fingerprint"] != first[0]["probe_identity"]
+        # the same weights asked for again (another reward worker of the same trainer): nothing changes
+        again = http.post("/v1/admin/reload", json={"model": str(folders["b"])}, headers=ADMIN)
+        assert again.status_code == 200 and again.json()["probe_version"] == 2
+        assert again.json()["fingerprint"] == reloaded.json()["fingerprint"]
 
         empty = tmp_path / "empty"
         empty.mkdir()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,3 +127,12 @@ def expected_annotations(
         )
     with MigClient(url) as client:
         return client.annotate(traces)
+
+
+def run_launcher(*overrides: str) -> subprocess.CompletedProcess[str]:
+    """``python -m mig_annotator.trainer.verl_main`` on the shipped example, dry run (prints the config)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MIG_VERL_DRY_RUN": "1"}
+    env.pop("VERL_USE_EXTERNAL_MODULES", None)
+    command = [sys.executable, "-m", "mig_annotator.trainer.verl_main"]
+    command += ["--config-path", str(ROOT / "examples"), "--config-name", "verl_mig_grpo", *overrides]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -34,7 +34,15 @@ from mig_annotator.trainer.advantages import (  # noqa: E402
 )
 from mig_annotator.trainer.verl_estimator import advantage_settings  # noqa: E402
 from mig_annotator.trainer.verl_loss import SFT_BASE_LOSS_ENV, SFT_WEIGHT_ENV, unfold_gate  # noqa: E402
-from tests.verl.support import ROOT, expected_annotations, gsm8k_batch, loop_config, reward_loop, rollouts  # noqa: E402
+from tests.verl.support import (  # noqa: E402
+    ROOT,
+    expected_annotations,
+    gsm8k_batch,
+    loop_config,
+    reward_loop,
+    rollouts,
+    run_launcher,
+)
 
 ESTIMATOR = "mig_decoupled"
 
@@ -200,14 +208,6 @@ def test_outcome_std_follows_verls_norm_adv_by_std_in_grpo_unless_set() -> None:
     assert advantage_settings(config).outcome_std is False
     config = OmegaConf.create({"norm_adv_by_std_in_grpo": False, "mig": {"outcome_std": True}})
     assert advantage_settings(config).outcome_std is True
-
-
-def run_launcher(*overrides: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MIG_VERL_DRY_RUN": "1"}
-    env.pop("VERL_USE_EXTERNAL_MODULES", None)
-    command = [sys.executable, "-m", "mig_annotator.trainer.verl_main"]
-    command += ["--config-path", str(ROOT / "examples"), "--config-name", "verl_mig_grpo", *overrides]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_the_launcher_on_the_shipped_example_trains_decoupled_with_the_sft_loss_in_every_process() -> None:

@@ -27,7 +27,7 @@ import pytest
 
 from mig_annotator.mig.engine import Annotator, TraceError
 from mig_annotator.mig.probe import open_probe, parse_probe_settings
-from mig_annotator.mig.probe.base import Probe
+from mig_annotator.mig.probe.base import Probe, ProbeError
 from mig_annotator.mig.probe.groups import group_sequences
 from mig_annotator.mig.probe.vllm_common import (
     ProbeRequest,
@@ -76,22 +76,34 @@ def _max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
 # -- a real server ----------------------------------------------------------------------------------------
 
 
-def _start_server(model_path: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+PROBE_FLAGS = (
+    "--enable-prefix-caching", "--block-size", "32", "--enable-scale-out", "--enable-prompt-tokens-details",
+)  # fmt: skip
+# What `trl vllm-serve` adds to `vllm serve` (TRL 1.16, trl/scripts/vllm_serve.py, build_command; with
+# VLLM_SERVER_DEV_MODE=1 in main): the trainer's own server, which TRL pushes the policy's weights into.
+TRL_FLAGS = (
+    "--enable-scale-out", "--weight-transfer-config", json.dumps({"backend": "nccl"}),
+    "--logprobs-mode", "processed_logprobs", "--max-logprobs", "-1",
+)  # fmt: skip
+TRL_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
+
+
+def _start_server(
+    model_path: Path, log_path: Path, flags: tuple[str, ...] = PROBE_FLAGS, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     """A vLLM CPU server on a free port of 127.0.0.1, fp32, healthy; in its own process group."""
     port = _free_port()
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_path), "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--enforce-eager", "--max-model-len", str(SERVER_MAX_MODEL_LEN),
-        "--enable-prefix-caching", "--block-size", "32",
-        "--enable-scale-out", "--enable-prompt-tokens-details",
+        "--dtype", "float32", "--enforce-eager", "--max-model-len", str(SERVER_MAX_MODEL_LEN), *flags,
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **CPU_ENV},
+            env={**os.environ, **CPU_ENV, **(env or {})},
             start_new_session=True,
         )
     base_url = f"http://127.0.0.1:{port}"
@@ -450,3 +462,56 @@ def test_grouped_scoring_in_process_equals_ungrouped_and_sends_probe_zero_once_p
     assert _max_difference(grouped, ungrouped) <= GROUPED_TOLERANCE
     for members in ((0, 1, 2), (3, 4, 5)):
         assert all(np.array_equal(grouped[i][0], grouped[members[0]][0]) for i in members)
+
+
+# -- the trainer's own vLLM (TRL's vllm-serve) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trl_server(default_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A vLLM CPU server started the way `trl vllm-serve` starts it (TRL_FLAGS, dev mode)."""
+    if not HAS_VLLM:
+        pytest.skip(NO_VLLM)
+    log = tmp_path_factory.mktemp("trl-vllm") / "server.log"
+    process, base_url = _start_server(default_model_path, log, TRL_FLAGS, TRL_ENV)
+    try:
+        yield base_url
+    finally:
+        _stop(process)
+
+
+@needs_vllm
+def test_the_server_probe_scores_on_trls_vllm_serve_and_names_the_weight_version_that_scored(
+    packed_probe, trl_server: str
+) -> None:
+    traces = _traces(6)
+    probe = open_probe(
+        {"backend": "vllm-server", "base_url": trl_server, "vllm_path": "auto", "follow_weight_version": True}
+    )
+    try:
+        # TRL's flags lack --enable-prompt-tokens-details: auto takes the full-prefill path
+        assert probe.scoring_path == "prompt-logprobs"
+        sequences = _sequences(packed_probe, traces)
+        expected = [r.token_logprobs for r in packed_probe.score(sequences)]
+        # processed_logprobs leaves prompt log-probs alone (prompt tokens skip the sampling processors)
+        assert _max_difference([r.token_logprobs for r in probe.score(sequences)], expected) <= 1e-3
+        assert probe.weight_version == "default"  # nobody set one yet
+        first = probe.identity()
+        assert "@" not in first.model
+
+        # a trainer pushed weights and named them (vLLM's /finish_weight_update or /update_weight_version)
+        answer = httpx.post(f"{trl_server}/update_weight_version", json={"new_version": "step-3"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        with Annotator(probe) as annotator:
+            annotation = annotator.annotate(traces[:1])[0]
+        assert probe.weight_version == "step-3"
+        assert annotation.probe_identity == probe.identity().fingerprint != first.fingerprint
+        assert probe.identity().model.endswith("@step-3")
+    finally:
+        probe.close()
+
+
+@needs_vllm
+def test_following_the_weight_version_needs_a_server_that_reports_it(vllm_server: str) -> None:
+    with pytest.raises(ProbeError, match="VLLM_SERVER_DEV_MODE=1"):
+        open_probe({"backend": "vllm-server", "base_url": vllm_server, "follow_weight_version": True})
