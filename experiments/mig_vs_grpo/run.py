@@ -99,6 +99,7 @@ def _batch_stats(batches: list[Any]) -> dict[str, float]:
     if not batches:
         return {}
     trained, zero_rows, rows, outcomes, lengths, gates, scoring = [], 0, 0, [], [], [], 0.0
+    disagreements = 0  # the engine's outcome (what the probe arms train on) vs the task's grading
     for batch in batches:
         mask = batch.completion_mask.bool()
         adv = batch.advantages
@@ -110,6 +111,8 @@ def _batch_stats(batches: list[Any]) -> dict[str, float]:
         lengths.extend(mask.sum(dim=1).tolist())
         gates.extend(batch.gates or [])
         scoring += batch.scoring_s
+        for annotation, outcome in zip(batch.annotations or [], batch.outcomes, strict=False):
+            disagreements += int(annotation is not None and float(annotation.outcome) != outcome)
     values = torch.cat(trained).double()
     return {
         "train_accuracy": sum(outcomes) / max(1, len(outcomes)),
@@ -119,6 +122,7 @@ def _batch_stats(batches: list[Any]) -> dict[str, float]:
         "adv_zero_completion_share": zero_rows / max(1, rows),
         "sft_gate_open_share": sum(gates) / len(gates) if gates else 0.0,
         "scoring_s_per_step": scoring / len(batches),
+        "engine_outcome_disagreements": disagreements,
     }
 
 
