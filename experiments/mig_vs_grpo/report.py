@@ -3,7 +3,8 @@
     python experiments/mig_vs_grpo/report.py --out outputs/mig_vs_grpo/run --plot docs/mig_vs_grpo.png
 
 Reads ``OUT/config.json`` (the configuration the run used) and every ``OUT/runs/ARM/seedS/eval.jsonl``;
-writes the plot (matplotlib, Agg) and ``OUT/report.md`` (printed too): per arm, the held-out accuracy at
+writes the plot (matplotlib, Agg) and ``OUT/report.md`` (printed too; ``--seeds`` restricts the seeds,
+``--name`` names the files): per arm, the held-out accuracy at
 the config's ``report_steps`` (mean +- sample std over seeds, and min-max), the steps to reach
 ``target_accuracy`` (first evaluation point at or above it, per seed), the mean completion length and step
 count of the held-out samples at the last point, the scoring seconds per optimizer step, the training
@@ -201,8 +202,12 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/mig_vs_grpo/run"))
     parser.add_argument("--plot", type=Path, default=Path("docs/mig_vs_grpo.png"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds")
+    parser.add_argument("--name", default="report", help="OUT/NAME.md and OUT/NAME.json")
     args = parser.parse_args(argv)
     config = ExperimentConfig.model_validate_json((args.out / "config.json").read_text())
+    if args.seeds is not None:
+        config = config.model_copy(update={"seeds": args.seeds})
     points = load_points(args.out, config)
     if not points:
         raise SystemExit(f"{args.out}: no finished run (runs/ARM/seedS/done.json)")
@@ -211,8 +216,8 @@ def main(argv: list[str] | None = None) -> str:
     experiment = args.out / "experiment.json"
     wall = json.loads(experiment.read_text())["wall_s"] if experiment.exists() else None
     text = table + (f"\nFull run wall time: {wall:.0f} s.\n" if wall is not None else "")
-    (args.out / "report.md").write_text(text)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(text)
+    (args.out / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(config, points, args.plot)
     print(text)
     return text

@@ -224,6 +224,18 @@ def _submit_all(config: ExperimentConfig, out: Path, device: str, quick: bool) -
     return done
 
 
+def _record_invocation(path: Path, wall: float, runs: int, device: str) -> None:
+    """experiment.json: each invocation's wall time (a resumed run adds one) and their total."""
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    invocations = previous.get("invocations") or ([previous] if "wall_s" in previous else [])
+    invocations = [
+        {key: item[key] for key in ("wall_s", "runs", "device") if key in item} for item in invocations
+    ]
+    invocations.append({"wall_s": round(wall, 1), "runs": runs, "device": device})
+    total = round(sum(item["wall_s"] for item in invocations), 1)
+    path.write_text(json.dumps({"wall_s": total, "invocations": invocations}, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -249,9 +261,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ensure_sft(config, args.out)
     summaries = _submit_all(config, args.out, args.device, args.quick)
     wall = time.perf_counter() - started
-    (args.out / "experiment.json").write_text(
-        json.dumps({"wall_s": round(wall, 1), "runs": len(summaries), "device": args.device}, indent=2) + "\n"
-    )
+    _record_invocation(args.out / "experiment.json", wall, len(summaries), args.device)
     print(f"experiment finished: {len(summaries)} runs in {wall:.0f} s", flush=True)
     return summaries
 
