@@ -108,6 +108,7 @@ class ExperimentConfig(_Strict):
     scoring: str = Field(description="how the probe arms score (stated, not read by the code)")
     decision_rule: str = Field(description="how the report calls win / lose / tie (report.verdict)")
     pilot: str = Field(description="what was tried before this config was fixed, and what it decided")
+    amendment: str | None = Field(default=None, description="a change after registration: when, what, why")
 
     @model_validator(mode="after")
     def _names_unique(self) -> ExperimentConfig:
