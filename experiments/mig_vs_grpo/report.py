@@ -93,6 +93,12 @@ def summarise(config: ExperimentConfig, points: dict[str, dict[int, list[dict[st
             statistics.fmean(row["scoring_s_per_step"] for row in rows if "scoring_s_per_step" in row)
             for rows in runs.values()
         ]
+        zero_share = [
+            statistics.fmean(vals)
+            for rows in runs.values()
+            if (vals := [r["adv_zero_completion_share"] for r in rows if "adv_zero_completion_share" in r])
+        ]
+        disagreements = sum(r.get("engine_outcome_disagreements", 0) for rows in runs.values() for r in rows)
         summary.append(
             {
                 "arm": arm.name,
@@ -107,6 +113,8 @@ def summarise(config: ExperimentConfig, points: dict[str, dict[int, list[dict[st
                 "final_step_count": [r["mean_step_count"] for r in final.values() if r],
                 "scoring_s_per_step": scoring,
                 "train_wall_s": [r["wall_s"] for r in final.values() if r],
+                "zero_advantage_share": zero_share,
+                "engine_outcome_disagreements": disagreements,
                 "paired_final_difference": paired,
                 "verdict": "baseline"
                 if arm.name == BASELINE
@@ -136,6 +144,7 @@ def markdown(config: ExperimentConfig, summary: list[dict]) -> str:
             "steps per completion (last)",
             "scoring s / step",
             "train wall s",
+            "completions with zero advantage",
             f"vs {BASELINE} (paired final diffs)",
         ]
     )
@@ -153,6 +162,7 @@ def markdown(config: ExperimentConfig, summary: list[dict]) -> str:
                 _fmt(row["final_step_count"], 2),
                 _fmt(row["scoring_s_per_step"], 2),
                 _fmt(row["train_wall_s"], 0),
+                _fmt(row["zero_advantage_share"], 2),
                 row["verdict"] if row["arm"] == BASELINE else f"**{row['verdict']}** ({paired})",
             ]
         )
