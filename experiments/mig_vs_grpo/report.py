@@ -145,13 +145,17 @@ def markdown(config: ExperimentConfig, summary: list[dict]) -> str:
             "scoring s / step",
             "train wall s",
             "completions with zero advantage",
-            f"vs {BASELINE} (paired final diffs)",
+            f"vs {BASELINE} (paired final diffs by seed; their mean ± s.e.)",
         ]
     )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary:
         reached = ", ".join("—" if s is None else str(s) for s in row["steps_to_target"])
-        paired = ", ".join(f"{d:+.3f}" for d in row["paired_final_difference"])
+        diffs = row["paired_final_difference"]
+        paired = ", ".join(f"{d:+.3f}" for d in diffs)
+        if len(diffs) > 1:
+            mean, std = _mean_std(diffs)
+            paired += f"; mean {mean:+.3f} ± {std / len(diffs) ** 0.5:.3f} s.e."
         cells = (
             [f"`{row['arm']}`"]
             + [_fmt(row["accuracy_at"][s]) for s in steps]
@@ -191,7 +195,7 @@ def plot(config: ExperimentConfig, points: dict[str, dict[int, list[dict[str, An
         low, high = [min(v) for v in per_step], [max(v) for v in per_step]
         for axis, xs in ((by_step, steps), (by_wall, walls)):
             (line,) = axis.plot(xs, mean, marker="o", markersize=3, label=f"{arm.name} ({len(runs)} seeds)")
-            axis.fill_between(xs, low, high, alpha=0.15, color=line.get_color())
+            axis.fill_between(xs, low, high, alpha=0.1, color=line.get_color())
     metric = config.eval.metric
     by_step.set_xlabel("optimizer steps")
     by_wall.set_xlabel("training wall seconds (mean over seeds; evaluation excluded)")

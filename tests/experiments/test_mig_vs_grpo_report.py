@@ -54,4 +54,4 @@ def test_the_table_reads_finished_runs_only(tmp_path: Path) -> None:
     assert best["steps_to_target"] == [2, 2, 2]  # 0.2 + 0.2 * 2 / 3 >= 0.30
     table = report.markdown(config, summary)
     assert "| `decoupled_sft` | 0.210 ± 0.010 | 0.410 ± 0.010 |" in table
-    assert "**win** (+0.200, +0.200, +0.200)" in table
+    assert "**win** (+0.200, +0.200, +0.200; mean +0.200 ± 0.000 s.e.)" in table
