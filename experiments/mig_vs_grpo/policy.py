@@ -101,9 +101,16 @@ def _batch(tokenizer: Any, demos: list[task.Demonstration]) -> tuple[Any, Any, A
 
 
 def sample_completions(
-    model: Any, tokenizer: Any, questions: list[str], *, sample: bool = False, batch_size: int = 128
+    model: Any,
+    tokenizer: Any,
+    questions: list[str],
+    *,
+    sample: bool = False,
+    batch_size: int = 128,
+    max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> list[str]:
-    """Greedy completions, or samples at temperature 1 (as GRPO generates), in left-padded batches."""
+    """Greedy completions, or samples at temperature 1 (as GRPO generates), in left-padded batches, on the
+    model's device."""
     import torch
 
     tokenizer.padding_side = "left"
@@ -113,9 +120,10 @@ def sample_completions(
         for start in range(0, len(questions), batch_size):
             prompts = [prompt_text(q) for q in questions[start : start + batch_size]]
             encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = encoded.to(model.device)
             generated = model.generate(
                 **encoded,
-                max_new_tokens=MAX_NEW_TOKENS,
+                max_new_tokens=max_new_tokens,
                 do_sample=sample,
                 temperature=1.0 if sample else None,
                 top_k=0 if sample else None,
