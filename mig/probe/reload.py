@@ -84,7 +84,10 @@ def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
         loaded = load_causal_lm(folder, probe._dtype)
     except (OSError, ValueError, RuntimeError) as error:
         raise ReloadRefused(f"{folder}: the weights cannot be loaded: {error}") from error
-    state = loaded.state_dict()
+    # read into memory here, while the probe still serves: the loaded tensors may map the files, and the
+    # swap (scoring waits for it) must only copy, and copy what was checked even if the files change
+    state = {name: tensor.detach().clone() for name, tensor in loaded.state_dict().items()}
+    del loaded
     target = probe._model.state_dict()
     mismatched = [
         name
