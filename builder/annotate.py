@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -148,7 +149,13 @@ class WindowAnnotator:
                 reason = f"id {shorten(trace_id or '')!r} repeats the id of {first} ({FLAG} drop)"
                 rejects.append(reject_record(batch, local, "mapping", "id", reason, trace_id))
                 continue
-            mapped = map_record(record, self._mapping, batch.start + local, self._id_present)
+            mapped = map_record(
+                record,
+                self._mapping,
+                batch.start + local,
+                self._id_present,
+                image_base_dir=str(Path(batch.files[local]).parent),
+            )
             if isinstance(mapped, RowProblem):
                 trace_id = row_id(record, self._mapping, batch.start + local, self._id_present)
                 rejects.append(

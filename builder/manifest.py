@@ -42,6 +42,11 @@ class InputFingerprint(_Frozen):
     bytes: int
     sha256: str
     rows: int
+    images_sha256: str | None = Field(
+        default=None,
+        description="sha256 over the image files the images column names by path (their names and contents), "
+        "so a build follows the pixels; None: no image paths (bytes in the file are in ``sha256``).",
+    )
 
 
 class TokenizerIdentity(_Frozen):

@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mig_annotator.builder.columns import lookup
 from mig_annotator.builder.errors import InputError
 
 InputFormat = Literal["jsonl", "jsonl.gz", "parquet"]
@@ -136,6 +137,36 @@ def fingerprint(source: InputFile) -> tuple[int, str, int]:
     except Exception as error:
         raise InputError(f"{source.path}: cannot read ({_first_line(error)})") from error
     return source.path.stat().st_size, digest, rows
+
+
+def image_files_digest(source: InputFile, column: str) -> str | None:
+    """sha256 over the (path, content sha256) of every image file the rows' ``column`` names by a path
+    (relative to the input file), sorted; None when the column is absent or names no file. A missing file
+    is left to the row's own error."""
+    if column_dtype(read_schema(source), column) is None:
+        return None
+    if source.format == "parquet":
+        top = column.split(".")[0]
+        records = pq.read_table(source.path, columns=[top]).to_pylist()
+    else:
+        records = [json.loads(line) for line in _records(source) if _is_object(line)]
+    paths: set[str] = set()
+    for record in records:
+        value = lookup(record, column)
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, dict) and item.get("bytes") is None:
+                item = item.get("path")
+            if isinstance(item, str) and item and not item.startswith("data:"):
+                paths.add(item)
+    digest = hashlib.sha256()
+    found = False
+    for name in sorted(paths):
+        path = Path(name) if Path(name).is_absolute() else source.path.parent / name
+        if path.is_file():
+            with path.open("rb") as handle:
+                digest.update(f"{name}\0{hashlib.file_digest(handle, 'sha256').hexdigest()}\0".encode())
+            found = True
+    return digest.hexdigest() if found else None
 
 
 def _first_line(error: BaseException) -> str:

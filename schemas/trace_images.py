@@ -188,3 +188,38 @@ def _decoded(payload: str, limits: ImageLimits) -> bytes:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise FieldProblem("not valid base64 data") from None
+
+
+def image_column_parts(value: Any) -> list[dict[str, Any]]:
+    """The image parts of a dataset's image column value: a path (relative to the input file), the bytes,
+    a ``{"bytes", "path"}`` struct (Hugging Face datasets' Image feature), or a list of these."""
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    parts = []
+    for index, item in enumerate(items):
+        source = item
+        if isinstance(item, dict):
+            source = item.get("bytes") if item.get("bytes") is not None else item.get("path")
+        if not isinstance(source, str | bytes | bytearray) or not source:
+            where = f"[{index}]: " if isinstance(value, list | tuple) else ""
+            raise FieldProblem(
+                f"{where}holds {type(item).__name__}, expected a path, bytes or {{bytes, path}}"
+            )
+        parts.append({"type": "image", "image": source})
+    return parts
+
+
+def question_with_images(question: Any, parts: list[dict[str, Any]]) -> Any:
+    """The question with ``parts`` at the start of its (first) user turn; text becomes one user message."""
+    if not parts:
+        return question
+    if isinstance(question, str):
+        return [{"role": "user", "content": [*parts, {"type": "text", "text": question}]}]
+    if not isinstance(question, list) or not all(isinstance(message, dict) for message in question):
+        return question  # not text nor chat messages: the trace's own rules say why
+    roles = [message.get("role") for message in question]
+    at = roles.index("user") if "user" in roles else 0
+    messages = [dict(message) for message in question]
+    content = messages[at].get("content")
+    text = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    messages[at]["content"] = [*parts, *text]
+    return messages
