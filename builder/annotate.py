@@ -27,6 +27,7 @@ from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokeni
 from mig_annotator.mig.engine import Annotator, PreparedTrace, TraceError
 from mig_annotator.schemas import ScoringConfig, Trace
 from mig_annotator.schemas.arrow import DATASET_ROW_SCHEMA, TOKEN_COLUMNS_SCHEMA, RejectStage
+from mig_annotator.schemas.trace_images import thumbnail_png
 
 if TYPE_CHECKING:
     from mig_annotator.builder.plan import BuildPlan
@@ -203,6 +204,15 @@ class WindowAnnotator:
                     "reference_answer": trace.reference_answer,
                     "source_file": batch.files[row.local],
                     "source_row": batch.file_rows[row.local],
+                    "question_images": [
+                        {
+                            "sha256": image.sha256,
+                            "width": image.width,
+                            "height": image.height,
+                            "thumbnail_png": thumbnail_png(image),
+                        }
+                        for image in trace.images
+                    ],
                 }
             )
             kept_rows.append(row.local)

@@ -19,7 +19,7 @@ from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy
 from mig_annotator.builder.storage import write_bytes_atomic
 from mig_annotator.schemas import ProbeIdentity, ScoringConfig
 
-FORMAT_VERSION = 2  # 2: the probe identity is a content digest; rows carry probe_identity
+FORMAT_VERSION = 3  # 2: the probe identity is a content digest; rows carry probe_identity. 3: question_images
 VERSIONED_PACKAGES = (
     "mig-annotator",
     "torch",

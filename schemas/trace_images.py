@@ -223,3 +223,18 @@ def question_with_images(question: Any, parts: list[dict[str, Any]]) -> Any:
     text = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
     messages[at]["content"] = [*parts, *text]
     return messages
+
+
+THUMBNAIL_SIDE = 96
+
+
+def thumbnail_png(image: TraceImage, side: int = THUMBNAIL_SIDE) -> bytes:
+    """A PNG of ``image`` scaled to fit ``side`` x ``side`` pixels (the report's thumbnail)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image.data)) as opened:
+        small = opened.convert("RGB")
+        small.thumbnail((side, side))
+        out = io.BytesIO()
+        small.save(out, format="PNG")
+    return out.getvalue()
