@@ -149,7 +149,7 @@ def plan_build(settings: BuildSettings, probe: ProbeIdentity) -> BuildPlan:
     files, schemas, id_present = inspect_inputs(settings)
     kept = kept_columns(settings, schemas)
     fingerprints = []
-    images = settings.columns.images
+    columns = settings.columns
     for source in files:
         size, digest, rows = fingerprint(source)
         fingerprints.append(
@@ -159,7 +159,7 @@ def plan_build(settings: BuildSettings, probe: ProbeIdentity) -> BuildPlan:
                 bytes=size,
                 sha256=digest,
                 rows=rows,
-                images_sha256=image_files_digest(source, images) if images is not None else None,
+                images_sha256=image_files_digest(source, columns.images, columns.question),
             )
         )
     total = sum(item.rows for item in fingerprints)

@@ -232,7 +232,8 @@ class Annotator:
                 trace.id,
                 "question",
                 f"{error}: the {self._probe.backend} probe {self._probe.model_id} is not a vision-language "
-                "model (give an image-text-to-text model folder to the transformers probe)",
+                "probe (the transformers probe reads images with an image-text-to-text model folder; the "
+                "vLLM backends take no images yet)",
             ) from error
         except ValueError as error:
             raise TraceError(trace.id, "reference_answer", str(error)) from error

@@ -141,7 +141,7 @@ class PromptBuilder:
         self, question: str, steps: Sequence[str], answer: str, images: Sequence[TraceImage] = ()
     ) -> ProbeSequence:
         if images and self._processor is None:
-            raise ImagesNotReadError("this probe model reads text only, and the question holds images")
+            raise ImagesNotReadError("this probe reads text only, and the question holds images")
         answer_prefix, answer_text = split_trailing_whitespace(self._template.answer_prefix, answer)
         pieces = [self.header_text(question, len(images)), *(self.step_text(step) for step in steps)]
         encoded = self._tokenizer(

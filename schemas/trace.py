@@ -212,7 +212,10 @@ class Trace(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _question_images(cls, data: Any, info: ValidationInfo) -> Any:
-        if not isinstance(data, dict) or data.get("images"):
+        if not isinstance(data, dict):
+            return data
+        if data.get("images"):  # a trace's own dump (the Python client sends it so): the limits still hold
+            _check_given_images(data["images"], info.context)
             return data
         images = question_images(data.get("question"), info.context)
         return {**data, "images": images} if images else data
@@ -260,6 +263,29 @@ def question_images(question: Any, context: dict[str, Any] | None) -> tuple[Trac
         )
     except FieldProblem as problem:
         raise as_pydantic(problem) from None
+
+
+def _check_given_images(images: Any, context: dict[str, Any] | None) -> None:
+    limits = current_image_reading(context).limits
+    if isinstance(images, list | tuple) and len(images) > limits.max_images:
+        raise as_pydantic(
+            FieldProblem(f"images: {len(images)} images, over the limit of {limits.max_images} per question")
+        )
+    for index, image in enumerate(images if isinstance(images, list | tuple) else []):
+        data = (
+            image.data
+            if isinstance(image, TraceImage)
+            else image.get("data")
+            if isinstance(image, dict)
+            else None
+        )
+        if (
+            isinstance(data, str | bytes)
+            and len(data) > limits.max_image_bytes * (4 / 3 if isinstance(data, str) else 1) + 4
+        ):
+            raise as_pydantic(
+                FieldProblem(f"images[{index}]: over the limit of {limits.max_image_bytes} bytes per image")
+            )
 
 
 def _check_finite(value: Any, where: str) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mig_annotator.schemas.trace_fields import IMAGE_PART_TYPES, FieldProblem
 
@@ -98,6 +98,12 @@ class TraceImage(BaseModel):
     format: str = Field(description="The image format Pillow read (PNG, JPEG, ...).")
     width: int = Field(ge=1)
     height: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _digest_matches(self) -> TraceImage:
+        if hashlib.sha256(self.data).hexdigest() != self.sha256:
+            raise ValueError("sha256 is not the sha256 of data")
+        return self
 
 
 def is_image_part(part: Any) -> bool:

@@ -10,7 +10,7 @@ from mig_annotator.builder.columns import resolve_mapping
 from mig_annotator.builder.rows import RowProblem, map_record
 from mig_annotator.builder.sources import image_files_digest, resolve_inputs
 from mig_annotator.schemas import Trace
-from tests.vision_support import clevr_scene
+from tests.vision_support import clevr_scene, image_question
 
 MAPPING = resolve_mapping("default")
 
@@ -60,8 +60,19 @@ def test_the_input_fingerprint_covers_the_bytes_of_the_image_files(tmp_path: Pat
     source = tmp_path / "rows.jsonl"
     source.write_text(json.dumps(_row(["scene.png"])) + "\n", encoding="utf-8")
     [input_file] = resolve_inputs([source])
-    before = image_files_digest(input_file, "images")
+    before = image_files_digest(input_file, "images", "question")
     assert before is not None
     (tmp_path / "scene.png").write_bytes(clevr_scene(3))  # the same rows file, other pixels
-    assert image_files_digest(input_file, "images") not in (None, before)
-    assert image_files_digest(input_file, "no_such_column") is None
+    assert image_files_digest(input_file, "images", "question") not in (None, before)
+    assert image_files_digest(input_file, "no_such_column", "question") is None
+
+
+def test_the_input_fingerprint_covers_image_paths_in_the_questions_chat_parts(tmp_path: Path) -> None:
+    (tmp_path / "scene.png").write_bytes(clevr_scene(4))
+    source = tmp_path / "rows.jsonl"
+    row = _row(None) | {"question": image_question("How many?", "scene.png")}
+    source.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    [input_file] = resolve_inputs([source])
+    before = image_files_digest(input_file, "images", "question")
+    (tmp_path / "scene.png").write_bytes(clevr_scene(5))
+    assert before is not None and image_files_digest(input_file, "images", "question") != before

@@ -4,6 +4,7 @@ limits and errors that name the part."""
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,28 @@ def test_an_image_in_the_completion_is_refused() -> None:
             completion=[{"role": "assistant", "content": [part, {"type": "text", "text": "It is 3."}]}],
             reference_answer="3",
         )
+
+
+def test_an_image_given_directly_must_carry_the_digest_of_its_bytes() -> None:
+    trace = _trace(image_question("How many?", clevr_scene(8)))
+    dumped = trace.model_dump()
+    dumped["images"][0]["sha256"] = "0" * 64
+    with pytest.raises(ValidationError, match="sha256 is not the sha256 of data"):
+        Trace.model_validate(dumped)
+
+
+def test_images_given_directly_are_held_to_the_limits() -> None:
+    trace = _trace(image_question("How many?", clevr_scene(9)))
+    dumped = trace.model_dump(mode="json")
+    dumped["images"] = dumped["images"] * 3
+    with pytest.raises(ValidationError, match="images: 3 images, over the limit of 2 per question"):
+        Trace.model_validate(dumped, context={"image_limits": ImageLimits(max_images=2)})
+
+
+def test_the_python_client_sends_the_images_as_data_and_no_key_for_a_text_trace() -> None:
+    from mig_annotator.client.http import _trace_json
+
+    with_image = _trace(image_question("How many?", clevr_scene(10)))
+    sent = _trace_json(with_image)
+    assert Trace.model_validate_json(json.dumps(sent), context={"allow_image_paths": False}) == with_image
+    assert "images" not in _trace_json(_trace("How many?"))

@@ -123,8 +123,8 @@ def test_a_text_only_probe_refuses_a_question_with_images(packed_probe) -> None:
     with Annotator(packed_probe) as annotator, pytest.raises(TraceError) as caught:
         annotator.annotate([trace])
     assert caught.value.field == "question"
-    assert "reads text only, and the question holds images" in caught.value.problem
+    assert "this probe reads text only, and the question holds images" in caught.value.problem
     assert (
-        f"the transformers probe {packed_probe.model_id} is not a vision-language model"
+        f"the transformers probe {packed_probe.model_id} is not a vision-language probe"
         in caught.value.problem
     )
