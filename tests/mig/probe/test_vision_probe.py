@@ -128,3 +128,20 @@ def test_a_text_only_probe_refuses_a_question_with_images(packed_probe) -> None:
         f"the transformers probe {packed_probe.model_id} is not a vision-language probe"
         in caught.value.problem
     )
+
+
+def test_a_question_with_images_over_the_context_is_not_windowed_but_may_be_truncated(probes) -> None:
+    from mig_annotator.schemas import ScoringConfig
+
+    long_steps = ["I look at the scene.", "Then I count every shape again. " * 400]
+    trace = Trace(
+        id="long", question=image_question(QUESTION, clevr_scene(0)), steps=long_steps, reference_answer="2"
+    )
+    annotator = Annotator(probes["packed"])
+    [refused] = annotator.plan([trace], ScoringConfig(context_limit="window"))
+    assert isinstance(refused, TraceError) and refused.field == "steps"
+    assert "a question with images cannot be windowed" in refused.problem
+    [truncated] = annotator.plan([trace], ScoringConfig(context_limit="truncate_steps"))
+    assert not isinstance(truncated, TraceError)
+    assert truncated.truncated and truncated.sequence.n_prefixes == 2  # v_0 and the first step
+    assert truncated.sequence.vision is not None
