@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -26,6 +27,7 @@ from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokeni
 from mig_annotator.mig.engine import Annotator, PreparedTrace, TraceError
 from mig_annotator.schemas import ScoringConfig, Trace
 from mig_annotator.schemas.arrow import DATASET_ROW_SCHEMA, TOKEN_COLUMNS_SCHEMA, RejectStage
+from mig_annotator.schemas.trace_images import thumbnail_png
 
 if TYPE_CHECKING:
     from mig_annotator.builder.plan import BuildPlan
@@ -148,7 +150,13 @@ class WindowAnnotator:
                 reason = f"id {shorten(trace_id or '')!r} repeats the id of {first} ({FLAG} drop)"
                 rejects.append(reject_record(batch, local, "mapping", "id", reason, trace_id))
                 continue
-            mapped = map_record(record, self._mapping, batch.start + local, self._id_present)
+            mapped = map_record(
+                record,
+                self._mapping,
+                batch.start + local,
+                self._id_present,
+                image_base_dir=str(Path(batch.files[local]).parent),
+            )
             if isinstance(mapped, RowProblem):
                 trace_id = row_id(record, self._mapping, batch.start + local, self._id_present)
                 rejects.append(
@@ -196,6 +204,15 @@ class WindowAnnotator:
                     "reference_answer": trace.reference_answer,
                     "source_file": batch.files[row.local],
                     "source_row": batch.file_rows[row.local],
+                    "question_images": [
+                        {
+                            "sha256": image.sha256,
+                            "width": image.width,
+                            "height": image.height,
+                            "thumbnail_png": thumbnail_png(image),
+                        }
+                        for image in trace.images
+                    ],
                 }
             )
             kept_rows.append(row.local)

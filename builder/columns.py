@@ -17,6 +17,8 @@ DuplicatePolicy = Literal["keep", "drop", "error"]
 """What a build does with a row whose id repeats an earlier row's (``--on-duplicate-id``)."""
 
 PresetName = Literal["default", "verl", "trl", "gsm8k"]
+OPTIONAL_FIELDS = frozenset({"group_id", "images"})
+"""Trace fields whose column may be absent from the inputs (no group ids, no images)."""
 
 
 class ColumnMapping(BaseModel):
@@ -32,6 +34,12 @@ class ColumnMapping(BaseModel):
     completion: str | None = "completion"
     steps: str | None = None
     answer: str = "reference_answer"
+    images: str | None = Field(
+        default="images",
+        description="The question's images (paths relative to the input file, bytes, {bytes, path} structs, "
+        "or lists of them), put before the question text in its user turn; optional: a column absent "
+        "from the inputs, or a null value, means no images; None reads none.",
+    )
     group_id: str | None = Field(
         default="group_id",
         description="The GRPO group of a row (e.g. a question id), passed to the trace as its group_id; "
@@ -53,12 +61,14 @@ class ColumnMapping(BaseModel):
             "steps": self.steps,
             "reference_answer": self.answer,
             "group_id": self.group_id,
+            "images": self.images,
         }
         return {field: column for field, column in pairs.items() if column is not None}
 
     def content_columns(self) -> set[str]:
-        """The input columns whose values the dataset rows hold (all mapped columns but the group's)."""
-        return {column for field, column in self.mapped().items() if field != "group_id"}
+        """The input columns whose values the dataset rows hold (all mapped columns but the group's and the
+        images')."""
+        return {column for field, column in self.mapped().items() if field not in OPTIONAL_FIELDS}
 
 
 PRESETS: dict[PresetName, ColumnMapping] = {
@@ -88,6 +98,7 @@ def resolve_mapping(
     steps_col: str | None = None,
     answer_col: str | None = None,
     group_col: str | None = None,
+    images_col: str | None = None,
 ) -> ColumnMapping:
     """The preset's mapping with the given columns overriding it (a given id column is required; the
     group column stays optional)."""
@@ -107,6 +118,8 @@ def resolve_mapping(
         updates["answer"] = answer_col
     if group_col is not None:
         updates["group_id"] = group_col
+    if images_col is not None:
+        updates["images"] = images_col
     return ColumnMapping.model_validate(base.model_dump() | updates)
 
 

@@ -19,7 +19,7 @@ from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy
 from mig_annotator.builder.storage import write_bytes_atomic
 from mig_annotator.schemas import ProbeIdentity, ScoringConfig
 
-FORMAT_VERSION = 2  # 2: the probe identity is a content digest; rows carry probe_identity
+FORMAT_VERSION = 3  # 2: the probe identity is a content digest; rows carry probe_identity. 3: question_images
 VERSIONED_PACKAGES = (
     "mig-annotator",
     "torch",
@@ -42,6 +42,11 @@ class InputFingerprint(_Frozen):
     bytes: int
     sha256: str
     rows: int
+    images_sha256: str | None = Field(
+        default=None,
+        description="sha256 over the image files the images column names by path (their names and contents), "
+        "so a build follows the pixels; None: no image paths (bytes in the file are in ``sha256``).",
+    )
 
 
 class TokenizerIdentity(_Frozen):

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from mig_annotator.builder.columns import OPTIONAL_FIELDS
 from mig_annotator.builder.duplicates import DuplicateIds, find_duplicate_ids
 from mig_annotator.builder.errors import InputError
 from mig_annotator.builder.layout import OutputLayout
@@ -26,6 +27,7 @@ from mig_annotator.builder.sources import (
     arrow_type_of,
     column_dtype,
     fingerprint,
+    image_files_digest,
     read_schema,
     resolve_inputs,
 )
@@ -40,6 +42,7 @@ COLUMN_FLAGS = {
     "steps": "--steps-col",
     "reference_answer": "--answer-col",
     "group_id": "--group-col",
+    "images": "--images-col",
 }
 KEPT_PREFIX = "input_"
 
@@ -101,7 +104,7 @@ def inspect_inputs(settings: BuildSettings) -> tuple[list[InputFile], list[pl.Sc
     mapping = settings.columns
     for source, schema in zip(files, schemas, strict=True):
         for field, column in mapping.mapped().items():
-            if (field == "id" and not mapping.id_required) or field == "group_id":  # optional columns
+            if (field == "id" and not mapping.id_required) or field in OPTIONAL_FIELDS:  # optional columns
                 continue
             if column_dtype(schema, column) is None:
                 raise InputError(
@@ -146,11 +149,17 @@ def plan_build(settings: BuildSettings, probe: ProbeIdentity) -> BuildPlan:
     files, schemas, id_present = inspect_inputs(settings)
     kept = kept_columns(settings, schemas)
     fingerprints = []
+    columns = settings.columns
     for source in files:
         size, digest, rows = fingerprint(source)
         fingerprints.append(
             InputFingerprint(
-                path=str(source.path), format=source.format, bytes=size, sha256=digest, rows=rows
+                path=str(source.path),
+                format=source.format,
+                bytes=size,
+                sha256=digest,
+                rows=rows,
+                images_sha256=image_files_digest(source, columns.images, columns.question),
             )
         )
     total = sum(item.rows for item in fingerprints)

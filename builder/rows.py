@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from mig_annotator.builder.columns import ColumnMapping, lookup
 from mig_annotator.schemas import Trace
+from mig_annotator.schemas.trace_fields import FieldProblem
+from mig_annotator.schemas.trace_images import image_column_parts, question_with_images
 
 if TYPE_CHECKING:  # schemas.arrow imports pyarrow; `score` maps rows without it
     from mig_annotator.schemas.arrow import RejectStage
@@ -43,25 +45,38 @@ def row_id(record: dict[str, Any], mapping: ColumnMapping, global_index: int, id
 
 
 def map_record(
-    record: dict[str, Any], mapping: ColumnMapping, global_index: int, id_present: bool
+    record: dict[str, Any],
+    mapping: ColumnMapping,
+    global_index: int,
+    id_present: bool,
+    image_base_dir: str | None = None,
 ) -> Trace | RowProblem:
     """The trace for ``record``, or the problem that keeps it out. The mapped columns' values go to
     :class:`schemas.Trace` as they are: its rules (:mod:`schemas.trace_fields`) read chat messages, numbers
-    and group labels, the same for a dataset row, a ``score`` line and a service request."""
+    and group labels, the same for a dataset row, a ``score`` line and a service request. The images
+    column's images join the question's user turn (:func:`schemas.trace_images.question_with_images`);
+    relative image paths are read against ``image_base_dir`` (the input file's folder)."""
     trace_id = row_id(record, mapping, global_index, id_present)
     if trace_id is None:
         return RowProblem(
             "mapping", "id", _describe_bad(lookup(record, mapping.id or ""), mapping.id or "id")
         )
-    columns = {field: column for field, column in mapping.mapped().items() if field != "id"}
+    columns = {field: column for field, column in mapping.mapped().items() if field not in ("id", "images")}
     fields: dict[str, Any] = {"id": trace_id}
     for field, column in columns.items():
         value = lookup(record, column)
         if value is None and field != "group_id":
             return RowProblem("mapping", field, _describe_bad(value, column))
         fields[field] = value
+    images = lookup(record, mapping.images) if mapping.images is not None else None
+    if images is not None:
+        try:
+            fields["question"] = question_with_images(fields["question"], image_column_parts(images))
+        except FieldProblem as problem:
+            return RowProblem("mapping", "question", f"column {mapping.images!r}: {problem}")
+    context = {"image_base_dir": image_base_dir} if image_base_dir is not None else None
     try:
-        return Trace.model_validate(fields)
+        return Trace.model_validate(fields, context=context)
     except ValidationError as error:
         first = error.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else None

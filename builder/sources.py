@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mig_annotator.builder.columns import lookup
 from mig_annotator.builder.errors import InputError
 
 InputFormat = Literal["jsonl", "jsonl.gz", "parquet"]
@@ -136,6 +137,60 @@ def fingerprint(source: InputFile) -> tuple[int, str, int]:
     except Exception as error:
         raise InputError(f"{source.path}: cannot read ({_first_line(error)})") from error
     return source.path.stat().st_size, digest, rows
+
+
+def image_files_digest(source: InputFile, images_column: str | None, question_column: str) -> str | None:
+    """sha256 over the (path, content sha256) of every image file the rows name by a path (relative to the
+    input file), in the images column or in the question's chat image parts, sorted; None when they name no
+    file. A missing file is left to the row's own error."""
+    schema = read_schema(source)
+    columns = [
+        column
+        for column in (images_column, question_column)
+        if column is not None and column_dtype(schema, column) is not None
+    ]
+    if not columns:
+        return None
+    if source.format == "parquet":
+        tops = sorted({column.split(".")[0] for column in columns})
+        records = pq.read_table(source.path, columns=tops).to_pylist()
+    else:
+        records = [json.loads(line) for line in _records(source) if _is_object(line)]
+    paths: set[str] = set()
+    for record in records:
+        if images_column is not None:
+            value = lookup(record, images_column)
+            paths.update(_image_paths(value if isinstance(value, list | tuple) else [value]))
+        question = lookup(record, question_column)
+        if isinstance(question, list):
+            parts = [
+                part
+                for message in question
+                if isinstance(message, dict) and isinstance(message.get("content"), list)
+                for part in message["content"]
+                if isinstance(part, dict) and part.get("type") == "image" and "base64" not in part
+            ]
+            paths.update(_image_paths([part.get("image") or part.get("path") for part in parts]))
+    digest = hashlib.sha256()
+    found = False
+    for name in sorted(paths):
+        path = Path(name) if Path(name).is_absolute() else source.path.parent / name
+        if path.is_file():
+            with path.open("rb") as handle:
+                digest.update(f"{name}\0{hashlib.file_digest(handle, 'sha256').hexdigest()}\0".encode())
+            found = True
+    return digest.hexdigest() if found else None
+
+
+def _image_paths(items: Sequence[Any]) -> set[str]:
+    """The image paths among ``items`` (paths, bytes, {bytes, path} structs, data: URLs)."""
+    paths = set()
+    for item in items:
+        if isinstance(item, dict) and item.get("bytes") is None:
+            item = item.get("path")
+        if isinstance(item, str) and item and not item.startswith(("data:", "http://", "https://")):
+            paths.add(item)
+    return paths
 
 
 def _first_line(error: BaseException) -> str:

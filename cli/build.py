@@ -38,6 +38,10 @@ GroupColOption = Annotated[
     str | None,
     typer.Option(help="The GRPO group of a row (e.g. question_id, verl's uid); optional, still copied."),
 ]
+ImagesColOption = Annotated[
+    str | None,
+    typer.Option(help="The question's images (paths relative to the input file, bytes); optional."),
+]
 KeepColsOption = Annotated[
     str | None, typer.Option(help="Comma-separated input columns to copy (default: all unmapped; 'none').")
 ]
@@ -82,6 +86,7 @@ def build(
     steps_col: StepsColOption = None,
     answer_col: AnswerColOption = None,
     group_col: GroupColOption = None,
+    images_col: ImagesColOption = None,
     keep_cols: KeepColsOption = None,
     limit: LimitOption = None,
     dry_run: DryRunOption = False,
@@ -115,7 +120,9 @@ def build(
         ray_options = _ray_options(engine, num_probes, ray_address, actor_resources)
         probe_settings, scoring = settings_options.settings()
         columns = dict(id_col=id_col, question_col=question_col, completion_col=completion_col)
-        columns |= dict(steps_col=steps_col, answer_col=answer_col, group_col=group_col)
+        columns |= dict(
+            steps_col=steps_col, answer_col=answer_col, group_col=group_col, images_col=images_col
+        )
         settings = BuildSettings(
             **dict(inputs=inputs, out=out, preset=preset, columns=resolve_mapping(preset, **columns)),
             **dict(keep_columns=_keep_list(keep_cols), limit=limit, scoring=scoring),

@@ -168,10 +168,12 @@ def _retry_wait_s(response: httpx.Response, attempt: int) -> float:
 
 
 def _trace_json(trace: TraceLike) -> dict[str, Any]:
-    """The trace's JSON; ``group_id`` only when set (a service older than the field refuses the key)."""
+    """The trace's JSON; ``group_id`` and ``images`` (the question's images, base64) only when set (a
+    service older than the field refuses the key)."""
     if not isinstance(trace, Trace):
         return dict(trace)
-    return trace.model_dump(mode="json", exclude={"group_id"} if trace.group_id is None else None)
+    unset = {name for name in ("group_id", "images") if not getattr(trace, name)}
+    return trace.model_dump(mode="json", exclude=unset or None)
 
 
 _TRACE_PREFIX = re.compile(r"^(traces|token_offsets)\[(\d+)\]")

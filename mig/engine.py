@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mig_annotator.mig.probe.base import CancelCheck, Probe, ProbeResult
-from mig_annotator.mig.prompt import ProbeSequence, PromptBuilder
+from mig_annotator.mig.prompt import ImagesNotReadError, ProbeSequence, PromptBuilder
 from mig_annotator.mig.reward_fields import reward_fields
 from mig_annotator.mig.rewards import aggregate_logprobs
 from mig_annotator.mig.segment import SegmentationError, SegmentedCompletion, segment_for_config
@@ -225,8 +225,16 @@ class Annotator:
         builder = self._builder(config)
         try:
             sequence = builder.build(
-                trace.question, [step.text for step in segmented.steps], trace.reference_answer
+                trace.question, [step.text for step in segmented.steps], trace.reference_answer, trace.images
             )
+        except ImagesNotReadError as error:
+            raise TraceError(
+                trace.id,
+                "question",
+                f"{error}: the {self._probe.backend} probe {self._probe.model_id} is not a vision-language "
+                "probe (the transformers probe reads images with an image-text-to-text model folder; the "
+                "vLLM backends take no images yet)",
+            ) from error
         except ValueError as error:
             raise TraceError(trace.id, "reference_answer", str(error)) from error
         limit = self._probe.context_limit
@@ -241,6 +249,14 @@ class Annotator:
                 f"{sequence.boundaries[-1]}, answer prompt {answer_tokens}), over the probe's context limit "
                 f"of {limit}; set context_limit='truncate_steps' to score only the leading steps that fit, "
                 "or 'window' to score every step on the most recent tokens that fit (an approximation)",
+            )
+        if config.context_limit == "window" and sequence.vision is not None:
+            raise TraceError(
+                trace.id,
+                reasoning,
+                f"the probe input is {sequence.probe_length} tokens, over the probe's context limit of "
+                f"{limit}, and a question with images cannot be windowed (the window would drop the "
+                "images); set context_limit='truncate_steps'",
             )
         if config.context_limit == "window":
             try:
@@ -288,7 +304,7 @@ class Annotator:
     def _builder(self, config: ScoringConfig) -> PromptBuilder:
         key = config.prompt.model_dump_json()
         if key not in self._builders:
-            self._builders[key] = PromptBuilder(self._probe.tokenizer, config.prompt)
+            self._builders[key] = PromptBuilder(self._probe.tokenizer, config.prompt, self._probe.processor)
         return self._builders[key]
 
 

@@ -22,12 +22,14 @@ tokens are what follows the answer prefix's own tokens. They are the same for ev
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from mig_annotator.schemas.config import PromptTemplate
+from mig_annotator.schemas.trace_images import TraceImage
 
 
 class Tokenizer(Protocol):
@@ -41,17 +43,37 @@ class Tokenizer(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class VisionPrefix:
+    """The images of a trace's question header, as the probe's processor prepared them.
+
+    The header (``trace_ids[:boundaries[0]]``) holds ``image_token_id`` once per image feature, in order;
+    ``pixel_inputs`` (``pixel_values`` and the like, numpy) go to the vision encoder, whose features take
+    those positions. ``key`` (the images' sha256s) tells two prefixes apart whose placeholder ids are equal.
+    """
+
+    key: str
+    image_token_id: int
+    pixel_inputs: dict[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.key.split(","))
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeSequence:
     """The tokenised probe inputs of one trace.
 
     ``trace_ids[:boundaries[k]]`` is prefix k (question and the first k steps); the probe for k
-    reads it followed by ``continuation_ids``, whose last ``n_answer_tokens`` ids are scored.
+    reads it followed by ``continuation_ids``, whose last ``n_answer_tokens`` ids are scored. ``vision``:
+    the question's images (their placeholder tokens are in the header), None for a text-only question.
     """
 
     trace_ids: tuple[int, ...]
     boundaries: tuple[int, ...]
     continuation_ids: tuple[int, ...]
     n_answer_tokens: int
+    vision: VisionPrefix | None = None
 
     @property
     def n_prefixes(self) -> int:
@@ -79,20 +101,32 @@ class ProbeSequence:
         """The same probes for the first ``n_steps`` steps only."""
         end = self.boundaries[n_steps]
         return ProbeSequence(
-            self.trace_ids[:end], self.boundaries[: n_steps + 1], self.continuation_ids, self.n_answer_tokens
+            self.trace_ids[:end],
+            self.boundaries[: n_steps + 1],
+            self.continuation_ids,
+            self.n_answer_tokens,
+            self.vision,
         )
 
 
 class PromptBuilder:
-    """Renders and tokenises probe prompts for one tokenizer and template."""
+    """Renders and tokenises probe prompts for one tokenizer and template.
 
-    def __init__(self, tokenizer: Tokenizer, template: PromptTemplate) -> None:
+    ``processor``: a vision-language probe's Hugging Face processor. A question's images then go in its
+    header: one ``processor.image_token`` per image, in order, before the question text (in chat mode, at
+    the start of the user turn), which the processor expands into the image's feature placeholders.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, template: PromptTemplate, processor: Any | None = None) -> None:
         self._tokenizer = tokenizer
         self._template = template
+        self._processor = processor
         self._bos_ids = self._leading_special_ids(tokenizer)
 
-    def header_text(self, question: str) -> str:
+    def header_text(self, question: str, n_images: int = 0) -> str:
         template = self._template
+        if n_images:
+            question = self._processor.image_token * n_images + question
         if not template.chat:
             return template.header.replace("{question}", question)
         user_message = template.chat_user_message.replace("{question}", question)
@@ -103,13 +137,20 @@ class PromptBuilder:
     def step_text(self, step: str) -> str:
         return self._template.step.replace("{step}", step)
 
-    def build(self, question: str, steps: Sequence[str], answer: str) -> ProbeSequence:
+    def build(
+        self, question: str, steps: Sequence[str], answer: str, images: Sequence[TraceImage] = ()
+    ) -> ProbeSequence:
+        if images and self._processor is None:
+            raise ImagesNotReadError("this probe reads text only, and the question holds images")
         answer_prefix, answer_text = split_trailing_whitespace(self._template.answer_prefix, answer)
-        pieces = [self.header_text(question), *(self.step_text(step) for step in steps)]
+        pieces = [self.header_text(question, len(images)), *(self.step_text(step) for step in steps)]
         encoded = self._tokenizer(
             [*pieces, answer_prefix, answer_prefix + answer_text], add_special_tokens=False
         )["input_ids"]
         piece_ids, prefix_ids, whole_ids = encoded[: len(pieces)], encoded[-2], encoded[-1]
+        vision = None
+        if images:
+            piece_ids[0], vision = self._vision_header(pieces[0], images)
 
         trace_ids = list(self._bos_ids) + [token for ids in piece_ids for token in ids]
         boundaries = [len(self._bos_ids)]
@@ -124,10 +165,26 @@ class PromptBuilder:
         if not answer_ids:
             raise ValueError("reference_answer tokenises to no tokens")
         sequence = ProbeSequence(
-            tuple(trace_ids), tuple(boundaries), tuple(prefix_ids + answer_ids), len(answer_ids)
+            tuple(trace_ids), tuple(boundaries), tuple(prefix_ids + answer_ids), len(answer_ids), vision
         )
         _check_shared_prefixes(sequence)
         return sequence
+
+    def _vision_header(self, header: str, images: Sequence[TraceImage]) -> tuple[list[int], VisionPrefix]:
+        """The header's ids with each image expanded by the processor, and the pixel inputs."""
+        from PIL import Image
+
+        pictures = [Image.open(io.BytesIO(image.data)).convert("RGB") for image in images]
+        prepared = self._processor(
+            text=[header], images=[pictures], add_special_tokens=False, return_tensors="np"
+        )
+        ids = [int(token) for token in prepared["input_ids"][0]]
+        pixel_inputs = {
+            name: value for name, value in prepared.items() if name not in ("input_ids", "attention_mask")
+        }
+        token_id = int(self._processor.image_token_id)
+        key = ",".join(image.sha256 for image in images)
+        return ids, VisionPrefix(key=key, image_token_id=token_id, pixel_inputs=pixel_inputs)
 
     @staticmethod
     def _leading_special_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
@@ -137,6 +194,10 @@ class PromptBuilder:
         if with_special[-len(plain) :] != plain:
             return ()
         return tuple(with_special[: len(with_special) - len(plain)])
+
+
+class ImagesNotReadError(ValueError):
+    """A question holds images and the probe model reads text only."""
 
 
 def split_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:

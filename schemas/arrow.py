@@ -25,6 +25,17 @@ from mig_annotator.schemas.annotation import TraceAnnotation
 RejectStage = Literal["mapping", "validation", "prepare", "scoring"]
 
 
+class QuestionImage(BaseModel):
+    """One image of a row's question: which bytes the probe read, and a small PNG of it for the report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str = Field(description="sha256 of the image file's bytes the probe read.")
+    width: int
+    height: int
+    thumbnail_png: bytes = Field(description="A PNG of at most 96 x 96 pixels (the report shows it).")
+
+
 class DatasetRow(TraceAnnotation):
     """One annotated row of a built dataset: the annotation and what a trainer needs to rebuild the sample."""
 
@@ -32,6 +43,9 @@ class DatasetRow(TraceAnnotation):
     reference_answer: str = Field(description="The gold final answer the probe teacher-forced.")
     source_file: str = Field(description="The input file the row came from.")
     source_row: int = Field(ge=0, description="The row's 0-based record index within source_file.")
+    question_images: list[QuestionImage] = Field(
+        default_factory=list, description="The question's images, in order (empty for a text question)."
+    )
 
 
 class TokenColumns(BaseModel):
@@ -91,6 +105,7 @@ def arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
         return pa.struct(list(model_schema(annotation))), False
     scalars: dict[Any, pa.DataType] = {
         str: pa.string(),
+        bytes: pa.binary(),
         bool: pa.bool_(),
         int: pa.int64(),
         float: pa.float64(),

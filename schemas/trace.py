@@ -21,10 +21,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictStr,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from mig_annotator.schemas.trace_fields import (
     ASSISTANT_ROLE,
@@ -36,6 +38,12 @@ from mig_annotator.schemas.trace_fields import (
     chat_text,
     group_id_of,
     has_text,
+)
+from mig_annotator.schemas.trace_images import (
+    TraceImage,
+    current_image_reading,
+    is_image_part,
+    read_image_part,
 )
 
 _PYTHON_WHITESPACE = (
@@ -97,9 +105,18 @@ _CHAT_SCHEMA: dict[str, Any] = {
                         "type": "array",
                         "minItems": 1,
                         "items": {
-                            "type": "object",
-                            "required": ["text"],
-                            "properties": {"text": {"type": "string"}},
+                            "anyOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["text"],
+                                    "properties": {"text": {"type": "string"}},
+                                },
+                                {
+                                    "type": "object",
+                                    "required": ["type"],
+                                    "properties": {"type": {"enum": ["image", "image_url"]}},
+                                },
+                            ]
                         },
                     },
                 ]
@@ -186,6 +203,22 @@ class Trace(BaseModel):
         default_factory=dict,
         description="Free-form, passed through untouched; numbers in it must be finite.",
     )
+    images: SkipJsonSchema[tuple[TraceImage, ...]] = Field(
+        default=(),
+        description="The question's images, in order, read from its chat messages' image parts (not given "
+        "directly in JSON): their bytes, which the trace's identity covers.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _question_images(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("images"):  # a trace's own dump (the Python client sends it so): the limits still hold
+            _check_given_images(data["images"], info.context)
+            return data
+        images = question_images(data.get("question"), info.context)
+        return {**data, "images": images} if images else data
 
     @field_validator("metadata")
     @classmethod
@@ -198,6 +231,61 @@ class Trace(BaseModel):
         if (self.steps is None) == (self.completion is None):
             raise ValueError("give exactly one of `steps` or `completion`")
         return self
+
+
+def question_images(question: Any, context: dict[str, Any] | None) -> tuple[TraceImage, ...]:
+    """The images of a question's chat messages, in order (:mod:`schemas.trace_images`). ``context``:
+    ``image_base_dir`` (relative paths), ``allow_image_paths``, ``image_limits``, over the reading in force
+    (:func:`schemas.trace_images.image_reading`; by default paths are read, against the working folder)."""
+    if not isinstance(question, list):
+        return ()
+    parts = [
+        (f"question[{m}].content[{p}].{part.get('type')}", part)
+        for m, message in enumerate(question)
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for p, part in enumerate(message["content"])
+        if is_image_part(part)
+    ]
+    if not parts:
+        return ()
+    reading = current_image_reading(context)
+    limits = reading.limits
+    if len(parts) > limits.max_images:
+        raise as_pydantic(
+            FieldProblem(f"question: {len(parts)} images, over the limit of {limits.max_images} per question")
+        )
+    try:
+        return tuple(
+            read_image_part(
+                part, where, base_dir=reading.base_dir, allow_paths=reading.allow_paths, limits=limits
+            )
+            for where, part in parts
+        )
+    except FieldProblem as problem:
+        raise as_pydantic(problem) from None
+
+
+def _check_given_images(images: Any, context: dict[str, Any] | None) -> None:
+    limits = current_image_reading(context).limits
+    if isinstance(images, list | tuple) and len(images) > limits.max_images:
+        raise as_pydantic(
+            FieldProblem(f"images: {len(images)} images, over the limit of {limits.max_images} per question")
+        )
+    for index, image in enumerate(images if isinstance(images, list | tuple) else []):
+        data = (
+            image.data
+            if isinstance(image, TraceImage)
+            else image.get("data")
+            if isinstance(image, dict)
+            else None
+        )
+        if (
+            isinstance(data, str | bytes)
+            and len(data) > limits.max_image_bytes * (4 / 3 if isinstance(data, str) else 1) + 4
+        ):
+            raise as_pydantic(
+                FieldProblem(f"images[{index}]: over the limit of {limits.max_image_bytes} bytes per image")
+            )
 
 
 def _check_finite(value: Any, where: str) -> None:

@@ -29,6 +29,8 @@ MAX_GROUP_ID_CHARS = 256
 """The longest group id kept as given (verl's ``uid`` is a 36-character UUID); longer ones are hashed."""
 
 USER_ROLE = "user"
+IMAGE_PART_TYPES = frozenset({"image", "image_url"})
+"""Content-part types that hold an image (:mod:`mig_annotator.schemas.trace_images`), not text."""
 ASSISTANT_ROLE = "assistant"
 
 
@@ -64,16 +66,22 @@ def chat_text(value: Any, role: str) -> Any:
         if message_role is not None and not isinstance(message_role, str):
             raise FieldProblem(f"a chat message's role is {_kind(message_role)}, expected text")
     chosen = [message for message in value if message.get("role") == role] or value
-    return "\n\n".join(_content_text(message["content"]) for message in chosen)
+    return "\n\n".join(_content_text(message["content"], images=role == USER_ROLE) for message in chosen)
 
 
-def _content_text(content: Any) -> str:
+def _content_text(content: Any, *, images: bool) -> str:
+    """The text of a message's content; image parts (``images``: the question's) hold no text and are read
+    by :mod:`mig_annotator.schemas.trace_images`."""
     if isinstance(content, str):
         return content
     parts = content if isinstance(content, list) else []  # OpenAI-style: [{"type": "text", "text": ...}]
-    if parts and all(isinstance(part, dict) and isinstance(part.get("text"), str) for part in parts):
-        return "".join(part["text"] for part in parts)
-    raise FieldProblem("a chat message's content is not text (a string, or parts with 'text')")
+    pictures = [part for part in parts if isinstance(part, dict) and part.get("type") in IMAGE_PART_TYPES]
+    if pictures and not images:
+        raise FieldProblem("holds an image part; images are read only in the question")
+    texts = [part for part in parts if not (pictures and part in pictures)]
+    if parts and all(isinstance(part, dict) and isinstance(part.get("text"), str) for part in texts):
+        return "".join(part["text"] for part in texts)
+    raise FieldProblem("a chat message's content is not text (a string, or parts with 'text' or an image)")
 
 
 def number_text(value: int | float) -> str:

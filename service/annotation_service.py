@@ -325,13 +325,17 @@ class AnnotationService:
 
 
 def trace_sha256(trace: Trace) -> str:
-    """SHA-256 of the trace's text: question, steps or completion, and reference answer (no id, metadata)."""
-    text = {
+    """SHA-256 of the trace's text: question, steps or completion, and reference answer (no id, metadata),
+    and of the question's images by their bytes' sha256 (never their paths); a text-only trace's digest is
+    what it was before traces held images."""
+    text: dict[str, object] = {
         "question": trace.question,
         "steps": trace.steps,
         "completion": trace.completion,
         "reference_answer": trace.reference_answer,
     }
+    if trace.images:
+        text["images"] = [image.sha256 for image in trace.images]
     canonical = json.dumps(text, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

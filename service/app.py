@@ -15,6 +15,7 @@ from mig_annotator.service.errors import install_error_handlers
 from mig_annotator.service.metrics import ServiceMetrics
 from mig_annotator.service.middleware import (
     BodySizeLimitMiddleware,
+    ImageReadingMiddleware,
     MetricsMiddleware,
     RequestContextMiddleware,
 )
@@ -49,6 +50,7 @@ def create_app(settings: ServiceSettings | None = None, *, probe: Probe | None =
         Middleware(RequestContextMiddleware),
         Middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS),
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(ImageReadingMiddleware, limits=settings.image_limits),
     ]
     if settings.cors_origins:
         middleware.append(

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids and arrival times, per-endpoint metrics, and the body size limit."""
+"""ASGI middleware: request ids and arrival times, per-endpoint metrics, the body size limit, and how the
+traces of a request read their images (data only, within the configured limits)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mig_annotator.schemas.trace_images import ImageLimits, ImageReading, image_reading
 from mig_annotator.service.errors import PayloadTooLarge, error_response
 from mig_annotator.service.metrics import ServiceMetrics
 
@@ -71,6 +73,19 @@ class MetricsMiddleware:
             labels = {"endpoint": endpoint, "status": str(status)}
             self.metrics.requests.labels(**labels).inc()
             self.metrics.request_seconds.labels(**labels).observe(time.perf_counter() - started)
+
+
+class ImageReadingMiddleware:
+    """Traces parsed while a request is handled read image parts as data only (a path in a request body is
+    refused: the service reads no local files for a caller) and within ``limits``."""
+
+    def __init__(self, app: ASGIApp, limits: ImageLimits) -> None:
+        self.app = app
+        self.reading = ImageReading(allow_paths=False, limits=limits)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with image_reading(self.reading):
+            await self.app(scope, receive, send)
 
 
 class BodySizeLimitMiddleware:

@@ -14,6 +14,7 @@ from mig_annotator.mig.probe.settings import ProbeSettings, TransformersProbeSet
 from mig_annotator.mig.renamed import move_renamed
 from mig_annotator.schemas.api import RewardScalar
 from mig_annotator.schemas.config import ScoringConfig
+from mig_annotator.schemas.trace_images import ImageLimits
 
 RENAMED_FIELDS = {
     "batch_max_tokens": (
@@ -64,6 +65,12 @@ class ServiceSettings(BaseSettings):
     # limits
     max_body_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body (413).")
     max_traces_per_request: int = Field(default=64, ge=1, description="Traces in one request (413).")
+    image_limits: ImageLimits = Field(
+        default_factory=ImageLimits,
+        description="Images in a question (MIG_IMAGE_LIMITS__MAX_IMAGES, __MAX_IMAGE_BYTES, "
+        "__MAX_IMAGE_PIXELS); a request holds them as base64 data within MIG_MAX_BODY_BYTES (the service "
+        "reads no image paths).",
+    )
     max_steps_per_trace: int | None = Field(
         default=None,
         ge=1,

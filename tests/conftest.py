@@ -87,3 +87,38 @@ def long_think_reference(tiny_long_model: Path, long_think):
     finally:
         torch.set_num_threads(threads_before)
     return annotation
+
+
+# ------------------------------------------------------------------------------------------------------------
+# questions with images (tests/vision_support.py): a tiny random-initialised vision-language model and rows
+# ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-initialised Idefics3 (SmolVLM-shaped) model folder with its processor."""
+    from tests.vision_support import tiny_vlm
+
+    return tiny_vlm(tmp_path_factory.mktemp("tiny-idefics3"), "idefics3")
+
+
+@pytest.fixture(scope="session")
+def vision_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rollouts.jsonl (image paths relative to it, a base64 image part, a text-only row) beside its scenes."""
+    from tests.vision_support import write_vision_rows
+
+    return write_vision_rows(tmp_path_factory.mktemp("vision-rows"))
+
+
+@pytest.fixture(scope="session")
+def vision_reference(tiny_vlm_folder: Path, vision_rows: Path) -> dict[str, list[float]]:
+    """The rows' v_0..v_K by the naive probe in process."""
+    import torch
+
+    from tests.vision_support import naive_reference
+
+    threads_before = torch.get_num_threads()
+    try:
+        return naive_reference(tiny_vlm_folder, vision_rows)
+    finally:
+        torch.set_num_threads(threads_before)

@@ -60,6 +60,7 @@ class TraceView:
     reference_answer: str | None = None
     answer_span: tuple[int, int] | None = None
     label: bool | None = None
+    thumbnails: tuple[bytes, ...] = ()  # PNGs of the question's images (built datasets)
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def _sample(db: AuditDatabase, per_outcome: int, seed: int, label_sql: str) -> l
         for name in ("completion", "answer", "reference_answer")
     }
     span = "answer_span.start, answer_span.end" if "answer_span" in db.columns else "NULL, NULL"
+    images = "[i.thumbnail_png FOR i IN question_images]" if "question_images" in db.columns else "NULL"
     steps = (
         "[{'k': s.index, 'reward': s.reward, 'text': s.text, 'start': s.span.start, 'end': s.span.end, "
         "'v': s.v, 'mig': s.mig, 'watermark': s.watermark} FOR s IN steps]"
@@ -189,7 +191,7 @@ def _sample(db: AuditDatabase, per_outcome: int, seed: int, label_sql: str) -> l
         f"""
         SELECT dataset, {shortened_sql("trace_id::VARCHAR")}, outcome, v0, v_final, process_reward, {steps},
             {optional["completion"]},
-            {optional["answer"]}, {optional["reference_answer"]}, {span}, {label_sql}
+            {optional["answer"]}, {optional["reference_answer"]}, {span}, {label_sql}, {images}
         FROM annotations
         QUALIFY row_number() OVER (PARTITION BY outcome ORDER BY {order}, row_key) <= ?
         ORDER BY outcome DESC, {order}, row_key
@@ -216,6 +218,7 @@ def _sample(db: AuditDatabase, per_outcome: int, seed: int, label_sql: str) -> l
                 reference_answer=row[9],
                 answer_span=(row[10], row[11]) if row[10] is not None else None,
                 label=row[12],
+                thumbnails=tuple(bytes(image) for image in row[13] or () if image is not None),
             )
         )
     return traces

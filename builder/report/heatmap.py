@@ -8,6 +8,7 @@ none for r_k = 0, so a larger reward is always a darker step. Each step carries 
 
 from __future__ import annotations
 
+import base64
 from html import escape
 
 from mig_annotator.builder.report.data import StepView, TraceView
@@ -57,13 +58,22 @@ def _step_span(step: StepView, inner: str, r_max: float) -> str:
     )
 
 
+def _thumbnails(trace: TraceView) -> str:
+    """The question's images as inline PNGs (the report loads nothing from outside)."""
+    return "".join(
+        f'<img class="thumb" alt="question image {index}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}"> '
+        for index, png in enumerate(trace.thumbnails, start=1)
+    )
+
+
 def trace_heatmap(trace: TraceView, r_max: float) -> str:
     verdict = "correct" if trace.outcome == 1 else "wrong"
     answer = ""
     if trace.answer is not None or trace.reference_answer is not None:
         answer = f" · answer {escape(repr(trace.answer))} (reference {escape(repr(trace.reference_answer))})"
     head = (
-        f'<div class="trace-head"><span class="badge {verdict}">{verdict}</span> '
+        f'<div class="trace-head">{_thumbnails(trace)}<span class="badge {verdict}">{verdict}</span> '
         f"<code>{escape(trace.trace_id)}</code> · {escape(trace.dataset)} · "
         f"Σ r_k = {trace.process_reward:.4f} · v_0 = {trace.v0:.4f} → v_K = {trace.v_final:.4f}{answer}</div>"
     )

@@ -31,6 +31,8 @@ h3 { font-size: 0.95rem; margin: 8px 0; } .sub { color: #6b7280; margin: 0 0 16p
 .trace { background: white; border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px 10px;
   margin-bottom: 10px; }
 .trace-head { font-size: 0.8rem; color: #374151; margin-bottom: 6px; }
+.thumb { max-width: 96px; max-height: 96px; vertical-align: middle; margin-right: 6px;
+  border: 1px solid #d1d5db; }
 .completion { white-space: pre-wrap; font-family: ui-monospace, Menlo, monospace; font-size: 0.78rem;
   margin: 0; line-height: 1.55; }
 .step { border-radius: 3px; outline: 1px solid #d1d5db; cursor: help; }

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 
@@ -49,6 +49,8 @@ class ProbeStats:
     forward_calls: int = 0  # model passes (transformers: per batch; vLLM: per score call)
     tokens_forwarded: int = 0  # real tokens
     tokens_padded: int = 0  # positions computed for padding
+    images_encoded: int = 0  # images put through a vision encoder (once per distinct image and call)
+    image_tokens_embedded: int = 0  # image feature positions the encoder produced
     seconds: float = 0.0
     per_call_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=CALL_WINDOW), repr=False)
 
@@ -137,6 +139,13 @@ class Probe(ABC, Generic[SettingsT]):
     @property
     def stats(self) -> ProbeStats:
         return self._stats
+
+    @property
+    def processor(self) -> Any | None:
+        """A vision-language probe's Hugging Face processor (it expands a question's images into their
+        placeholder tokens and pixel inputs); None (the default): the probe reads text only and a question
+        with images is refused."""
+        return None
 
     def score(
         self, sequences: Sequence[ProbeSequence], *, cancelled: CancelCheck | None = None

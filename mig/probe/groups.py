@@ -12,7 +12,7 @@ same token sequence and v_0 is the same number. A backend scores such a group as
 Grouping is by token content, never by a caller's label: two sequences are grouped exactly when their
 header ids, continuation ids and answer-token counts are equal, so a group shares only what is identical and
 the numbers equal scoring the members one by one. Members keep their input order; groups are ordered by
-their first member.
+their first member. Sequences whose headers hold images group only when the images' bytes are equal too.
 
 Forwarded-token accounting: the header and the prefix-0 continuation are counted once, on the group's first
 member; every member counts its own step tokens and its prefixes 1..K. The sum over a batch is what the
@@ -42,16 +42,26 @@ class PrefixGroup:
         return len(self.members)
 
 
-def group_key(sequence: ProbeSequence) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-    """What members of one group have in common: header ids, continuation ids, answer-token count."""
-    return (sequence.trace_ids[: sequence.boundaries[0]], sequence.continuation_ids, sequence.n_answer_tokens)
+GroupKey = tuple[tuple[int, ...], tuple[int, ...], int, str | None]
+
+
+def group_key(sequence: ProbeSequence) -> GroupKey:
+    """What members of one group have in common: header ids, continuation ids, answer-token count, and the
+    header's images by their bytes (equal placeholder ids may stand for other pixels)."""
+    vision = sequence.vision.key if sequence.vision is not None else None
+    return (
+        sequence.trace_ids[: sequence.boundaries[0]],
+        sequence.continuation_ids,
+        sequence.n_answer_tokens,
+        vision,
+    )
 
 
 def group_sequences(sequences: Sequence[ProbeSequence], *, enabled: bool = True) -> list[PrefixGroup]:
     """The groups of ``sequences``, ordered by first member (``enabled=False``: one group per sequence)."""
     if not enabled:
         return [PrefixGroup((index,), sequence.boundaries[0]) for index, sequence in enumerate(sequences)]
-    members: dict[tuple[tuple[int, ...], tuple[int, ...], int], list[int]] = {}
+    members: dict[GroupKey, list[int]] = {}
     for index, sequence in enumerate(sequences):
         members.setdefault(group_key(sequence), []).append(index)
     return [PrefixGroup(tuple(indices), sequences[indices[0]].boundaries[0]) for indices in members.values()]

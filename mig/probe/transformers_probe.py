@@ -17,6 +17,14 @@ Three ways to get the same numbers:
 
 All modes gather the hidden states that predict answer tokens and apply the LM head to those alone,
 so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
+
+A vision-language model folder (an image-text-to-text model, its config holding a ``vision_config``) loads
+with ``AutoModelForImageTextToText`` and its ``AutoProcessor``: a question's images are placeholder tokens in
+the shared header (:class:`mig_annotator.mig.prompt.VisionPrefix`), the vision encoder runs once per distinct
+image set and ``score()`` call (:class:`_ImageFeatures`), and every pass feeds the language model embeddings
+in which those placeholders hold the image features. The packed layouts are unchanged, so the image is
+forwarded once per trace, and once per GRPO group whose members share it. Models whose language model lays
+image tokens out on multimodal rotary positions (Qwen2-VL's M-RoPE) are refused.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from mig_annotator.mig.probe.packed_plan import (
     plan_units,
 )
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
-from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.mig.prompt import ProbeSequence, Tokenizer, VisionPrefix
 
 if TYPE_CHECKING:
     import torch
@@ -77,12 +85,17 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
             torch.set_num_threads(settings.threads)
         device = torch.device(_resolve_device(settings.device, torch))
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[settings.dtype]
+        if is_vision_language_folder(self._model_path):
+            model, processor = load_vision_language_model(self._model_path, dtype)
+            self._use(model.to(device).eval(), processor.tokenizer, processor)
+            return
         tokenizer = AutoTokenizer.from_pretrained(self._model_path)
         self._use(load_causal_lm(self._model_path, dtype).to(device).eval(), tokenizer)
 
-    def _use(self, model: Any, tokenizer: Tokenizer) -> None:
-        """Score with ``model`` (a causal LM, on the device and in the dtype of its parameters) and
-        ``tokenizer``: the state a loaded probe and a live model's probe share."""
+    def _use(self, model: Any, tokenizer: Tokenizer, processor: Any | None = None) -> None:
+        """Score with ``model`` (a causal LM, or with ``processor`` an image-text-to-text model, on the
+        device and in the dtype of its parameters) and ``tokenizer``: the state a loaded probe and a live
+        model's probe share."""
         import torch
 
         parameter = next(model.parameters())
@@ -91,9 +104,17 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         self._dtype = parameter.dtype
         self._tokenizer = tokenizer
         self._model = model
-        self._backbone = model.base_model
+        self._processor = processor
+        self._backbone = model.get_decoder() if processor is not None else model.base_model
+        self._embed_tokens = self._backbone.get_input_embeddings()
         self._lm_head = model.get_output_embeddings()
-        self._context_limit = int(getattr(model.config, "max_position_embeddings", 2048))
+        self._image_features: _ImageFeatures | None = None
+        text_config = model.config.get_text_config()
+        self._context_limit = int(getattr(text_config, "max_position_embeddings", 2048))
+
+    @property
+    def processor(self) -> Any | None:
+        return self._processor
 
     def _no_grad(self) -> AbstractContextManager[object]:
         """The autograd context the forward passes run under (a live model's probe uses ``no_grad``)."""
@@ -105,6 +126,14 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         return self._settings.mode == "packed" and self._settings.group_prefixes
 
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
+        has_images = any(sequence.vision is not None for sequence in sequences)
+        self._image_features = _ImageFeatures(self, sequences) if has_images else None
+        try:
+            return self._score_modes(sequences)
+        finally:
+            self._image_features = None
+
+    def _score_modes(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         if self._settings.mode == "packed":
             return self._score_packed(sequences)
         outputs = [np.zeros((s.n_prefixes, s.n_answer_tokens)) for s in sequences]
@@ -193,12 +222,23 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
             lengths = torch.tensor([len(row.input_ids) for row in batch])
             attention_mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(self._device)
         hidden = self._backbone(
-            input_ids=torch.from_numpy(input_ids).to(self._device),
+            **self.model_inputs(input_ids, position_ids, [row.item for row in batch]),
             position_ids=torch.from_numpy(position_ids).to(self._device),
             attention_mask=attention_mask,
             use_cache=False,
         ).last_hidden_state
         return hidden, np.concatenate([r.read_positions for r in batch]), len(batch) * width
+
+    def model_inputs(
+        self, ids: np.ndarray, positions: np.ndarray, sequences: Sequence[int]
+    ) -> dict[str, Any]:
+        """The language model's token input for rows of ``ids`` (row ``r`` belongs to sequence
+        ``sequences[r]``, its tokens at trace positions ``positions[r]``): ``input_ids``, or, when the
+        call holds images, ``inputs_embeds`` whose image placeholders hold the image features."""
+        ids_tensor = self._torch.from_numpy(ids).to(self._device)
+        if self._image_features is None:
+            return {"input_ids": ids_tensor}
+        return {"inputs_embeds": self._image_features.embed(ids_tensor, ids, positions, sequences)}
 
     def _packed_mask(self, batch: list[_Row], width: int) -> torch.Tensor:
         """Additive (B, 1, L, L) mask: 0 where a query may attend, the dtype's minimum elsewhere."""
@@ -247,6 +287,8 @@ class _PackedRun:
         self._branch_width = max(unit.branch_width for unit in units)
         self._chunk = chunk or max(self._branch_width, self._header_width, 1)
         self._shared = self._torch.tensor([row.shared for row in self._rows], device=self._device)
+        self._sequences = [row.sequence for row in self._rows]
+        self._header_sequences = [unit.rows[0].sequence for unit in units if unit.header_ids is not None]
         self._cache: object | None = None
         self.computed = 0  # positions forwarded, padding included
         self.real = sum(unit.real_tokens for unit in units)
@@ -272,11 +314,13 @@ class _PackedRun:
         if any(pending):
             raise AssertionError("every copy's prefix is cached once the branches are")
 
-    def _forward(self, ids: np.ndarray, positions: np.ndarray, mask: torch.Tensor | None) -> torch.Tensor:
+    def _forward(
+        self, ids: np.ndarray, positions: np.ndarray, mask: torch.Tensor | None, sequences: Sequence[int]
+    ) -> torch.Tensor:
         self._probe.check_cancelled()
         torch = self._torch
         out = self._probe._backbone(
-            input_ids=torch.from_numpy(ids).to(self._device),
+            **self._probe.model_inputs(ids, positions, sequences),
             position_ids=torch.from_numpy(positions).to(self._device),
             attention_mask=mask,
             past_key_values=self._cache,
@@ -297,7 +341,8 @@ class _PackedRun:
             width = min(self._chunk, self._header_width - start)
             positions = np.broadcast_to(np.arange(start, start + width), (len(headers), width))
             mask = None if start == 0 else self._causal_mask(no_header, 0, start, width)
-            self._forward(np.ascontiguousarray(ids[:, start : start + width]), positions.copy(), mask)
+            chunk = np.ascontiguousarray(ids[:, start : start + width])
+            self._forward(chunk, positions.copy(), mask, self._header_sequences)
         header_of_row, header_index = [], 0
         for unit in self._units:
             header_of_row.extend([header_index] * len(unit.rows))
@@ -314,7 +359,7 @@ class _PackedRun:
             mask = None
         else:
             mask = self._causal_mask(self._shared, self._header_width, start, width)
-        self._forward(ids, positions, mask)
+        self._forward(ids, positions, mask, self._sequences)
 
     def _causal_mask(self, shared: torch.Tensor, header_width: int, start: int, width: int) -> torch.Tensor:
         """Queries at branch columns ``start..start+width``: each sees its row's real header positions
@@ -379,7 +424,7 @@ class _PackedRun:
         same_copy = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
         padding_self = (seg[:, :, None] == -1) & (index[None, :, None] == index[None, None, :])
         visible = torch.cat([sees_header | sees_branch, (same_copy & causal) | padding_self], dim=2)
-        hidden = self._forward(ids, positions, self._probe._additive_mask(visible))
+        hidden = self._forward(ids, positions, self._probe._additive_mask(visible), self._sequences)
         self._cache.crop(-width)  # type: ignore[union-attr]  # keep headers and branches only
         rows = np.concatenate([np.full(len(offsets), r) for _, r, offsets in reads])
         columns_read = np.concatenate([offsets for _, _, offsets in reads])
@@ -389,6 +434,85 @@ class _PackedRun:
         for copy, _, offsets in reads:
             yield copy, logprobs[at : at + len(offsets)]
             at += len(offsets)
+
+
+class _ImageFeatures:
+    """The image features of one ``score()`` call's sequences, each image set encoded once (by its bytes'
+    key, so a GRPO group's shared image is encoded once), and the token embeddings that hold them."""
+
+    def __init__(self, probe: TransformersProbe, sequences: Sequence[ProbeSequence]) -> None:
+        self._probe = probe
+        self._visions = [sequence.vision for sequence in sequences]
+        self._features: dict[str, Any] = {}
+        self._ranks = {  # per sequence with images: each header position's feature row, -1 for text
+            index: _placeholder_ranks(sequence, sequence.vision)
+            for index, sequence in enumerate(sequences)
+            if sequence.vision is not None
+        }
+
+    def embed(
+        self, ids_tensor: torch.Tensor, ids: np.ndarray, positions: np.ndarray, sequences: Sequence[int]
+    ) -> torch.Tensor:
+        """Token embeddings of ``ids``; in rows of a sequence with images, its placeholders at header
+        positions hold the features in order (positions index the sequence's own tokens)."""
+        embeds = self._probe._embed_tokens(ids_tensor)
+        for row, sequence in enumerate(sequences):
+            vision = self._visions[sequence]
+            if vision is None:
+                continue
+            columns, feature_rows = self._placeholders(sequence, ids[row], positions[row], vision)
+            if not len(columns):
+                continue
+            features = self._encoded(vision)
+            embeds[row, self._probe._torch.from_numpy(columns).to(embeds.device)] = features[
+                self._probe._torch.from_numpy(feature_rows).to(embeds.device)
+            ].to(embeds.dtype)
+        return embeds
+
+    def _placeholders(
+        self, sequence: int, ids: np.ndarray, positions: np.ndarray, vision: VisionPrefix
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The columns of one row that hold the sequence's image placeholders, and their feature rows."""
+        rank = self._ranks[sequence]
+        inside = (positions >= 0) & (positions < len(rank))
+        columns = np.nonzero(inside & (ids == vision.image_token_id))[0]
+        columns = columns[rank[positions[columns]] >= 0]
+        return columns, rank[positions[columns]]
+
+    def _encoded(self, vision: VisionPrefix) -> torch.Tensor:
+        """(n_placeholders, hidden) features of the vision's images, encoded on first use."""
+        features = self._features.get(vision.key)
+        if features is not None:
+            return features
+        probe = self._probe
+        torch = probe._torch
+        self._probe.check_cancelled()
+        pixel_inputs = {
+            name: torch.from_numpy(np.asarray(value)).to(probe._device)
+            for name, value in vision.pixel_inputs.items()
+        }
+        if "pixel_values" in pixel_inputs:
+            pixel_inputs["pixel_values"] = pixel_inputs["pixel_values"].to(probe._dtype)
+        with probe._no_grad():
+            output = probe._model.model.get_image_features(**pixel_inputs)
+        pooled = getattr(output, "pooler_output", output)
+        if isinstance(pooled, list | tuple):
+            pooled = torch.cat([item.reshape(-1, item.shape[-1]) for item in pooled])
+        features = pooled.reshape(-1, pooled.shape[-1])
+        with probe._stats_lock:
+            probe._stats.images_encoded += vision.n_images
+            probe._stats.image_tokens_embedded += int(features.shape[0])
+        self._features[vision.key] = features
+        return features
+
+
+def _placeholder_ranks(sequence: ProbeSequence, vision: VisionPrefix) -> np.ndarray:
+    """For each header position: which image feature it holds (in order), -1 for a text token."""
+    header = np.asarray(sequence.trace_ids[: sequence.boundaries[0]], dtype=np.int64)
+    is_image = header == vision.image_token_id
+    rank = np.full(len(header), -1, dtype=np.int64)
+    rank[is_image] = np.arange(int(is_image.sum()))
+    return rank
 
 
 def _right_padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
@@ -473,6 +597,37 @@ def _length_sorted_batches(
         real += len(row.input_ids)
     if batch:
         yield batch
+
+
+def is_vision_language_folder(folder: Path) -> bool:
+    """Whether the model in ``folder`` is an image-text-to-text model (its config holds a vision config)."""
+    import json
+
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return False
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    return isinstance(config, dict) and "vision_config" in config
+
+
+def load_vision_language_model(folder: Path, dtype: Any) -> tuple[Any, Any]:
+    """The image-text-to-text model in ``folder`` with SDPA attention, and its processor. Refuses a model
+    whose language model places image tokens on multimodal rotary positions (the packed layouts assume 1-D
+    positions)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    with _quiet_progress_bars():
+        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+    if hasattr(model.model, "get_rope_index"):
+        raise ProbeError(
+            f"{folder.name}: a {model.config.model_type} model places image tokens on multimodal rotary "
+            "positions (M-RoPE), which the transformers probe does not lay out; supported: vision-language "
+            "models whose language model uses 1-D positions (LLaVA, Idefics3/SmolVLM-shaped)"
+        )
+    processor = AutoProcessor.from_pretrained(folder)
+    if getattr(processor, "image_token", None) is None or getattr(processor, "image_token_id", None) is None:
+        raise ProbeError(f"{folder.name}: the processor names no image token (image_token, image_token_id)")
+    return model, processor
 
 
 def load_causal_lm(folder: Path, dtype: Any) -> Any:

@@ -105,6 +105,7 @@ def test_dataset_row_schema_is_the_annotation_schema_plus_the_row_fields() -> No
         "reference_answer",
         "source_file",
         "source_row",
+        "question_images",
     ]
     for field in ANNOTATION_SCHEMA:
         assert DATASET_ROW_SCHEMA.field(field.name).equals(field)
