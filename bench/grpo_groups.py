@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8, help="GSM8K questions (a multiple of 4)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the probe")
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting, alternating; best kept")
+    parser.add_argument("--long-repeats", type=int, default=1, help="runs of each long-trace configuration")
     parser.add_argument("--chunk-tokens", type=int, default=2048, help="the forced chunk of the long trace")
     parser.add_argument("--no-long", action="store_true", help="skip the long trace")
     parser.add_argument("--write", action="store_true", help=f"write BENCHMARKS.md's '## {HEADING}'")
@@ -159,7 +160,7 @@ def main() -> None:
         probe.score([plan.sequence for plan in _plans(probe, loads[4][0][:2])])
     lines = group_rows(probes, loads, args.repeats)
     if not args.no_long:
-        lines += ["", *long_rows(None, args.threads, args.chunk_tokens, args.repeats)]
+        lines += ["", *long_rows(None, args.threads, args.chunk_tokens, args.long_repeats)]
     load_end = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     import torch
 
@@ -167,14 +168,16 @@ def main() -> None:
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, SmolLM2-135M, fp32, probe threads {args.threads}, packed; load average "
         f"(1 / 5 / 15 min) {load_start} at start, {load_end} at the end. {len(rollouts)} GSM8K questions; "
-        f"best of {args.repeats} alternating runs per setting, all in one process."
+        f"best of {args.repeats} alternating runs per setting (long trace: {args.long_repeats}), all in one "
+        "process."
     )
     report = "\n".join([header, "", *lines])
     print(report)
     if args.write:
         command = (
             "`.venv/bin/python bench/grpo_groups.py --rollouts ../shared/data/gsm8k_rollouts.jsonl "
-            f"--questions {args.questions} --threads {args.threads} --repeats {args.repeats} --write`"
+            f"--questions {args.questions} --threads {args.threads} --repeats {args.repeats} "
+            f"--long-repeats {args.long_repeats} --write`"
         )
         write_benchmark_section(HEADING, f"{command}\n\n{report}")
 
