@@ -79,7 +79,7 @@ class TransformersProbeSettings(_Settings):
         default=128,
         ge=1,
         description="packed, chunk_tokens None: the most memory one pass's attention mask may take (rows x "
-        "new positions x cached positions x 4 bytes); 128 MB: a 16k-token trace in passes of about 2,000.",
+        "new positions x cached positions x 4 bytes); 128 MB: a 16k-token trace in passes of about 1,800.",
     )
     group_prefixes: bool = _group_prefixes_field()
 
