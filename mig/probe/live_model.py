@@ -43,7 +43,8 @@ class LiveModelProbe(TransformersProbe):
         version: str | int | None = None,
         mode: ProbeMode = "packed",
         forward_batch_tokens: int = 4096,
-        chunk_tokens: int | None = 2048,
+        chunk_tokens: int | None = None,
+        mask_budget_mb: int = 128,
         group_prefixes: bool = True,
     ) -> None:
         parameter = next(model.parameters())
@@ -55,6 +56,7 @@ class LiveModelProbe(TransformersProbe):
             device=str(parameter.device),
             forward_batch_tokens=forward_batch_tokens,
             chunk_tokens=chunk_tokens,
+            mask_budget_mb=mask_budget_mb,
             group_prefixes=group_prefixes,
         )
         Probe.__init__(self, settings)  # not TransformersProbe's: that loads a folder, this takes the model

@@ -6,12 +6,12 @@ boundaries ``b_0 < ... < b_K`` and continuation ``c`` (answer prompt + answer), 
 continuation placed at position ``b_k`` that attends to the trace's first ``b_k`` positions and to itself.
 
 Groups (:mod:`mig_annotator.mig.probe.groups`) go further: the members of a group share the header
-``trace[:b_0]`` and prefix 0, so a *unit* of several members forwards the header once (a header row whose
-KV cache every member row reads), each member row forwards only its own tokens ``trace[b_0:]``, and only
-the group's first member carries the copy for ``k = 0``. A unit of one member has no header row: its
-member row is the whole trace. A group's members share a header only when that saves more positions than
-padding its rows to the longest costs (:func:`sharing_pays`); otherwise they run as lone rows, batched by
-length with everything else, and still score prefix 0 once.
+``trace[:b_0]`` and prefix 0, so a *unit* of several members forwards the header once and each member row
+forwards only its own tokens ``trace[b_0:]``; only the group's first member carries the copy for ``k = 0``.
+A unit of one member has no header: its member row is the whole trace. Headers are forwarded in *waves*
+(:func:`plan_waves`: at most ``forward_batch_tokens`` header positions of cache at a time); the member rows
+of a wave, of any group, and the lone rows are then batched by their own length (:func:`batch_rows`), each
+row reading its own header's cache, so no member is padded to its group's longest.
 
 When the continuation is the answer alone (an answer prompt that tokenises to nothing), the hidden state
 that predicts the first answer token is the trace's own at ``b_k - 1``; such copies start one token early,
@@ -21,7 +21,7 @@ with that trace token (:attr:`ContinuationCopy.start` ``= b_k - 1``), so every r
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -53,6 +53,7 @@ class MemberRow:
     shared: int
     branch_ids: np.ndarray
     copies: tuple[ContinuationCopy, ...]  # by start position
+    header: int | None = None  # the wave's header this row reads (set by :func:`plan_waves`)
 
     @property
     def probe_tokens(self) -> int:
@@ -73,14 +74,6 @@ class PackedUnit:
     @property
     def header_length(self) -> int:
         return 0 if self.header_ids is None else len(self.header_ids)
-
-    @property
-    def branch_width(self) -> int:
-        return max(len(row.branch_ids) for row in self.rows)
-
-    @property
-    def probe_width(self) -> int:
-        return max(row.probe_tokens for row in self.rows)
 
     @property
     def real_tokens(self) -> int:
@@ -107,30 +100,30 @@ def continuation_copy(index: int, sequence: ProbeSequence, k: int) -> Continuati
     )
 
 
-def plan_units(
-    sequences: Sequence[ProbeSequence], groups: Sequence[PrefixGroup], forward_batch_tokens: int
-) -> list[PackedUnit]:
-    """One unit per group, split into consecutive sub-units when a group's padded positions exceed
-    ``forward_batch_tokens`` (each sub-unit forwards the header again; a sub-unit of one member has none).
-    Only the group's first member scores prefix 0."""
+def plan_units(sequences: Sequence[ProbeSequence], groups: Sequence[PrefixGroup]) -> list[PackedUnit]:
+    """One unit per group whose members share its header (:func:`sharing_pays`), else one lone unit per
+    member. Only the group's first member scores prefix 0. A shared unit's members are not batched together:
+    its header is forwarded once (:func:`plan_waves`) and every member row reads that header's cache from
+    whichever batch of rows of its own length it lands in (:func:`batch_rows`)."""
     units: list[PackedUnit] = []
     for group in groups:
         rows = [_member_row(index, sequences[index], first=index == group.first) for index in group.members]
-        for part in _split(rows, group.header_length, forward_batch_tokens):
-            if len(part) > 1 and sharing_pays(part, group.header_length):
-                units.append(_unit(part, sequences, group.header_length))
-            else:
-                units.extend(PackedUnit(None, (row,)) for row in part)
+        if sharing_pays(len(rows), group.header_length):
+            units.append(_unit(rows, sequences, group.header_length))
+        else:
+            units.extend(PackedUnit(None, (row,)) for row in rows)
     return units
 
 
-def sharing_pays(rows: Sequence[MemberRow], header_length: int) -> bool:
-    """Whether forwarding the header once beats lone rows: sharing saves ``(n - 1) x header`` positions
-    but pads every member row to the group's longest, where lone rows are batched with rows of their own
-    length (almost no padding). Prefix 0 is scored once per group either way."""
-    branches = [len(row.branch_ids) - header_length for row in rows]
-    padding = len(rows) * max(branches) - sum(branches)
-    return (len(rows) - 1) * header_length > padding
+def sharing_pays(members: int, header_length: int, max_padding: float = 0.05) -> bool:
+    """Whether forwarding the header once beats lone rows, in positions computed (padding included).
+
+    Shared: the header once, in a header pass with headers of about its length (at most ``max_padding`` of
+    that pass is padding), then each member's own tokens; lone: each member's whole trace. Either way every
+    member row is batched with rows of its own length (:func:`batch_rows`), so member rows pad the same and
+    the header's columns in a member's attention are the same columns it reads alone: sharing saves
+    ``(members - 1) x header`` positions and costs at most ``max_padding x header`` of header padding."""
+    return (members - 1) * header_length > max_padding * header_length
 
 
 def _member_row(index: int, sequence: ProbeSequence, *, first: bool) -> MemberRow:
@@ -140,8 +133,6 @@ def _member_row(index: int, sequence: ProbeSequence, *, first: bool) -> MemberRo
 
 
 def _unit(rows: list[MemberRow], sequences: Sequence[ProbeSequence], header_length: int) -> PackedUnit:
-    if len(rows) == 1:
-        return PackedUnit(None, (rows[0],))
     header = np.asarray(sequences[rows[0].sequence].trace_ids[:header_length], dtype=np.int64)
     shared_rows = tuple(
         MemberRow(row.sequence, header_length, row.branch_ids[header_length:], row.copies) for row in rows
@@ -149,55 +140,75 @@ def _unit(rows: list[MemberRow], sequences: Sequence[ProbeSequence], header_leng
     return PackedUnit(header, shared_rows)
 
 
-def _split(rows: list[MemberRow], header_length: int, forward_batch_tokens: int) -> Iterator[list[MemberRow]]:
-    part: list[MemberRow] = []
-    for row in rows:
-        if part and _padded_positions([*part, row], header_length) > forward_batch_tokens:
-            yield part
-            part = []
-        part.append(row)
-    if part:
-        yield part
+@dataclass(frozen=True, slots=True)
+class Wave:
+    """Headers forwarded together and the member rows that read them (``row.header``: an index into
+    ``headers``), with any lone rows; the headers' cache lives while the wave's rows run."""
+
+    headers: tuple[np.ndarray, ...]
+    rows: tuple[MemberRow, ...]
 
 
-def _padded_positions(rows: Sequence[MemberRow], header_length: int) -> int:
-    """Positions a unit of these (unshared) rows computes once the header is shared and rows are padded."""
-    if len(rows) == 1:
-        return len(rows[0].branch_ids) + rows[0].probe_tokens
-    branch = max(len(row.branch_ids) for row in rows) - header_length
-    probe = max(row.probe_tokens for row in rows)
-    return header_length + len(rows) * (branch + probe)
+def plan_waves(units: Sequence[PackedUnit], forward_batch_tokens: int) -> list[Wave]:
+    """Units in order, cut into waves whose headers hold at most ``forward_batch_tokens`` positions of
+    cache (a header longer than that forms a wave of its own); lone rows join the first wave."""
+    waves: list[tuple[list[np.ndarray], list[MemberRow]]] = [([], [])]
+    cached = 0
+    for unit in units:
+        if unit.header_ids is None:
+            waves[0][1].extend(unit.rows)
+            continue
+        headers, rows = waves[-1]
+        if headers and cached + unit.header_length > forward_batch_tokens:
+            waves.append(([], []))
+            headers, rows, cached = *waves[-1], 0
+        rows.extend(replace(row, header=len(headers)) for row in unit.rows)
+        headers.append(unit.header_ids)
+        cached += unit.header_length
+    return [Wave(tuple(headers), tuple(rows)) for headers, rows in waves if rows]
 
 
-def batch_positions(units: Sequence[PackedUnit]) -> int:
-    """Positions a batch of units computes, padding included: one header row per shared unit (padded to
-    the longest header), then every member row padded to the widest branch and the widest copy block."""
-    header_rows = sum(1 for unit in units if unit.header_ids is not None)
-    header_width = max(unit.header_length for unit in units)
-    member_rows = sum(len(unit.rows) for unit in units)
-    branch = max(unit.branch_width for unit in units)
-    probe = max(unit.probe_width for unit in units)
-    return header_rows * header_width + member_rows * (branch + probe)
-
-
-def batch_units(
-    units: Sequence[PackedUnit], forward_batch_tokens: int, max_padding: float
-) -> Iterator[list[PackedUnit]]:
-    """Widest branch first; a batch grows while its padded positions fit ``forward_batch_tokens`` and padding
-    stays under ``max_padding`` of them (a unit's own padding counts once it has company)."""
-    ordered = sorted(units, key=lambda unit: (unit.branch_width, unit.probe_width), reverse=True)
-    batch: list[PackedUnit] = []
+def length_batches(
+    lengths: Sequence[tuple[int, int, int]], forward_batch_tokens: int, max_padding: float
+) -> Iterator[list[int]]:
+    """Indices of items ``(cached, computed_a, computed_b)`` in batches, widest first: every item of a batch
+    is padded to the batch's widest ``computed_a`` and ``computed_b`` (and holds its widest ``cached``
+    columns of cache). A batch grows while those positions fit ``forward_batch_tokens`` and the padding
+    stays under ``max_padding`` of the positions it computes; an item alone is a batch whatever its size."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i][1], lengths[i][2]), reverse=True)
+    batch: list[int] = []
+    widest = [0, 0, 0]
     real = 0
-    for unit in ordered:
+    for index in order:
+        cached, first, second = lengths[index]
         if batch:
-            computed = batch_positions([*batch, unit])
-            if computed > forward_batch_tokens or computed - real - unit.real_tokens > max_padding * computed:
+            grown = [max(widest[0], cached), max(widest[1], first), max(widest[2], second)]
+            computed = (len(batch) + 1) * (grown[1] + grown[2])
+            held = (len(batch) + 1) * sum(grown)
+            if held > forward_batch_tokens or computed - real - first - second > max_padding * computed:
                 yield batch
-                batch, real = [], 0
-        batch.append(unit)
-        real += unit.real_tokens
+                batch, widest, real = [], [0, 0, 0], 0
+        batch.append(index)
+        widest = [max(widest[0], cached), max(widest[1], first), max(widest[2], second)]
+        real += first + second
     if batch:
         yield batch
+
+
+def batch_rows(
+    rows: Sequence[MemberRow], forward_batch_tokens: int, max_padding: float
+) -> Iterator[list[MemberRow]]:
+    """Member rows batched by length (branch, then copy block): a shared member reads its header from the
+    wave's cache, so rows of different groups and lone rows batch together and pad only to their own
+    length; a batch holds at most ``forward_batch_tokens`` positions of cache (headers included)."""
+    lengths = [(row.shared, len(row.branch_ids), row.probe_tokens) for row in rows]
+    for indices in length_batches(lengths, forward_batch_tokens, max_padding):
+        yield [rows[i] for i in indices]
+
+
+def batch_positions(rows: Sequence[MemberRow]) -> int:
+    """Positions a batch of member rows computes, padding included (the headers are the wave's)."""
+    return len(rows) * (max(len(row.branch_ids) for row in rows) + max(row.probe_tokens for row in rows))
 
 
 def forwarded_tokens(units: Sequence[PackedUnit], n_sequences: int) -> list[int]:

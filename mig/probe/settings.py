@@ -69,10 +69,17 @@ class TransformersProbeSettings(_Settings):
         "formerly max_batch_tokens. Not the service's micro-batch budget (MIG_MICRO_BATCH_TOKENS).",
     )
     chunk_tokens: int | None = Field(
-        default=2048,
+        default=None,
         ge=16,
-        description="packed: new positions per row in one forward pass (trace and probe passes); bounds "
-        "peak memory on long traces. None: each stage in one pass.",
+        description="packed: at most this many new positions per row in one forward pass (header, trace and "
+        "probe passes), cut into equal passes. None (default): chosen per batch from mask_budget_mb, so a "
+        "stage runs in one pass unless its attention mask would outgrow the budget (a long trace).",
+    )
+    mask_budget_mb: int = Field(
+        default=128,
+        ge=1,
+        description="packed, chunk_tokens None: the most memory one pass's attention mask may take (rows x "
+        "new positions x cached positions x 4 bytes); 128 MB: a 16k-token trace in passes of about 1,800.",
     )
     group_prefixes: bool = _group_prefixes_field()
 

@@ -9,11 +9,13 @@ Three ways to get the same numbers:
   computes for prefix k while the trace is forwarded once.
 * ``packed`` (default): the same tokens in separate passes (:class:`_PackedRun`, laid out by
   :mod:`mig_annotator.mig.probe.packed_plan`). Traces that share their question prompt and answer (a GRPO
-  group, :mod:`mig_annotator.mig.probe.groups`) forward that prompt once and score prefix 0 once. The trace
-  passes run causal attention over the traces (and their shared headers) and keep the KV cache; the probe
-  passes forward the continuation copies against that cache under the 4-D mask restricted to the copies.
-  Every pass takes at most ``chunk_tokens`` new positions per row, so the mask and the activations stay
-  bounded on 16k-token traces; the KV cache grows with the batch's tokens (``forward_batch_tokens``).
+  group, :mod:`mig_annotator.mig.probe.groups`) forward that prompt once (:class:`_HeaderCache`) and score
+  prefix 0 once; every member row is batched with rows of its own length and starts from its prompt's
+  cache. The trace passes run causal attention and keep the KV cache; the probe passes forward the
+  continuation copies against that cache under the 4-D mask restricted to the copies. A pass takes at most
+  :meth:`TransformersProbe.pass_chunk` new positions per row (``chunk_tokens``, or what keeps its mask
+  within ``mask_budget_mb``), so the mask and the activations stay bounded on 16k-token traces; the KV
+  cache grows with the batch's tokens (``forward_batch_tokens``).
 
 All modes gather the hidden states that predict answer tokens and apply the LM head to those alone,
 so the vocabulary projection costs ``(K+1) * n_answer`` rows, not one per token.
@@ -42,10 +44,13 @@ from mig_annotator.mig.probe.base import LocalModelProbe, ProbeCancelled, ProbeE
 from mig_annotator.mig.probe.groups import group_sequences
 from mig_annotator.mig.probe.packed_plan import (
     ContinuationCopy,
-    PackedUnit,
-    batch_units,
+    MemberRow,
+    Wave,
+    batch_rows,
     forwarded_tokens,
+    length_batches,
     plan_units,
+    plan_waves,
 )
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer, VisionPrefix
@@ -149,27 +154,63 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         return [ProbeResult(out, n) for out, n in zip(outputs, forwarded, strict=True)]
 
     def _score_packed(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
-        """Groups share their header and prefix 0; each batch runs in bounded chunks (:class:`_PackedRun`)."""
+        """Groups forward their header once per wave (:class:`_HeaderCache`); member rows and lone rows are
+        batched by length and read their header's cache (:class:`_PackedRun`)."""
         settings = self._settings
         groups = group_sequences(sequences, enabled=settings.group_prefixes)
-        units = plan_units(sequences, groups, settings.forward_batch_tokens)
+        units = plan_units(sequences, groups)
         outputs = [np.full((s.n_prefixes, s.n_answer_tokens), np.nan) for s in sequences]
-        for batch in batch_units(units, settings.forward_batch_tokens, MAX_PADDING):
-            run = _PackedRun(self, batch, settings.chunk_tokens)
-            try:
-                with self._no_grad():
-                    for copy, logprobs in run.scores():
-                        outputs[copy.sequence][copy.k] = logprobs
-            except ProbeCancelled:
-                raise
-            except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
-                raise ProbeError(f"probe forward failed: {error}") from error
-            self._record_forward(padded_tokens=run.computed - run.real)
+        try:
+            with self._no_grad():
+                for wave in plan_waves(units, settings.forward_batch_tokens):
+                    headers = _HeaderCache(self, wave) if wave.headers else None
+                    if headers is not None:
+                        self._record_forward(padded_tokens=headers.computed - headers.real)
+                    for batch in batch_rows(wave.rows, settings.forward_batch_tokens, MAX_PADDING):
+                        run = _PackedRun(self, batch, headers)
+                        for copy, logprobs in run.scores():
+                            outputs[copy.sequence][copy.k] = logprobs
+                        self._record_forward(padded_tokens=run.computed - run.real)
+        except ProbeCancelled:
+            raise
+        except RuntimeError as error:  # OOM, device faults: the caller fails this batch only
+            raise ProbeError(f"probe forward failed: {error}") from error
         for group in groups:  # prefix 0 was scored once per group, on its first member
             for member in group.members[1:]:
                 outputs[member][0] = outputs[group.first][0]
         forwarded = forwarded_tokens(units, len(sequences))
         return [ProbeResult(out, n) for out, n in zip(outputs, forwarded, strict=True)]
+
+    def pass_chunk(self, rows: int, columns: int) -> int:
+        """New positions per row in one pass over ``rows`` rows whose cache reaches ``columns`` positions:
+        ``chunk_tokens`` when set, else as many as keep the pass's attention mask (rows x new positions x
+        columns, 4 bytes each) within ``mask_budget_mb``."""
+        if self._settings.chunk_tokens is not None:
+            return self._settings.chunk_tokens
+        elements = self._settings.mask_budget_mb * 2**20 // 4
+        return max(16, elements // (rows * max(columns, 1)))
+
+    def cached_forward(
+        self,
+        ids: np.ndarray,
+        positions: np.ndarray,
+        mask: torch.Tensor | None,
+        cache: object | None,
+        sequences: Sequence[int],
+    ) -> tuple[torch.Tensor, object]:
+        """One backbone pass over ``ids`` after ``cache`` (None: none yet); ``mask`` None: causal attention
+        over the cache and the new positions (right padding is then harmless). Row ``r`` belongs to
+        sequence ``sequences[r]`` (its images, if any: :meth:`model_inputs`)."""
+        self.check_cancelled()
+        torch = self._torch
+        out = self._backbone(
+            **self.model_inputs(np.ascontiguousarray(ids), positions, sequences),
+            position_ids=torch.from_numpy(positions).to(self._device),
+            attention_mask=mask,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.last_hidden_state, out.past_key_values
 
     def _additive_mask(self, visible: torch.Tensor) -> torch.Tensor:
         """(B, 1, Q, KV) additive mask from a (B, Q, KV) boolean: 0 where visible, else the dtype's min."""
@@ -260,42 +301,103 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         return self._additive_mask(visible)
 
 
-class _PackedRun:
-    """One batch of :class:`PackedUnit` s through the model, in passes of at most ``chunk`` new positions.
+def _even_chunk(width: int, chunk: int) -> int:
+    """The width of each of the fewest equal passes of at most ``chunk`` over ``width`` positions."""
+    passes = max(1, -(-width // chunk))
+    return max(1, -(-width // passes))
 
-    1. Header pass: the units' shared headers (right-padded rows, plain causal attention), KV cached; the
-       cache is then indexed so that every member row holds its unit's header (rows of lone members hold
-       any header and never see it).
-    2. Branch passes: the member rows' own tokens, ``chunk`` columns at a time, each against the cache so
-       far; a row sees its header's real positions and its own earlier tokens.
+
+class _HeaderCache:
+    """The KV cache of a wave's shared headers (question prompts), forwarded once for every member row.
+
+    Headers run in batches of about one length (right-padded, causal attention, in chunks of
+    :meth:`TransformersProbe.pass_chunk`); each header keeps its real positions, per layer. A batch of member
+    rows gets a cache of its own (:meth:`for_rows`): row r holds its header's keys and values in its first
+    ``shared`` columns, zeros after them up to the batch's widest header (masked, never attended)."""
+
+    def __init__(self, probe: TransformersProbe, wave: Wave) -> None:
+        headers = wave.headers
+        first_reader: dict[int, int] = {}  # header -> the sequence of its first row (whose images it holds)
+        for row in wave.rows:
+            if row.header is not None:
+                first_reader.setdefault(row.header, row.sequence)
+        self._probe = probe
+        self.real = sum(len(header) for header in headers)
+        self.computed = 0
+        self._layers: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in headers]
+        budget = probe.settings.forward_batch_tokens
+        lengths = [(0, len(header), 0) for header in headers]
+        for indices in length_batches(lengths, budget, MAX_PADDING):
+            width = max(len(headers[i]) for i in indices)
+            ids = _right_padded([headers[i] for i in indices], width)
+            chunk = _even_chunk(width, probe.pass_chunk(len(indices), width))
+            cache: object | None = None
+            for start in range(0, width, chunk):
+                end = min(width, start + chunk)
+                positions = np.tile(np.arange(start, end), (len(indices), 1))
+                sequences = [first_reader[i] for i in indices]
+                _, cache = probe.cached_forward(ids[:, start:end], positions, None, cache, sequences)
+                self.computed += len(indices) * (end - start)
+            for j, i in enumerate(indices):
+                n = len(headers[i])
+                self._layers[i] = [
+                    (layer.keys[j : j + 1, :, :n], layer.values[j : j + 1, :, :n])
+                    for layer in cache.layers  # type: ignore[union-attr]
+                ]
+
+    def for_rows(self, rows: Sequence[MemberRow], width: int) -> object:
+        """A fresh cache for ``rows``: each row's header in its first ``row.shared`` of ``width`` columns."""
+        from transformers import DynamicCache
+
+        data = []
+        for layer in range(len(self._layers[0])):
+            keys0, values0 = self._layers[0][layer]
+            keys = keys0.new_zeros((len(rows), keys0.shape[1], width, keys0.shape[3]))
+            values = values0.new_zeros((len(rows), values0.shape[1], width, values0.shape[3]))
+            for r, row in enumerate(rows):
+                if row.header is not None:
+                    header_keys, header_values = self._layers[row.header][layer]
+                    keys[r, :, : row.shared] = header_keys[0]
+                    values[r, :, : row.shared] = header_values[0]
+            data.append((keys, values))
+        return DynamicCache(ddp_cache_data=data)
+
+
+class _PackedRun:
+    """One batch of :class:`MemberRow` s through the model, in passes of bounded width.
+
+    1. The rows' cache starts as their headers' (:meth:`_HeaderCache.for_rows`; none when no row shares one).
+    2. Branch passes: the rows' own tokens, ``chunk`` columns at a time, each against the cache so far; a
+       row sees its header's real positions and its own earlier tokens.
     3. After each branch pass, probe passes for every copy whose prefix is now cached, at most ``chunk``
        copy tokens per row per pass; a copy sees its prefix and itself. The copies' cache entries are
        cropped away after each probe pass, so the cache holds headers and branches only.
 
-    Peak memory: the cache (rows x widest header and branch) plus one pass's activations and mask, which
-    grow with rows x ``chunk`` x cache length rather than with the whole probe block. ``chunk=None`` runs
-    each stage as one pass.
+    ``chunk`` is :meth:`TransformersProbe.pass_chunk` for the batch's widest cache, and the branch is cut into
+    the fewest equal passes of at most that: by default one pass per stage unless the pass's mask would
+    outgrow ``mask_budget_mb`` (a long trace), so peak memory is the cache plus one bounded pass.
     """
 
-    def __init__(self, probe: TransformersProbe, units: list[PackedUnit], chunk: int | None) -> None:
+    def __init__(self, probe: TransformersProbe, rows: list[MemberRow], headers: _HeaderCache | None) -> None:
         self._probe = probe
         self._torch = probe._torch
         self._device = probe._device
-        self._units = units
-        self._rows = [row for unit in units for row in unit.rows]
-        self._header_width = max(unit.header_length for unit in units)
-        self._branch_width = max(unit.branch_width for unit in units)
-        self._chunk = chunk or max(self._branch_width, self._header_width, 1)
-        self._shared = self._torch.tensor([row.shared for row in self._rows], device=self._device)
-        self._sequences = [row.sequence for row in self._rows]
-        self._header_sequences = [unit.rows[0].sequence for unit in units if unit.header_ids is not None]
+        self._rows = rows
+        self._header_width = max(row.shared for row in rows)
+        self._branch_width = max(len(row.branch_ids) for row in rows)
+        columns = self._header_width + self._branch_width + max(row.probe_tokens for row in rows)
+        self._chunk = probe.pass_chunk(len(rows), columns)
+        self._branch_chunk = _even_chunk(self._branch_width, self._chunk)
+        self._shared = self._torch.tensor([row.shared for row in rows], device=self._device)
+        self._sequences = [row.sequence for row in rows]
         self._cache: object | None = None
+        if self._header_width and headers is not None:
+            self._cache = headers.for_rows(rows, self._header_width)
         self.computed = 0  # positions forwarded, padding included
-        self.real = sum(unit.real_tokens for unit in units)
+        self.real = sum(len(row.branch_ids) + row.probe_tokens for row in rows)
 
     def scores(self) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
         """Each copy's answer log-probs, as soon as its pass ran."""
-        self._header_pass()
         pending = [list(row.copies) for row in self._rows]
         done = 0
         while True:
@@ -308,54 +410,22 @@ class _PackedRun:
             yield from self._probe_passes(ready)
             if done >= self._branch_width:
                 break
-            width = min(self._chunk, self._branch_width - done)
+            width = min(self._branch_chunk, self._branch_width - done)
             self._branch_pass(done, width)
             done += width
         if any(pending):
             raise AssertionError("every copy's prefix is cached once the branches are")
 
-    def _forward(
-        self, ids: np.ndarray, positions: np.ndarray, mask: torch.Tensor | None, sequences: Sequence[int]
-    ) -> torch.Tensor:
-        self._probe.check_cancelled()
-        torch = self._torch
-        out = self._probe._backbone(
-            **self._probe.model_inputs(ids, positions, sequences),
-            position_ids=torch.from_numpy(positions).to(self._device),
-            attention_mask=mask,
-            past_key_values=self._cache,
-            use_cache=True,
-        )
-        self._cache = out.past_key_values
+    def _forward(self, ids: np.ndarray, positions: np.ndarray, mask: torch.Tensor | None) -> torch.Tensor:
+        hidden, self._cache = self._probe.cached_forward(ids, positions, mask, self._cache, self._sequences)
         self.computed += ids.size
-        return out.last_hidden_state
-
-    def _header_pass(self) -> None:
-        headers = [unit.header_ids for unit in self._units if unit.header_ids is not None]
-        if not headers:
-            return
-        torch = self._torch
-        ids = _right_padded(headers, self._header_width)
-        no_header = torch.zeros(len(headers), dtype=torch.int64, device=self._device)
-        for start in range(0, self._header_width, self._chunk):
-            width = min(self._chunk, self._header_width - start)
-            positions = np.broadcast_to(np.arange(start, start + width), (len(headers), width))
-            mask = None if start == 0 else self._causal_mask(no_header, 0, start, width)
-            chunk = np.ascontiguousarray(ids[:, start : start + width])
-            self._forward(chunk, positions.copy(), mask, self._header_sequences)
-        header_of_row, header_index = [], 0
-        for unit in self._units:
-            header_of_row.extend([header_index] * len(unit.rows))
-            header_index += unit.header_ids is not None
-        self._cache.batch_select_indices(  # type: ignore[union-attr]
-            torch.tensor([min(h, len(headers) - 1) for h in header_of_row], device=self._device)
-        )
+        return hidden
 
     def _branch_pass(self, start: int, width: int) -> None:
         rows = self._rows
         ids = _right_padded([row.branch_ids[start : start + width] for row in rows], width)
         positions = np.stack([row.shared + start + np.arange(width) for row in rows])
-        if self._cache is None:  # no header, first pass: the plain causal kernel (right padding is harmless)
+        if self._header_width == 0:  # no headers: plain causal attention (right padding is harmless)
             mask = None
         else:
             mask = self._causal_mask(self._shared, self._header_width, start, width)

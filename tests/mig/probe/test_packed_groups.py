@@ -90,14 +90,26 @@ def test_grouped_scoring_equals_scoring_each_trace_alone(packed_probe, grpo_sequ
         assert all(np.array_equal(rows[0], row) for row in rows)
     forwarded = packed_probe.stats.tokens_forwarded - before
     assert forwarded == sum(result.tokens_forwarded for result in grouped)
-    units = plan_units(sequences, group_sequences(sequences), forward_batch_tokens=4096)
-    shared = [unit for unit in units if unit.header_ids is not None]
-    lone = [unit.rows[0].sequence for unit in units if unit.header_ids is None]
-    assert shared and lone  # both paths ran: a shared question prompt, and lone rows of one group
-    assert {row.sequence for row in shared[0].rows} == {0, 1, 2}  # question 0's near-equal completions
-    lone_headers = sum(sequences[i].boundaries[0] for i in lone if i % 3 != 0)  # not the group's first
-    assert forwarded == grouped_minimal_tokens(sequences) + lone_headers
+    units = plan_units(sequences, group_sequences(sequences))
+    assert [unit.header_length > 0 for unit in units] == [True] * 4  # every question's prompt is shared
+    assert {row.sequence for row in units[1].rows} == {3, 4, 5}  # completions of different lengths too
+    assert forwarded == grouped_minimal_tokens(sequences)
     assert forwarded < sum(s.minimal_tokens for s in sequences)
+
+
+def test_grouped_members_pad_little_and_compute_close_to_the_grouped_minimum(
+    default_model_path, grpo_sequences, scored_alone
+) -> None:
+    """Members are batched by their own length (not padded to their group's longest): the positions
+    computed, padding included, stay within 10% of the grouped minimum."""
+    probe = _probe(default_model_path)
+    results = probe.score(grpo_sequences)
+    assert _max_difference(results, scored_alone) <= FP32_TOLERANCE
+    minimum = grouped_minimal_tokens(grpo_sequences)
+    assert probe.stats.tokens_forwarded == minimum
+    assert probe.stats.tokens_computed <= 1.1 * minimum
+    ungrouped_computed = sum(s.minimal_tokens for s in grpo_sequences)
+    assert probe.stats.tokens_computed < ungrouped_computed
 
 
 def test_small_chunks_and_split_groups_give_the_same_numbers(
@@ -137,4 +149,21 @@ def test_a_long_trace_scored_in_chunks_equals_one_pass(packed_probe, ungrouped) 
     )
     # chunks change the order of fp32 attention sums over 1.5k positions (measured 1.7e-5 nats): the
     # packed-vs-naive bound
-    assert _max_difference(chunked.score([sequence]), ungrouped.score([sequence])) <= 1e-4
+    reference = ungrouped.score([sequence])
+    assert _max_difference(chunked.score([sequence]), reference) <= 1e-4
+    assert chunked.stats.forward_calls == 1  # one batch ...
+    # ... the default chooses its chunk from mask_budget_mb: a small budget cuts the trace into passes
+    budgeted = TransformersProbe(
+        TransformersProbeSettings(model=str(packed_probe.model_path), mask_budget_mb=2)
+    )
+    columns = sequence.probe_length + (sequence.n_prefixes - 1) * len(sequence.continuation_ids)
+    assert budgeted.pass_chunk(1, columns) < len(sequence.trace_ids) // 2
+    assert _max_difference(budgeted.score([sequence]), reference) <= 1e-4
+
+
+def test_the_default_chunk_runs_a_trace_that_fits_the_mask_budget_in_one_pass(packed_probe) -> None:
+    assert packed_probe.settings.chunk_tokens is None
+    elements = packed_probe.settings.mask_budget_mb * 2**20 // 4
+    assert packed_probe.pass_chunk(1, 4_600) >= 4_600  # the 4.5k-token bench trace: one pass per stage
+    assert packed_probe.pass_chunk(1, 16_384) == elements // 16_384 < 16_384  # a 16k trace: bounded passes
+    assert packed_probe.pass_chunk(8, 1_000) == elements // 8_000

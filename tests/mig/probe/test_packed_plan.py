@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 from mig_annotator.mig.probe.groups import group_sequences, grouped_minimal_tokens
 from mig_annotator.mig.probe.packed_plan import (
     batch_positions,
-    batch_units,
+    batch_rows,
     continuation_copy,
     forwarded_tokens,
     plan_units,
+    plan_waves,
+    sharing_pays,
 )
 from tests.mig.probe.sequences import probe_sequence
 
@@ -22,7 +24,7 @@ def test_a_group_forwards_its_header_once_and_only_its_first_member_scores_prefi
     b = probe_sequence((1, 2, 3), [(20,)], (7,))
     lone = probe_sequence((5,), [(30,)], (7,))
     sequences = [a, lone, b]
-    units = plan_units(sequences, group_sequences(sequences), forward_batch_tokens=4096)
+    units = plan_units(sequences, group_sequences(sequences))
     shared, alone = units
     assert shared.header_ids.tolist() == [1, 2, 3] and alone.header_ids is None
     first, second = shared.rows
@@ -48,28 +50,50 @@ def test_an_answer_without_prompt_starts_its_copy_at_the_last_prefix_token() -> 
     assert continuation_copy(0, sequence, 0).ids.tolist() == [3, 7, 8]
 
 
-def test_members_of_very_different_lengths_do_not_share_a_header_but_still_score_prefix_zero_once() -> None:
+def test_members_of_very_different_lengths_share_their_header_and_are_batched_apart() -> None:
     short = probe_sequence((1, 2, 3), [(10,)], (7,))
-    long = probe_sequence((1, 2, 3), [tuple(range(10, 30))], (7,))  # padding 19 > header saved 3
-    units = plan_units([short, long], group_sequences([short, long]), forward_batch_tokens=4096)
-    assert [unit.header_ids for unit in units] == [None, None]
-    assert [[copy.k for copy in unit.rows[0].copies] for unit in units] == [[0, 1], [1]]
+    long = probe_sequence((1, 2, 3), [tuple(range(10, 30))], (7,))
+    other = probe_sequence((4,), [tuple(range(40, 59))], (7,))  # another question, as long as `long`
+    sequences = [short, long, other]
+    units = plan_units(sequences, group_sequences(sequences))
+    assert [unit.header_length for unit in units] == [3, 0]  # the pair shares; padding no longer decides
+    (wave,) = plan_waves(units, forward_batch_tokens=4096)
+    assert [header.tolist() for header in wave.headers] == [[1, 2, 3]]
+    assert [(row.sequence, row.header, row.shared) for row in wave.rows] == [
+        (0, 0, 3),
+        (1, 0, 3),
+        (2, None, 0),
+    ]
+    batches = [[row.sequence for row in batch] for batch in batch_rows(wave.rows, 4096, max_padding=0.1)]
+    assert batches == [[2, 1], [0]]  # the 20-token branches together, the short one alone
+    assert batch_positions([wave.rows[1], wave.rows[2]]) == 2 * (20 + 6)  # other: copies k=0, 1
 
 
-def test_a_group_over_the_batch_budget_is_split_and_a_lone_part_has_no_header() -> None:
-    members = [probe_sequence((1, 2, 3, 4), [tuple(range(10, 40))], (7,)) for _ in range(3)]
-    units = plan_units(members, group_sequences(members), forward_batch_tokens=80)
-    assert [len(unit.rows) for unit in units] == [2, 1]
-    assert units[0].header_length == 4 and units[1].header_ids is None
-    assert [copy.k for copy in units[1].rows[0].copies] == [1]  # prefix 0 is the first member's
+def test_sharing_pays_once_two_members_read_one_header() -> None:
+    assert not sharing_pays(1, 50)
+    assert sharing_pays(2, 50)
+    assert not sharing_pays(2, 0)
 
 
-def test_batches_respect_the_budget_unless_a_unit_alone_exceeds_it() -> None:
+def test_headers_over_the_batch_budget_run_in_waves_each_with_its_members() -> None:
+    sequences = [
+        probe_sequence((q, 1, 2, 3), [tuple(range(10, 10 + n))], (7,)) for q in (1, 2) for n in (5, 9)
+    ]
+    units = plan_units(sequences, group_sequences(sequences))
+    waves = plan_waves(units, forward_batch_tokens=6)  # one 4-token header per wave
+    assert [[h.tolist() for h in wave.headers] for wave in waves] == [[[1, 1, 2, 3]], [[2, 1, 2, 3]]]
+    assert [[(row.sequence, row.header) for row in wave.rows] for wave in waves] == [
+        [(0, 0), (1, 0)],
+        [(2, 0), (3, 0)],
+    ]
+
+
+def test_batches_respect_the_budget_unless_a_row_alone_exceeds_it() -> None:
     sequences = [
         probe_sequence((1, q), [tuple(range(10, 10 + n))], (7,)) for q, n in enumerate([5, 40, 6, 7])
     ]
-    units = plan_units(sequences, group_sequences(sequences), forward_batch_tokens=48)
-    batches = list(batch_units(units, forward_batch_tokens=48, max_padding=0.5))  # 3 x (9 + 6) fit
+    (wave,) = plan_waves(plan_units(sequences, group_sequences(sequences)), forward_batch_tokens=48)
+    batches = list(batch_rows(wave.rows, forward_batch_tokens=48, max_padding=0.5))  # 3 x (9 + 6) fit
     assert sorted(len(batch) for batch in batches) == [1, 3]
     assert all(batch_positions(batch) <= 48 or len(batch) == 1 for batch in batches)
 
@@ -91,26 +115,22 @@ def test_every_prefix_is_scored_once_and_the_forwarded_tokens_add_up(
 ) -> None:
     sequences = [probe_sequence(header, steps, (7,)) for header, steps in shapes]
     groups = group_sequences(sequences, enabled=grouped)
-    units = plan_units(sequences, groups, budget)
-    scored = sorted((copy.sequence, copy.k) for unit in units for row in unit.rows for copy in row.copies)
+    units = plan_units(sequences, groups)
+    waves = plan_waves(units, budget)
+    rows = [row for wave in waves for row in wave.rows]
+    scored = sorted((copy.sequence, copy.k) for row in rows for copy in row.copies)
     firsts = {group.first for group in groups}
     expected = sorted(
         (i, k) for i, s in enumerate(sequences) for k in range(s.n_prefixes) if k > 0 or i in firsts
     )
     assert scored == expected
-    forwarded = sum(forwarded_tokens(units, len(sequences)))
-    group_of = {index: group for group in groups for index in group.members}
-    units_per_group: dict[int, int] = {}
-    for unit in units:
-        first = group_of[unit.rows[0].sequence].first
-        units_per_group[first] = units_per_group.get(first, 0) + 1
-    repeated_headers = sum(
-        (count - 1) * sequences[first].boundaries[0] for first, count in units_per_group.items()
-    )
-    assert forwarded == grouped_minimal_tokens(sequences, enabled=grouped) + repeated_headers
-    for unit in units:
-        for row in unit.rows:
-            assert np.array_equal(
-                np.concatenate([unit.header_ids if unit.header_ids is not None else [], row.branch_ids]),
-                sequences[row.sequence].trace_ids,
-            )
+    assert sum(forwarded_tokens(units, len(sequences))) == grouped_minimal_tokens(sequences, enabled=grouped)
+    for wave in waves:
+        assert sum(len(header) for header in wave.headers) <= budget or len(wave.headers) == 1
+        for row in wave.rows:
+            header = wave.headers[row.header] if row.header is not None else np.array([], dtype=np.int64)
+            assert len(header) == row.shared
+            assert np.array_equal(np.concatenate([header, row.branch_ids]), sequences[row.sequence].trace_ids)
+        for batch in batch_rows(wave.rows, budget, max_padding=0.05):
+            held = len(batch) * (max(r.shared for r in batch) + batch_positions(batch) // len(batch))
+            assert held <= budget or len(batch) == 1
