@@ -429,7 +429,7 @@ class _PackedRun:
             mask = None
         else:
             mask = self._causal_mask(self._shared, self._header_width, start, width)
-        self._forward(ids, positions, mask, self._sequences)
+        self._forward(ids, positions, mask)
 
     def _causal_mask(self, shared: torch.Tensor, header_width: int, start: int, width: int) -> torch.Tensor:
         """Queries at branch columns ``start..start+width``: each sees its row's real header positions
@@ -494,7 +494,7 @@ class _PackedRun:
         same_copy = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
         padding_self = (seg[:, :, None] == -1) & (index[None, :, None] == index[None, None, :])
         visible = torch.cat([sees_header | sees_branch, (same_copy & causal) | padding_self], dim=2)
-        hidden = self._forward(ids, positions, self._probe._additive_mask(visible), self._sequences)
+        hidden = self._forward(ids, positions, self._probe._additive_mask(visible))
         self._cache.crop(-width)  # type: ignore[union-attr]  # keep headers and branches only
         rows = np.concatenate([np.full(len(offsets), r) for _, r, offsets in reads])
         columns_read = np.concatenate([offsets for _, _, offsets in reads])
