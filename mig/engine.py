@@ -304,7 +304,9 @@ class Annotator:
     def _builder(self, config: ScoringConfig) -> PromptBuilder:
         key = config.prompt.model_dump_json()
         if key not in self._builders:
-            self._builders[key] = PromptBuilder(self._probe.tokenizer, config.prompt, self._probe.processor)
+            # a text-only probe may have no processor at all (the Probe interface's default is None)
+            processor = getattr(self._probe, "processor", None)
+            self._builders[key] = PromptBuilder(self._probe.tokenizer, config.prompt, processor)
         return self._builders[key]
 
 
