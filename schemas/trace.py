@@ -38,11 +38,11 @@ from mig_annotator.schemas.trace_fields import (
     chat_text,
     group_id_of,
     has_text,
+    is_image_part,
 )
 from mig_annotator.schemas.trace_images import (
     TraceImage,
     current_image_reading,
-    is_image_part,
     read_image_part,
 )
 

@@ -69,13 +69,19 @@ def chat_text(value: Any, role: str) -> Any:
     return "\n\n".join(_content_text(message["content"], images=role == USER_ROLE) for message in chosen)
 
 
+def is_image_part(part: Any) -> bool:
+    """Whether a content part is an image part (a dict whose ``type`` is one of :data:`IMAGE_PART_TYPES`;
+    a ``type`` that is not a string, as a fuzzer sends, is no image part)."""
+    return isinstance(part, dict) and isinstance(part.get("type"), str) and part["type"] in IMAGE_PART_TYPES
+
+
 def _content_text(content: Any, *, images: bool) -> str:
     """The text of a message's content; image parts (``images``: the question's) hold no text and are read
     by :mod:`mig_annotator.schemas.trace_images`."""
     if isinstance(content, str):
         return content
     parts = content if isinstance(content, list) else []  # OpenAI-style: [{"type": "text", "text": ...}]
-    pictures = [part for part in parts if isinstance(part, dict) and part.get("type") in IMAGE_PART_TYPES]
+    pictures = [part for part in parts if is_image_part(part)]
     if pictures and not images:
         raise FieldProblem("holds an image part; images are read only in the question")
     texts = [part for part in parts if not (pictures and part in pictures)]

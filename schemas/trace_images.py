@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mig_annotator.schemas.trace_fields import IMAGE_PART_TYPES, FieldProblem
+from mig_annotator.schemas.trace_fields import FieldProblem
 
 _SOURCE_KEYS = ("image", "path", "url", "base64")
 
@@ -104,10 +104,6 @@ class TraceImage(BaseModel):
         if hashlib.sha256(self.data).hexdigest() != self.sha256:
             raise ValueError("sha256 is not the sha256 of data")
         return self
-
-
-def is_image_part(part: Any) -> bool:
-    return isinstance(part, dict) and part.get("type") in IMAGE_PART_TYPES
 
 
 def read_image_part(

@@ -62,7 +62,16 @@ EXPECTED = [
     ("Half of 5?", "5 / 2 = 2.5\nA: 2.5", "2.5", None),
 ]
 # What only one path reports: the build's row metadata and the service's reload counter.
-NOT_COMPARED = {"probe_version", "question", "reference_answer", "source_file", "source_row", "group_id"}
+# dataset-row columns (the question, its images' thumbnails, the source) that annotations do not carry
+NOT_COMPARED = {
+    "probe_version",
+    "question",
+    "question_images",
+    "reference_answer",
+    "source_file",
+    "source_row",
+    "group_id",
+}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -103,6 +112,7 @@ def test_score_the_service_and_build_accept_the_same_rows_and_give_identical_ann
     )
     assert sorted(a["trace_id"] for a in built) == ["chat", "long-group", "parts"]
     by_id = {row["trace_id"]: row for row in built}
+    assert all(row["question_images"] == [] for row in built)  # text questions: no thumbnails
     for score_row, service_row in zip(scored, served, strict=True):
         assert _comparable(score_row) == _comparable(service_row) == _comparable(by_id[score_row["trace_id"]])
     assert [

@@ -162,3 +162,11 @@ def test_the_python_client_sends_the_images_as_data_and_no_key_for_a_text_trace(
     sent = _trace_json(with_image)
     assert Trace.model_validate_json(json.dumps(sent), context={"allow_image_paths": False}) == with_image
     assert "images" not in _trace_json(_trace("How many?"))
+
+
+@pytest.mark.parametrize("part_type", [{}, [], 3, None])
+def test_a_content_part_whose_type_is_not_a_string_is_no_image_and_no_crash(part_type) -> None:
+    """The OpenAPI fuzzer sent ``{"type": {...}}`` parts: a TypeError (unhashable) became a 500."""
+    question = [{"role": "user", "content": [{"type": part_type, "text": "x"}]}]
+    trace = _trace(question)
+    assert trace.images == () and trace.question == "x"
