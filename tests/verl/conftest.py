@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.verl.support import ROOT, TOKENIZER_PATH
+from tests.verl.support import TOKENIZER_PATH, main_python, piped_service
 
 
 @pytest.fixture(scope="session")
 def service_url() -> Iterator[str]:
     """The reward service over the fake probe, served by the main venv's Python (it has the engine)."""
-    python = os.environ.get("MIG_SERVICE_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [python, "-m", "tests.client.fake_service"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None and process.stdin is not None
-    url = process.stdout.readline().strip()
-    try:
-        assert url.startswith("http://127.0.0.1:"), f"the service did not start: {url!r}"
+    with piped_service([main_python(), "-m", "tests.client.fake_service"]) as url:
         yield url
-    finally:
-        process.stdin.close()
-        process.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")

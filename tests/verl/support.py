@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,32 @@ FIXTURE = ROOT / "tests" / "fixtures" / "gsm8k_rollouts_small.jsonl"
 MODEL = Path(os.environ.get("MIG_CACHE_DIR", Path.home() / ".cache" / "mig-annotator")) / "models"
 TOKENIZER_PATH = MODEL / "SmolLM2-135M-Instruct"
 LOOP_MODULE = "pkg://mig_annotator.client.verl_reward_loop"
+
+
+def main_python() -> str:
+    """The main venv's Python (it has the engine); the reward service runs there, not in verl's venv."""
+    return os.environ.get("MIG_SERVICE_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
+
+
+def main_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+
+@contextmanager
+def piped_service(command: list[str]) -> Iterator[str]:
+    """A service started by ``command`` (a module that prints its URL, then serves until its stdin closes):
+    yields the URL, and stops the service by closing its stdin."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=main_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdin is not None
+    url = process.stdout.readline().strip()
+    try:
+        assert url.startswith("http://127.0.0.1:"), f"the service did not start: {url!r}"
+        yield url
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
 
 
 def rollouts() -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,9 @@ from tests.verl.support import (  # noqa: E402
     TOKENIZER_PATH,
     gsm8k_batch,
     loop_config,
+    main_env,
+    main_python,
+    piped_service,
     rollouts,
     run_launcher,
 )
@@ -40,31 +42,14 @@ from tests.verl.support import (  # noqa: E402
 SAVE_FREQ = 2
 
 
-def _main_python() -> str:
-    return os.environ.get("MIG_SERVICE_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-
-
 @pytest.fixture(scope="module")
 def real_service() -> Iterator[str]:
     """The service over the real SmolLM2 probe, with an admin key (it may reload)."""
     if not TOKENIZER_PATH.is_dir():
         pytest.skip(f"{TOKENIZER_PATH} is missing: run `make model`")
-    command = [_main_python(), "-m", "tests.verl.real_service", "serve", str(TOKENIZER_PATH)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None and process.stdin is not None
-    url = process.stdout.readline().strip()
-    try:
-        assert url.startswith("http://127.0.0.1:"), f"the service did not start: {url!r}"
+    command = [main_python(), "-m", "tests.verl.real_service", "serve", str(TOKENIZER_PATH)]
+    with piped_service(command) as url:
         yield url
-    finally:
-        process.stdin.close()
-        process.wait(timeout=60)
 
 
 def _save_like_verl(folder: Path, seed: int) -> None:
@@ -101,9 +86,9 @@ def _engine_process_rewards(
         trace = Trace(id=f"e{i}", question=row["question"], completion=completion, reference_answer=answer)
         lines.append(trace.model_dump_json())
     out = subprocess.run(
-        [_main_python(), "-m", "tests.verl.real_service", "score", str(folder)],
+        [main_python(), "-m", "tests.verl.real_service", "score", str(folder)],
         cwd=ROOT,
-        env=_env(),
+        env=main_env(),
         input="\n".join(lines),
         capture_output=True,
         text=True,
