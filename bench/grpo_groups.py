@@ -30,9 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_ROLLOUTS, ROOT, write_benchmark_section
+from common import (
+    ROOT,
+    add_rollouts_option,
+    grpo_groups,
+    question_rollouts,
+    require_rollouts,
+    write_benchmark_section,
+)
 from engine import long_trace, plain_forward_rate
-from service_grpo import grpo_groups, question_rollouts
 
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -131,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rollouts", type=Path, default=DEFAULT_ROLLOUTS)
+    add_rollouts_option(parser)
     parser.add_argument("--questions", type=int, default=8, help="GSM8K questions (a multiple of 4)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the probe")
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting, alternating; best kept")
@@ -140,11 +146,7 @@ def main() -> None:
     parser.add_argument("--no-long", action="store_true", help="skip the long trace")
     parser.add_argument("--write", action="store_true", help=f"write BENCHMARKS.md's '## {HEADING}'")
     args = parser.parse_args()
-    if not args.rollouts.is_file():
-        sys.exit(
-            f"no GSM8K rollouts at {args.rollouts}: this benchmark needs the shared data "
-            "(../shared/data/gsm8k_rollouts.jsonl, see its README) or --rollouts PATH"
-        )
+    require_rollouts(args.rollouts)
     if args.questions < 4 or args.questions % 4:
         sys.exit("--questions must be a multiple of 4 (the 16-per-question load pools four questions)")
     from mig_annotator.mig.probe import TransformersProbeSettings, open_probe

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from common import DEFAULT_ROLLOUTS, write_benchmark_section  # noqa: E402
+from common import add_rollouts_option, require_rollouts, write_benchmark_section  # noqa: E402
 
 
 def fake_probe_factory():
@@ -119,7 +119,7 @@ def measure(label: str, source: Path, identity, open_local, factory, work: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rollouts", type=Path, default=DEFAULT_ROLLOUTS)
+    add_rollouts_option(parser)
     parser.add_argument("--limit", type=int, default=48, help="GSM8K rollouts for the real-probe runs")
     parser.add_argument("--fake-rows", type=int, default=2000, help="synthetic rows for the fake-probe runs")
     parser.add_argument("--fake-only", action="store_true", help="skip the real probe")
@@ -146,7 +146,7 @@ def main() -> None:
             settings = TransformersProbeSettings(threads=1)
             identity = expected_identity(settings)
             factory = functools.partial(open_probe, settings)
-            source = write_rows(work / "gsm8k.jsonl", args.rollouts, args.limit)
+            source = write_rows(work / "gsm8k.jsonl", require_rollouts(args.rollouts), args.limit)
             results += measure("SmolLM2-135M", source, identity, factory, factory, work, args)
     finally:
         ray.shutdown()

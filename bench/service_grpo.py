@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
@@ -37,7 +36,14 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_ROLLOUTS, ROOT, write_benchmark_section
+from common import (
+    ROOT,
+    add_rollouts_option,
+    grpo_groups,
+    question_rollouts,
+    require_rollouts,
+    write_benchmark_section,
+)
 from service_load import ServerProcess
 
 sys.path.insert(0, str(ROOT))
@@ -56,41 +62,6 @@ class Step:
     seconds: float
     tokens_forwarded: int
     annotations: list[TraceAnnotation]
-
-
-def question_rollouts(path: Path, questions: int) -> list[list[dict]]:
-    """The rollouts of ``questions`` questions spread over the file, each question's rows in file order."""
-    by_question: dict[str, list[dict]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                by_question.setdefault(row["question_id"], []).append(row)
-    groups = [rows for rows in by_question.values() if len(rows) == 4]
-    stride = max(1, len(groups) // questions)
-    return groups[::stride][:questions]
-
-
-def grpo_groups(rollouts: list[list[dict]], per_question: int) -> list[list[Trace]]:
-    """Groups of ``per_question`` traces: 4, a question's own rollouts; 8, two questions' rollouts pooled
-    under the first question."""
-    pooled = per_question // 4
-    groups = []
-    for start in range(0, len(rollouts) - pooled + 1, pooled):
-        head = rollouts[start][0]
-        rows = [row for question in rollouts[start : start + pooled] for row in question]
-        groups.append(
-            [
-                Trace(
-                    id=row["id"],
-                    question=head["question"],
-                    completion=row["completion"],
-                    reference_answer=head["reference_answer"],
-                )
-                for row in rows
-            ]
-        )
-    return groups
 
 
 def _tokens_forwarded(url: str) -> int:
@@ -164,16 +135,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rollouts", type=Path, default=DEFAULT_ROLLOUTS)
+    add_rollouts_option(parser)
     parser.add_argument("--questions", type=int, default=6, help="GSM8K questions (even: pooled in pairs)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each service's probe")
     parser.add_argument("--write", action="store_true", help=f"write BENCHMARKS.md's '## {HEADING}'")
     args = parser.parse_args()
-    if not args.rollouts.is_file():
-        sys.exit(
-            f"no GSM8K rollouts at {args.rollouts}: this benchmark needs the shared data "
-            "(../shared/data/gsm8k_rollouts.jsonl, see its README) or --rollouts PATH"
-        )
+    require_rollouts(args.rollouts)
     if args.questions < 2 or args.questions % 2:
         sys.exit("--questions must be an even number of at least 2 (the 8-per-question load pools pairs)")
     rollouts = question_rollouts(args.rollouts, args.questions)

@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from common import add_rollouts_option, spread_gsm8k_traces  # noqa: E402
+
 from mig_annotator.cli.serve_process import ServeProcess  # noqa: E402
 from mig_annotator.schemas import Trace, TraceAnnotation  # noqa: E402
 
-DEFAULT_ROLLOUTS = ROOT.parent / "shared" / "data" / "gsm8k_rollouts.jsonl"
 SAMPLE_TRACES = ROOT / "mig" / "data" / "sample_traces.jsonl"
 OVERLOAD_QUEUE = 8
 
@@ -68,8 +69,6 @@ def load_traces(path: Path, count: int) -> list[Trace]:
         print(f"no rollouts at {path}: using the {SAMPLE_TRACES.name} shipped with the package", flush=True)
         shipped = read_traces_jsonl(SAMPLE_TRACES)
         return [shipped[i % len(shipped)].model_copy(update={"id": f"sample-{i}"}) for i in range(count)]
-    from common import spread_gsm8k_traces
-
     return spread_gsm8k_traces(path, count)
 
 
@@ -260,7 +259,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rollouts", type=Path, default=DEFAULT_ROLLOUTS)
+    add_rollouts_option(parser)
     parser.add_argument("--traces", type=int, default=32, help="GSM8K rollouts, spread over the file")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads of the probe (engine and service)"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import DEFAULT_ROLLOUTS, spread_gsm8k_traces, write_benchmark_section  # noqa: E402
+from common import add_rollouts_option, require_rollouts, spread_gsm8k_traces, write_benchmark_section  # noqa: E402
 from engine import long_trace  # noqa: E402
 
 
@@ -128,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rollouts", type=Path, default=DEFAULT_ROLLOUTS)
+    add_rollouts_option(parser)
     parser.add_argument("--limit", type=int, default=60, help="GSM8K rollouts, spread over the file")
     parser.add_argument("--gsm8k-windows", type=int, nargs="*", default=[160, 224])
     parser.add_argument("--long-windows", type=int, nargs="*", default=[2048])
@@ -142,7 +142,7 @@ def main() -> None:
     probe = TransformersProbe(TransformersProbeSettings(model_path=resolve_model_path(None), mode="packed"))
     rows: list[dict] = []
     if args.gsm8k_windows:
-        traces = spread_gsm8k_traces(args.rollouts, args.limit)
+        traces = spread_gsm8k_traces(require_rollouts(args.rollouts), args.limit)
         rows += compare(probe, "gsm8k", traces, args.gsm8k_windows)
         report(probe, args, rows)
     if args.long_windows:
