@@ -150,10 +150,13 @@ class Annotator:
     ) -> list[PreparedTrace | TraceError]:
         """Segment, tokenise and check every trace (no probe work); a bad trace gives its error in place."""
         config = config or self._default_config
+        # outside the per-trace catch-all: a prompt builder that cannot be made is the probe's or the
+        # config's fault, raised once, never reported as every trace's own
+        builder = self._builder(config)
         planned: list[PreparedTrace | TraceError] = []
         for trace in traces:
             try:
-                planned.append(self._prepare(trace, config))
+                planned.append(self._prepare(trace, config, builder))
             except TraceError as error:
                 planned.append(error)
             except Exception as error:  # tokenizer or template failures on odd input: the trace's fault
@@ -218,11 +221,10 @@ class Annotator:
     # pipeline steps (private: callers go through the entry points above)
     # ------------------------------------------------------------------------------------------------------
 
-    def _prepare(self, trace: Trace, config: ScoringConfig) -> PreparedTrace:
+    def _prepare(self, trace: Trace, config: ScoringConfig, builder: PromptBuilder) -> PreparedTrace:
         _check_encodable(trace)
         segmented = _segment(trace, config)
         reasoning = "steps" if trace.steps is not None else "completion"
-        builder = self._builder(config)
         try:
             sequence = builder.build(
                 trace.question, [step.text for step in segmented.steps], trace.reference_answer, trace.images

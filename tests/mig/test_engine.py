@@ -218,6 +218,20 @@ def test_a_probe_failure_is_raised_for_the_batch_not_returned_per_trace(packed_p
         broken.annotate_many(GOLDEN_TRACES[:1])
 
 
+def test_a_probe_whose_prompts_cannot_be_built_raises_once_instead_of_failing_every_trace() -> None:
+    from mig_annotator.mig.probe.fake import FakeProbe
+
+    class TokenizerlessProbe(FakeProbe):
+        """A probe defect (here: its tokenizer cannot be had), not a fault of any trace."""
+
+        @property
+        def tokenizer(self):  # type: ignore[override]
+            raise AttributeError("'TokenizerlessProbe' has no loaded tokenizer")
+
+    with Annotator(TokenizerlessProbe()) as annotator, pytest.raises(AttributeError, match="no loaded"):
+        annotator.plan(GOLDEN_TRACES[:2])
+
+
 def test_the_sft_gate_uses_max_reward_by_default_and_sum_on_request(annotator: Annotator) -> None:
     train = GOLDEN_TRACES[2]  # two rewarded steps: r = (0, 0.527, 0.945): max 0.945 < sum 1.473
     (default,) = annotator.annotate([train], ScoringConfig(sft_threshold=1.0))
