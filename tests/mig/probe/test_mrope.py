@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mig_annotator.mig.probe.base import ProbeError
 from mig_annotator.mig.probe.mrope import MultimodalPositions, Qwen2VLImagesProcessor
+from mig_annotator.mig.probe.transformers_probe import load_vision_language_model
 from mig_annotator.mig.prompt import ProbeSequence, PromptBuilder
 from mig_annotator.schemas import Trace
 from mig_annotator.schemas.config import PromptTemplate
@@ -78,3 +80,43 @@ def test_rows_of_a_text_sequence_keep_linear_positions_and_rows_after_an_image_h
     # a 96x64 scene: 24 pads on a 4x6 grid take 6 positions, 18 fewer than their count
     assert (laid_out[:, 0] == linear[0] - 18).all()
     assert (laid_out[:, 1] == linear[1]).all()
+
+
+def test_an_mrope_model_of_another_family_is_refused_when_loaded(tmp_path: Path) -> None:
+    """Qwen3-VL also feeds vision features into its first layers (deepstack): not laid out, so refused."""
+    import torch
+    from transformers import AutoModelForImageTextToText, Qwen3VLConfig
+
+    config = Qwen3VLConfig(
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 8,
+            "num_position_embeddings": 16,
+            "deepstack_visual_indexes": [1],
+        },
+        text_config={
+            "vocab_size": 256,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "rope_parameters": {
+                "rope_type": "default",
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+            },
+        },
+    )
+    AutoModelForImageTextToText.from_config(config).save_pretrained(tmp_path)
+    with pytest.raises(ProbeError) as refused:
+        load_vision_language_model(tmp_path, torch.float32)
+    assert f"{tmp_path.name}: a qwen3_vl model places image tokens on multimodal rotary positions" in str(
+        refused.value
+    )
+    assert "lays out only for qwen2_5_vl, qwen2_vl" in str(refused.value)
