@@ -113,8 +113,9 @@ class PromptBuilder:
     """Renders and tokenises probe prompts for one tokenizer and template.
 
     ``processor``: a vision-language probe's Hugging Face processor. A question's images then go in its
-    header: one ``processor.image_token`` per image, in order, before the question text (in chat mode, at
-    the start of the user turn), which the processor expands into the image's feature placeholders.
+    header: one ``processor.image_token`` per image (or the processor's ``image_prompt`` holding it, where it
+    has one: the vision start and end tokens around it), in order, before the question text (in chat mode,
+    at the start of the user turn), which the processor expands into the image's feature placeholders.
     """
 
     def __init__(self, tokenizer: Tokenizer, template: PromptTemplate, processor: Any | None = None) -> None:
@@ -126,7 +127,8 @@ class PromptBuilder:
     def header_text(self, question: str, n_images: int = 0) -> str:
         template = self._template
         if n_images:
-            question = self._processor.image_token * n_images + question
+            image_prompt = getattr(self._processor, "image_prompt", self._processor.image_token)
+            question = image_prompt * n_images + question
         if not template.chat:
             return template.header.replace("{question}", question)
         user_message = template.chat_user_message.replace("{question}", question)

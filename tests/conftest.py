@@ -103,6 +103,14 @@ def tiny_vlm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen2_vl_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-initialised Qwen2-VL-shaped model folder (M-RoPE) with its tokenizer and image processor."""
+    from tests.vision_support import tiny_vlm
+
+    return tiny_vlm(tmp_path_factory.mktemp("tiny-qwen2-vl"), "qwen2_vl")
+
+
+@pytest.fixture(scope="session")
 def vision_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """rollouts.jsonl (image paths relative to it, a base64 image part, a text-only row) beside its scenes."""
     from tests.vision_support import write_vision_rows
@@ -120,5 +128,19 @@ def vision_reference(tiny_vlm_folder: Path, vision_rows: Path) -> dict[str, list
     threads_before = torch.get_num_threads()
     try:
         return naive_reference(tiny_vlm_folder, vision_rows)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+@pytest.fixture(scope="session")
+def qwen2_vl_vision_reference(tiny_qwen2_vl_folder: Path, vision_rows: Path) -> dict[str, list[float]]:
+    """The rows' v_0..v_K by the naive probe in process, with the Qwen2-VL-shaped model."""
+    import torch
+
+    from tests.vision_support import naive_reference
+
+    threads_before = torch.get_num_threads()
+    try:
+        return naive_reference(tiny_qwen2_vl_folder, vision_rows)
     finally:
         torch.set_num_threads(threads_before)

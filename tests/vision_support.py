@@ -4,7 +4,9 @@ folders built from their configs (no download), loadable with ``--model FOLDER``
 * :func:`clevr_scene`: a PNG of coloured circles, squares and triangles on a grey floor (by seed).
 * :func:`tiny_vlm`: a 2-layer vision-language model of a family (``idefics3``: SmolVLM-shaped, a SigLIP
   encoder, pixel-shuffle connector and Llama text model; ``llava``: a CLIP encoder, MLP projector and Llama
-  text model) with SmolLM2's tokenizer plus the family's image tokens, its processor saved beside it. Its
+  text model; ``qwen2_vl``: Qwen2-VL-shaped, a ViT with 2x2 patch merging and a Qwen2 text model on M-RoPE;
+  ``qwen2_5_vl``: the same layout with Qwen2.5-VL's windowed ViT) with SmolLM2's tokenizer plus the family's
+  image tokens, its processor (or, for the Qwen families, its image processor) saved beside it. Its
   numbers mean nothing; it exercises the plumbing cheaply on CPU.
 * :func:`image_question`: a question as chat messages with one image part (base64 or a path) and text.
 """
@@ -18,8 +20,8 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
-Family = Literal["idefics3", "llava"]
-FAMILIES: tuple[Family, ...] = ("idefics3", "llava")
+Family = Literal["idefics3", "llava", "qwen2_vl", "qwen2_5_vl"]
+FAMILIES: tuple[Family, ...] = ("idefics3", "llava", "qwen2_vl", "qwen2_5_vl")
 _COLOURS = ("red", "blue", "green", "yellow", "purple", "cyan")
 
 
@@ -93,7 +95,9 @@ def tiny_vlm(folder: Path, family: Family = "idefics3", *, seed: int = 0) -> Pat
 
     ``idefics3`` (SmolVLM-shaped): a 2-layer SigLIP encoder on 64-pixel images (16 patches), a pixel-shuffle
     connector (4 image tokens per image, no splitting) and a 2-layer Llama. ``llava``: a 2-layer CLIP encoder
-    on 32-pixel images (16 patches, 16 image tokens), an MLP projector and a 2-layer Llama."""
+    on 32-pixel images (16 patches, 16 image tokens), an MLP projector and a 2-layer Llama. ``qwen2_vl`` and
+    ``qwen2_5_vl``: a 2-layer ViT on 8-pixel patches merged 2x2 (a 96x64 scene: 24 image tokens) and a
+    2-layer Qwen2 text model whose M-RoPE sections split its 8 rotary frequencies 2/3/3."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -124,6 +128,8 @@ def tiny_vlm(folder: Path, family: Family = "idefics3", *, seed: int = 0) -> Pat
             image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
             pad_token_id=2,
         )
+    elif family in ("qwen2_vl", "qwen2_5_vl"):
+        return _tiny_qwen_vl(folder, family, seed)
     else:
         from transformers import LlavaConfig, LlavaProcessor
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -159,6 +165,61 @@ def tiny_vlm(folder: Path, family: Family = "idefics3", *, seed: int = 0) -> Pat
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+    return folder
+
+
+def _tiny_qwen_vl(folder: Path, family: Family, seed: int) -> Path:
+    """A Qwen2-VL- or Qwen2.5-VL-shaped model, its tokenizer and its image processor (transformers'
+    Qwen2VLProcessor needs torchvision for its video processor; the probe prepares images without it)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig, Qwen2VLConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer = _tokenizer_with(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=8,
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": 16 * 16, "longest_edge": 96 * 96},
+    )
+    text_config = {key: value for key, value in _text_config(len(tokenizer)).items() if key != "model_type"}
+    text_config["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [2, 3, 3],
+    }
+    vision_config: dict[str, Any] = {
+        "depth": 2,
+        "num_heads": 2,
+        "patch_size": 8,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    if family == "qwen2_vl":
+        config_class: Any = Qwen2VLConfig
+        vision_config |= {"embed_dim": 32, "hidden_size": 64, "mlp_ratio": 2}
+    else:
+        config_class = Qwen2_5_VLConfig
+        vision_config |= {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "out_hidden_size": 64,
+            "window_size": 32,
+            "fullatt_block_indexes": [1],
+        }
+    config = config_class(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
     return folder
 
 

@@ -25,8 +25,11 @@ with ``AutoModelForImageTextToText`` and its ``AutoProcessor``: a question's ima
 the shared header (:class:`mig_annotator.mig.prompt.VisionPrefix`), the vision encoder runs once per distinct
 image set and ``score()`` call (:class:`_ImageFeatures`), and every pass feeds the language model embeddings
 in which those placeholders hold the image features. The packed layouts are unchanged, so the image is
-forwarded once per trace, and once per GRPO group whose members share it. Models whose language model lays
-image tokens out on multimodal rotary positions (Qwen2-VL's M-RoPE) are refused.
+forwarded once per trace, and once per GRPO group whose members share it. Qwen2-VL-shaped models (Qwen2-VL,
+Qwen2.5-VL), whose language model takes multimodal rotary positions (M-RoPE), get each image header's 3-D
+positions from the model's own ``get_rope_index`` and every later position as its linear one plus the
+header's delta (:mod:`mig_annotator.mig.probe.mrope`), in every mode and pass; other M-RoPE models are
+refused.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import numpy as np
 
 from mig_annotator.mig.probe.base import LocalModelProbe, ProbeCancelled, ProbeError, ProbeResult
 from mig_annotator.mig.probe.groups import group_sequences
+from mig_annotator.mig.probe.mrope import MROPE_MODEL_TYPES, MultimodalPositions, Qwen2VLImagesProcessor
 from mig_annotator.mig.probe.packed_plan import (
     ContinuationCopy,
     MemberRow,
@@ -114,6 +118,8 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         self._embed_tokens = self._backbone.get_input_embeddings()
         self._lm_head = model.get_output_embeddings()
         self._image_features: _ImageFeatures | None = None
+        self._uses_mrope = processor is not None and model.config.model_type in MROPE_MODEL_TYPES
+        self._mrope_positions: MultimodalPositions | None = None
         text_config = model.config.get_text_config()
         self._context_limit = int(getattr(text_config, "max_position_embeddings", 2048))
 
@@ -133,10 +139,13 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         has_images = any(sequence.vision is not None for sequence in sequences)
         self._image_features = _ImageFeatures(self, sequences) if has_images else None
+        if has_images and self._uses_mrope:
+            self._mrope_positions = MultimodalPositions(self._model.model, sequences)
         try:
             return self._score_modes(sequences)
         finally:
             self._image_features = None
+            self._mrope_positions = None
 
     def _score_modes(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         if self._settings.mode == "packed":
@@ -202,10 +211,9 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         over the cache and the new positions (right padding is then harmless). Row ``r`` belongs to
         sequence ``sequences[r]`` (its images, if any: :meth:`model_inputs`)."""
         self.check_cancelled()
-        torch = self._torch
         out = self._backbone(
             **self.model_inputs(np.ascontiguousarray(ids), positions, sequences),
-            position_ids=torch.from_numpy(positions).to(self._device),
+            position_ids=self.position_ids(positions, sequences),
             attention_mask=mask,
             past_key_values=cache,
             use_cache=True,
@@ -262,13 +270,21 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         else:
             lengths = torch.tensor([len(row.input_ids) for row in batch])
             attention_mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(self._device)
+        sequences = [row.item for row in batch]
         hidden = self._backbone(
-            **self.model_inputs(input_ids, position_ids, [row.item for row in batch]),
-            position_ids=torch.from_numpy(position_ids).to(self._device),
+            **self.model_inputs(input_ids, position_ids, sequences),
+            position_ids=self.position_ids(position_ids, sequences),
             attention_mask=attention_mask,
             use_cache=False,
         ).last_hidden_state
         return hidden, np.concatenate([r.read_positions for r in batch]), len(batch) * width
+
+    def position_ids(self, positions: np.ndarray, sequences: Sequence[int]) -> torch.Tensor:
+        """The language model's position ids for rows at linear trace ``positions`` (B, L): those, or for
+        an M-RoPE model scoring images, their (3, B, L) layout (:class:`MultimodalPositions`)."""
+        if self._mrope_positions is not None:
+            return self._mrope_positions.layout(positions, sequences, self._device)
+        return self._torch.from_numpy(np.ascontiguousarray(positions)).to(self._device)
 
     def model_inputs(
         self, ids: np.ndarray, positions: np.ndarray, sequences: Sequence[int]
@@ -681,18 +697,22 @@ def is_vision_language_folder(folder: Path) -> bool:
 
 
 def load_vision_language_model(folder: Path, dtype: Any) -> tuple[Any, Any]:
-    """The image-text-to-text model in ``folder`` with SDPA attention, and its processor. Refuses a model
-    whose language model places image tokens on multimodal rotary positions (the packed layouts assume 1-D
-    positions)."""
+    """The image-text-to-text model in ``folder`` with SDPA attention, and its processor (for a
+    Qwen2-VL-shaped model, :class:`Qwen2VLImagesProcessor`). Refuses any other model whose language model
+    places image tokens on multimodal rotary positions."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     with _quiet_progress_bars():
         model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+    model_type = model.config.model_type
+    if model_type in MROPE_MODEL_TYPES:
+        return model, Qwen2VLImagesProcessor.from_folder(folder, model.config)
     if hasattr(model.model, "get_rope_index"):
         raise ProbeError(
-            f"{folder.name}: a {model.config.model_type} model places image tokens on multimodal rotary "
-            "positions (M-RoPE), which the transformers probe does not lay out; supported: vision-language "
-            "models whose language model uses 1-D positions (LLaVA, Idefics3/SmolVLM-shaped)"
+            f"{folder.name}: a {model_type} model places image tokens on multimodal rotary positions "
+            "(M-RoPE), which the transformers probe lays out only for "
+            f"{', '.join(sorted(MROPE_MODEL_TYPES))}; also supported: vision-language models whose language "
+            "model uses 1-D positions (LLaVA, Idefics3/SmolVLM-shaped)"
         )
     processor = AutoProcessor.from_pretrained(folder)
     if getattr(processor, "image_token", None) is None or getattr(processor, "image_token_id", None) is None:

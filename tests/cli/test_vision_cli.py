@@ -1,5 +1,6 @@
 """`score` and `build` on traces whose questions hold images (issue 23), with a tiny vision-language model
-folder (`--model`): packed scoring equals the naive probe in process to 1e-4 (fp32)."""
+folder (`--model`; `score` with an Idefics3- and a Qwen2-VL-shaped one): packed scoring equals the naive probe
+in process to 1e-4 (fp32)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,26 @@ import pytest
 from mig_annotator.builder.report import ReportOptions, write_report
 from tests.cli.test_cli import json_lines, run_cli
 
+# each family: its model folder's fixture and its rows' naive reference (tests/conftest.py)
+FAMILY_FIXTURES = {
+    "idefics3": ("tiny_vlm_folder", "vision_reference"),
+    "qwen2_vl": ("tiny_qwen2_vl_folder", "qwen2_vl_vision_reference"),  # M-RoPE positions
+}
 
+
+@pytest.mark.parametrize("family", sorted(FAMILY_FIXTURES))
 def test_score_reads_image_paths_relative_to_the_input_and_base64_parts(
-    tiny_vlm_folder: Path, vision_rows: Path, vision_reference: dict[str, list[float]]
+    request: pytest.FixtureRequest, family: str, vision_rows: Path
 ) -> None:
+    folder_fixture, reference_fixture = FAMILY_FIXTURES[family]
+    folder: Path = request.getfixturevalue(folder_fixture)
+    vision_reference: dict[str, list[float]] = request.getfixturevalue(reference_fixture)
     result = run_cli(
         "score",
         "--input",
         str(vision_rows),
         "--model",
-        str(tiny_vlm_folder),
+        str(folder),
         "--threads",
         "1",
         "--no-progress",

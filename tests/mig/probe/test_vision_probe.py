@@ -1,7 +1,8 @@
 """Vision-language probes (issue 23): a question's images are encoded once per trace (once per GRPO group
 that shares them) and sit in the shared header, so packed scoring equals naive scoring, and naive scoring
-equals the model's own forward with its pixel inputs. Tiny random-initialised models of two families built
-here from their configs (tests/vision_support.py), scenes drawn with Pillow."""
+equals the model's own forward with its pixel inputs. Tiny random-initialised models of four families built
+here from their configs (tests/vision_support.py: Idefics3, LLaVA, and Qwen2-VL / Qwen2.5-VL, whose language
+model takes multimodal rotary positions), scenes drawn with Pillow."""
 
 from __future__ import annotations
 
@@ -30,9 +31,20 @@ def vlm_folder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture(scope="module")
 def probes(vlm_folder: Path) -> dict[str, TransformersProbe]:
+    """naive, packed and packed-single; ``chunked``: packed in passes of 16 positions (the header's image
+    placeholders span several header-cache passes); ``ungrouped``: packed, each GRPO member on its own."""
+
+    def probe(mode: str = "packed", **settings: object) -> TransformersProbe:
+        return TransformersProbe(
+            TransformersProbeSettings(model=str(vlm_folder), mode=mode, threads=1, **settings)
+        )
+
     return {
-        mode: TransformersProbe(TransformersProbeSettings(model=str(vlm_folder), mode=mode, threads=1))
-        for mode in ("naive", "packed", "packed-single")
+        "naive": probe("naive"),
+        "packed": probe(),
+        "packed-single": probe("packed-single"),
+        "chunked": probe(chunk_tokens=16),
+        "ungrouped": probe(group_prefixes=False),
     }
 
 
@@ -58,10 +70,27 @@ def _values(probe: TransformersProbe, traces: list[Trace]) -> np.ndarray:
 
 
 def test_packed_scoring_of_image_questions_equals_naive_to_1e4_in_fp32(probes) -> None:
-    traces = _group_traces()
+    traces = [
+        *_group_traces(),
+        Trace(id="text", question="What is 2 + 3?", steps=STEPS, reference_answer="5"),
+    ]
     naive = _values(probes["naive"], traces)
-    assert np.max(np.abs(_values(probes["packed"], traces) - naive)) < 1e-4
-    assert np.max(np.abs(_values(probes["packed-single"], traces) - naive)) < 1e-4
+    for mode in ("packed", "packed-single", "chunked", "ungrouped"):
+        assert np.max(np.abs(_values(probes[mode], traces) - naive)) < 1e-4, mode
+
+
+def test_a_grpo_group_sharing_an_image_scores_the_same_grouped_and_ungrouped(probes) -> None:
+    probe, ungrouped = probes["packed"], probes["ungrouped"]
+    builder = PromptBuilder(probe.tokenizer, PromptTemplate(), probe.processor)
+    sequences = [builder.build(t.question, t.steps, t.reference_answer, t.images) for t in _group_traces()]
+    before = ungrouped.stats.images_encoded
+    alone = ungrouped.score(sequences)
+    assert ungrouped.stats.images_encoded - before == 2  # once per distinct image and call, grouped or not
+    assert sum(r.tokens_forwarded for r in alone) == sum(
+        s.minimal_tokens for s in sequences
+    )  # once per trace
+    for grouped, single in zip(probe.score(sequences), alone, strict=True):
+        assert np.max(np.abs(grouped.token_logprobs - single.token_logprobs)) < 1e-4
 
 
 def test_naive_scoring_equals_the_models_own_forward_with_its_pixel_inputs(probes) -> None:
@@ -75,6 +104,10 @@ def test_naive_scoring_equals_the_models_own_forward_with_its_pixel_inputs(probe
     pixel_inputs = {name: torch.from_numpy(value) for name, value in sequence.vision.pixel_inputs.items()}
     for k in range(sequence.n_prefixes):
         ids = torch.tensor([sequence.probe_ids(k)])
+        if (
+            "image_grid_thw" in pixel_inputs
+        ):  # Qwen2-VL-shaped: the model lays its M-RoPE positions out itself
+            pixel_inputs["mm_token_type_ids"] = (ids == sequence.vision.image_token_id).int()
         with torch.inference_mode():
             logits = probe._model(input_ids=ids, **pixel_inputs).logits[0].double()
         answer = np.arange(len(ids[0]) - sequence.n_answer_tokens, len(ids[0]))
