@@ -144,3 +144,18 @@ def qwen2_vl_vision_reference(tiny_qwen2_vl_folder: Path, vision_rows: Path) -> 
         return naive_reference(tiny_qwen2_vl_folder, vision_rows)
     finally:
         torch.set_num_threads(threads_before)
+
+
+# the tested vision-language families: each one's model folder fixture and its rows' naive reference
+VISION_FAMILY_FIXTURES = {
+    "idefics3": ("tiny_vlm_folder", "vision_reference"),
+    "qwen2_vl": ("tiny_qwen2_vl_folder", "qwen2_vl_vision_reference"),  # M-RoPE positions
+}
+
+
+@pytest.fixture(scope="session", params=sorted(VISION_FAMILY_FIXTURES))
+def vlm_family(request: pytest.FixtureRequest) -> tuple[Path, dict[str, list[float]]]:
+    """Per tested family (Idefics3/SmolVLM-shaped, Qwen2-VL-shaped): its tiny model folder and the
+    ``vision_rows``' v_0..v_K by the naive probe on it."""
+    folder_fixture, reference_fixture = VISION_FAMILY_FIXTURES[request.param]
+    return request.getfixturevalue(folder_fixture), request.getfixturevalue(reference_fixture)

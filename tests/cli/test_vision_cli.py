@@ -1,5 +1,5 @@
 """`score` and `build` on traces whose questions hold images (issue 23), with a tiny vision-language model
-folder (`--model`; `score` with an Idefics3- and a Qwen2-VL-shaped one): packed scoring equals the naive probe
+folder (`--model`; an Idefics3- and a Qwen2-VL-shaped one): packed scoring equals the naive probe
 in process to 1e-4 (fp32)."""
 
 from __future__ import annotations
@@ -15,20 +15,11 @@ import pytest
 from mig_annotator.builder.report import ReportOptions, write_report
 from tests.cli.test_cli import json_lines, run_cli
 
-# each family: its model folder's fixture and its rows' naive reference (tests/conftest.py)
-FAMILY_FIXTURES = {
-    "idefics3": ("tiny_vlm_folder", "vision_reference"),
-    "qwen2_vl": ("tiny_qwen2_vl_folder", "qwen2_vl_vision_reference"),  # M-RoPE positions
-}
 
-
-@pytest.mark.parametrize("family", sorted(FAMILY_FIXTURES))
 def test_score_reads_image_paths_relative_to_the_input_and_base64_parts(
-    request: pytest.FixtureRequest, family: str, vision_rows: Path
+    vlm_family: tuple[Path, dict[str, list[float]]], vision_rows: Path
 ) -> None:
-    folder_fixture, reference_fixture = FAMILY_FIXTURES[family]
-    folder: Path = request.getfixturevalue(folder_fixture)
-    vision_reference: dict[str, list[float]] = request.getfixturevalue(reference_fixture)
+    folder, vision_reference = vlm_family
     result = run_cli(
         "score",
         "--input",
@@ -61,11 +52,12 @@ def test_score_names_the_part_of_a_missing_image(tmp_path: Path, tiny_vlm_folder
 
 
 def test_build_reads_the_images_column_scores_like_the_naive_probe_and_the_report_shows_the_image(
-    tmp_path: Path, tiny_vlm_folder: Path, vision_rows: Path, vision_reference: dict[str, list[float]]
+    tmp_path: Path, vlm_family: tuple[Path, dict[str, list[float]]], vision_rows: Path
 ) -> None:
+    folder, vision_reference = vlm_family
     out = tmp_path / "dataset"
     done = run_cli(
-        "build", str(vision_rows), "--out", str(out), "--model", str(tiny_vlm_folder), "--threads", "1",
+        "build", str(vision_rows), "--out", str(out), "--model", str(folder), "--threads", "1",
         "--no-progress", "--fail-on-reject",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

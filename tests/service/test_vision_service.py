@@ -1,6 +1,7 @@
 """The reward service on questions with images (issue 23): a real HTTP server on 127.0.0.1 with a tiny
-vision-language probe; images come as base64 data in the request body and score as the naive probe in
-process does (to 1e-4, fp32); an image path in a request is refused naming its part, the others scored."""
+vision-language probe of each tested family (Idefics3-, Qwen2-VL-shaped); images come as base64 data in the
+request body and score as the naive probe in process does (to 1e-4, fp32); an image path in a request is
+refused naming its part, the others scored."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ from tests.vision_support import as_request_traces, image_question
 
 
 def test_the_service_scores_images_in_the_request_body_like_the_naive_probe(
-    tmp_path: Path, tiny_vlm_folder: Path, vision_rows: Path, vision_reference: dict[str, list[float]]
+    tmp_path: Path, vlm_family: tuple[Path, dict[str, list[float]]], vision_rows: Path
 ) -> None:
     import torch
+
+    folder, vision_reference = vlm_family
 
     traces = as_request_traces(vision_rows)
     scene = str(vision_rows.parent / "scenes" / "scene0.png")
     path_trace = {**traces[0], "id": "by-path", "question": image_question("How many?", scene)}
     settings = ServiceSettings(
-        probe=TransformersProbeSettings(model=str(tiny_vlm_folder), threads=1), audit_dir=tmp_path / "audit"
+        probe=TransformersProbeSettings(model=str(folder), threads=1), audit_dir=tmp_path / "audit"
     )
     threads_before = torch.get_num_threads()
     try:
