@@ -414,10 +414,11 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
         try:
             answer = (await self._request("POST", GENERATE_ROUTE, json=body)).json()
         except ProbeError as error:
-            if request.vision is not None and "HTTP 404" in str(error):
+            # vLLM 0.32 answers 403 ("Scale-out endpoints are disabled") without --enable-scale-out
+            if request.vision is not None and ("HTTP 403" in str(error) or "HTTP 404" in str(error)):
                 raise ProbeError(
                     f"a question with images needs the server's {GENERATE_ROUTE} route (start it with "
-                    "--enable-scale-out): /v1/completions takes no images"
+                    f"--enable-scale-out): /v1/completions takes no images ({error})"
                 ) from error
             # The rows of cached positions are unwritten memory; when they hold NaN or +inf the server
             # cannot serialise its answer (HTTP 400 "Out of range float values"): recompute without the cache.

@@ -722,3 +722,28 @@ def test_a_probe_with_images_sends_its_header_unexpanded_and_refuses_another_exp
     text_only = ProbeRequest(item=0, k=0, prompt=[1, 2, 3], answer_ids=[3])
     assert text_only.engine_prompt == [1, 2, 3]
     check_engine_prompt(text_only, None)  # nothing to check without images
+
+
+@needs_vllm
+def test_a_server_without_the_generate_route_refuses_image_probes_saying_what_it_needs(
+    vlm_folder: Path, vision_reference, tmp_path: Path
+) -> None:
+    """``/v1/completions`` takes no images: on a server started without ``--enable-scale-out`` the probe
+    takes ``prompt-logprobs`` and an image probe is refused, naming the flag."""
+    process, base_url = _start_server(vlm_folder, tmp_path / "server.log", ("--block-size", "32"))
+    probe = open_probe({"backend": "vllm-server", "base_url": base_url, "model": str(vlm_folder)})
+    try:
+        assert probe.scoring_path == "prompt-logprobs"
+        sequences = vision_reference[0]
+        text_only = probe.score(sequences[3:])  # the text-only trace still scores on /v1/completions
+        assert (
+            _max_difference([r.token_logprobs for r in text_only], vision_reference[1][3:])
+            <= VISION_TOLERANCE
+        )
+        with pytest.raises(
+            ProbeError, match=r"needs the server's /inference/v1/generate .*--enable-scale-out"
+        ):
+            probe.score(sequences[:1])
+    finally:
+        probe.close()
+        _stop(process)
