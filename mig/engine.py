@@ -234,8 +234,9 @@ class Annotator:
                 trace.id,
                 "question",
                 f"{error}: the {self._probe.backend} probe {self._probe.model_id} is not a vision-language "
-                "probe (the transformers probe reads images with an image-text-to-text model folder; the "
-                "vLLM backends take no images yet)",
+                "probe (every model backend reads images with a vision-language model folder, one whose "
+                "config holds a vision_config, and its processor: the transformers and vllm probes load it, "
+                "the vllm-server probe's model is the served model's folder)",
             ) from error
         except ValueError as error:
             raise TraceError(trace.id, "reference_answer", str(error)) from error

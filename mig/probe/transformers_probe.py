@@ -57,6 +57,7 @@ from mig_annotator.mig.probe.packed_plan import (
     plan_waves,
 )
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.mig.probe.vision_folder import is_vision_language_folder, load_image_processor
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer, VisionPrefix
 
 if TYPE_CHECKING:
@@ -685,22 +686,11 @@ def _length_sorted_batches(
         yield batch
 
 
-def is_vision_language_folder(folder: Path) -> bool:
-    """Whether the model in ``folder`` is an image-text-to-text model (its config holds a vision config)."""
-    import json
-
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        return False
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    return isinstance(config, dict) and "vision_config" in config
-
-
 def load_vision_language_model(folder: Path, dtype: Any) -> tuple[Any, Any]:
     """The image-text-to-text model in ``folder`` with SDPA attention, and its processor (for a
     Qwen2-VL-shaped model, :class:`Qwen2VLImagesProcessor`). Refuses any other model whose language model
     places image tokens on multimodal rotary positions."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     with _quiet_progress_bars():
         model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
@@ -714,10 +704,7 @@ def load_vision_language_model(folder: Path, dtype: Any) -> tuple[Any, Any]:
             f"{', '.join(sorted(MROPE_MODEL_TYPES))}; also supported: vision-language models whose language "
             "model uses 1-D positions (LLaVA, Idefics3/SmolVLM-shaped)"
         )
-    processor = AutoProcessor.from_pretrained(folder)
-    if getattr(processor, "image_token", None) is None or getattr(processor, "image_token_id", None) is None:
-        raise ProbeError(f"{folder.name}: the processor names no image token (image_token, image_token_id)")
-    return model, processor
+    return model, load_image_processor(folder)
 
 
 def load_causal_lm(folder: Path, dtype: Any) -> Any:

@@ -15,6 +15,15 @@ last ``n_answer_tokens`` prompt tokens. vLLM gives their log-probs three ways (t
   engine scores only the answer rows, and returns an ``n_answer x 1`` array instead of a dict per prompt
   token. Needs Model Runner V2, which needs Triton: GPU builds only.
 
+Images (a vision-language model): vLLM expands each image of a token prompt itself (its multimodal
+processor replaces every image token with the image's placeholder run, and does not recognise a run that is
+already there), so a probe whose question holds images sends the header as the probe's processor tokenised
+it before expanding (:attr:`mig.prompt.VisionPrefix.unexpanded_header_ids`) with the images as vLLM's
+multimodal data, and checks that the prompt vLLM ran is the probe's own token layout
+(:func:`check_engine_prompt`), so answer rows and prompt log-prob counts line up. Each image goes with its
+sha256 as vLLM's multimodal uuid: vLLM keys its processor cache, encoder cache and the prefix cache's block
+hashes by it, so the probes of a trace (all holding the same image) reuse each other's cached blocks.
+
 GRPO groups (:mod:`mig.probe.groups`): sequences that share their question header, continuation and answer
 length have the same probe 0. :func:`plan_requests` gives only a group's first member a ``k=0`` request, and
 :class:`ResultCollector` copies its row into every member's result; the shared header is reused through the
@@ -27,6 +36,7 @@ same rows in the prefill step, so it is not used.
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +47,7 @@ import numpy as np
 
 from mig_annotator.mig.probe.base import ProbeError
 from mig_annotator.mig.probe.groups import PrefixGroup, group_sequences
-from mig_annotator.mig.prompt import ProbeSequence, Tokenizer
+from mig_annotator.mig.prompt import ProbeSequence, Tokenizer, VisionPrefix
 from mig_annotator.schemas.probe import VLLMPathChoice
 
 logger = logging.getLogger(__name__)
@@ -55,12 +65,24 @@ TOKENIZER_CHECK_TEXTS = (
 
 @dataclass(frozen=True, slots=True)
 class ProbeRequest:
-    """One vLLM request: probe ``k`` of sequence ``item``."""
+    """One vLLM request: probe ``k`` of sequence ``item``. ``prompt`` is the probe's token layout (images
+    expanded); with ``vision`` (the question's images, whose expanded header is ``prompt[:header_length]``)
+    vLLM is sent :attr:`engine_prompt` and the images, and expands them into ``prompt`` itself."""
 
     item: int
     k: int
     prompt: list[int]
     answer_ids: list[int]
+    vision: VisionPrefix | None = None
+    header_length: int = 0
+
+    @property
+    def engine_prompt(self) -> list[int]:
+        """The token ids vLLM is sent: ``prompt`` with the header's images unexpanded (one image token per
+        image), which vLLM's multimodal processor expands back into ``prompt``."""
+        if self.vision is None:
+            return self.prompt
+        return [*self.vision.unexpanded_header_ids, *self.prompt[self.header_length :]]
 
     @property
     def first_answer_position(self) -> int:
@@ -101,9 +123,42 @@ def probe_requests(
     when ``with_prefix_zero`` is False (a group member whose probe 0 another member scores)."""
     answer_ids = list(sequence.continuation_ids[len(sequence.continuation_ids) - sequence.n_answer_tokens :])
     lowest = 0 if with_prefix_zero else 1
+    header_length = sequence.boundaries[0] if sequence.vision is not None else 0
     return [
-        ProbeRequest(item, k, list(sequence.probe_ids(k)), answer_ids)
+        ProbeRequest(item, k, list(sequence.probe_ids(k)), answer_ids, sequence.vision, header_length)
         for k in reversed(range(lowest, sequence.n_prefixes))
+    ]
+
+
+def check_engine_prompt(request: ProbeRequest, engine_prompt_ids: Sequence[int] | None) -> None:
+    """Raise :class:`ProbeError` unless vLLM ran the probe's own token layout: for a probe with images, the
+    prompt vLLM expanded them into (``RequestOutput.prompt_token_ids``, the server's ``return_token_ids``)
+    must be the one the probe's processor built, else the answer rows would not line up."""
+    if request.vision is None:
+        return
+    if engine_prompt_ids is None:
+        raise ProbeError("vLLM did not return the prompt it expanded the question's images into")
+    ran = list(engine_prompt_ids)
+    if ran != request.prompt:
+        image = request.vision.image_token_id
+        raise ProbeError(
+            f"vLLM expanded the question's {request.vision.n_images} image(s) into a {len(ran)}-token prompt "
+            f"holding {ran.count(image)} image tokens, where the probe's processor laid the probe out in "
+            f"{len(request.prompt)} tokens holding {request.prompt.count(image)}: vLLM's processor for this "
+            "model does not expand images the way its Hugging Face processor does (check the processor "
+            "settings in the model folder, e.g. image splitting and sizes)"
+        )
+
+
+def image_data_urls(vision: VisionPrefix) -> list[dict[str, str]]:
+    """The images as ``/inference/v1/generate`` content parts: ``data:`` URLs, each its sha256 as uuid."""
+    return [
+        {
+            "type": "image_url",
+            "url": f"data:image/{image.format.lower()};base64,{base64.b64encode(image.data).decode()}",
+            "uuid": image.sha256,
+        }
+        for image in vision.images
     ]
 
 

