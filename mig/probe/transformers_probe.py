@@ -51,6 +51,7 @@ from mig_annotator.mig.probe.packed_plan import (
     length_batches,
     plan_units,
     plan_waves,
+    row_width,
 )
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer, VisionPrefix
@@ -166,7 +167,7 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
                     headers = _HeaderCache(self, wave) if wave.headers else None
                     if headers is not None:
                         self._record_forward(padded_tokens=headers.computed - headers.real)
-                    for batch in batch_rows(wave.rows, settings.forward_batch_tokens, MAX_PADDING):
+                    for batch in batch_rows(wave.rows, settings.forward_batch_tokens):
                         run = _PackedRun(self, batch, headers)
                         for copy, logprobs in run.scores():
                             outputs[copy.sequence][copy.k] = logprobs
@@ -326,8 +327,8 @@ class _HeaderCache:
         self.computed = 0
         self._layers: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in headers]
         budget = probe.settings.forward_batch_tokens
-        lengths = [(0, len(header), 0) for header in headers]
-        for indices in length_batches(lengths, budget, MAX_PADDING):
+        lengths = [(0, len(header)) for header in headers]
+        for indices in length_batches(lengths, budget):
             width = max(len(headers[i]) for i in indices)
             ids = _right_padded([headers[i] for i in indices], width)
             chunk = _even_chunk(width, probe.pass_chunk(len(indices), width))
@@ -394,10 +395,16 @@ class _PackedRun:
         if self._header_width and headers is not None:
             self._cache = headers.for_rows(rows, self._header_width)
         self.computed = 0  # positions forwarded, padding included
-        self.real = sum(len(row.branch_ids) + row.probe_tokens for row in rows)
+        self.real = sum(row_width(row) for row in rows)
+        self._width = max(row_width(row) for row in rows)
+        self._fused = self._width <= probe.pass_chunk(len(rows), self._header_width + self._width)
 
     def scores(self) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
         """Each copy's answer log-probs, as soon as its pass ran."""
+        if self._fused:  # rows with nothing of their own (members scoring no prefix) need no pass
+            if self._width:
+                yield from self._fused_pass()
+            return
         pending = [list(row.copies) for row in self._rows]
         done = 0
         while True:
@@ -415,6 +422,62 @@ class _PackedRun:
             done += width
         if any(pending):
             raise AssertionError("every copy's prefix is cached once the branches are")
+
+    def _fused_pass(self) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
+        """Branches and copies in one pass: row r holds its branch, then its copies end to end, right-padded
+        to the batch's widest. A branch token sees its header's real positions and the branch up to itself;
+        a copy sees the header and branch positions before its start, and itself up to each token."""
+        torch = self._torch
+        rows, width = self._rows, self._width
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        positions = np.zeros_like(ids)
+        segment = np.full_like(ids, -2)  # -1 branch, c for copy c, -2 padding
+        limit = np.full_like(ids, -1)  # the last trace position a query sees (branch: itself)
+        reads: list[tuple[ContinuationCopy, int, np.ndarray]] = []
+        for r, row in enumerate(rows):
+            branch = len(row.branch_ids)
+            ids[r, :branch] = row.branch_ids
+            positions[r, :branch] = row.shared + np.arange(branch)
+            segment[r, :branch] = -1
+            limit[r, :branch] = positions[r, :branch]
+            offset = branch
+            for c, copy in enumerate(row.copies):
+                span = slice(offset, offset + len(copy))
+                ids[r, span] = copy.ids
+                positions[r, span] = copy.start + np.arange(len(copy))
+                segment[r, span] = c
+                limit[r, span] = copy.start - 1
+                reads.append((copy, r, offset + copy.read_offsets))
+                offset += len(copy)
+        device = self._device
+        seg = torch.from_numpy(segment).to(device)
+        lim = torch.from_numpy(limit).to(device)[:, :, None]
+        index = torch.arange(width, device=device)
+        header = torch.arange(self._header_width, device=device)
+        sees_header = (header[None, None, :] < self._shared[:, None, None]) & (header[None, None, :] <= lim)
+        branch_position = np.where(segment == -1, positions, np.iinfo(np.int64).max)  # copies: no trace
+        sees_branch = torch.from_numpy(branch_position).to(device)[:, None, :] <= lim
+        same_copy = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+        causal = index[None, :, None] >= index[None, None, :]
+        padding_self = (seg[:, :, None] == -2) & (index[None, :, None] == index[None, None, :])
+        visible = torch.cat([sees_header, sees_branch | (same_copy & causal) | padding_self], dim=2)
+        hidden = self._forward(ids, positions, self._probe._additive_mask(visible))
+        self._cache = None
+        yield from self._read(hidden, reads)
+
+    def _read(
+        self, hidden: torch.Tensor, reads: list[tuple[ContinuationCopy, int, np.ndarray]]
+    ) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
+        """Each copy's answer log-probs from the pass's hidden states (row, columns of its reads)."""
+        torch, device = self._torch, self._device
+        rows = np.concatenate([np.full(len(offsets), r) for _, r, offsets in reads])
+        columns_read = np.concatenate([offsets for _, _, offsets in reads])
+        selected = hidden[torch.from_numpy(rows).to(device), torch.from_numpy(columns_read).to(device)]
+        logprobs = self._probe._log_probs(selected, np.concatenate([copy.targets for copy, _, _ in reads]))
+        at = 0
+        for copy, _, offsets in reads:
+            yield copy, logprobs[at : at + len(offsets)]
+            at += len(offsets)
 
     def _forward(self, ids: np.ndarray, positions: np.ndarray, mask: torch.Tensor | None) -> torch.Tensor:
         hidden, self._cache = self._probe.cached_forward(ids, positions, mask, self._cache, self._sequences)
@@ -496,14 +559,7 @@ class _PackedRun:
         visible = torch.cat([sees_header | sees_branch, (same_copy & causal) | padding_self], dim=2)
         hidden = self._forward(ids, positions, self._probe._additive_mask(visible))
         self._cache.crop(-width)  # type: ignore[union-attr]  # keep headers and branches only
-        rows = np.concatenate([np.full(len(offsets), r) for _, r, offsets in reads])
-        columns_read = np.concatenate([offsets for _, _, offsets in reads])
-        selected = hidden[torch.from_numpy(rows).to(device), torch.from_numpy(columns_read).to(device)]
-        logprobs = self._probe._log_probs(selected, np.concatenate([copy.targets for copy, _, _ in reads]))
-        at = 0
-        for copy, _, offsets in reads:
-            yield copy, logprobs[at : at + len(offsets)]
-            at += len(offsets)
+        yield from self._read(hidden, reads)
 
 
 class _ImageFeatures:
