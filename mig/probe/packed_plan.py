@@ -11,7 +11,8 @@ forwards only its own tokens ``trace[b_0:]``; only the group's first member carr
 A unit of one member has no header: its member row is the whole trace. Headers are forwarded in *waves*
 (:func:`plan_waves`: at most ``forward_batch_tokens`` header positions of cache at a time); the member rows
 of a wave, of any group, and the lone rows are then batched by their own length (:func:`batch_rows`), each
-row reading its own header's cache, so no member is padded to its group's longest.
+row reading its own header's cache, so no member is padded to its group's longest; rows of neighbouring
+lengths share a batch where the padding costs less than the pass it saves (:data:`PASS_POSITIONS`).
 
 When the continuation is the answer alone (an answer prompt that tokenises to nothing), the hidden state
 that predicts the first answer token is the trace's own at ``b_k - 1``; such copies start one token early,
@@ -118,9 +119,9 @@ def plan_units(sequences: Sequence[ProbeSequence], groups: Sequence[PrefixGroup]
 def sharing_pays(members: int, header_length: int, max_padding: float = 0.05) -> bool:
     """Whether forwarding the header once beats lone rows, in positions computed (padding included).
 
-    Shared: the header once, in the wave's header passes, batched with headers of other lengths only where
-    the padding is cheaper than a pass of its own (:func:`length_batches`; for headers of a few lengths, as
-    a GRPO batch's questions are, under ``max_padding`` of the header), then each member's own tokens; lone:
+    Shared: the header once, in the wave's header passes (one pass for all the wave's headers of one
+    length; headers of other lengths join it only where their padding is cheaper than a pass of their own,
+    :func:`length_batches`), then each member's own tokens; lone:
     each member's whole trace. Either way every member row is batched with rows of about its own length
     (:func:`batch_rows`), so sharing saves ``(members - 1) x header`` positions."""
     return (members - 1) * header_length > max_padding * header_length

@@ -10,8 +10,12 @@ Three ways to get the same numbers:
 * ``packed`` (default): the same tokens in separate passes (:class:`_PackedRun`, laid out by
   :mod:`mig_annotator.mig.probe.packed_plan`). Traces that share their question prompt and answer (a GRPO
   group, :mod:`mig_annotator.mig.probe.groups`) forward that prompt once (:class:`_HeaderCache`) and score
-  prefix 0 once; every member row is batched with rows of its own length and starts from its prompt's
-  cache. The trace passes run causal attention and keep the KV cache; the probe passes forward the
+  prefix 0 once; every member row is batched with rows of about its own length (padding weighed against
+  passes, :func:`packed_plan.length_batches`) and starts from its prompt's cache. A batch of rows at most
+  :data:`FUSED_WIDTH` wide runs its branches and copies in one pass under one 4-D mask (a pass costs
+  about as much as 16-20 positions whatever its size). Wider rows run in stages: the trace passes run
+  causal attention and keep the KV cache (a chunk after a cache attends through
+  :mod:`mig_annotator.mig.probe.split_attention`, building no mask); the probe passes forward the
   continuation copies against that cache under the 4-D mask restricted to the copies. A pass takes at most
   :meth:`TransformersProbe.pass_chunk` new positions per row (``chunk_tokens``, or what keeps its mask
   within ``mask_budget_mb``), so the mask and the activations stay bounded on 16k-token traces; the KV
@@ -54,12 +58,19 @@ from mig_annotator.mig.probe.packed_plan import (
     row_width,
 )
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.mig.probe.split_attention import split_attention_pass
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer, VisionPrefix
 
 if TYPE_CHECKING:
     import torch
 
 MAX_PADDING = 0.05  # share of computed positions a batch may spend on padding
+FUSED_WIDTH = 384
+"""A batch's branches and copies run in one pass when its rows are at most this wide. The fused pass
+attends under a 4-D mask, which the CPU kernel computes in full, where a separate branch pass runs the
+causal kernel and skips the blocks above the diagonal: that half of a branch of ``w`` positions costs about
+``w^2 / 6,000`` positions of SmolLM2-135M's layers, a pass (:data:`packed_plan.PASS_POSITIONS`) at
+``w`` near 300; measured, the 4,550-position bench trace fused ran at 0.66 of a plain forward."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,8 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
             return
         tokenizer = AutoTokenizer.from_pretrained(self._model_path)
         self._use(load_causal_lm(self._model_path, dtype).to(device).eval(), tokenizer)
+        # a model of its own: chunks after a cache attend through split_attention (CPU SDPA only)
+        self._split_chunks = device.type == "cpu" and self._model.config._attn_implementation == "sdpa"
 
     def _use(self, model: Any, tokenizer: Tokenizer, processor: Any | None = None) -> None:
         """Score with ``model`` (a causal LM, or with ``processor`` an image-text-to-text model, on the
@@ -115,6 +128,7 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         self._embed_tokens = self._backbone.get_input_embeddings()
         self._lm_head = model.get_output_embeddings()
         self._image_features: _ImageFeatures | None = None
+        self._split_chunks = False
         text_config = model.config.get_text_config()
         self._context_limit = int(getattr(text_config, "max_position_embeddings", 2048))
 
@@ -204,13 +218,15 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         sequence ``sequences[r]`` (its images, if any: :meth:`model_inputs`)."""
         self.check_cancelled()
         torch = self._torch
-        out = self._backbone(
-            **self.model_inputs(np.ascontiguousarray(ids), positions, sequences),
-            position_ids=torch.from_numpy(positions).to(self._device),
-            attention_mask=mask,
-            past_key_values=cache,
-            use_cache=True,
-        )
+        split = mask is None and cache is not None and self._split_chunks
+        with split_attention_pass(self._model.config) if split else contextlib.nullcontext():
+            out = self._backbone(
+                **self.model_inputs(np.ascontiguousarray(ids), positions, sequences),
+                position_ids=torch.from_numpy(positions).to(self._device),
+                attention_mask=mask,
+                past_key_values=cache,
+                use_cache=True,
+            )
         return out.last_hidden_state, out.past_key_values
 
     def _additive_mask(self, visible: torch.Tensor) -> torch.Tensor:
@@ -397,7 +413,8 @@ class _PackedRun:
         self.computed = 0  # positions forwarded, padding included
         self.real = sum(row_width(row) for row in rows)
         self._width = max(row_width(row) for row in rows)
-        self._fused = self._width <= probe.pass_chunk(len(rows), self._header_width + self._width)
+        fits = self._width <= probe.pass_chunk(len(rows), self._header_width + self._width)
+        self._fused = fits and self._width <= FUSED_WIDTH
 
     def scores(self) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
         """Each copy's answer log-probs, as soon as its pass ran."""
@@ -488,7 +505,9 @@ class _PackedRun:
         rows = self._rows
         ids = _right_padded([row.branch_ids[start : start + width] for row in rows], width)
         positions = np.stack([row.shared + start + np.arange(width) for row in rows])
-        if self._header_width == 0:  # no headers: plain causal attention (right padding is harmless)
+        if all(row.shared == self._header_width for row in rows):
+            # one header length (or none): every query sees the whole cache and its branch causally, the
+            # causal attention after a cache (split_attention; right padding is harmless)
             mask = None
         else:
             mask = self._causal_mask(self._shared, self._header_width, start, width)
