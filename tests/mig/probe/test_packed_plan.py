@@ -12,6 +12,7 @@ from mig_annotator.mig.probe.packed_plan import (
     batch_rows,
     continuation_copy,
     forwarded_tokens,
+    length_batches,
     plan_units,
     plan_waves,
     sharing_pays,
@@ -134,3 +135,13 @@ def test_every_prefix_is_scored_once_and_the_forwarded_tokens_add_up(
         for batch in batch_rows(wave.rows, budget):
             held = len(batch) * (max(r.shared for r in batch) + batch_positions(batch) // len(batch))
             assert held <= budget or len(batch) == 1
+
+
+def test_rows_of_neighbouring_lengths_share_a_pass_where_padding_costs_less_than_a_pass() -> None:
+    # 6 positions of padding (15% of the batch) cost less than a second pass (PASS_POSITIONS = 16) ...
+    assert list(length_batches([(0, 20), (0, 14)], 4096)) == [[0, 1]]
+    # ... 18 do not, and neither does a batch over the budget
+    assert list(length_batches([(0, 20), (0, 2)], 4096)) == [[0], [1]]
+    assert list(length_batches([(30, 20), (30, 20)], 64)) == [[0], [1]]
+    # the cut is the cheapest one, not the greedy one: 30 alone, then 12 and 10 together
+    assert list(length_batches([(0, 30), (0, 12), (0, 10)], 4096)) == [[0], [1, 2]]
