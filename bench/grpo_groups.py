@@ -14,7 +14,9 @@ computed_ungrouped): 1.0 when the seconds follow the computed tokens exactly.
 
 Then the 32-step, 4,154-token long trace of ``bench/engine.py``: the default settings and ``chunk_tokens``
 forced to ``--chunk-tokens``, each against a plain causal forward of the backbone over the same number of
-tokens measured in the same process (engine tok/s over plain tok/s; 1.0 is the ceiling).
+tokens measured in the same process (engine tok/s over plain tok/s; 1.0 is the ceiling). With
+``--peak-tokens 16384``: the peak RSS of scoring one trace of that length (bench/long_cot.py's long-context
+model), in a process of its own.
 
     .venv/bin/python bench/grpo_groups.py --rollouts ../shared/data/gsm8k_rollouts.jsonl --questions 8
 """
@@ -133,6 +135,55 @@ def long_rows(model: str | None, threads: int, chunk_tokens: int, repeats: int) 
     return lines
 
 
+def peak_worker(tokens: int, threads: int) -> dict:
+    """In its own process: one ``tokens``-token ``<think>`` trace (bench/long_cot.py's, on its rope-scaled
+    long-context SmolLM2) scored with the default settings; the peak RSS of the scoring (VmHWM reset after
+    the model is loaded and warmed up) and its seconds."""
+    import tempfile
+
+    from long_cot import long_context_model, long_cot_traces
+
+    from mig_annotator.mig.engine import Annotator
+    from mig_annotator.mig.model_store import resolve_model_path
+    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.schemas import ScoringConfig
+
+    model = long_context_model(resolve_model_path(None), 4, Path(tempfile.mkdtemp(prefix="mig-peak-")))
+    probe = open_probe(TransformersProbeSettings(model=str(model), threads=threads))
+    annotator = Annotator(probe)
+    (plan,) = annotator.plan(long_cot_traces(probe.tokenizer, 1, tokens), ScoringConfig())
+    (warm,) = annotator.plan(long_cot_traces(probe.tokenizer, 1, 300, first_seed=1000), ScoringConfig())
+    probe.score([warm.sequence])
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    started = time.perf_counter()
+    probe.score([plan.sequence])
+    seconds = time.perf_counter() - started
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return {
+        "tokens": len(plan.sequence.trace_ids),
+        "steps": plan.sequence.n_prefixes - 1,
+        "seconds": seconds,
+        "peak_mb": int(status["VmHWM"].split()[0]) / 1024,
+    }
+
+
+def peak_rows(tokens: int, threads: int) -> list[str]:
+    import json
+    import subprocess
+
+    command = [sys.executable, __file__, "--peak-worker", str(tokens), "--threads", str(threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    row = json.loads(output.strip().splitlines()[-1])
+    lines = [
+        "| long-context trace, default configuration | trace tokens | steps | seconds | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| {tokens:,}-token target | {row['tokens']:,} | {row['steps']} | {row['seconds']:.1f} "
+        f"| {row['peak_mb']:.0f} |",
+    ]
+    print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,8 +195,17 @@ def main() -> None:
     parser.add_argument("--long-repeats", type=int, default=1, help="runs of each long-trace configuration")
     parser.add_argument("--chunk-tokens", type=int, default=2048, help="the forced chunk of the long trace")
     parser.add_argument("--no-long", action="store_true", help="skip the long trace")
+    parser.add_argument(
+        "--peak-tokens", type=int, default=0, help="also: peak RSS scoring a trace this long (0: skip)"
+    )
+    parser.add_argument("--peak-worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--write", action="store_true", help=f"write BENCHMARKS.md's '## {HEADING}'")
     args = parser.parse_args()
+    if args.peak_worker:
+        import json
+
+        print(json.dumps(peak_worker(args.peak_worker, args.threads)))
+        return
     require_rollouts(args.rollouts)
     if args.questions < 4 or args.questions % 4:
         sys.exit("--questions must be a multiple of 4 (the 16-per-question load pools four questions)")
@@ -163,6 +223,8 @@ def main() -> None:
     lines = group_rows(probes, loads, args.repeats)
     if not args.no_long:
         lines += ["", *long_rows(None, args.threads, args.chunk_tokens, args.long_repeats)]
+    if args.peak_tokens:
+        lines += ["", *peak_rows(args.peak_tokens, args.threads)]
     load_end = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     import torch
 
@@ -179,7 +241,7 @@ def main() -> None:
         command = (
             "`.venv/bin/python bench/grpo_groups.py --rollouts ../shared/data/gsm8k_rollouts.jsonl "
             f"--questions {args.questions} --threads {args.threads} --repeats {args.repeats} "
-            f"--long-repeats {args.long_repeats} --write`"
+            f"--long-repeats {args.long_repeats} --peak-tokens {args.peak_tokens} --write`"
         )
         write_benchmark_section(HEADING, f"{command}\n\n{report}")
 

@@ -11,7 +11,8 @@ forwards only its own tokens ``trace[b_0:]``; only the group's first member carr
 A unit of one member has no header: its member row is the whole trace. Headers are forwarded in *waves*
 (:func:`plan_waves`: at most ``forward_batch_tokens`` header positions of cache at a time); the member rows
 of a wave, of any group, and the lone rows are then batched by their own length (:func:`batch_rows`), each
-row reading its own header's cache, so no member is padded to its group's longest.
+row reading its own header's cache, so no member is padded to its group's longest; rows of neighbouring
+lengths share a batch where the padding costs less than the pass it saves (:data:`PASS_POSITIONS`).
 
 When the continuation is the answer alone (an answer prompt that tokenises to nothing), the hidden state
 that predicts the first answer token is the trace's own at ``b_k - 1``; such copies start one token early,
@@ -118,11 +119,11 @@ def plan_units(sequences: Sequence[ProbeSequence], groups: Sequence[PrefixGroup]
 def sharing_pays(members: int, header_length: int, max_padding: float = 0.05) -> bool:
     """Whether forwarding the header once beats lone rows, in positions computed (padding included).
 
-    Shared: the header once, in a header pass with headers of about its length (at most ``max_padding`` of
-    that pass is padding), then each member's own tokens; lone: each member's whole trace. Either way every
-    member row is batched with rows of its own length (:func:`batch_rows`), so member rows pad the same and
-    the header's columns in a member's attention are the same columns it reads alone: sharing saves
-    ``(members - 1) x header`` positions and costs at most ``max_padding x header`` of header padding."""
+    Shared: the header once, in the wave's header passes (one pass for all the wave's headers of one
+    length; headers of other lengths join it only where their padding is cheaper than a pass of their own,
+    :func:`length_batches`), then each member's own tokens; lone:
+    each member's whole trace. Either way every member row is batched with rows of about its own length
+    (:func:`batch_rows`), so sharing saves ``(members - 1) x header`` positions."""
     return (members - 1) * header_length > max_padding * header_length
 
 
@@ -168,47 +169,62 @@ def plan_waves(units: Sequence[PackedUnit], forward_batch_tokens: int) -> list[W
     return [Wave(tuple(headers), tuple(rows)) for headers, rows in waves if rows]
 
 
+PASS_POSITIONS = 16
+"""What one forward pass costs beyond its positions, in positions: a pass reads every weight once whatever
+its size (SmolLM2-135M fp32 on one CPU thread, measured: about 60 ms a pass against 3 ms a position, so
+about 20; 16 errs toward padding less). The batching weighs padding against passes with it."""
+
+
 def length_batches(
-    lengths: Sequence[tuple[int, int, int]], forward_batch_tokens: int, max_padding: float
+    lengths: Sequence[tuple[int, int]], forward_batch_tokens: int, pass_positions: int = PASS_POSITIONS
 ) -> Iterator[list[int]]:
-    """Indices of items ``(cached, computed_a, computed_b)`` in batches, widest first: every item of a batch
-    is padded to the batch's widest ``computed_a`` and ``computed_b`` (and holds its widest ``cached``
-    columns of cache). A batch grows while those positions fit ``forward_batch_tokens`` and the padding
-    stays under ``max_padding`` of the positions it computes; an item alone is a batch whatever its size."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i][1], lengths[i][2]), reverse=True)
-    batch: list[int] = []
-    widest = [0, 0, 0]
-    real = 0
-    for index in order:
-        cached, first, second = lengths[index]
-        if batch:
-            grown = [max(widest[0], cached), max(widest[1], first), max(widest[2], second)]
-            computed = (len(batch) + 1) * (grown[1] + grown[2])
-            held = (len(batch) + 1) * sum(grown)
-            if held > forward_batch_tokens or computed - real - first - second > max_padding * computed:
-                yield batch
-                batch, widest, real = [], [0, 0, 0], 0
-        batch.append(index)
-        widest = [max(widest[0], cached), max(widest[1], first), max(widest[2], second)]
-        real += first + second
-    if batch:
-        yield batch
+    """Indices of items ``(cached, computed)`` in batches, widest first: every item of a batch is padded to
+    the batch's widest ``computed`` (and holds its widest ``cached`` columns of cache). Of the cuts of the
+    items sorted by width into runs whose ``rows x (cached + computed)`` fit ``forward_batch_tokens`` (an
+    item alone is a batch whatever its size), the one with the fewest positions computed, padding included,
+    plus ``pass_positions`` per batch (dynamic programming over the sorted items)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i][1], reverse=True)
+    n = len(order)
+    best = [0] * (n + 1)  # best[i]: the cost of batching order[i:]
+    cut = [n] * (n + 1)  # cut[i]: where the batch starting at order[i] ends
+    for i in range(n - 1, -1, -1):
+        width = lengths[order[i]][1]
+        cached = 0
+        best[i] = -1
+        for j in range(i, n):
+            cached = max(cached, lengths[order[j]][0])
+            rows = j - i + 1
+            if rows > 1 and rows * (cached + width) > forward_batch_tokens:
+                break
+            cost = pass_positions + rows * width + best[j + 1]
+            if best[i] < 0 or cost < best[i]:
+                best[i], cut[i] = cost, j + 1
+    i = 0
+    while i < n:
+        yield order[i : cut[i]]
+        i = cut[i]
 
 
 def batch_rows(
-    rows: Sequence[MemberRow], forward_batch_tokens: int, max_padding: float
+    rows: Sequence[MemberRow], forward_batch_tokens: int, pass_positions: int = PASS_POSITIONS
 ) -> Iterator[list[MemberRow]]:
-    """Member rows batched by length (branch, then copy block): a shared member reads its header from the
-    wave's cache, so rows of different groups and lone rows batch together and pad only to their own
-    length; a batch holds at most ``forward_batch_tokens`` positions of cache (headers included)."""
-    lengths = [(row.shared, len(row.branch_ids), row.probe_tokens) for row in rows]
-    for indices in length_batches(lengths, forward_batch_tokens, max_padding):
+    """Member rows batched by length (branch and copies, which run in one pass): a shared member reads its
+    header from the wave's cache, so rows of different groups and lone rows batch together and pad only to
+    their own length where that is cheaper than another pass; a batch holds at most
+    ``forward_batch_tokens`` positions of cache (headers included)."""
+    lengths = [(row.shared, row_width(row)) for row in rows]
+    for indices in length_batches(lengths, forward_batch_tokens, pass_positions):
         yield [rows[i] for i in indices]
+
+
+def row_width(row: MemberRow) -> int:
+    """New positions a member row computes: its branch followed by its copies."""
+    return len(row.branch_ids) + row.probe_tokens
 
 
 def batch_positions(rows: Sequence[MemberRow]) -> int:
     """Positions a batch of member rows computes, padding included (the headers are the wave's)."""
-    return len(rows) * (max(len(row.branch_ids) for row in rows) + max(row.probe_tokens for row in rows))
+    return len(rows) * max(row_width(row) for row in rows)
 
 
 def forwarded_tokens(units: Sequence[PackedUnit], n_sequences: int) -> list[int]:

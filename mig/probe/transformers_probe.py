@@ -10,8 +10,12 @@ Three ways to get the same numbers:
 * ``packed`` (default): the same tokens in separate passes (:class:`_PackedRun`, laid out by
   :mod:`mig_annotator.mig.probe.packed_plan`). Traces that share their question prompt and answer (a GRPO
   group, :mod:`mig_annotator.mig.probe.groups`) forward that prompt once (:class:`_HeaderCache`) and score
-  prefix 0 once; every member row is batched with rows of its own length and starts from its prompt's
-  cache. The trace passes run causal attention and keep the KV cache; the probe passes forward the
+  prefix 0 once; every member row is batched with rows of about its own length (padding weighed against
+  passes, :func:`packed_plan.length_batches`) and starts from its prompt's cache. A batch of rows at most
+  :data:`FUSED_WIDTH` wide runs its branches and copies in one pass under one 4-D mask (a pass costs
+  about as much as 16-20 positions whatever its size). Wider rows run in stages: the trace passes run
+  causal attention and keep the KV cache (a chunk after a cache attends through
+  :mod:`mig_annotator.mig.probe.split_attention`, building no mask); the probe passes forward the
   continuation copies against that cache under the 4-D mask restricted to the copies. A pass takes at most
   :meth:`TransformersProbe.pass_chunk` new positions per row (``chunk_tokens``, or what keeps its mask
   within ``mask_budget_mb``), so the mask and the activations stay bounded on 16k-token traces; the KV
@@ -55,8 +59,10 @@ from mig_annotator.mig.probe.packed_plan import (
     length_batches,
     plan_units,
     plan_waves,
+    row_width,
 )
 from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.mig.probe.split_attention import split_attention_pass
 from mig_annotator.mig.probe.vision_folder import is_vision_language_folder, load_image_processor
 from mig_annotator.mig.prompt import ProbeSequence, Tokenizer, VisionPrefix
 
@@ -64,6 +70,12 @@ if TYPE_CHECKING:
     import torch
 
 MAX_PADDING = 0.05  # share of computed positions a batch may spend on padding
+FUSED_WIDTH = 384
+"""A batch's branches and copies run in one pass when its rows are at most this wide. The fused pass
+attends under a 4-D mask, which the CPU kernel computes in full, where a separate branch pass runs the
+causal kernel and skips the blocks above the diagonal: that half of a branch of ``w`` positions costs about
+``w^2 / 6,000`` positions of SmolLM2-135M's layers, a pass (:data:`packed_plan.PASS_POSITIONS`) at
+``w`` near 300; measured, the 4,550-position bench trace fused ran at 0.66 of a plain forward."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +113,8 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
             return
         tokenizer = AutoTokenizer.from_pretrained(self._model_path)
         self._use(load_causal_lm(self._model_path, dtype).to(device).eval(), tokenizer)
+        # a model of its own: chunks after a cache attend through split_attention (CPU SDPA only)
+        self._split_chunks = device.type == "cpu" and self._model.config._attn_implementation == "sdpa"
 
     def _use(self, model: Any, tokenizer: Tokenizer, processor: Any | None = None) -> None:
         """Score with ``model`` (a causal LM, or with ``processor`` an image-text-to-text model, on the
@@ -121,6 +135,7 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         self._image_features: _ImageFeatures | None = None
         self._uses_mrope = processor is not None and model.config.model_type in MROPE_MODEL_TYPES
         self._mrope_positions: MultimodalPositions | None = None
+        self._split_chunks = False
         text_config = model.config.get_text_config()
         self._context_limit = int(getattr(text_config, "max_position_embeddings", 2048))
 
@@ -176,7 +191,7 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
                     headers = _HeaderCache(self, wave) if wave.headers else None
                     if headers is not None:
                         self._record_forward(padded_tokens=headers.computed - headers.real)
-                    for batch in batch_rows(wave.rows, settings.forward_batch_tokens, MAX_PADDING):
+                    for batch in batch_rows(wave.rows, settings.forward_batch_tokens):
                         run = _PackedRun(self, batch, headers)
                         for copy, logprobs in run.scores():
                             outputs[copy.sequence][copy.k] = logprobs
@@ -212,13 +227,15 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         over the cache and the new positions (right padding is then harmless). Row ``r`` belongs to
         sequence ``sequences[r]`` (its images, if any: :meth:`model_inputs`)."""
         self.check_cancelled()
-        out = self._backbone(
-            **self.model_inputs(np.ascontiguousarray(ids), positions, sequences),
-            position_ids=self.position_ids(positions, sequences),
-            attention_mask=mask,
-            past_key_values=cache,
-            use_cache=True,
-        )
+        split = mask is None and cache is not None and self._split_chunks
+        with split_attention_pass(self._model.config) if split else contextlib.nullcontext():
+            out = self._backbone(
+                **self.model_inputs(np.ascontiguousarray(ids), positions, sequences),
+                position_ids=self.position_ids(positions, sequences),
+                attention_mask=mask,
+                past_key_values=cache,
+                use_cache=True,
+            )
         return out.last_hidden_state, out.past_key_values
 
     def _additive_mask(self, visible: torch.Tensor) -> torch.Tensor:
@@ -343,8 +360,8 @@ class _HeaderCache:
         self.computed = 0
         self._layers: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in headers]
         budget = probe.settings.forward_batch_tokens
-        lengths = [(0, len(header), 0) for header in headers]
-        for indices in length_batches(lengths, budget, MAX_PADDING):
+        lengths = [(0, len(header)) for header in headers]
+        for indices in length_batches(lengths, budget):
             width = max(len(headers[i]) for i in indices)
             ids = _right_padded([headers[i] for i in indices], width)
             chunk = _even_chunk(width, probe.pass_chunk(len(indices), width))
@@ -411,10 +428,17 @@ class _PackedRun:
         if self._header_width and headers is not None:
             self._cache = headers.for_rows(rows, self._header_width)
         self.computed = 0  # positions forwarded, padding included
-        self.real = sum(len(row.branch_ids) + row.probe_tokens for row in rows)
+        self.real = sum(row_width(row) for row in rows)
+        self._width = max(row_width(row) for row in rows)
+        fits = self._width <= probe.pass_chunk(len(rows), self._header_width + self._width)
+        self._fused = fits and self._width <= FUSED_WIDTH
 
     def scores(self) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
         """Each copy's answer log-probs, as soon as its pass ran."""
+        if self._fused:  # rows with nothing of their own (members scoring no prefix) need no pass
+            if self._width:
+                yield from self._fused_pass()
+            return
         pending = [list(row.copies) for row in self._rows]
         done = 0
         while True:
@@ -433,6 +457,62 @@ class _PackedRun:
         if any(pending):
             raise AssertionError("every copy's prefix is cached once the branches are")
 
+    def _fused_pass(self) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
+        """Branches and copies in one pass: row r holds its branch, then its copies end to end, right-padded
+        to the batch's widest. A branch token sees its header's real positions and the branch up to itself;
+        a copy sees the header and branch positions before its start, and itself up to each token."""
+        torch = self._torch
+        rows, width = self._rows, self._width
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        positions = np.zeros_like(ids)
+        segment = np.full_like(ids, -2)  # -1 branch, c for copy c, -2 padding
+        limit = np.full_like(ids, -1)  # the last trace position a query sees (branch: itself)
+        reads: list[tuple[ContinuationCopy, int, np.ndarray]] = []
+        for r, row in enumerate(rows):
+            branch = len(row.branch_ids)
+            ids[r, :branch] = row.branch_ids
+            positions[r, :branch] = row.shared + np.arange(branch)
+            segment[r, :branch] = -1
+            limit[r, :branch] = positions[r, :branch]
+            offset = branch
+            for c, copy in enumerate(row.copies):
+                span = slice(offset, offset + len(copy))
+                ids[r, span] = copy.ids
+                positions[r, span] = copy.start + np.arange(len(copy))
+                segment[r, span] = c
+                limit[r, span] = copy.start - 1
+                reads.append((copy, r, offset + copy.read_offsets))
+                offset += len(copy)
+        device = self._device
+        seg = torch.from_numpy(segment).to(device)
+        lim = torch.from_numpy(limit).to(device)[:, :, None]
+        index = torch.arange(width, device=device)
+        header = torch.arange(self._header_width, device=device)
+        sees_header = (header[None, None, :] < self._shared[:, None, None]) & (header[None, None, :] <= lim)
+        branch_position = np.where(segment == -1, positions, np.iinfo(np.int64).max)  # copies: no trace
+        sees_branch = torch.from_numpy(branch_position).to(device)[:, None, :] <= lim
+        same_copy = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+        causal = index[None, :, None] >= index[None, None, :]
+        padding_self = (seg[:, :, None] == -2) & (index[None, :, None] == index[None, None, :])
+        visible = torch.cat([sees_header, sees_branch | (same_copy & causal) | padding_self], dim=2)
+        hidden = self._forward(ids, positions, self._probe._additive_mask(visible))
+        self._cache = None
+        yield from self._read(hidden, reads)
+
+    def _read(
+        self, hidden: torch.Tensor, reads: list[tuple[ContinuationCopy, int, np.ndarray]]
+    ) -> Iterator[tuple[ContinuationCopy, np.ndarray]]:
+        """Each copy's answer log-probs from the pass's hidden states (row, columns of its reads)."""
+        torch, device = self._torch, self._device
+        rows = np.concatenate([np.full(len(offsets), r) for _, r, offsets in reads])
+        columns_read = np.concatenate([offsets for _, _, offsets in reads])
+        selected = hidden[torch.from_numpy(rows).to(device), torch.from_numpy(columns_read).to(device)]
+        logprobs = self._probe._log_probs(selected, np.concatenate([copy.targets for copy, _, _ in reads]))
+        at = 0
+        for copy, _, offsets in reads:
+            yield copy, logprobs[at : at + len(offsets)]
+            at += len(offsets)
+
     def _forward(self, ids: np.ndarray, positions: np.ndarray, mask: torch.Tensor | None) -> torch.Tensor:
         hidden, self._cache = self._probe.cached_forward(ids, positions, mask, self._cache, self._sequences)
         self.computed += ids.size
@@ -442,7 +522,9 @@ class _PackedRun:
         rows = self._rows
         ids = _right_padded([row.branch_ids[start : start + width] for row in rows], width)
         positions = np.stack([row.shared + start + np.arange(width) for row in rows])
-        if self._header_width == 0:  # no headers: plain causal attention (right padding is harmless)
+        if all(row.shared == self._header_width for row in rows):
+            # one header length (or none): every query sees the whole cache and its branch causally, the
+            # causal attention after a cache (split_attention; right padding is harmless)
             mask = None
         else:
             mask = self._causal_mask(self._shared, self._header_width, start, width)
@@ -513,14 +595,7 @@ class _PackedRun:
         visible = torch.cat([sees_header | sees_branch, (same_copy & causal) | padding_self], dim=2)
         hidden = self._forward(ids, positions, self._probe._additive_mask(visible))
         self._cache.crop(-width)  # type: ignore[union-attr]  # keep headers and branches only
-        rows = np.concatenate([np.full(len(offsets), r) for _, r, offsets in reads])
-        columns_read = np.concatenate([offsets for _, _, offsets in reads])
-        selected = hidden[torch.from_numpy(rows).to(device), torch.from_numpy(columns_read).to(device)]
-        logprobs = self._probe._log_probs(selected, np.concatenate([copy.targets for copy, _, _ in reads]))
-        at = 0
-        for copy, _, offsets in reads:
-            yield copy, logprobs[at : at + len(offsets)]
-            at += len(offsets)
+        yield from self._read(hidden, reads)
 
 
 class _ImageFeatures:

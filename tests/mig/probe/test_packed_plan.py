@@ -12,6 +12,7 @@ from mig_annotator.mig.probe.packed_plan import (
     batch_rows,
     continuation_copy,
     forwarded_tokens,
+    length_batches,
     plan_units,
     plan_waves,
     sharing_pays,
@@ -64,7 +65,7 @@ def test_members_of_very_different_lengths_share_their_header_and_are_batched_ap
         (1, 0, 3),
         (2, None, 0),
     ]
-    batches = [[row.sequence for row in batch] for batch in batch_rows(wave.rows, 4096, max_padding=0.1)]
+    batches = [[row.sequence for row in batch] for batch in batch_rows(wave.rows, 4096)]
     assert batches == [[2, 1], [0]]  # the 20-token branches together, the short one alone
     assert batch_positions([wave.rows[1], wave.rows[2]]) == 2 * (20 + 6)  # other: copies k=0, 1
 
@@ -93,7 +94,7 @@ def test_batches_respect_the_budget_unless_a_row_alone_exceeds_it() -> None:
         probe_sequence((1, q), [tuple(range(10, 10 + n))], (7,)) for q, n in enumerate([5, 40, 6, 7])
     ]
     (wave,) = plan_waves(plan_units(sequences, group_sequences(sequences)), forward_batch_tokens=48)
-    batches = list(batch_rows(wave.rows, forward_batch_tokens=48, max_padding=0.5))  # 3 x (9 + 6) fit
+    batches = list(batch_rows(wave.rows, forward_batch_tokens=48))  # 3 x (9 + 6) fit
     assert sorted(len(batch) for batch in batches) == [1, 3]
     assert all(batch_positions(batch) <= 48 or len(batch) == 1 for batch in batches)
 
@@ -131,6 +132,16 @@ def test_every_prefix_is_scored_once_and_the_forwarded_tokens_add_up(
             header = wave.headers[row.header] if row.header is not None else np.array([], dtype=np.int64)
             assert len(header) == row.shared
             assert np.array_equal(np.concatenate([header, row.branch_ids]), sequences[row.sequence].trace_ids)
-        for batch in batch_rows(wave.rows, budget, max_padding=0.05):
+        for batch in batch_rows(wave.rows, budget):
             held = len(batch) * (max(r.shared for r in batch) + batch_positions(batch) // len(batch))
             assert held <= budget or len(batch) == 1
+
+
+def test_rows_of_neighbouring_lengths_share_a_pass_where_padding_costs_less_than_a_pass() -> None:
+    # 6 positions of padding (15% of the batch) cost less than a second pass (PASS_POSITIONS = 16) ...
+    assert list(length_batches([(0, 20), (0, 14)], 4096)) == [[0, 1]]
+    # ... 18 do not, and neither does a batch over the budget
+    assert list(length_batches([(0, 20), (0, 2)], 4096)) == [[0], [1]]
+    assert list(length_batches([(30, 20), (30, 20)], 64)) == [[0], [1]]
+    # the cut is the cheapest one, not the greedy one: 30 alone, then 12 and 10 together
+    assert list(length_batches([(0, 30), (0, 12), (0, 10)], 4096)) == [[0], [1, 2]]
