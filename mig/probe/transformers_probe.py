@@ -222,10 +222,13 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
         mask: torch.Tensor | None,
         cache: object | None,
         sequences: Sequence[int],
+        *,
+        use_cache: bool = True,
     ) -> tuple[torch.Tensor, object]:
         """One backbone pass over ``ids`` after ``cache`` (None: none yet); ``mask`` None: causal attention
         over the cache and the new positions (right padding is then harmless). Row ``r`` belongs to
-        sequence ``sequences[r]`` (its images, if any: :meth:`model_inputs`)."""
+        sequence ``sequences[r]`` (its images, if any: :meth:`model_inputs`). Without ``use_cache`` the
+        pass keeps no cache (None is returned for it)."""
         self.check_cancelled()
         split = mask is None and cache is not None and self._split_chunks
         with split_attention_pass(self._model.config) if split else contextlib.nullcontext():
@@ -234,9 +237,9 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
                 position_ids=self.position_ids(positions, sequences),
                 attention_mask=mask,
                 past_key_values=cache,
-                use_cache=True,
+                use_cache=use_cache,
             )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out.past_key_values if use_cache else None
 
     def _additive_mask(self, visible: torch.Tensor) -> torch.Tensor:
         """(B, 1, Q, KV) additive mask from a (B, Q, KV) boolean: 0 where visible, else the dtype's min."""
@@ -289,12 +292,9 @@ class TransformersProbe(LocalModelProbe[TransformersProbeSettings]):
             lengths = torch.tensor([len(row.input_ids) for row in batch])
             attention_mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(self._device)
         sequences = [row.item for row in batch]
-        hidden = self._backbone(
-            **self.model_inputs(input_ids, position_ids, sequences),
-            position_ids=self.position_ids(position_ids, sequences),
-            attention_mask=attention_mask,
-            use_cache=False,
-        ).last_hidden_state
+        hidden, _ = self.cached_forward(
+            input_ids, position_ids, attention_mask, None, sequences, use_cache=False
+        )
         return hidden, np.concatenate([r.read_positions for r in batch]), len(batch) * width
 
     def position_ids(self, positions: np.ndarray, sequences: Sequence[int]) -> torch.Tensor:
