@@ -118,32 +118,29 @@ def vision_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_vision_rows(tmp_path_factory.mktemp("vision-rows"))
 
 
-@pytest.fixture(scope="session")
-def vision_reference(tiny_vlm_folder: Path, vision_rows: Path) -> dict[str, list[float]]:
-    """The rows' v_0..v_K by the naive probe in process."""
+def _naive_vision_reference(folder: Path, rows: Path) -> dict[str, list[float]]:
+    """``rows``' v_0..v_K by the naive probe on ``folder`` in process (torch's thread count restored)."""
     import torch
 
     from tests.vision_support import naive_reference
 
     threads_before = torch.get_num_threads()
     try:
-        return naive_reference(tiny_vlm_folder, vision_rows)
+        return naive_reference(folder, rows)
     finally:
         torch.set_num_threads(threads_before)
+
+
+@pytest.fixture(scope="session")
+def vision_reference(tiny_vlm_folder: Path, vision_rows: Path) -> dict[str, list[float]]:
+    """The rows' v_0..v_K by the naive probe in process."""
+    return _naive_vision_reference(tiny_vlm_folder, vision_rows)
 
 
 @pytest.fixture(scope="session")
 def qwen2_vl_vision_reference(tiny_qwen2_vl_folder: Path, vision_rows: Path) -> dict[str, list[float]]:
     """The rows' v_0..v_K by the naive probe in process, with the Qwen2-VL-shaped model."""
-    import torch
-
-    from tests.vision_support import naive_reference
-
-    threads_before = torch.get_num_threads()
-    try:
-        return naive_reference(tiny_qwen2_vl_folder, vision_rows)
-    finally:
-        torch.set_num_threads(threads_before)
+    return _naive_vision_reference(tiny_qwen2_vl_folder, vision_rows)
 
 
 # the tested vision-language families: each one's model folder fixture and its rows' naive reference
