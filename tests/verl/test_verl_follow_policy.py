@@ -153,7 +153,9 @@ def test_the_reward_loop_reloads_the_service_from_verls_checkpoint_of_the_weight
     third = _reward_loop(loop, other, _batch(tokenizer, rows, step=SAVE_FREQ + 1))
     assert [(step, answer.probe_version) for step, answer in other.follow.reloads] == [(SAVE_FREQ, 2)]
     assert [out["reward_extra_info"]["probe_version"] for out in third] == [2.0] * 3
-    assert [out["reward_extra_info"]["process_reward"] for out in third] == pytest.approx(got, abs=1e-6)
+    # the same weights and traces; the batcher may coalesce them into other batch shapes, whose float sums
+    # differ within the bound the README states for batching (2e-5 per token in fp32)
+    assert [out["reward_extra_info"]["process_reward"] for out in third] == pytest.approx(got, abs=2e-5)
 
     # step 4 without its checkpoint (verl saved no hf_model): a clear error naming the folder
     with pytest.raises(MigServiceError) as refused:
