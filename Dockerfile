@@ -11,8 +11,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md LICENSE ./
+# The folders pyproject.toml's package-dir maps onto the one package mig_annotator.
 COPY mig_annotator ./mig_annotator
-COPY mig ./mig
+COPY engine ./engine
 COPY schemas ./schemas
 COPY trainer ./trainer
 COPY service ./service

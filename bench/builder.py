@@ -88,7 +88,7 @@ def memory_child(input_path: Path, out: Path) -> None:
     from mig_annotator.builder.pipeline import run_build
     from mig_annotator.builder.plan import plan_build
     from mig_annotator.builder.settings import BuildSettings
-    from mig_annotator.mig.probe.fake import FakeProbe
+    from mig_annotator.engine.probe.fake import FakeProbe
 
     shutil.rmtree(out, ignore_errors=True)
     probe = FakeProbe(tokenizer=str(TOKENIZER), context_limit=8192)
@@ -110,8 +110,8 @@ def memory_child(input_path: Path, out: Path) -> None:
 
 def engine_alone(probe: Any, rollouts: Path) -> dict[str, Any]:
     """Read the rollouts and annotate them in one engine call."""
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.traces_io import read_traces_jsonl
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.traces_io import read_traces_jsonl
     from mig_annotator.schemas import ScoringConfig
 
     started, cpu = time.perf_counter(), time.process_time()
@@ -353,7 +353,7 @@ def main() -> None:
 
     import torch
 
-    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
 
     probe = open_probe(TransformersProbeSettings(threads=args.threads))
     threads = torch.get_num_threads()

@@ -1,7 +1,7 @@
 """GPU check: the transformers probe's ``packed`` vs ``packed-single`` vs ``naive`` paths on CUDA in bf16.
 
 A randomly initialised model of a realistic shape (Llama-3.2-1B's config, written inline) with the SmolLM2
-tokenizer (bench/assets/smollm2-tokenizer), on synthetic GSM8K-like traces and on bench/engine.py's long
+tokenizer (bench/assets/smollm2-tokenizer), on synthetic GSM8K-like traces and on bench/engine_speed.py's long
 32-step trace. Per mode: traces/s, tokens forwarded, real tokens/s, and the achieved TFLOP/s against the
 card's dense bf16 matmul peak. Run by ``bench/gpu_check.sh`` (one device call); results go to ``--out``.
 
@@ -110,7 +110,7 @@ def synthetic_gsm8k(count: int, seed: int = 0) -> list[tuple[str, list[str], str
 
 
 def long_traces(count: int) -> list[tuple[str, list[str], str]]:
-    from engine import long_trace  # bench/engine.py: 32 steps of ~130 tokens
+    from engine_speed import long_trace  # bench/engine_speed.py: 32 steps of ~130 tokens
 
     trace = long_trace()[0]
     assert trace.steps is not None
@@ -171,8 +171,8 @@ def synchronize(device: str) -> None:
 def run_mode(mode: str, model_dir: Path, workloads: dict, args: argparse.Namespace, deadline: float) -> dict:
     import torch
 
-    from mig_annotator.mig.probe.settings import TransformersProbeSettings
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+    from mig_annotator.engine.probe.settings import TransformersProbeSettings
+    from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 
     settings = TransformersProbeSettings(
         model=str(model_dir),
@@ -323,7 +323,7 @@ def main() -> None:
     print(json.dumps(env), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from mig_annotator.mig.prompt import PromptBuilder
+    from mig_annotator.engine.prompt import PromptBuilder
     from mig_annotator.schemas import ScoringConfig
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-model-") as folder:

@@ -12,7 +12,8 @@ For each load, the packed probe scores the same sequences with ``group_prefixes`
 and the ratios. "time saved / tokens saved" is (1 - t_grouped / t_ungrouped) over (1 - computed_grouped /
 computed_ungrouped): 1.0 when the seconds follow the computed tokens exactly.
 
-Then the 32-step, 4,154-token long trace of ``bench/engine.py``: the default settings and ``chunk_tokens``
+Then the 32-step, 4,154-token long trace of ``bench/engine_speed.py``: the default settings and
+``chunk_tokens``
 forced to ``--chunk-tokens``, each against a plain causal forward of the backbone over the same number of
 tokens measured in the same process (engine tok/s over plain tok/s; 1.0 is the ceiling). With
 ``--peak-tokens 16384``: the peak RSS of scoring one trace of that length (bench/long_cot.py's long-context
@@ -40,7 +41,7 @@ from common import (
     require_rollouts,
     write_benchmark_section,
 )
-from engine import long_trace, plain_forward_rate
+from engine_speed import long_trace, plain_forward_rate
 
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,8 +70,8 @@ def _measure(probe, sequences: list, repeats: int) -> dict:
 def group_rows(probes: dict, loads: dict, repeats: int) -> list[str]:
     import numpy as np
 
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe.groups import grouped_minimal_tokens
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.probe.groups import grouped_minimal_tokens
     from mig_annotator.schemas import ScoringConfig
 
     lines = [
@@ -105,8 +106,8 @@ def group_rows(probes: dict, loads: dict, repeats: int) -> list[str]:
 
 
 def long_rows(model: str | None, threads: int, chunk_tokens: int, repeats: int) -> list[str]:
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
     from mig_annotator.schemas import ScoringConfig
 
     configurations = {
@@ -143,9 +144,9 @@ def peak_worker(tokens: int, threads: int) -> dict:
 
     from long_cot import long_context_model, long_cot_traces
 
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.model_store import resolve_model_path
-    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.model_store import resolve_model_path
+    from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
     from mig_annotator.schemas import ScoringConfig
 
     model = long_context_model(resolve_model_path(None), 4, Path(tempfile.mkdtemp(prefix="mig-peak-")))
@@ -209,7 +210,7 @@ def main() -> None:
     require_rollouts(args.rollouts)
     if args.questions < 4 or args.questions % 4:
         sys.exit("--questions must be a multiple of 4 (the 16-per-question load pools four questions)")
-    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
 
     load_start = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     rollouts = question_rollouts(args.rollouts, args.questions)
@@ -247,7 +248,7 @@ def main() -> None:
 
 
 def _plans(probe, traces: list) -> list:
-    from mig_annotator.mig.engine import Annotator
+    from mig_annotator.engine.annotator import Annotator
     from mig_annotator.schemas import ScoringConfig
 
     return Annotator(probe).plan(traces, ScoringConfig())

@@ -148,9 +148,9 @@ def build_traces(spec: dict, tokenizer) -> list:
 
 
 def run_worker(spec: dict) -> dict:
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
-    from mig_annotator.mig.probe.groups import grouped_minimal_tokens
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.engine.probe.groups import grouped_minimal_tokens
     from mig_annotator.schemas import ScoringConfig
 
     settings = TransformersProbeSettings(**spec["settings"], **spec["probe"])
@@ -215,7 +215,7 @@ def _sampled_naive(spec: dict, probe, sequences: list, plans: list) -> dict:
     estimated as that time x (K+1) / samples (an even sample over k has the mean per-prefix cost)."""
     import numpy as np
 
-    from mig_annotator.mig.prompt import ProbeSequence
+    from mig_annotator.engine.prompt import ProbeSequence
 
     (sequence,) = sequences
     picks = np.unique(np.linspace(0, sequence.n_prefixes - 1, spec["sample_prefixes"]).round().astype(int))
@@ -259,10 +259,10 @@ def _sampled_naive(spec: dict, probe, sequences: list, plans: list) -> dict:
 def count_worker(rollouts: Path) -> dict:
     """Minimal forwarded tokens of the first rollouts, ungrouped and grouped (default prompt and tokenizer;
     the fake probe stands in for the model: planning needs only the tokenizer)."""
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.model_store import resolve_model_path
-    from mig_annotator.mig.probe import FakeProbeSettings, open_probe
-    from mig_annotator.mig.probe.groups import group_sequences, grouped_minimal_tokens
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.model_store import resolve_model_path
+    from mig_annotator.engine.probe import FakeProbeSettings, open_probe
+    from mig_annotator.engine.probe.groups import group_sequences, grouped_minimal_tokens
     from mig_annotator.schemas import Trace
 
     rows = read_rollouts(rollouts)[:COUNT_ROLLOUTS]
@@ -339,7 +339,7 @@ def _runs_last(spec: dict) -> bool:
 
 
 def missing_fields(settings: dict) -> list[str]:
-    from mig_annotator.mig.probe import TransformersProbeSettings
+    from mig_annotator.engine.probe import TransformersProbeSettings
 
     return sorted(set(settings) - set(TransformersProbeSettings.model_fields))
 
@@ -513,7 +513,7 @@ def main() -> None:
         return
     if not args.rollouts.is_file():
         sys.exit(f"no rollouts at {args.rollouts}: pass --rollouts PATH")
-    from mig_annotator.mig.model_store import resolve_model_path
+    from mig_annotator.engine.model_store import resolve_model_path
 
     args.load_at_start = os.getloadavg()[0]
     started = time.perf_counter()

@@ -34,7 +34,7 @@ from common import add_rollouts_option, require_rollouts, write_benchmark_sectio
 def fake_probe_factory():
     """The fake probe: the probe layer's when present, else the builder tests' one (no model)."""
     try:
-        from mig_annotator.mig.probe.fake import FakeProbe  # type: ignore[import-not-found]
+        from mig_annotator.engine.probe.fake import FakeProbe  # type: ignore[import-not-found]
     except ImportError:
         from tests.builder.conftest import FakeProbe
     return FakeProbe
@@ -131,8 +131,8 @@ def main() -> None:
 
     import ray
 
-    from mig_annotator.mig.probe.registry import expected_identity, open_probe
-    from mig_annotator.mig.probe.settings import TransformersProbeSettings
+    from mig_annotator.engine.probe.registry import expected_identity, open_probe
+    from mig_annotator.engine.probe.settings import TransformersProbeSettings
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="ray-bench-"))

@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.model_store import resolve_model_path
-from mig_annotator.mig.probe.reload import stage_reload
-from mig_annotator.mig.probe.settings import TransformersProbeSettings
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+from mig_annotator.engine.annotator import Annotator
+from mig_annotator.engine.model_store import resolve_model_path
+from mig_annotator.engine.probe.reload import stage_reload
+from mig_annotator.engine.probe.settings import TransformersProbeSettings
+from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 from mig_annotator.schemas import Trace
 
 WARM_UP = Trace(id="warm-up", question="1 + 1?", steps=["1 + 1 = 2."], reference_answer="2")

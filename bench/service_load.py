@@ -39,7 +39,7 @@ from common import add_rollouts_option, spread_gsm8k_traces  # noqa: E402
 from mig_annotator.cli.serve_process import ServeProcess  # noqa: E402
 from mig_annotator.schemas import Trace, TraceAnnotation  # noqa: E402
 
-SAMPLE_TRACES = ROOT / "mig" / "data" / "sample_traces.jsonl"
+SAMPLE_TRACES = ROOT / "engine" / "data" / "sample_traces.jsonl"
 OVERLOAD_QUEUE = 8
 
 
@@ -63,7 +63,7 @@ class Run:
 
 
 def load_traces(path: Path, count: int) -> list[Trace]:
-    from mig_annotator.mig.traces_io import read_traces_jsonl
+    from mig_annotator.engine.traces_io import read_traces_jsonl
 
     if not path.is_file():
         print(f"no rollouts at {path}: using the {SAMPLE_TRACES.name} shipped with the package", flush=True)
@@ -76,8 +76,8 @@ class Engine:
     """The in-process engine over the same probe settings as the service."""
 
     def __init__(self, threads: int | None) -> None:
-        from mig_annotator.mig.engine import Annotator
-        from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+        from mig_annotator.engine.annotator import Annotator
+        from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
 
         self.annotator = Annotator(open_probe(TransformersProbeSettings(threads=threads)))
 

@@ -143,7 +143,7 @@ def warmup_sequences(annotator, count: int = 6) -> list:
 
 
 def run_transformers(sequences: list, warmup: list, threads: int | None) -> dict:
-    from mig_annotator.mig.probe import open_probe, parse_probe_settings
+    from mig_annotator.engine.probe import open_probe, parse_probe_settings
 
     probe = open_probe(parse_probe_settings({"mode": "packed", "threads": threads}))
     probe.score(warmup)
@@ -161,8 +161,8 @@ def run_transformers(sequences: list, warmup: list, threads: int | None) -> dict
 
 
 def run_vllm_path(path: str, sequences: list, warmup: list, block_size: int, log_dir: Path) -> dict:
-    from mig_annotator.mig.model_store import resolve_model_path
-    from mig_annotator.mig.probe import open_probe, parse_probe_settings
+    from mig_annotator.engine.model_store import resolve_model_path
+    from mig_annotator.engine.probe import open_probe, parse_probe_settings
 
     model = resolve_model_path(None)
     with vllm_server(model, block_size, log_dir / f"vllm-{path}.log") as base_url:
@@ -276,8 +276,8 @@ def main() -> None:
         sys.exit(f"no rollouts at {args.rollouts}: pass --rollouts PATH")
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe import open_probe, parse_probe_settings
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.probe import open_probe, parse_probe_settings
     from mig_annotator.schemas import ScoringConfig
 
     load_average = os.getloadavg()[0]

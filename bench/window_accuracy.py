@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from common import add_rollouts_option, require_rollouts, spread_gsm8k_traces, write_benchmark_section  # noqa: E402
-from engine import long_trace  # noqa: E402
+from engine_speed import long_trace  # noqa: E402
 
 
 class ContextLimited:
@@ -60,7 +60,7 @@ class StringVerifier:
 
 
 def compare(probe, workload: str, traces: list, limits: list[int]) -> list[dict]:
-    from mig_annotator.mig.engine import Annotator, TraceError
+    from mig_annotator.engine.annotator import Annotator, TraceError
     from mig_annotator.schemas import ScoringConfig
 
     verifier = StringVerifier()
@@ -135,9 +135,9 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args()
 
-    from mig_annotator.mig.model_store import resolve_model_path
-    from mig_annotator.mig.probe.settings import TransformersProbeSettings
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+    from mig_annotator.engine.model_store import resolve_model_path
+    from mig_annotator.engine.probe.settings import TransformersProbeSettings
+    from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 
     probe = TransformersProbe(TransformersProbeSettings(model_path=resolve_model_path(None), mode="packed"))
     rows: list[dict] = []
@@ -162,7 +162,8 @@ def report(probe, args: argparse.Namespace, rows: list[dict]) -> None:
             f"`{command}`\n\n"
             f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, fp32, "
             f"{probe.model_id}, packed probe; GSM8K: {args.limit} rollouts spread over the file; long: the "
-            "synthetic 32-step trace of bench/engine.py. Exact = every prefix in the probe's 8,192-token "
+            "synthetic 32-step trace of bench/engine_speed.py. "
+            "Exact = every prefix in the probe's 8,192-token "
             'context; window = `context_limit="window"` with the probe wrapped to the limit shown, so each '
             "prefix over it reads the question header, only its most recent step tokens, then the answer "
             "prompt and answer. dv = v_window - v_exact (mean answer-token log-prob, nats) over the windowed "

@@ -24,7 +24,7 @@ from mig_annotator.builder.duplicates import FLAG, RowPlace, shorten
 from mig_annotator.builder.rows import RowProblem, map_record, row_id, row_json
 from mig_annotator.builder.sources import SourceBatch
 from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokenizer
-from mig_annotator.mig.engine import Annotator, PreparedTrace, TraceError
+from mig_annotator.engine.annotator import Annotator, PreparedTrace, TraceError
 from mig_annotator.schemas import ScoringConfig, Trace
 from mig_annotator.schemas.arrow import DATASET_ROW_SCHEMA, TOKEN_COLUMNS_SCHEMA, RejectStage
 from mig_annotator.schemas.trace_images import thumbnail_png

@@ -11,8 +11,8 @@ from mig_annotator.builder.annotate import WindowAnnotator
 from mig_annotator.builder.plan import inspect_inputs, kept_columns
 from mig_annotator.builder.settings import BuildSettings
 from mig_annotator.builder.sources import SourceReader
-from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.probe.base import Probe
+from mig_annotator.engine.annotator import Annotator
+from mig_annotator.engine.probe.base import Probe
 from mig_annotator.schemas.arrow import DatasetRow
 
 DRY_RUN_ROWS = 3

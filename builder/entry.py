@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from mig_annotator.builder.plan import BuildPlan
     from mig_annotator.builder.ray_engine import RayOptions
     from mig_annotator.builder.settings import BuildSettings
-    from mig_annotator.mig.probe.base import Probe
-    from mig_annotator.mig.probe.settings import ProbeSettings
+    from mig_annotator.engine.probe.base import Probe
+    from mig_annotator.engine.probe.settings import ProbeSettings
 
 
 @dataclass
@@ -37,7 +37,7 @@ class PreparedBuild:
         """Build (or finish building) the dataset, in this process or on Ray. Committed work is kept when
         it fails or is interrupted: running it again resumes."""
         from mig_annotator.builder.pipeline import run_build as run_plan
-        from mig_annotator.mig.probe.registry import open_probe
+        from mig_annotator.engine.probe.registry import open_probe
 
         if self.ray is not None:  # Ray actors open their own probes
             from mig_annotator.builder.ray_engine import run_ray_build
@@ -61,7 +61,7 @@ def prepare_build(
     """
     from mig_annotator.builder.pipeline import claim_output, finished_manifest
     from mig_annotator.builder.plan import plan_build
-    from mig_annotator.mig.probe.registry import expected_identity, open_probe
+    from mig_annotator.engine.probe.registry import expected_identity, open_probe
 
     probe = None
     identity = expected_identity(probe_settings)  # the weights' digest, without loading them

@@ -39,8 +39,8 @@ from mig_annotator.builder.storage import (
     write_bytes_atomic,
     write_parquet_atomic,
 )
-from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.probe.base import Probe
+from mig_annotator.engine.annotator import Annotator
+from mig_annotator.engine.probe.base import Probe
 from mig_annotator.schemas.arrow import REJECT_SCHEMA
 
 SESSIONS_FILE = "sessions.json"

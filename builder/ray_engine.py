@@ -52,8 +52,8 @@ from mig_annotator.builder.pipeline import (
 )
 from mig_annotator.builder.plan import BuildPlan, ShardPlan, WindowPlan
 from mig_annotator.builder.sources import SourceBatch, SourceReader
-from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.probe.base import Probe
+from mig_annotator.engine.annotator import Annotator
+from mig_annotator.engine.probe.base import Probe
 
 if TYPE_CHECKING:
     from ray.data import Dataset

@@ -2,7 +2,7 @@
 
 A dataset row holds every ``v_k`` and its ``answer_tokens``, so the settings that act on ``v_k`` after the
 probe pass (:data:`mig.reward_fields.RESCORABLE_FIELDS`) can be changed by re-deriving the reward fields
-with the engine's own derivation (:func:`mig.reward_fields.rescore_annotation`). The new dataset has the
+with the engine's own derivation (:func:`engine.reward_fields.rescore_annotation`). The new dataset has the
 identity a full rebuild with the new settings would have (same inputs, probe and layout; the new scoring and
 its ``config_hash``), the same rows, rejects and counts, and rewards equal to that rebuild's to rounding.
 Any other setting (segmentation, prompt, context limit; the probe is not an option) is refused, naming it.
@@ -44,7 +44,7 @@ from mig_annotator.builder.settings import BuildSettings
 from mig_annotator.builder.sources import InputFile
 from mig_annotator.builder.storage import write_parquet_atomic
 from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokenizer
-from mig_annotator.mig.reward_fields import RESCORABLE_FIELDS, rescore_annotation, settings_needing_probe
+from mig_annotator.engine.reward_fields import RESCORABLE_FIELDS, rescore_annotation, settings_needing_probe
 from mig_annotator.schemas import ScoringConfig, TraceAnnotation
 from mig_annotator.schemas.arrow import REJECT_SCHEMA
 

@@ -1,6 +1,6 @@
 """The builder's files: zstd Parquet written crash-safely, and the lock on an output folder.
 
-The atomic-write and lock primitives are :mod:`mig_annotator.mig.atomic_files` (shared with the audit log);
+The atomic-write and lock primitives are :mod:`mig_annotator.engine.atomic_files` (shared with the audit log);
 they are re-exported here for the builder's modules. A reader (or a resumed build) sees a file whole or not
 at all.
 """
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mig_annotator.builder.errors import OutputConflictError
-from mig_annotator.mig.atomic_files import (
+from mig_annotator.engine.atomic_files import (
     FileLock,
     LockHeld,
     atomic_writer,

@@ -113,8 +113,8 @@ def build(
     from mig_annotator.builder.entry import prepare_build
     from mig_annotator.builder.errors import BuildError
     from mig_annotator.builder.settings import BuildSettings
-    from mig_annotator.mig.model_store import ModelStoreError
-    from mig_annotator.mig.probe.base import ProbeError
+    from mig_annotator.engine.model_store import ModelStoreError
+    from mig_annotator.engine.probe.base import ProbeError
 
     try:
         ray_options = _ray_options(engine, num_probes, ray_address, actor_resources)
@@ -150,7 +150,7 @@ def run_prepared(prepared: Any, out: Path, progress: bool, *, show_config_hash: 
     ``run(observer)``) and report it; an interruption or failure says that rerunning resumes."""
     from mig_annotator.builder.errors import BuildError
     from mig_annotator.builder.progress import RichBuildProgress, summary
-    from mig_annotator.mig.probe.base import ProbeError
+    from mig_annotator.engine.probe.base import ProbeError
 
     if prepared.finished is not None:
         console.print(f"already complete: {out}")
@@ -198,7 +198,7 @@ def _keep_list(keep_cols: str | None) -> list[str] | None:
 
 def _dry_run(settings: BuildSettings, probe_settings: Any) -> None:
     from mig_annotator.builder.dry_run import dry_run
-    from mig_annotator.mig.probe.registry import open_probe
+    from mig_annotator.engine.probe.registry import open_probe
 
     result = dry_run(settings, open_probe(probe_settings))
     mapping = settings.columns.mapped()

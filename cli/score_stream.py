@@ -14,7 +14,7 @@ from typing import Protocol
 
 from mig_annotator.builder.rows import RowProblem
 from mig_annotator.cli.trace_input import InputRow
-from mig_annotator.mig.engine import TraceError
+from mig_annotator.engine.annotator import TraceError
 from mig_annotator.schemas import Trace, TraceAnnotation
 
 AnnotateMany = Callable[[Sequence[Trace]], Sequence[TraceAnnotation | TraceError]]

@@ -24,7 +24,7 @@ PIP=("$VENV_DIR/bin/python" -m pip)
 check_imports() {
     # HF_HUB_OFFLINE: importing must not reach for the model hub.
     HF_HUB_OFFLINE=1 "$VENV_DIR/bin/python" -c \
-        "import vllm, transformers, torch, mig_annotator.mig.engine; print(f'vllm {vllm.__version__}, transformers {transformers.__version__}, torch {torch.__version__}')"
+        "import vllm, transformers, torch, mig_annotator.engine.annotator; print(f'vllm {vllm.__version__}, transformers {transformers.__version__}, torch {torch.__version__}')"
 }
 
 if [[ -f "$MARKER" && "$MARKER" -nt "$ROOT/pyproject.toml" && "$MARKER" -nt "${BASH_SOURCE[0]}" ]]; then

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
-from mig_annotator.mig.engine import Annotator, PreparedTrace, TraceError
+from mig_annotator.engine.annotator import Annotator, PreparedTrace, TraceError
 from mig_annotator.schemas import ScoringConfig, Trace, TraceAnnotation
 from mig_annotator.schemas.api import AuditRecord, FieldError, TraceFailure
 from mig_annotator.service.audit import AuditLog

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware import Middleware
 
-from mig_annotator.mig.probe.base import Probe
+from mig_annotator.engine.probe.base import Probe
 from mig_annotator.service.components import ServiceComponents
 from mig_annotator.service.errors import install_error_handlers
 from mig_annotator.service.metrics import ServiceMetrics

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from mig_annotator.mig.atomic_files import atomic_writer, temporaries_of, try_lock
+from mig_annotator.engine.atomic_files import atomic_writer, temporaries_of, try_lock
 from mig_annotator.schemas.api import AuditRecord
 from mig_annotator.schemas.arrow import model_schema
 from mig_annotator.service.metrics import ServiceMetrics

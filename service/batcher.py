@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mig_annotator.mig.engine import PreparedTrace
+from mig_annotator.engine.annotator import PreparedTrace
 from mig_annotator.schemas import TraceAnnotation
 from mig_annotator.service.failures import (
     DeadlinePassed,

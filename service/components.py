@@ -11,8 +11,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from mig_annotator.mig.probe.base import Probe
-from mig_annotator.mig.verify import ProcessVerifier, VerifierUnavailable
+from mig_annotator.engine.probe.base import Probe
+from mig_annotator.engine.verify import ProcessVerifier, VerifierUnavailable
 from mig_annotator.service.annotation_service import AnnotationService
 from mig_annotator.service.audit import AuditLog
 from mig_annotator.service.auth import ApiKeyAuthenticator

@@ -1,6 +1,6 @@
 """Following the policy: a checkpoint folder loaded into the running probe between micro-batches.
 
-The slow part (checking the folder and loading its weights, :func:`mig.probe.reload.stage_reload`) runs
+The slow part (checking the folder and loading its weights, :func:`engine.probe.reload.stage_reload`) runs
 while the probe serves; the swap runs with the runtime's scoring lock held, which each micro-batch holds
 for its whole engine call, so every annotation is scored by one set of weights and carries that version.
 Requests queued before the swap are scored after it on the new weights (the version says so). One reload
@@ -20,7 +20,7 @@ from mig_annotator.service.failures import NotReady, ProbeTooOld, ReloadRejected
 from mig_annotator.service.runtime import ProbeRuntime
 
 if TYPE_CHECKING:
-    from mig_annotator.mig.probe.reload import StagedWeights
+    from mig_annotator.engine.probe.reload import StagedWeights
 
 
 class ProbeReloader:
@@ -38,8 +38,8 @@ class ProbeReloader:
             )
 
     async def reload(self, folder: str) -> ReloadResponse:
-        from mig_annotator.mig.probe.reload import ReloadRefused, stage_reload
-        from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+        from mig_annotator.engine.probe.reload import ReloadRefused, stage_reload
+        from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 
         annotator = self._runtime.annotator
         if annotator is None:
@@ -83,7 +83,7 @@ def _content_digest(folder: str) -> str | None:
     reload's own checks then say what is wrong)."""
     from pathlib import Path
 
-    from mig_annotator.mig.probe.identity import folder_digest
+    from mig_annotator.engine.probe.identity import folder_digest
 
     path = Path(folder).expanduser()
     if not path.is_dir():

@@ -7,9 +7,9 @@ import logging
 import threading
 from typing import Literal
 
-from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.probe import Probe, ProbeSettings, open_probe
-from mig_annotator.mig.verify import AnswerVerifier
+from mig_annotator.engine.annotator import Annotator
+from mig_annotator.engine.probe import Probe, ProbeSettings, open_probe
+from mig_annotator.engine.verify import AnswerVerifier
 from mig_annotator.schemas import ProbeIdentity, ScoringConfig, Trace
 
 logger = logging.getLogger("mig.service")

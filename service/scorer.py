@@ -27,9 +27,9 @@ import logging
 import time
 from collections.abc import Sequence
 
-from mig_annotator.mig.engine import AnnotationResult, Annotator
-from mig_annotator.mig.probe.base import ProbeCancelled
-from mig_annotator.mig.verify import VerifierUnavailable
+from mig_annotator.engine.annotator import AnnotationResult, Annotator
+from mig_annotator.engine.probe.base import ProbeCancelled
+from mig_annotator.engine.verify import VerifierUnavailable
 from mig_annotator.schemas import TraceAnnotation
 from mig_annotator.service.batcher import Deliver, ScoringJob, group_runs
 from mig_annotator.service.failures import (

@@ -10,8 +10,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from mig_annotator.mig.probe.settings import ProbeSettings, TransformersProbeSettings
-from mig_annotator.mig.renamed import move_renamed
+from mig_annotator.engine.probe.settings import ProbeSettings, TransformersProbeSettings
+from mig_annotator.engine.renamed import move_renamed
 from mig_annotator.schemas.api import RewardScalar
 from mig_annotator.schemas.config import ScoringConfig
 from mig_annotator.schemas.trace_images import ImageLimits
@@ -23,7 +23,7 @@ RENAMED_FIELDS = {
         "(micro_batch_tokens)",
     )
 }
-"""Old field -> (new field, the deprecation note); see :func:`mig.renamed.move_renamed`."""
+"""Old field -> (new field, the deprecation note); see :func:`engine.renamed.move_renamed`."""
 
 
 class _RenamedVariables(PydanticBaseSettingsSource):

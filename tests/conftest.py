@@ -16,23 +16,23 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
-    from mig_annotator.mig.model_store import resolve_model_path
+    from mig_annotator.engine.model_store import resolve_model_path
 
     return resolve_model_path(None)
 
 
 @pytest.fixture(scope="session")
 def packed_probe(default_model_path: Path):
-    from mig_annotator.mig.probe.settings import TransformersProbeSettings
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+    from mig_annotator.engine.probe.settings import TransformersProbeSettings
+    from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 
     return TransformersProbe(TransformersProbeSettings(model=str(default_model_path), mode="packed"))
 
 
 @pytest.fixture(scope="session")
 def naive_probe(default_model_path: Path):
-    from mig_annotator.mig.probe.settings import TransformersProbeSettings
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+    from mig_annotator.engine.probe.settings import TransformersProbeSettings
+    from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 
     return TransformersProbe(TransformersProbeSettings(model=str(default_model_path), mode="naive"))
 
@@ -75,8 +75,8 @@ def long_think_reference(tiny_long_model: Path, long_think):
     service and the builder are run in the long-trace tests (the callers must reproduce it)."""
     import torch
 
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
     from mig_annotator.schemas import Trace
 
     threads_before = torch.get_num_threads()

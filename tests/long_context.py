@@ -156,7 +156,7 @@ def long_think_completion(tokenizer: Any, target_tokens: int = 16_000, seed: int
 
 def smollm2_folder() -> Path:
     """The prepared SmolLM2 folder (converted once from the shipped GGUF when missing)."""
-    from mig_annotator.mig.model_store import resolve_model_path
+    from mig_annotator.engine.model_store import resolve_model_path
 
     return resolve_model_path(None)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 import typing
 from pathlib import Path
 
@@ -147,7 +148,10 @@ def test_the_builder_is_a_one_shot_job() -> None:
 
 
 def test_the_image_copies_every_layer_folder_the_package_installs() -> None:
-    layers = sorted(path.name for path in (ROOT / "mig_annotator").iterdir() if path.is_symlink())
-    assert {"cli", "client", "mig", "schemas", "service", "builder"} <= set(layers)
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    layers = sorted(set(package_dir.values()))
+    assert {"mig_annotator", "cli", "client", "engine", "schemas", "service", "builder", "trainer"} == set(
+        layers
+    )
     missing = [layer for layer in layers if f"COPY {layer} ./{layer}" not in DOCKERFILE]
     assert not missing, f"the Dockerfile does not copy {missing}: the installed package would lack them"

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +25,10 @@ from tests.service.support import small_traces
 pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "mig_annotator", "schemas", "mig", "service", "builder")
-OPTIONAL_SOURCES = ("client", "cli", "trainer")
+SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+# The folders package-dir maps onto mig_annotator: what a source distribution holds besides the top files.
+LAYER_FOLDERS = tuple(sorted(set(SETUPTOOLS["package-dir"].values())))
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", *LAYER_FOLDERS)
 HEAVY = ("torch", "transformers", "fastapi", "uvicorn", "duckdb", "polars", "pyarrow", "math_verify", "typer")
 
 
@@ -35,11 +38,11 @@ def bare_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bare")
     source = root / "src"
     source.mkdir()
-    for name in SOURCES + tuple(n for n in OPTIONAL_SOURCES if (ROOT / n).exists()):
+    for name in SOURCES:
         path = ROOT / name
         if path.is_dir():
             ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-            shutil.copytree(path, source / name, symlinks=True, ignore=ignore)
+            shutil.copytree(path, source / name, ignore=ignore)
         else:
             shutil.copy2(path, source / name)
     venv = root / "venv"
@@ -53,6 +56,20 @@ def bare_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert install.returncode == 0, install.stdout + install.stderr
     return venv
+
+
+def test_every_package_folder_of_the_layers_is_installed() -> None:
+    """Each folder with an ``__init__.py`` under a mapped layer is in pyproject.toml's package list."""
+    mapped = {name: ROOT / folder for name, folder in SETUPTOOLS["package-dir"].items()}
+    found = set()
+    for name, folder in mapped.items():
+        for init in folder.rglob("__init__.py"):
+            relative = init.parent.relative_to(folder).parts
+            found.add(".".join((name, *relative)))
+    assert found == set(SETUPTOOLS["packages"])
+    assert not [path for path in ROOT.iterdir() if path.is_symlink()] + [
+        path for folder in mapped.values() for path in folder.rglob("*") if path.is_symlink()
+    ], "the layout has no symbolic links"
 
 
 def run_in(venv: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -113,8 +130,12 @@ def test_the_base_install_puts_only_mig_annotator_into_site_packages(bare_venv: 
     assert tops == {"mig_annotator", dist_info.name, ".."}  # ".." is bin/mig-annotator
     assert (dist_info / "licenses" / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
     site = dist_info.parent
-    layers = ("schemas", "service", "builder", "client", "mig", "cli", "trainer")
-    assert not any((site / name).exists() for name in layers)
+    assert not any((site / name).exists() for name in LAYER_FOLDERS if name != "mig_annotator")
+    assert all(
+        (site / "mig_annotator" / name / "__init__.py").is_file()
+        for name in LAYER_FOLDERS
+        if name != "mig_annotator"
+    )
 
 
 def test_the_base_install_annotates_through_a_running_service(bare_venv: Path, fake_service_url: str) -> None:

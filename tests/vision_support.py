@@ -284,9 +284,9 @@ def as_request_traces(rows_path: Path) -> list[dict[str, Any]]:
 def naive_reference(model: Path, rows_path: Path) -> dict[str, list[float]]:
     """v_0..v_K of every row by the naive (one pass per prefix) probe in process, by row id."""
     from mig_annotator.cli.trace_input import read_rows
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe.settings import TransformersProbeSettings
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.probe.settings import TransformersProbeSettings
+    from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 
     traces = [row.item for row in read_rows(str(rows_path))]
     probe = TransformersProbe(TransformersProbeSettings(model=str(model), mode="naive", threads=1))

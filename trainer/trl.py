@@ -15,8 +15,8 @@ Which model computes v_k (``probe``):
 
 * ``"service"`` (the default): the reward service's probe, through ``client`` (one request per batch);
 * ``"policy"``: the method's own choice, the trainer's live model, in process: the engine's
-  :class:`~mig_annotator.mig.engine.Annotator` over a
-  :class:`~mig_annotator.mig.probe.live_model.LiveModelProbe` of the unwrapped policy and its tokenizer
+  :class:`~mig_annotator.engine.annotator.Annotator` over a
+  :class:`~mig_annotator.engine.probe.live_model.LiveModelProbe` of the unwrapped policy and its tokenizer
   (no copy of the weights; ``no_grad``, eval mode, train mode restored). Its identity is ``policy@STEP``
   with TRL's global step at scoring time: the weights that generated the batch;
 * ``"reference"``: TRL's frozen reference model, in process the same way (``reference``, its weights'
@@ -138,8 +138,8 @@ class MigGRPOTrainer(GRPOTrainer):
     def _local_annotator(self) -> Any:
         """The engine over the live policy or reference model (built on first use, kept)."""
         if self._annotator is None:
-            from mig_annotator.mig.engine import Annotator
-            from mig_annotator.mig.probe.live_model import LiveModelProbe
+            from mig_annotator.engine.annotator import Annotator
+            from mig_annotator.engine.probe.live_model import LiveModelProbe
             from mig_annotator.schemas import ScoringConfig
 
             model = self.ref_model if self.mig_probe == "reference" else self.model

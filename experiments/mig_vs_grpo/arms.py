@@ -166,8 +166,8 @@ def _scalar_mixed_reward(
 
 
 def _reference_annotator(holder: dict[str, Any]) -> Any:
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe.live_model import LiveModelProbe
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.probe.live_model import LiveModelProbe
     from mig_annotator.schemas import ScoringConfig
 
     trainer = holder["trainer"]

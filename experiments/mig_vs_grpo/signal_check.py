@@ -64,8 +64,8 @@ def _chain_migs(annotation: Any, demo: task.Demonstration) -> list[float]:
 
 
 def check(model: Path, n: int = 200, seed: int = 0) -> dict[str, float]:
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
     from mig_annotator.schemas import ScoringConfig
     from mig_annotator.schemas.config import PromptTemplate
 

@@ -1,5 +1,5 @@
 """Builder test fixtures: the real default probe (loaded once), input files, and the package's fake probe
-(:mod:`mig.probe.fake`) for the pure-logic tests of the checkpoint protocol."""
+(:mod:`engine.probe.fake`) for the pure-logic tests of the checkpoint protocol."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 
 from mig_annotator.builder.plan import BuildPlan, plan_build
 from mig_annotator.builder.settings import BuildSettings
-from mig_annotator.mig.probe import TransformersProbeSettings, expected_identity, open_probe
-from mig_annotator.mig.probe.fake import FakeProbe
+from mig_annotator.engine.probe import TransformersProbeSettings, expected_identity, open_probe
+from mig_annotator.engine.probe.fake import FakeProbe
 from mig_annotator.schemas import ProbeIdentity
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,7 +70,7 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="session")
 def model_path() -> Path:
-    from mig_annotator.mig.model_store import resolve_model_path
+    from mig_annotator.engine.model_store import resolve_model_path
 
     return resolve_model_path(None)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mig_annotator.builder.plan import BuildPlan
-from mig_annotator.mig.probe.base import ProbeError, ProbeResult
-from mig_annotator.mig.prompt import ProbeSequence
+from mig_annotator.engine.probe.base import ProbeError, ProbeResult
+from mig_annotator.engine.prompt import ProbeSequence
 from tests.builder.conftest import FAKE_IDENTITY, FakeProbe, make_plan
 
 

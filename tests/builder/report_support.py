@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mig_annotator.builder.columns import ColumnMapping
 from mig_annotator.builder.pipeline import run_build
-from mig_annotator.mig.probe.fake import FakeProbe
+from mig_annotator.engine.probe.fake import FakeProbe
 from tests.builder.conftest import FAKE_IDENTITY, arithmetic_rows, make_plan, write_jsonl
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -76,7 +76,7 @@ def write_audit_log(folder: Path, trajectories: dict[str, list[float]], outcome:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mig_annotator.mig.rewards import step_rewards
+    from mig_annotator.engine.rewards import step_rewards
     from mig_annotator.schemas.api import AuditRecord
     from mig_annotator.service.audit import AUDIT_SCHEMA
 

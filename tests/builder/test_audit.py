@@ -14,7 +14,7 @@ import pytest
 from mig_annotator.builder.audit.database import AuditDatabase, AuditQueryError, discover_sources
 from mig_annotator.builder.audit.reports import ReportOptions, run_reports
 from mig_annotator.builder.errors import DatasetError
-from mig_annotator.mig.rewards import step_rewards
+from mig_annotator.engine.rewards import step_rewards
 from mig_annotator.schemas.arrow import DATASET_ROW_SCHEMA
 from tests.builder.conftest import run_cli
 

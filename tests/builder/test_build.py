@@ -17,7 +17,7 @@ from mig_annotator.builder.errors import BuildError, OutputConflictError, Reject
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.manifest import read_manifest
 from mig_annotator.builder.pipeline import run_build
-from mig_annotator.mig.engine import Annotator
+from mig_annotator.engine.annotator import Annotator
 from mig_annotator.schemas import ScoringConfig, Trace
 from mig_annotator.schemas.arrow import REJECT_SCHEMA, dataset_schema
 from tests.builder.conftest import (

@@ -15,7 +15,7 @@ from mig_annotator.builder.errors import InputError
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.pipeline import run_build
 from mig_annotator.builder.ray_engine import WindowScorer, read_shard_windows
-from mig_annotator.mig import atomic_files
+from mig_annotator.engine import atomic_files
 from tests.builder.conftest import FAKE_IDENTITY, FakeProbe, arithmetic_rows, make_plan, run_cli, write_jsonl
 from tests.builder.ray_support import FakeProbeFactory
 from tests.builder.test_resume import SimulatedCrash, assert_same_output, output_state

@@ -14,7 +14,7 @@ from mig_annotator.builder.pipeline import run_build
 from mig_annotator.builder.plan import inspect_inputs, kept_columns
 from mig_annotator.builder.rows import RowProblem, map_record
 from mig_annotator.builder.settings import BuildSettings
-from mig_annotator.mig.engine import Annotator
+from mig_annotator.engine.annotator import Annotator
 from mig_annotator.schemas import Trace
 from mig_annotator.schemas.trace import MAX_GROUP_ID_CHARS
 from tests.builder.conftest import FAKE_IDENTITY, FakeProbe, arithmetic_rows, make_plan, run_cli, write_jsonl

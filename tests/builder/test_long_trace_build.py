@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mig_annotator.mig.segment import segment_completion
+from mig_annotator.engine.segment import segment_completion
 from tests.builder.conftest import run_cli
 
 

@@ -24,7 +24,7 @@ from mig_annotator.builder import checkpoints as ck
 from mig_annotator.builder.errors import BuildError
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.pipeline import run_build
-from mig_annotator.mig import atomic_files
+from mig_annotator.engine import atomic_files
 from tests.builder.conftest import REPO, FakeProbe, arithmetic_rows, run_cli, write_jsonl
 from tests.builder.ray_support import FailingProbeFactory, FakeProbeFactory, OtherModelFactory, ray_plan
 from tests.builder.test_resume import SimulatedCrash, assert_same_output, fake_inputs, output_state

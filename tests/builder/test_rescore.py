@@ -16,11 +16,11 @@ from mig_annotator.builder.manifest import read_manifest
 from mig_annotator.builder.pipeline import NullObserver, run_build
 from mig_annotator.builder.rescore import RescoreSettings, prepare_rescore, rescore_dataset
 from mig_annotator.builder.settings import BuildSettings
-from mig_annotator.mig.probe import TransformersProbeSettings
+from mig_annotator.engine.probe import TransformersProbeSettings
 from mig_annotator.schemas import ScoringConfig
 from tests.builder.conftest import REPO, make_plan, write_jsonl
 
-SAMPLES = REPO / "mig" / "data" / "sample_traces.jsonl"
+SAMPLES = REPO / "engine" / "data" / "sample_traces.jsonl"
 CONFIG_A = ScoringConfig()
 CONFIG_B = ScoringConfig(aggregation="sum", watermark="gain", sft_threshold=0.05, sft_statistic="sum")
 REWARD_FLOATS = ("v0", "process_reward", "max_reward")

@@ -17,7 +17,7 @@ import pytest
 from mig_annotator.builder.layout import OutputLayout
 from mig_annotator.builder.manifest import read_manifest
 from mig_annotator.builder.pipeline import run_build
-from mig_annotator.mig import atomic_files
+from mig_annotator.engine import atomic_files
 from tests.builder.conftest import (
     CLI,
     FAKE_IDENTITY,

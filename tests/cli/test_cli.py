@@ -103,7 +103,7 @@ def test_score_one_trace_as_json() -> None:
 
 
 def test_score_a_jsonl_file_prints_the_step_table() -> None:
-    result = run_cli("score", "--input", "mig/data/sample_traces.jsonl", "--format", "table")
+    result = run_cli("score", "--input", "engine/data/sample_traces.jsonl", "--format", "table")
     assert result.returncode == 0, result.stderr
     assert "gsm8k-test-0001-reference: answer '3' (correct)" in result.stdout
     assert "boxed-tags-example" in result.stdout and "(question only)" in result.stdout

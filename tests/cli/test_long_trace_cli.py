@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mig_annotator.mig.segment import segment_completion
+from mig_annotator.engine.segment import segment_completion
 from tests.cli.test_cli import json_lines, run_cli
 
 

@@ -24,7 +24,7 @@ from mig_annotator.cli.options import (
 )
 from mig_annotator.cli.score import score
 from mig_annotator.cli.serve import serve
-from mig_annotator.mig.probe.settings import ProbeSettings, VLLMServerProbeSettings
+from mig_annotator.engine.probe.settings import ProbeSettings, VLLMServerProbeSettings
 from mig_annotator.schemas import PromptTemplate, ScoringConfig
 
 SHARED = {**options.PROBE_OPTIONS, **options.SCORING_OPTIONS}
@@ -103,7 +103,7 @@ def test_the_old_build_key_variable_is_gone_and_the_service_one_is_read(
         seen.append(settings)
         raise SystemExit(7)  # stop before any model work
 
-    monkeypatch.setattr("mig_annotator.mig.probe.registry.open_probe", capture)
+    monkeypatch.setattr("mig_annotator.engine.probe.registry.open_probe", capture)
     runner = CliRunner()
     args = ["score", "--backend", "vllm-server", "--question", "q", "--completion", "c", "--answer", "1"]
     runner.invoke(app, args, env={"MIG_VLLM_API_KEY": "old", "MIG_PROBE__API_KEY": ""})
@@ -119,7 +119,7 @@ def test_an_exported_server_key_does_not_reach_other_backends(monkeypatch: pytes
         seen.append(settings)
         raise SystemExit(7)
 
-    monkeypatch.setattr("mig_annotator.mig.probe.registry.open_probe", capture)
+    monkeypatch.setattr("mig_annotator.engine.probe.registry.open_probe", capture)
     result = CliRunner().invoke(
         app,
         ["score", "--question", "q", "--completion", "c", "--answer", "1"],

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from mig_annotator.cli.app import app
 from mig_annotator.cli.options import PROBE_ARG_FIELDS, PROBE_FIELDS, OptionError, parse_probe_args
-from mig_annotator.mig.probe import registry
-from mig_annotator.mig.probe.base import Probe
-from mig_annotator.mig.probe.settings import SETTINGS_CLASSES
+from mig_annotator.engine.probe import registry
+from mig_annotator.engine.probe.base import Probe
+from mig_annotator.engine.probe.settings import SETTINGS_CLASSES
 
 PROBE_ARGS = ["--probe-arg", "chunk_tokens=32", "--probe-arg", "group-prefixes=false"]
 ONE_TRACE = {

@@ -12,7 +12,7 @@ import pytest
 from mig_annotator.schemas import ScoringConfig
 from tests.cli.test_cli import ROOT, run_cli
 
-SAMPLES = ROOT / "mig" / "data" / "sample_traces.jsonl"
+SAMPLES = ROOT / "engine" / "data" / "sample_traces.jsonl"
 BUILD = ("--shard-rows", "3", "--window-rows", "3", "--group-rows", "2", "--no-progress")
 
 

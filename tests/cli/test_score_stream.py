@@ -9,7 +9,7 @@ import pytest
 from mig_annotator.builder.rows import RowProblem
 from mig_annotator.cli.score_stream import BadRow, Tally, score_stream
 from mig_annotator.cli.trace_input import InputRow
-from mig_annotator.mig.engine import TraceError
+from mig_annotator.engine.annotator import TraceError
 from mig_annotator.schemas import Trace, TraceAnnotation
 
 

@@ -11,12 +11,12 @@ import httpx
 from mig_annotator.client import MigClient
 
 if TYPE_CHECKING:  # the verl venv imports this module for the proxy and has no engine
-    from mig_annotator.mig.probe.fake import FakeProbe
+    from mig_annotator.engine.probe.fake import FakeProbe
 
 
 def fake_probe() -> FakeProbe:
-    """The package's fake probe (:mod:`mig.probe.fake`)."""
-    from mig_annotator.mig.probe.fake import FakeProbe
+    """The package's fake probe (:mod:`engine.probe.fake`)."""
+    from mig_annotator.engine.probe.fake import FakeProbe
 
     return FakeProbe()
 

@@ -13,8 +13,8 @@ import pytest
 
 from mig_annotator.client import AsyncMigClient, MigServiceError
 from mig_annotator.client.verl_follow import FollowPolicy, checkpoint_folder, sample_global_step
-from mig_annotator.mig.probe.settings import TransformersProbeSettings
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+from mig_annotator.engine.probe.settings import TransformersProbeSettings
+from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.long_context import tiny_long_context_model

@@ -101,7 +101,7 @@ def test_the_character_tokenizer_round_trips_text_one_token_per_character() -> N
 def test_the_saved_policy_folder_loads_with_auto_classes_and_the_engine_probe(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
+    from mig_annotator.engine.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
 
     tokenizer = policy.build_tokenizer()
     model = policy.build_model(tokenizer, seed=0)

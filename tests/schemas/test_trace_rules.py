@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from mig_annotator.builder.columns import ColumnMapping
 from mig_annotator.builder.rows import RowProblem, map_record
-from mig_annotator.mig.traces_io import TraceFileError, parse_trace_line
+from mig_annotator.engine.traces_io import TraceFileError, parse_trace_line
 from mig_annotator.schemas import ScoringConfig, Trace
 from mig_annotator.schemas.trace import MAX_GROUP_ID_CHARS, NOT_BLANK_PATTERN, group_id_of, has_text
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.probe.base import Probe
+from mig_annotator.engine.annotator import Annotator
+from mig_annotator.engine.probe.base import Probe
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server
@@ -32,7 +32,7 @@ def probe() -> Iterator[Probe]:
     event loop (and other processes) make every forward pass several times slower and erratic."""
     import torch
 
-    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
 
     threads_before = torch.get_num_threads()
     yield open_probe(TransformersProbeSettings(threads=1))

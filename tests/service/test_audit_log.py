@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mig_annotator.cli.app import app
-from mig_annotator.mig.probe.base import Probe
+from mig_annotator.engine.probe.base import Probe
 from mig_annotator.schemas import TraceAnnotation
 from mig_annotator.schemas.api import AuditRecord
 from mig_annotator.service.annotation_service import trace_sha256

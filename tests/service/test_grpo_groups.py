@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mig_annotator.mig.probe.base import Probe
+from mig_annotator.engine.probe.base import Probe
 from mig_annotator.schemas import Trace, TraceAnnotation
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
@@ -104,7 +104,7 @@ def test_a_groups_annotations_are_identical_whatever_other_requests_are_in_fligh
 @pytest.fixture(scope="module")
 def ungrouped_probe() -> Probe:
     """SmolLM2 (one torch thread, as the session probe) without group prefix sharing."""
-    from mig_annotator.mig.probe import TransformersProbeSettings, open_probe
+    from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
 
     return open_probe(TransformersProbeSettings(threads=1, group_prefixes=False))
 

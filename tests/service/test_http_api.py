@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from mig_annotator.mig.engine import Annotator
+from mig_annotator.engine.annotator import Annotator
 from mig_annotator.schemas import ScoringConfig, Trace, TraceAnnotation
 from tests.service.support import small_traces, trace_json
 

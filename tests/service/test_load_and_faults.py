@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mig_annotator.mig.probe.base import Probe
-from mig_annotator.mig.probe.fake import FakeProbe
+from mig_annotator.engine.probe.base import Probe
+from mig_annotator.engine.probe.fake import FakeProbe
 from mig_annotator.schemas import TraceAnnotation
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mig_annotator.mig.probe import TransformersProbeSettings
-from mig_annotator.mig.segment import segment_completion
+from mig_annotator.engine.probe import TransformersProbeSettings
+from mig_annotator.engine.segment import segment_completion
 from mig_annotator.schemas import Trace
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from mig_annotator.mig.probe.base import Probe
+from mig_annotator.engine.probe.base import Probe
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.probe.settings import TransformersProbeSettings
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+from mig_annotator.engine.annotator import Annotator
+from mig_annotator.engine.probe.settings import TransformersProbeSettings
+from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.long_context import tiny_long_context_model

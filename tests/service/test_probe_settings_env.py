@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from mig_annotator.mig.probe import (
+from mig_annotator.engine.probe import (
     FakeProbeSettings,
     TransformersProbeSettings,
     VLLMProbeSettings,

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mig_annotator.mig.probe import TransformersProbeSettings
+from mig_annotator.engine.probe import TransformersProbeSettings
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mig_annotator.client import MigClient
-from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.engine.probe.settings import TransformersProbeSettings
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from mig_annotator.trainer.advantages import AdvantageSettings
@@ -136,8 +136,8 @@ def test_with_the_policy_as_its_own_probe_the_trainer_scores_in_process_with_the
 ) -> None:
     """probe="policy": no service; batch 1's values equal the engine on the same weights loaded from their
     folder (the policy before its first optimizer step), and every batch names the step it was scored at."""
-    from mig_annotator.mig.engine import Annotator
-    from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+    from mig_annotator.engine.annotator import Annotator
+    from mig_annotator.engine.probe.transformers_probe import TransformersProbe
     from mig_annotator.schemas import Trace
     from mig_annotator.trainer.trl import MigGRPOTrainer
 

@@ -19,7 +19,7 @@ import pytest
 
 from mig_annotator.client import MigClient
 from mig_annotator.client.trl import async_trl_reward_function, trl_reward_function
-from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.engine.probe.settings import TransformersProbeSettings
 from mig_annotator.schemas import Trace
 from mig_annotator.service.annotation_service import trace_sha256
 from mig_annotator.service.app import create_app

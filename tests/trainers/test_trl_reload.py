@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mig_annotator.client import MigClient
-from mig_annotator.mig.probe.settings import TransformersProbeSettings
+from mig_annotator.engine.probe.settings import TransformersProbeSettings
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
 from tests.service.support import live_server

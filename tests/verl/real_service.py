@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
-from mig_annotator.mig.engine import Annotator
-from mig_annotator.mig.probe.settings import TransformersProbeSettings
-from mig_annotator.mig.probe.transformers_probe import TransformersProbe
+from mig_annotator.engine.annotator import Annotator
+from mig_annotator.engine.probe.settings import TransformersProbeSettings
+from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 from mig_annotator.schemas import Trace
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings

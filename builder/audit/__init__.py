@@ -1,0 +1,1 @@
+"""``mig-annotator audit``: DuckDB reports and read-only SQL over a built dataset."""

@@ -1,0 +1,120 @@
+"""Loading a new checkpoint folder into a running transformers probe, in place.
+
+:func:`stage_reload` does the slow, checked part while the probe keeps scoring: the folder must hold a
+``config.json`` and weights, the same tokenizer files (by content) as the folder the probe runs, the same
+architecture (every config entry but bookkeeping ones) and the same parameter names and shapes; otherwise
+:class:`ReloadRefused` names what differs and the probe is untouched. :meth:`StagedWeights.apply` is the
+quick part (the caller runs it between probe calls): it copies the new tensors into the loaded model's own
+tensors and makes the probe's identity the new folder's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mig_annotator.engine.probe.identity import folder_digest, local_model_identity
+from mig_annotator.engine.probe.transformers_probe import TransformersProbe, load_causal_lm
+from mig_annotator.schemas.probe import ProbeIdentity
+
+# config entries that say how a folder was written, not what the model computes
+_BOOKKEEPING = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures", "use_cache"}
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+class ReloadRefused(ValueError):
+    """The folder cannot replace the probe's weights; the message says what is missing or differs."""
+
+
+@dataclass
+class StagedWeights:
+    """A checked checkpoint, loaded next to the running one, ready to be copied in."""
+
+    probe: TransformersProbe
+    folder: Path
+    state: dict[str, Any]
+    identity: ProbeIdentity
+
+    def apply(self) -> ProbeIdentity:
+        """Copy the weights into the probe's model in place; the probe then identifies as the new folder."""
+        torch = self.probe._torch
+        target = self.probe._model.state_dict()
+        with torch.no_grad():
+            for name, tensor in target.items():
+                tensor.copy_(self.state[name])
+        self.probe._model_path = self.folder
+        self.probe._identity = self.identity
+        self.state = {}
+        return self.identity
+
+
+def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
+    """Check ``folder`` against the running probe and load its weights (slow; the probe is untouched)."""
+    from transformers import AutoConfig
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ReloadRefused(f"{folder}: no such folder")
+    if not (folder / "config.json").is_file():
+        raise ReloadRefused(f"{folder}: no config.json")
+    if not any(next(folder.glob(pattern), None) for pattern in _WEIGHT_PATTERNS):
+        raise ReloadRefused(f"{folder}: no weights (*.safetensors or pytorch_model*.bin)")
+    try:
+        tokenizer = folder_digest(folder, tokenizer_only=True)
+    except FileNotFoundError:
+        raise ReloadRefused(f"{folder}: no tokenizer files") from None
+    if tokenizer != folder_digest(probe.model_path, tokenizer_only=True):
+        _check_same_tokenization(probe, folder)
+    running = probe._model.config.to_dict()
+    try:
+        new_config = AutoConfig.from_pretrained(folder).to_dict()
+    except (OSError, ValueError) as error:
+        raise ReloadRefused(f"{folder}: config.json cannot be read: {error}") from error
+    differences = [
+        f"{key}: {new_config.get(key)!r} (running: {running.get(key)!r})"
+        for key in sorted(set(running) | set(new_config))
+        if key not in _BOOKKEEPING and running.get(key) != new_config.get(key)
+    ]
+    if differences:
+        raise ReloadRefused(
+            f"{folder}: another architecture; config.json differs in " + "; ".join(differences)
+        )
+    try:
+        loaded = load_causal_lm(folder, probe._dtype)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ReloadRefused(f"{folder}: the weights cannot be loaded: {error}") from error
+    # read into memory here, while the probe still serves: the loaded tensors may map the files, and the
+    # swap (scoring waits for it) must only copy, and copy what was checked even if the files change
+    state = {name: tensor.detach().clone() for name, tensor in loaded.state_dict().items()}
+    del loaded
+    target = probe._model.state_dict()
+    mismatched = [
+        name
+        for name, tensor in target.items()
+        if name not in state or tuple(state[name].shape) != tuple(tensor.shape)
+    ]
+    if mismatched:
+        raise ReloadRefused(f"{folder}: parameters missing or of another shape: {', '.join(mismatched[:5])}")
+    identity = local_model_identity(folder, "transformers", probe.settings.dtype)
+    return StagedWeights(probe, folder, state, identity)
+
+
+def _check_same_tokenization(probe: TransformersProbe, folder: Path) -> None:
+    """Tokenizer files that differ byte for byte (a trainer's save writes its padding side, length limit
+    and formatting) are fine when the vocabulary, the special tokens and the chat template are the same:
+    those decide the probe's token ids. Otherwise :class:`ReloadRefused` names what differs."""
+    from transformers import AutoTokenizer
+
+    from mig_annotator.engine.probe.live_model import vocabulary_digest
+
+    try:
+        candidate = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise ReloadRefused(f"{folder}: the tokenizer cannot be read: {error}") from error
+    running = probe._tokenizer
+    name = probe.model_path.name
+    if vocabulary_digest(candidate) != vocabulary_digest(running):
+        raise ReloadRefused(f"{folder}: the tokenizer's vocabulary or special tokens differ from {name}'s")
+    if getattr(candidate, "chat_template", None) != getattr(running, "chat_template", None):
+        raise ReloadRefused(f"{folder}: the tokenizer's chat template differs from {name}'s")
