@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install system-packages demo test test-ray test-trainers test-verl test-vllm lint model bench bench-ray clean
+.PHONY: install system-packages demo docs test test-ray test-trainers test-verl test-vllm lint model bench bench-ray clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,12 @@ lint: install
 system-packages:
 	scripts/install_system_packages.sh
 
-test: model lint system-packages
+# The documentation site, built strictly (a broken link, a missing page or a page outside the nav fails) into
+# site/ (git-ignored); `$(BIN)/mkdocs serve` shows it at http://127.0.0.1:8000 while you edit.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+test: model lint system-packages docs
 	$(BIN)/python -m pytest -m "not ray and not trainers"
 	$(MAKE) test-ray
 	$(MAKE) test-trainers
