@@ -1,4 +1,4 @@
-"""Headless Chromium (Debian's chromium + chromium-driver) driven by selenium, for the report's browser test.
+"""Headless Chromium (Debian's chromium + chromium-driver) driven by selenium, for the browser tests.
 
 ``open_chromium()`` skips the calling test with the reason when the browser, its driver or selenium is
 missing; it never lets a test pass without a browser.
@@ -39,6 +39,10 @@ def open_chromium(width: int = 1400, height: int = 1000):
         "--no-sandbox",
         "--disable-dev-shm-usage",
         "--disable-gpu",
+        # nothing but the page under test: no background requests, component updates or first-run fetches
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
         f"--window-size={width},{height}",
         "--force-device-scale-factor=1",
     ):

@@ -7,33 +7,21 @@ Set MIG_DOCS_SCREENSHOT=PATH to copy the screenshot there (docs/assets/method-pa
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import shutil
+import socket
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.builder.browser import CHROMIUM_NAMES, DRIVER_NAMES, _which, screenshot_full_page
+from tests.builder.browser import open_chromium, screenshot_full_page
+from tests.client.scripted_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-# no background networking, component updates or first-run fetches: the browser talks to 127.0.0.1 only
-CHROMIUM_ARGUMENTS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--force-device-scale-factor=1",
-    "--window-size=1280,900",
-)
 
 
 @pytest.fixture(scope="module")
@@ -54,42 +42,28 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_url(site: Path) -> Iterator[str]:
-    handler = functools.partial(QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    """The built site served by Python's own http.server on 127.0.0.1, as a reader would view it locally."""
+    port = free_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    server = subprocess.Popen(command, cwd=site, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "http.server did not start"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.shutdown()
-        server.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install selenium)")
-    binary, driver_path = _which(CHROMIUM_NAMES), _which(DRIVER_NAMES)
-    if binary is None or driver_path is None:
-        pytest.skip(
-            "no Chromium: apt-get install -y chromium chromium-driver "
-            f"(found browser={binary}, driver={driver_path})"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for argument in CHROMIUM_ARGUMENTS:
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # an explicit driver path: Selenium Manager never looks anything up
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = open_chromium(width=1280, height=900)
     try:
         yield driver
     finally:
