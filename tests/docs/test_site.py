@@ -7,7 +7,9 @@ Set MIG_DOCS_SCREENSHOT=PATH to copy the screenshot there (docs/assets/method-pa
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -114,3 +116,15 @@ def test_the_search_box_finds_the_pages_that_hold_a_word(browser, base_url: str)
     assert any("/method/" in link for link in links), links
     meta = browser.execute_script("return document.querySelector('.md-search-result__meta').innerText")
     assert "matching" in meta.lower(), meta
+
+
+def test_the_benchmarks_page_shows_benchmarks_md_with_its_links_into_the_site(base_url: str) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base_url}/benchmarks/", timeout=10) as response:  # 127.0.0.1 only
+        page = response.read().decode("utf-8")
+    sections = re.findall(r"^## (.+)$", (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8"), flags=re.M)
+    assert len(sections) > 5
+    for heading in sections:
+        assert html.escape(heading, quote=False) in page, heading
+    assert 'src="../mig_vs_grpo.png"' in page and 'src="docs/' not in page
