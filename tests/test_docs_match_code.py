@@ -1,4 +1,4 @@
-"""README and docs/service.md state what the code does (issue 21 items 15 and 16)."""
+"""README and docs/service.md state what the code does."""
 
 from __future__ import annotations
 
