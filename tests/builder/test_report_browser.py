@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mig_annotator.builder.report import ReportOptions, write_report
-from tests.builder.browser import open_chromium, screenshot_full_page
+from tests.builder.browser import OFFLINE_ARGUMENTS, open_chromium, screenshot_full_page
 from tests.builder.report_support import build_arithmetic_dataset
 
 RGBA = re.compile(r"rgba?\((\d+), (\d+), (\d+)(?:, ([\d.]+))?\)")
@@ -108,6 +108,26 @@ def test_a_wide_group_table_stays_inside_the_page(tmp_path: Path) -> None:
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     finally:
         driver.quit()
+
+
+def test_the_browser_runs_offline_without_selenium_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chromium starts with background networking and component updates off, and the driver is found
+    without Selenium Manager (which would look drivers up online)."""
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
+
+    def no_lookup(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Selenium Manager was asked for a driver")
+
+    monkeypatch.setattr(SeleniumManager, "binary_paths", no_lookup)
+    driver = open_chromium()
+    try:
+        driver.get("chrome://version")
+        command_line = driver.find_element("id", "command_line").text
+    finally:
+        driver.quit()
+    for switch in ("--disable-background-networking", "--disable-component-update", *OFFLINE_ARGUMENTS):
+        assert switch in command_line, switch
+    assert os.environ["SE_OFFLINE"] == "true"
 
 
 def test_without_chromium_the_browser_test_skips_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
