@@ -6,7 +6,8 @@ first line whose computed result (the ``<<a=c>>`` annotation's c, else the numbe
 ``=``) appears neither in the question nor in the reference solution is the earliest wrong step. Wrong
 traces without such a line, or whose only such line is the answer line, are left out. ``measure`` reads
 a dataset built from that file and scores each rule's exported labels: the first step labelled False is
-the predicted earliest error (ProcessBench's F1), plus the share of right traces' steps labelled True.
+the predicted earliest error (ProcessBench's F1); per step, the share of steps before the earliest error
+labelled True and of earliest wrong steps labelled False.
 
     python bench/prm_label_rules.py label ../shared/data/gsm8k_rollouts.jsonl \\
         ../shared/data/gsm8k_test.jsonl --per-class 100 --out silver.jsonl
@@ -107,7 +108,9 @@ def measure(dataset: Path, taus: list[float]) -> list[dict]:
                 if int(row["label"]) < len(row["labels"])
             ]
             f1 = f1_at(traces, 0.0, "first False step")
-            right_steps = [ok for row in rows if row["label"] == -1 for ok in row["labels"]]
+            right_steps = [ok for trace in traces for ok in trace.scores[: trace.label] == 0.0]
+            right_steps += [ok for trace in traces if trace.label < 0 for ok in trace.scores == 0.0]
+            wrong_steps = [trace.scores[trace.label] < 0 for trace in traces if trace.label >= 0]
             results.append(
                 {
                     "rule": rule,
@@ -117,6 +120,7 @@ def measure(dataset: Path, taus: list[float]) -> list[dict]:
                     "acc_ok": f1.accuracy_correct,
                     "f1": f1.f1,
                     "right_steps_true": float(np.mean(right_steps)) if right_steps else None,
+                    "wrong_steps_false": float(np.mean(wrong_steps)) if wrong_steps else None,
                 }
             )
     return results
@@ -140,11 +144,12 @@ def main() -> None:
     if args.command == "label":
         print(write_silver(args.rollouts, args.tests, args.per_class, args.seed, args.out))
         return
-    print("| rule | tau | traces | acc err | acc ok | F1 | right traces' steps True |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| rule | tau | traces | acc err | acc ok | F1 | right steps True | first wrong steps False |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in measure(args.dataset, [float(tau) for tau in args.taus.split(",")]):
         cells = [row["rule"], "" if row["tau"] is None else f"{row['tau']:g}", str(row["traces"])]
-        cells += [f"{row[key]:.3f}" for key in ("acc_err", "acc_ok", "f1", "right_steps_true")]
+        keys = ("acc_err", "acc_ok", "f1", "right_steps_true", "wrong_steps_false")
+        cells += [f"{row[key]:.3f}" for key in keys]
         print("| " + " | ".join(cells) + " |")
 
 

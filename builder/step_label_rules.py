@@ -4,7 +4,12 @@ TRL's stepwise-supervision format labels each step True when the step is correct
 its log-likelihood of the reference answer after step k; mig_k = v_k - v_{k-1} is what step k did to it and
 r_k (the reward) is positive only when step k lifts v past its best so far. A right step that does not set a
 new best (a restatement, a step of a long computation) earns r_k = 0 but does not hurt the answer: labelling
-it False tells a PRM that it is wrong. The default therefore labels a step by whether it lowered the value.
+it False tells a PRM that it is wrong. The default therefore labels a step by whether it lowered the value
+by more than tau = 0.5 (nats of the reference answer's log-likelihood): on 200 GSM8K rollouts with silver
+step labels and the default probe (bench/prm_label_rules.py) it had the best ProcessBench F1 of the rules
+and taus tried (0.34; `eval` chose tau 0.52 for mig_k on the same data) and labelled 79% of the right steps
+True, where ``new-max`` labelled 26%. Another probe has another scale: take `eval`'s "tau chosen on the
+data" for mig_k.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ STEP_LABEL_RULES: dict[StepLabelRule, str] = {
     "new-max": "the step earns reward (r_k > 0: a new maximum of the value); tau is not used",
 }
 DEFAULT_STEP_LABEL_RULE: StepLabelRule = "no-drop"
-DEFAULT_STEP_LABEL_TAU = 0.0
+DEFAULT_STEP_LABEL_TAU = 0.5
 
 
 @dataclass(frozen=True)

@@ -70,11 +70,11 @@ def test_cli_export_writes_the_file_and_reports_the_count(built_dataset: Path, t
 # trace id -> (is_correct, outcome, v_0..v_K, ProcessBench label)
 PLATEAU_AND_DIP = {
     "plateau": (True, 1, [-2.0, -2.0, -2.0, -1.0], -1),  # right steps that keep v, then the answer lifts it
-    "dip": (False, 0, [-2.0, -1.0, -1.5, -1.2], 1),  # up, down (the wrong step), partly back
+    "dip": (False, 0, [-2.0, -1.0, -2.0, -1.2], 1),  # up, down (the wrong step), partly back
 }
 
 
-def prm_labels(tmp_path: Path, rule: StepLabelRule | None = None, tau: float = 0.0) -> list[list[bool]]:
+def prm_labels(tmp_path: Path, rule: StepLabelRule | None = None, tau: float = 0.5) -> list[list[bool]]:
     from tests.builder.report_support import write_labelled_dataset
 
     dataset = tmp_path / "dataset"
@@ -85,17 +85,20 @@ def prm_labels(tmp_path: Path, rule: StepLabelRule | None = None, tau: float = 0
     return [json.loads(line)["labels"] for line in out.read_text().splitlines()]
 
 
-def test_by_default_a_step_is_right_unless_it_lowers_the_value(tmp_path: Path) -> None:
+def test_by_default_a_step_is_right_unless_it_lowers_the_value_by_more_than_half_a_nat(
+    tmp_path: Path,
+) -> None:
     # TRL's stepwise labels mean "this step is correct": steps that keep v are not wrong
-    assert prm_labels(tmp_path) == [[True, True, True], [True, False, True]]
-    assert prm_labels(tmp_path, "no-drop", 0.6) == [[True] * 3, [True] * 3]
+    assert prm_labels(tmp_path) == [[True, True, True], [True, False, True]]  # mig_k [0, 0, 1], [1, -1, .8]
+    assert prm_labels(tmp_path, "no-drop", 1.0) == [[True] * 3, [True] * 3]
+    assert prm_labels(tmp_path, "no-drop", 0.0) == [[True] * 3, [True, False, True]]
 
 
 def test_the_label_rules_new_max_and_no_drop_from_best(tmp_path: Path) -> None:
     # new-max: only steps that set a new best value (r_k > 0)
     assert prm_labels(tmp_path, "new-max") == [[False, False, True], [True, False, False]]
-    # no-drop-from-best: v_k - W_{k-1} = [0, 0, 1] and [1, -.5, -.2]
-    assert prm_labels(tmp_path, "no-drop-from-best") == [[True, True, True], [True, False, False]]
+    # no-drop-from-best: v_k - W_{k-1} = [0, 0, 1] and [1, -1, -.2]
+    assert prm_labels(tmp_path, "no-drop-from-best", 0.0) == [[True, True, True], [True, False, False]]
     assert prm_labels(tmp_path, "no-drop-from-best", 0.3) == [[True, True, True], [True, False, True]]
 
 
