@@ -51,7 +51,7 @@ test: model lint system-packages docs
 	$(MAKE) test-vllm
 	$(MAKE) test-verl
 
-# TRL's GRPOTrainer for 2 steps on the CPU against a live service (about two minutes), and the issue-20
+# TRL's GRPOTrainer for 2 steps on the CPU against a live service (about two minutes), and the mig_vs_grpo
 # experiment's --quick mode (experiments/mig_vs_grpo/run.py: every arm for 3 steps, about two and a half minutes).
 test-trainers: model
 	$(BIN)/python -m pytest -m trainers -q

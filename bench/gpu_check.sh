@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check for a session lent a GPU (issue 3): the transformers probe's packed vs packed-single vs naive
+# GPU check for a machine with a GPU: the transformers probe's packed vs packed-single vs naive
 # paths on CUDA in bf16, on a random-weight model of Llama-3.2-1B's shape with the SmolLM2 tokenizer
 # (bench/gpu_check.py). Reports traces/s, tokens/s and the achieved model TFLOP/s against the card's dense
 # bf16 peak (H100 SXM: 989 TFLOP/s; H100 PCIe: 756). About 3-6 minutes on an H100; gpu_check.py stops

@@ -1,4 +1,4 @@
-"""Long reasoning benchmark (issue 13): 16k-token ``<think>`` traces and GRPO groups, in one run.
+"""Long reasoning benchmark: 16k-token ``<think>`` traces and GRPO groups, in one run.
 
 Workloads:
 
@@ -46,7 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from common import DEFAULT_ROLLOUTS, write_benchmark_section  # noqa: E402
 
 WORKLOADS = ("long-cot", "grpo-8", "grpo-4")
-COUNT_ROLLOUTS = 1200  # the issue's grouped-minimal figure: the first 1,200 shared rollouts
+COUNT_ROLLOUTS = 1200  # the grouped-minimal figure's workload: the first 1,200 shared rollouts
 ROPE_NOTE = (
     "The long-CoT probe is SmolLM2-135M with linear RoPE scaling and no tuning for it: its values are only "
     "good for timing, not for rewards."

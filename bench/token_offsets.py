@@ -31,7 +31,7 @@ HEADING = "Token offsets (policy ids that re-tokenise differently)"
 
 
 def prefix_decoding(tokenizer: Any, token_ids: Sequence[int], text: str) -> list[tuple[int, int]]:
-    """The algorithm before issue 21 item 11: decode every prefix (quadratic)."""
+    """The quadratic algorithm the linear fallback replaced: decode every prefix."""
     special = set(tokenizer.all_special_ids)
     spans, previous_end = [], 0
     for position, token in enumerate(token_ids):
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPUs; SmolLM2 tokenizer; "
             "ids of a GSM8K-style text with each character encoded alone (re-tokenising merges them, so the "
             f"fallback runs); best of {args.repeats}; load average at start {load:.1f}. Prefix decoding is "
-            "the algorithm before issue 21 item 11, timed in the same run.",
+            "the quadratic algorithm the linear fallback replaced, timed in the same run.",
             "",
             "| response tokens | prefix decoding (old) | incremental decoding | speed-up | same offsets |",
             "| ---: | ---: | ---: | ---: | --- |",

@@ -41,7 +41,7 @@ CPU_ENV = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "
 SERVER_START_TIMEOUT_S = 600
 MAX_MODEL_LEN = 2048
 VLLM_PATHS = ("prompt-logprobs", "prefix-cached", "token-scores")
-TARGET_RATIO = 1.3  # issue 3: forwarded/minimal for the prefix-reusing path
+TARGET_RATIO = 1.3  # the most forwarded/minimal tokens the prefix-reusing path may cost
 SERVER_COUNTERS = ("vllm:prompt_tokens", "vllm:prompt_tokens_cached", "vllm:prefix_cache_hits")
 
 

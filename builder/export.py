@@ -3,7 +3,8 @@
 * ``sft``: the dual-gated SFT subset (correct outcome and process reward over the threshold) as
   ``prompt``/``completion`` rows.
 * ``prm``: TRL's stepwise-supervision format, ``prompt``/``completions``/``labels``, with one completion
-  per scored step and the label ``r_k > 0``.
+  per scored step. In that format a label says "this step is correct", so the label rules say whether a
+  step kept the probe's value rather than whether it earned reward (:data:`STEP_LABEL_RULES`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import polars as pl
 
 from mig_annotator.builder.errors import DatasetError
 from mig_annotator.builder.layout import OutputLayout
+from mig_annotator.builder.step_label_rules import StepLabels
 from mig_annotator.builder.storage import commit, tmp_path
 
 ExportKind = Literal["sft", "prm"]
@@ -54,21 +56,34 @@ def sft_rows(frame: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def prm_rows(frame: pl.LazyFrame) -> pl.LazyFrame:
+def step_labels(labels: StepLabels) -> pl.Expr:
+    """Each row's step labels (a list of booleans, one per step) under ``labels``' rule."""
+    steps = pl.col("steps")
+    if labels.rule == "new-max":
+        return steps.list.eval(pl.element().struct.field("reward") > 0)
+    if labels.rule == "no-drop":
+        return steps.list.eval(pl.element().struct.field("mig") >= -labels.tau)
+    values = steps.list.eval(pl.element().struct.field("v"))
+    best_before = pl.concat_list([pl.col("v0"), values]).list.eval(pl.element().cum_max())
+    margins = values - best_before.list.head(values.list.len())
+    return margins.list.eval(pl.element() >= -labels.tau)
+
+
+def prm_rows(frame: pl.LazyFrame, labels: StepLabels | None = None) -> pl.LazyFrame:
     steps = pl.col("steps")
     return frame.filter(steps.list.len() > 0).select(
         pl.col("question").alias("prompt"),
         steps.list.eval(pl.element().struct.field("text")).alias("completions"),
-        steps.list.eval(pl.element().struct.field("reward") > 0).alias("labels"),
+        step_labels(labels or StepLabels()).alias("labels"),
     )
 
 
-def export(dataset: Path, kind: ExportKind, out: Path) -> ExportResult:
+def export(dataset: Path, kind: ExportKind, out: Path, labels: StepLabels | None = None) -> ExportResult:
     """Write the export atomically to ``out`` (.parquet or .jsonl); rows keep the dataset's order."""
     parts = dataset_parts(dataset)
     fmt = export_format(out)
     frame = pl.scan_parquet([str(path) for path in parts])
-    selected = sft_rows(frame) if kind == "sft" else prm_rows(frame)
+    selected = sft_rows(frame) if kind == "sft" else prm_rows(frame, labels)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(out)
     try:

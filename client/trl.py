@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
@@ -146,9 +149,17 @@ def _trace_builder(
     reward: RewardScalar, answer_column: str, reference_transform: Callable[[str], str] | None
 ) -> Callable[[Sequence[Any], Sequence[Any], Mapping[str, Any]], list[Trace | None]]:
     """Checks the options once; the returned function turns TRL's batch into traces (None for a
-    completion with no reasoning text: the service refuses it, so it gets 0.0 without a call)."""
+    completion with no reasoning text: the service refuses it, so it gets 0.0 without a call).
+
+    Trace ids are unique across a run's batches, steps and processes, so the service's audit log can tell
+    them apart: ``trl-<run>-p<process>-s<step>-b<batch>-<index>``, with a random run nonce drawn here, the
+    process rank (``RANK``, set by torchrun and accelerate; 0 alone), TRL's global step, and a count of
+    the batches this function has seen (a step may hold several).
+    """
     if reward not in get_args(RewardScalar):
         raise ValueError(f"reward must be one of {get_args(RewardScalar)}, got {reward!r}")
+    run = secrets.token_hex(4)
+    batches = itertools.count()
 
     def traces_of(
         prompts: Sequence[Any], completions: Sequence[Any], kwargs: Mapping[str, Any]
@@ -165,9 +176,11 @@ def _trace_builder(
         texts = [_message_text(completion, None) for completion in completions]
         if len(references) != len(texts) or len(prompts) != len(texts):
             raise ValueError("prompts, completions and the answer column must have equal lengths")
+        step = getattr(kwargs.get("trainer_state"), "global_step", 0)
+        batch = f"trl-{run}-p{os.environ.get('RANK', '0')}-s{step}-b{next(batches)}"
         return [
             Trace(
-                id=f"trl-{index}",
+                id=f"{batch}-{index}",
                 question=_message_text(prompts[index], "user"),
                 completion=text,
                 reference_answer=references[index],

@@ -6,12 +6,15 @@ Hugging Face folder given by path.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +97,35 @@ def resolve_model_path(model: str | Path | None, cache_dir: Path | None = None) 
     return path
 
 
+@contextlib.contextmanager
+def _quiet_conversion() -> Iterator[None]:
+    """No progress bars while the GGUF is read and the folder loaded (transformers' "Loading weights" bar
+    and the GGUF reader's own tqdm bar), unless transformers is asked to talk (``TRANSFORMERS_VERBOSITY=info``
+    or lower)."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    if hf_logging.get_verbosity() <= hf_logging.INFO:
+        yield
+        return
+    bars_were_on, gguf_bar = hf_logging.is_progress_bar_enabled(), gguf_utils.tqdm
+    hf_logging.disable_progress_bar()
+    gguf_utils.tqdm = functools.partial(gguf_bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = gguf_bar
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+
+
 def _convert(gguf_path: Path, out_dir: Path) -> float:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with _quiet_conversion():
+        return _convert_and_check(gguf_path, out_dir)
+
+
+def _convert_and_check(gguf_path: Path, out_dir: Path) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 

@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.network_guard import GUARD, NetworkGuard
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SHARED_ROLLOUTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_rollouts.jsonl"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def network_wall() -> Iterator[NetworkGuard]:
+    """Every test runs behind the network wall (tests/network_guard.py): only this machine is reachable."""
+    GUARD.install()
+    yield GUARD
+    GUARD.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def no_off_machine_connections(network_wall: NetworkGuard) -> Iterator[None]:
+    """A test that tried to reach another machine fails, even where a library swallowed the refusal."""
+    before = len(network_wall.refused)
+    yield
+    refused = network_wall.refused[before:]
+    if refused:
+        pytest.fail(f"the test tried to leave the machine: {'; '.join(refused)}")
 
 
 @pytest.fixture(scope="session")

@@ -84,14 +84,16 @@ def _plain_table(report: Report, columns: Sequence[int], caption: list[str]) -> 
 
 
 def _transposed_table(report: Report, caption: list[str]) -> Table:
-    """One row per metric, one column per result row, headed by the row's leading text values."""
+    """One row per metric, one column per result row, headed by the row's leading text values; the first
+    column's header names the columns those values come from (``dataset / generator``), so every header
+    says what it holds ("metric" and ``row N`` when the rows have no leading text values)."""
     keys = 0
     while keys < len(report.columns) - 1 and all(not _numeric(row[keys]) for row in report.rows):
         keys += 1
     table = Table(
         title=report.title, title_justify="left", caption="\n".join(caption) or None, caption_justify="left"
     )
-    table.add_column("metric", no_wrap=True)
+    table.add_column(" / ".join(report.columns[:keys]) or "metric", no_wrap=True)
     for number, row in enumerate(report.rows, start=1):
         name = " / ".join(_cell(value) for value in row[:keys]) or f"row {number}"
         table.add_column(name, justify="right", overflow="fold")

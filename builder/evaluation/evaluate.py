@@ -5,6 +5,11 @@ the rows carry a ProcessBench ``label`` (earliest wrong step, 0-based; -1 = all 
 records (built datasets; audit logs hold r_k only): the step AUROC of mig_k and of v_k - W_{k-1} (W the
 level watermark, max(v_0..v_{k-1})), and ProcessBench's F1 at tau = 0, at the tau chosen on the data
 and at tau chosen by 2-fold cross-validation. Step k (1-based) is ProcessBench step k - 1.
+
+Every score is shown beside the free baseline: the trace's ``outcome`` (the answer check, 0/1), which costs
+no probe call. At trace level that is the outcome's AUROC on the same rows; at step level every step of a
+trace scores ``outcome - 1`` (0 on a trace whose answer is right, -1 on one whose answer is wrong), so the
+outcome alone predicts "no error" for a right answer and "the first step" for a wrong one.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ TRACE_SCORES = (
 )
 #: Step scores: shown name -> how it is computed from v_0..v_K.
 STEP_SCORES = ("mig_k", "v_k - W_{k-1}")
+#: The free baseline every score is shown beside: the trace's answer check.
+OUTCOME_COLUMN = "outcome"
 TRACE_LABEL_FALLBACKS = ("is_correct", "final_answer_correct", "correct")
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER")
 
@@ -62,6 +69,7 @@ class TraceAuroc:
     positives: int
     negatives: int
     auroc: float | None
+    outcome_auroc: float | None = None  # the outcome's AUROC on the same rows (the free baseline)
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,8 @@ class EvalResult:
     step_label: str | None = None
     step_traces: int = 0
     step_level: list[StepScoreResult] = field(default_factory=list)
+    #: The outcome broadcast to every step (``outcome - 1``), scored as the step scores are.
+    step_outcome: StepScoreResult | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -90,30 +100,32 @@ class EvalResult:
             "trace_level": [vars(row) for row in self.trace_level],
             "step_label": self.step_label,
             "step_traces": self.step_traces,
-            "step_level": [
-                {
-                    "score": row.score,
-                    "auroc": row.auroc.auroc,
-                    "correct_steps": row.auroc.positives,
-                    "first_wrong_steps": row.auroc.negatives,
-                    "f1": [
-                        {
-                            "method": f.method,
-                            "tau": f.tau,
-                            "fold_taus": list(f.fold_taus),
-                            "accuracy_erroneous": f.accuracy_erroneous,
-                            "accuracy_correct": f.accuracy_correct,
-                            "f1": f.f1,
-                            "erroneous": f.erroneous,
-                            "correct": f.correct,
-                        }
-                        for f in row.f1
-                    ],
-                }
-                for row in self.step_level
-            ],
+            "step_level": [_step_json(row) for row in self.step_level],
+            "step_outcome": _step_json(self.step_outcome) if self.step_outcome else None,
             "notes": self.notes,
         }
+
+
+def _step_json(row: StepScoreResult) -> dict[str, object]:
+    return {
+        "score": row.score,
+        "auroc": row.auroc.auroc,
+        "correct_steps": row.auroc.positives,
+        "first_wrong_steps": row.auroc.negatives,
+        "f1": [
+            {
+                "method": f.method,
+                "tau": f.tau,
+                "fold_taus": list(f.fold_taus),
+                "accuracy_erroneous": f.accuracy_erroneous,
+                "accuracy_correct": f.accuracy_correct,
+                "f1": f.f1,
+                "erroneous": f.erroneous,
+                "correct": f.correct,
+            }
+            for f in row.f1
+        ],
+    }
 
 
 def _column_types(db: AuditDatabase) -> dict[str, str]:
@@ -191,7 +203,8 @@ def evaluate(paths: Sequence[Path], options: EvalOptions | None = None) -> EvalR
     options = options or EvalOptions()
     sources = discover_sources(paths)
     with AuditDatabase(sources) as db:
-        missing = [column for column, _ in TRACE_SCORES if column not in db.columns]
+        needed = [column for column, _ in TRACE_SCORES] + [OUTCOME_COLUMN]
+        missing = [column for column in needed if column not in db.columns]
         if missing:
             raise AuditQueryError(
                 f"the inputs lack the columns {', '.join(missing)}; is this an annotation dataset?"
@@ -207,7 +220,7 @@ def evaluate(paths: Sequence[Path], options: EvalOptions | None = None) -> EvalR
         step_label_sql = quote_identifier(step_label) if step_label else "NULL"
         scores_sql = ", ".join(f"{column}::DOUBLE" for column, _ in TRACE_SCORES)
         rows = db.query(
-            f"SELECT {label_sql}, {scores_sql}, v0, {step_sql}, {step_label_sql} "
+            f"SELECT {label_sql}, {scores_sql}, v0, {step_sql}, {step_label_sql}, outcome::DOUBLE "
             "FROM annotations ORDER BY row_key"
         ).rows
     result = EvalResult([source.name for source in sources], len(rows), label_name, step_label=step_label)
@@ -229,19 +242,30 @@ def evaluate(paths: Sequence[Path], options: EvalOptions | None = None) -> EvalR
             )
         labels = [bool(row[0]) for row in labelled]
         positives = sum(labels)
+        baseline = _outcome_auroc(labelled, labels, result.notes)
         for index, (_, shown) in enumerate(TRACE_SCORES, start=1):
             values = [float(row[index]) for row in labelled]
             area = auroc(labels, values) if labelled else None
             result.trace_level.append(
-                TraceAuroc(shown, len(labelled), positives, len(labelled) - positives, area)
+                TraceAuroc(shown, len(labelled), positives, len(labelled) - positives, area, baseline)
             )
     if step_label is not None and has_steps:
         _step_level(result, rows, options)
     return result
 
 
+def _outcome_auroc(labelled: list[tuple], labels: list[bool], notes: list[str]) -> float | None:
+    """The outcome's AUROC against ``labels`` (None when a row lacks its outcome: no fair comparison)."""
+    outcomes = [row[9] for row in labelled]
+    if not labelled or any(outcome is None for outcome in outcomes):
+        if labelled:
+            notes.append("some rows have no outcome: the outcome baseline is not shown")
+        return None
+    return auroc(labels, [float(outcome) for outcome in outcomes])
+
+
 def _step_level(result: EvalResult, rows: list[tuple], options: EvalOptions) -> None:
-    per_score: dict[str, list[LabelledSteps]] = {name: [] for name in STEP_SCORES}
+    per_score: dict[str, list[LabelledSteps]] = {name: [] for name in (*STEP_SCORES, OUTCOME_COLUMN)}
     skipped_no_steps = skipped_range = 0
     for row in rows:
         v0, values, migs, label = row[5], row[6], row[7], row[8]
@@ -254,6 +278,9 @@ def _step_level(result: EvalResult, rows: list[tuple], options: EvalOptions) -> 
             continue
         per_score["mig_k"].append(LabelledSteps(np.asarray(migs, dtype=np.float64), label))
         per_score["v_k - W_{k-1}"].append(LabelledSteps(_margins(v0, values), label))
+        outcome = row[9]
+        if outcome is not None:
+            per_score[OUTCOME_COLUMN].append(LabelledSteps(np.full(len(migs), float(outcome) - 1.0), label))
     if skipped_no_steps:
         result.notes.append(
             f"{skipped_no_steps} rows without step records or a step label were left out of step level"
@@ -267,4 +294,8 @@ def _step_level(result: EvalResult, rows: list[tuple], options: EvalOptions) -> 
     result.step_traces = len(traces)
     for name, labelled in per_score.items():
         f1 = [f1_at(labelled, 0.0), f1_best(labelled), f1_cross_validated(labelled, options.seed)]
-        result.step_level.append(StepScoreResult(name, step_auroc(labelled), f1))
+        scored = StepScoreResult(name, step_auroc(labelled), f1)
+        if name != OUTCOME_COLUMN:
+            result.step_level.append(scored)
+        elif len(labelled) == len(traces):
+            result.step_outcome = scored

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mig_annotator.builder.evaluation.ranking import RocCurve
-from mig_annotator.builder.report.data import Histogram, TraceView
+from mig_annotator.builder.report.data import OUTCOME_CURVE, Histogram, TraceView
 
 CORRECT = "#15803d"
 WRONG = "#b91c1c"
@@ -104,23 +104,29 @@ def max_position(histogram: Histogram) -> go.Figure:
 
 
 def roc(curves: dict[str, RocCurve], label: str) -> go.Figure:
+    """One ROC curve per score; the outcome's own curve (the free baseline) is drawn dashed in black."""
     figure = go.Figure()
     figure.add_trace(
         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"color": "#9ca3af", "dash": "dash"})
     )
     for index, (name, curve) in enumerate(curves.items()):
+        line = {"color": PALETTE[index % len(PALETTE)]}
+        if name == OUTCOME_CURVE:
+            line = {"color": "#111827", "dash": "dash"}
         figure.add_trace(
             go.Scatter(
                 x=curve.false_positive_rate,
                 y=curve.true_positive_rate,
                 mode="lines",
                 name=f"{name} (AUROC {curve.auroc:.3f})",
-                line={"color": PALETTE[index % len(PALETTE)]},
+                line=line,
             )
         )
     figure.update_layout(
         **(LAYOUT | {"height": 420}), title={"text": f"against {label}", "font": {"size": 13}}
     )
-    figure.update_xaxes(title_text="false positive rate", range=[0, 1])
-    figure.update_yaxes(title_text="true positive rate", range=[0, 1], scaleanchor="x")
+    # a square plot: the axes keep their 0..1 ranges and the plot area shrinks to fit (constrain="domain");
+    # with the default constrain="range" Plotly widens the x range (to about -1..2 on a wide page) instead
+    figure.update_xaxes(title_text="false positive rate", range=[0, 1], constrain="domain")
+    figure.update_yaxes(title_text="true positive rate", range=[0, 1], scaleanchor="x", constrain="domain")
     return figure

@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mig_annotator.builder.audit.database import AuditDatabase, AuditQueryError, quote_identifier
-from mig_annotator.builder.evaluation.evaluate import TRACE_SCORES, default_step_label, resolve_trace_label
+from mig_annotator.builder.evaluation.evaluate import (
+    OUTCOME_COLUMN,
+    TRACE_SCORES,
+    default_step_label,
+    resolve_trace_label,
+)
 from mig_annotator.builder.evaluation.ranking import RocCurve, roc_curve
 from mig_annotator.builder.evaluation.screening import leave_out_non_finite_scores
 
@@ -19,6 +24,8 @@ HISTOGRAM_BINS = 30
 POSITION_BINS = 10
 MAX_GROUPS = 50
 DEFAULT_GROUPS = ("dataset", "source_file", "generator", "source")
+#: The ROC curve of the free baseline (the answer check alone), drawn beside the reward scores' curves.
+OUTCOME_CURVE = "outcome (baseline)"
 #: Columns only built datasets have: an audit log lacks them (it keeps r_k per step and the trace verdicts).
 STEP_DETAIL = "step texts, v_k, mig_k, W_k, the completion and the answer span"
 
@@ -245,14 +252,19 @@ def _group_table(db: AuditDatabase, column: str, label_sql: str | None) -> Group
 
 
 def _roc(db: AuditDatabase, label_sql: str) -> dict[str, RocCurve]:
-    scores = ", ".join(f"{column}::DOUBLE" for column, _ in TRACE_SCORES)
+    """The ROC curve of each trace score and, last, of the outcome alone (when every row has one)."""
+    scored = [*TRACE_SCORES, (OUTCOME_COLUMN, OUTCOME_CURVE)]
+    scores = ", ".join(f"{column}::DOUBLE" for column, _ in scored)
     rows = db.query(
         f"SELECT ({label_sql}) AS y, {scores} FROM annotations WHERE ({label_sql}) IS NOT NULL"
     ).rows
     labels = [bool(row[0]) for row in rows]
     curves = {}
-    for index, (_, shown) in enumerate(TRACE_SCORES, start=1):
-        curve = roc_curve(labels, [float(row[index]) for row in rows]) if rows else None
+    for index, (_, shown) in enumerate(scored, start=1):
+        values = [row[index] for row in rows]
+        if not rows or any(value is None for value in values):
+            continue
+        curve = roc_curve(labels, [float(value) for value in values])
         if curve is not None:
             curves[shown] = curve
     return curves

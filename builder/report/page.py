@@ -45,6 +45,8 @@ mark.answer { background: transparent; outline: 2px solid #f59e0b; border-radius
 table.groups { border-collapse: collapse; background: white; font-size: 0.8rem; margin-bottom: 12px; }
 table.groups th, table.groups td { border: 1px solid #e5e7eb; padding: 3px 8px; text-align: right; }
 table.groups th:first-child, table.groups td:first-child { text-align: left; }
+table.groups td:first-child { max-width: 28rem; overflow-wrap: anywhere; }
+.table-scroll { max-width: 100%; overflow-x: auto; }
 footer { color: #9ca3af; font-size: 0.75rem; margin-top: 28px; }
 """
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -92,7 +94,10 @@ def _group_table(table: GroupTable) -> str:
         for row in table.rows
     )
     more = f'<p class="legend">… and {table.more} more groups</p>' if table.more else ""
-    return f'<h3>by {escape(table.column)}</h3><table class="groups"><tr>{head}</tr>{rows}</table>{more}'
+    return (
+        f'<h3>by {escape(table.column)}</h3><div class="table-scroll"><table class="groups">'
+        f"<tr>{head}</tr>{rows}</table></div>{more}"
+    )
 
 
 def _chart(figure: Any, chart_id: str) -> str:

@@ -1,11 +1,14 @@
 """Headless Chromium (Debian's chromium + chromium-driver) driven by selenium, for the browser tests.
 
 ``open_chromium()`` skips the calling test with the reason when the browser, its driver or selenium is
-missing; it never lets a test pass without a browser.
+missing; it never lets a test pass without a browser. The browser stays on this machine: no background
+networking, component updates, sync, metrics or first-run fetches (:data:`OFFLINE_ARGUMENTS`), and the
+driver is given by path with Selenium Manager told to stay offline, so nothing looks a driver up online.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +16,17 @@ import pytest
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 DRIVER_NAMES = ("chromedriver", "chromium-driver")
+#: Chromium switches that stop it from reaching any other machine on its own.
+OFFLINE_ARGUMENTS = (
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--metrics-recording-only",
+    "--no-first-run",
+    "--no-pings",
+)
 
 
 def _which(names: tuple[str, ...]) -> str | None:
@@ -32,6 +46,7 @@ def open_chromium(width: int = 1400, height: int = 1000):
             "no Chromium: the browser test needs `apt-get install -y chromium chromium-driver` "
             f"(found browser={browser}, driver={driver})"
         )
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager, should anything call it, stays offline
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for argument in (
@@ -45,6 +60,7 @@ def open_chromium(width: int = 1400, height: int = 1000):
         "--no-first-run",
         f"--window-size={width},{height}",
         "--force-device-scale-factor=1",
+        *OFFLINE_ARGUMENTS,
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

@@ -302,7 +302,7 @@ def test_install_is_refused_by_its_name(dataset_a: Path) -> None:
 
 
 def test_cli_audit_refuses_explain_analyze_copy_over_a_dataset_file(dataset_a: Path) -> None:
-    """The exploit from issue 12: it exited 0 and replaced the dataset's part file."""
+    """Refused with exit 2 and the part file untouched (the statement would replace it)."""
     part = dataset_a / "part-00000.parquet"
     before = part.read_bytes()
     sql = f"EXPLAIN ANALYZE COPY (select 42 as x) TO '{part}' (FORMAT parquet, USE_TMP_FILE false)"

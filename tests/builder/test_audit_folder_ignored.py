@@ -1,4 +1,4 @@
-"""The default audit folder `mig-audit` (relative to where `serve` runs) is git-ignored (issue 21.17)."""
+"""The default audit folder `mig-audit` (relative to where `serve` runs) is git-ignored."""
 
 from __future__ import annotations
 

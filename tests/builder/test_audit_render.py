@@ -28,8 +28,13 @@ def test_the_distribution_table_is_transposed_at_80_columns(dataset_a: Path) -> 
     lines = rendered([report([dataset_a], "distribution")], 80)
     assert max(len(line) for line in lines) <= 80
     text = "\n".join(lines)
-    header = next(line for line in lines if "metric" in line)
-    assert "a_build / g1" in header and "a_build / g2" in header  # one column per group
+    header = next(line for line in lines if "a_build / g1" in line)
+    # one column per group, and the first header names what the column headers hold
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == [
+        "dataset / generator",
+        "a_build / g1",
+        "a_build / g2",
+    ]
     # every metric on one line with both values, names intact (no "pro / ces / s_r" strips)
     row = next(line for line in lines if "process_reward_mean" in line)
     assert "0.3000" in row and "0.8333" in row
@@ -60,7 +65,7 @@ def test_a_wide_terminal_shows_every_column_untransposed(dataset_a: Path) -> Non
     header = next(line for line in lines if "process_reward_mean" in line)
     for column in ("dataset", "generator", "traces", "outcome_rate", "p10", "steps_mean"):
         assert column in header
-    assert not any("metric" in line for line in lines)
+    assert not any("a_build / g1" in line for line in lines)
 
 
 def test_long_text_cells_wrap_instead_of_widening_the_table() -> None:
@@ -73,3 +78,10 @@ def test_long_text_cells_wrap_instead_of_widening_the_table() -> None:
     lines = rendered([wide], 80)
     assert max(len(line) for line in lines) <= 80
     assert "not shown" not in "\n".join(lines)  # the text column wraps; nothing dropped
+
+
+def test_a_transposed_table_without_text_columns_is_headed_metric_and_row_numbers() -> None:
+    wide = Report("wide", "numbers only", [f"measure_number_{i}" for i in range(8)], [tuple(range(8))])
+    lines = rendered([wide], 80)
+    header = next(line for line in lines if "┃" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["metric", "row 1"]

@@ -85,3 +85,35 @@ def test_the_service_audit_log_gets_trace_level_only_and_says_what_it_lacks(tmp_
     assert result.traces == 2 and result.trace_level == [] and result.step_level == []
     assert any("no step records" in note for note in result.notes)
     assert any("no correctness column" in note for note in result.notes)
+
+
+def test_every_trace_score_is_shown_beside_the_outcomes_own_auroc(labelled: Path) -> None:
+    result = evaluate([labelled])
+    # the worked example's outcome equals is_correct: the answer check alone separates the labels
+    assert [row.outcome_auroc for row in result.trace_level] == [1.0] * len(result.trace_level)
+    assert {row["score"]: row["outcome_auroc"] for row in result.to_json()["trace_level"]}["v_K"] == 1.0
+
+
+def test_the_step_level_baseline_scores_every_step_with_its_traces_outcome(labelled: Path) -> None:
+    baseline = evaluate([labelled]).step_outcome
+    assert baseline is not None and baseline.score == "outcome"
+    # steps score outcome - 1: positives A 0 0, B -1, C -1, D 0 0 0; negatives B -1, C -1 -> (10 + 4 / 2) / 14
+    assert baseline.auroc.auroc == pytest.approx(12 / 14)
+    # at tau = 0 the right answers predict no error (2 of 2) and the wrong ones step 0, not step 1 (0 of 2)
+    at_zero = baseline.f1[0]
+    assert (at_zero.accuracy_correct, at_zero.accuracy_erroneous, at_zero.f1) == (1.0, 0.0, 0.0)
+
+
+def test_the_eval_table_has_an_outcome_column_beside_every_score(labelled: Path) -> None:
+    from rich.console import Console
+
+    from mig_annotator.builder.evaluation.render import print_eval
+
+    console = Console(width=160, record=True)
+    print_eval(evaluate([labelled]), console)
+    text = console.export_text()
+    assert "outcome AUROC" in text
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if "│" in line]
+    assert ["v_K", "0.875", "1.000", "4", "2", "2"] in rows
+    step_auroc = [row for row in rows if row[1:2] == ["step AUROC"]]
+    assert [row[-2:] for row in step_auroc] == [["0.821", "0.857"], ["0.929", "0.857"]]

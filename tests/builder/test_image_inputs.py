@@ -1,4 +1,4 @@
-"""The builder's images column (issue 23): paths relative to the input file, bytes, Hugging Face Image
+"""The builder's images column: paths relative to the input file, bytes, Hugging Face Image
 structs; the input fingerprint covers the image files' bytes."""
 
 from __future__ import annotations

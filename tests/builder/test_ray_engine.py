@@ -54,7 +54,8 @@ def ray_address() -> Iterator[str]:
     os.environ.update(settings)  # the drivers: this process and the ones it starts
     env = os.environ | {"PYTHONPATH": str(REPO)}
     start = [
-        str(RAY), "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard=false",
+        str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--port", str(port),
+        "--include-dashboard=false",
         "--object-store-memory", str(100 * 1024 * 1024), "--temp-dir", temp_dir,
     ]  # fmt: skip
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)

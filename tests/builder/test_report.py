@@ -115,3 +115,27 @@ def test_a_built_dataset_and_an_audit_log_in_one_report(tmp_path: Path) -> None:
     assert "the audit-log rows lack the step texts" in html and "<h3>by dataset</h3>" in html
     assert 'title="step 1: v_k = n/a, mig_k = n/a, W_k = n/a, r_k = 1.0000"' in html  # the log's one step
     assert 'data-chart="traj"' in html  # the dataset's traces still have trajectories
+
+
+def test_the_roc_shows_the_outcomes_own_curve_beside_the_scores(tmp_path: Path) -> None:
+    html = write_report([write_labelled_dataset(tmp_path / "labelled")], tmp_path / "r.html").path.read_text()
+    # the worked example's outcome equals is_correct: the free baseline is perfect
+    assert "outcome (baseline) (AUROC 1.000)" in html and "v_K (AUROC 0.875)" in html
+
+
+def test_the_roc_axes_keep_their_unit_range() -> None:
+    from mig_annotator.builder.evaluation.ranking import roc_curve
+    from mig_annotator.builder.report.charts import roc
+
+    curve = roc_curve([True, False, True, False], [0.9, 0.1, 0.4, 0.6])
+    assert curve is not None
+    layout = roc({"v_K": curve}, "is_correct").layout
+    # square by scaleanchor; the plot area shrinks, the 0..1 ranges stay (constrain="range" widens x)
+    assert tuple(layout.xaxis.range) == (0, 1) and layout.xaxis.constrain == "domain"
+    assert tuple(layout.yaxis.range) == (0, 1) and layout.yaxis.constrain == "domain"
+
+
+def test_group_tables_scroll_and_wrap_inside_the_page(tmp_path: Path, arithmetic: Path) -> None:
+    html = write_report([arithmetic], tmp_path / "r.html").path.read_text(encoding="utf-8")
+    assert '<h3>by source_file</h3><div class="table-scroll"><table class="groups">' in html
+    assert ".table-scroll { max-width: 100%; overflow-x: auto; }" in html

@@ -1,4 +1,4 @@
-"""Long ids in the report are shown shortened with a hash; the page keeps its sampled traces (issue 21.5)."""
+"""Long ids in the report are shown shortened with a hash; the page keeps its sampled traces."""
 
 from __future__ import annotations
 

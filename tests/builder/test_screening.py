@@ -1,5 +1,5 @@
-"""`eval` and `report` leave out rows with NaN/inf scores (issue 21.3) and accept only boolean or 0/1 labels
-(issue 21.4), on real Parquet datasets through DuckDB."""
+"""`eval` and `report` leave out rows with NaN/inf scores and accept only boolean or 0/1 labels, on real
+Parquet datasets through DuckDB."""
 
 from __future__ import annotations
 

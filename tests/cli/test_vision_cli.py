@@ -1,4 +1,4 @@
-"""`score` and `build` on traces whose questions hold images (issue 23), with a tiny vision-language model
+"""`score` and `build` on traces whose questions hold images, with a tiny vision-language model
 folder (`--model`; an Idefics3- and a Qwen2-VL-shaped one): packed scoring equals the naive probe
 in process to 1e-4 (fp32)."""
 

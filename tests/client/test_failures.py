@@ -167,7 +167,7 @@ def test_a_hanging_service_ends_at_the_client_deadline(limited_url: str, asynchr
                     client.annotate(small_traces(1))
         elapsed = time.monotonic() - started
     assert caught.value.error == "client_deadline"
-    assert elapsed < 6.0  # the bound the issue demands: well before the 8 s hang ends (generous for load)
+    assert elapsed < 6.0  # the client deadline holds: well before the 8 s hang ends (generous for load)
 
 
 def test_traces_a_504_or_the_service_deadline_left_unfinished_are_sent_again(limited_url: str) -> None:

@@ -1,4 +1,4 @@
-"""The client gives a trace whose fields the service refuses its failure in place (issue 21.8): a real
+"""The client gives a trace whose fields the service refuses its failure in place: a real
 service on 127.0.0.1 over the package's fake probe."""
 
 from __future__ import annotations

@@ -132,6 +132,42 @@ def test_trl_sends_the_completions_of_a_prompt_with_one_question_and_no_group_id
     assert all("group_id" not in trace for trace in proxy.sent)
 
 
+def test_trl_trace_ids_are_unique_per_run_process_step_and_batch(
+    service_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit log tells TRL's traces apart: ids carry a run nonce, the process rank, the global step
+    and the batch count, never a bare ``trl-0..n`` that repeats every step."""
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("RANK", "3")
+    traces = small_traces(2, prefix="trl-ids-")
+    batch = {
+        "prompts": [t.question for t in traces],
+        "completions": [t.completion for t in traces],
+        "answer": [t.reference_answer for t in traces],
+    }
+    proxy = RecordingProxy(service_url)
+    with proxy.client() as client:
+        first, second = trl_reward_function(client), trl_reward_function(client)
+        for step in (7, 7, 8):
+            first(**batch, trainer_state=SimpleNamespace(global_step=step))
+        second(**batch, trainer_state=SimpleNamespace(global_step=7))
+    ids = [trace["id"] for trace in proxy.sent]
+    assert len(ids) == 8 and len(set(ids)) == 8
+    runs = {trace_id.split("-")[1] for trace_id in ids}
+    assert len(runs) == 2 and all(len(run) == 8 for run in runs)  # one nonce per reward function
+    assert ["-".join(trace_id.split("-")[2:]) for trace_id in ids] == [
+        "p3-s7-b0-0",
+        "p3-s7-b0-1",
+        "p3-s7-b1-0",
+        "p3-s7-b1-1",
+        "p3-s8-b2-0",
+        "p3-s8-b2-1",
+        "p3-s7-b0-0",
+        "p3-s7-b0-1",
+    ]
+
+
 def test_trl_reward_function_names_a_missing_answer_column(client: MigClient) -> None:
     reward = trl_reward_function(client)
     with pytest.raises(ValueError, match=r"no column 'answer'.*'ground_truth'"):

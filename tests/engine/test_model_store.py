@@ -22,9 +22,14 @@ def test_the_gguf_is_found_inside_the_installed_package_without_importing_it() -
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
 
 
-def test_conversion_is_checked_atomic_and_idempotent(tmp_path: Path) -> None:
+def test_conversion_is_checked_atomic_idempotent_and_quiet(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     first = prepare_default_model(tmp_path)
     assert first.converted and first.max_logit_diff == 0.0
+    printed = capfd.readouterr()
+    for bar in ("Loading weights", "Converting and de-quantizing GGUF tensors", "it/s]"):
+        assert bar not in printed.err + printed.out
     target = tmp_path / DEFAULT_MODEL_NAME
     assert first.path == target
     assert {"config.json", "model.safetensors", "tokenizer.json", MARKER_FILE} <= {

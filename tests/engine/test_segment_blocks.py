@@ -91,8 +91,8 @@ def test_think_tags_are_never_steps_with_every_segmenter() -> None:
 
 
 def test_the_answer_after_repeated_closing_tags_is_found_after_the_last_one() -> None:
-    """Issue 21 item 9: ``"</think>" * 5000 + "A: 5"`` had no answer (the answer region started after the
-    first closing tag, so ``A:`` was not at a line start)."""
+    """``"</think>" * 5000 + "A: 5"`` has its answer: the answer region starts after the last closing tag
+    (after the first one, ``A:`` would not be at a line start)."""
     text = "</think>" * 5000 + "A: 5"
     result = segment_completion(text)
     assert result.answer_part == Segment("A: 5", len(text) - 4, len(text))

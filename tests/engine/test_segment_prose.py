@@ -141,7 +141,7 @@ def test_config_fields_and_their_checks() -> None:
 
 
 def test_a_462_character_think_paragraph_of_six_sentences_is_several_steps() -> None:
-    """Issue 21 item 6: the paragraph was one step (under max_step_chars 2000), so nothing was dense."""
+    """A long paragraph under max_step_chars (2000) is split at its sentences, not kept as one step."""
     paragraph = " ".join(sentence.replace("apples", "red apples") * 1 for sentence in SENTENCES[:3]) + " "
     paragraph += " ".join(SENTENCES[4:]) + " So the total after both trades is 51 apples in the end."
     paragraph += " That settles it for the first part of the question,"

@@ -55,8 +55,8 @@ def test_a_pathological_answer_is_cut_off_as_wrong_and_the_next_check_works(
 def test_slow_answers_are_checked_side_by_side_not_one_after_another(verifier: ProcessVerifier) -> None:
     """Two pathological answers on two workers cost about one time limit (1 s), not two.
 
-    Bound: under 1.9 s (two serial limits would be >= 2.0 s plus respawns); the check itself is what the
-    issue asks for (slow answer checks must not serialise), so this test measures it, generously.
+    Bound: under 1.9 s (two serial limits would be >= 2.0 s plus respawns); the behaviour checked is that
+    slow answer checks do not serialise, so this test measures it, generously.
     """
     verifier.start()  # both workers up (after earlier tests' timeouts), so only the checks are timed
     started = time.monotonic()

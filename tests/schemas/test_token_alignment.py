@@ -160,7 +160,7 @@ def test_token_offsets_fall_back_to_prefix_decoding_when_retokenising_differs(to
 
 
 def prefix_decoding_offsets(tokenizer: Any, token_ids: list[int], text: str) -> list[list[int]]:
-    """The quadratic reference (main before issue 21 item 11): decode every prefix of the plain ids."""
+    """The quadratic reference the linear fallback replaced: decode every prefix of the plain ids."""
     special = set(tokenizer.all_special_ids)
     spans, previous_end = [], 0
     for position, token in enumerate(token_ids):
@@ -199,7 +199,7 @@ MIXED_TEXT = "Sam has 3 apples; 3 + 2 = 5 → done. Ünïcödé ✓ 😀 中文�
 
 
 def test_prefix_lengths_by_incremental_decoding_equal_decoding_every_prefix(tokenizer: Any) -> None:
-    """Issue 21 item 11: the linear fallback gives the old prefix-decoding offsets exactly, on ids whose
+    """The linear fallback gives the quadratic prefix-decoding offsets exactly, on ids whose
     re-tokenisation differs: unmerged characters (byte-level pieces of non-ASCII characters), random vocab
     ids (invalid UTF-8 byte runs) and special tokens in between."""
     ids = [*unmerged_ids(tokenizer, MIXED_TEXT), tokenizer.eos_token_id]

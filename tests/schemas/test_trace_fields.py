@@ -1,4 +1,4 @@
-"""One input rule set for `score`, the service and `build` (issue 21.7): the same row, with chat messages as
+"""One input rule set for `score`, the service and `build`: the same row, with chat messages as
 its question, a numeric reference answer and an integer or overlong group id, is accepted by all three, gets
 the same trace and the same annotations. Scored by the package's fake probe (the model is not what is tested)
 through the real CLI commands and a real HTTP server on 127.0.0.1."""

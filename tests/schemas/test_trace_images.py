@@ -1,4 +1,4 @@
-"""Images in a trace's question (issue 23): chat image parts read into bytes, identity by the bytes,
+"""Images in a trace's question: chat image parts read into bytes, identity by the bytes,
 limits and errors that name the part."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A request whose step_regex RE2 cannot compile is a 422 naming ``config.step_regex`` (issue 12 defect 3)."""
+"""A request whose step_regex RE2 cannot compile is a 422 naming ``config.step_regex``."""
 
 from __future__ import annotations
 

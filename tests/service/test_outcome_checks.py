@@ -48,7 +48,7 @@ def test_slow_answer_checks_do_not_hold_up_a_valid_request_behind_them(probe: Pr
     """Four pathological answers (each cut off at 2 s) and a valid request sent right after them.
 
     Before: one checker checked answers one at a time, so four took ~4 x the limit and the valid request
-    waited behind all of them (22.8 s in the issue). Now four workers check them side by side, so everything
+    waited behind all of them (22.8 s measured). Now four workers check them side by side, so everything
     is answered in about one limit plus the probe time. Bound: the valid request completes in under
     3 x 2 s + 10 s of probe slack on a loaded 2-core machine, well under the serial 4 x 2 s + probe time
     plus respawns the old design needed; and the slow ones still come back as outcome 0.

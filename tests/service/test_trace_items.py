@@ -1,4 +1,4 @@
-"""One trace's bad field is that trace's error, not the request's (issue 21.8): a live service on 127.0.0.1
+"""One trace's bad field is that trace's error, not the request's: a live service on 127.0.0.1
 over the package's fake probe; the envelope (not a list, too many traces, unknown keys) is still a 422/413,
 and ``strict`` keeps the whole-request 422."""
 

@@ -1,4 +1,4 @@
-"""The reward service on questions with images (issue 23): a real HTTP server on 127.0.0.1 with a tiny
+"""The reward service on questions with images: a real HTTP server on 127.0.0.1 with a tiny
 vision-language probe of each tested family (Idefics3-, Qwen2-VL-shaped); images come as base64 data in the
 request body and score as the naive probe in process does (to 1e-4, fp32); an image path in a request is
 refused naming its part, the others scored."""

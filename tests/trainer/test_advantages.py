@@ -33,7 +33,7 @@ def mean_and_std(values: list[float]) -> tuple[float, float]:
 
 
 def reference(members: list[CompletionCredit], s: AdvantageSettings) -> list[list[float]]:
-    """A_it token by token, straight from the issue's formulas."""
+    """A_it token by token, straight from the method's formulas."""
     scored = [m for m in members if m.outcome is not None]
     o_mean, o_std = mean_and_std([m.outcome for m in scored])  # type: ignore[misc]
     if s.placement == "sequence":
@@ -146,7 +146,7 @@ def test_equal_outcomes_give_no_outcome_advantage_only_process_credit_on_the_cot
 
 
 def test_the_all_wrong_example_is_not_blown_up_to_unit_scale() -> None:
-    """The issue's all-wrong GSM8K group: P_i from 0.22 to 0.32. Without a floor, GRPO's normalisation
+    """An all-wrong GSM8K group: P_i from 0.22 to 0.32. Without a floor, GRPO's normalisation
     makes +-1.2 of it; the default floor (0.25) keeps it within +-0.25, under an outcome's +-0.5..1.5."""
     totals = [0.22, 0.25, 0.29, 0.32]
     group = [credit(0.0, [p], [0], [True], [True]) for p in totals]

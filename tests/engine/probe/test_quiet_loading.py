@@ -1,4 +1,4 @@
-"""Loading the real probe prints no "Loading weights" bar unless transformers is asked to (issue 21.17)."""
+"""Loading the real probe prints no "Loading weights" bar unless transformers is asked to."""
 
 from __future__ import annotations
 

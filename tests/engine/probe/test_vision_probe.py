@@ -1,4 +1,4 @@
-"""Vision-language probes (issue 23): a question's images are encoded once per trace (once per GRPO group
+"""Vision-language probes: a question's images are encoded once per trace (once per GRPO group
 that shares them) and sit in the shared header, so packed scoring equals naive scoring, and naive scoring
 equals the model's own forward with its pixel inputs. Tiny random-initialised models of four families built
 here from their configs (tests/vision_support.py: Idefics3, LLaVA, and Qwen2-VL / Qwen2.5-VL, whose language

