@@ -9,7 +9,6 @@ column). Nothing is squeezed into columns narrower than their headers.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -158,14 +157,13 @@ def render(reports: Sequence[Report], fmt: OutputFormat, console: Console) -> No
         ]
         console.file.write(json.dumps(payload, indent=2) + "\n")
         return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    out = console.file  # written row by row, not built whole first
+    writer = csv.writer(out, lineterminator="\n")
     for index, report in enumerate(reports):
         if len(reports) > 1:
             if index:
-                buffer.write("\n")
-            buffer.write(f"# {report.name}\n")
+                out.write("\n")
+            out.write(f"# {report.name}\n")
         writer.writerow(report.columns)
         for row in report.rows:
             writer.writerow(["" if value is None else value for value in row])
-    console.file.write(buffer.getvalue())
