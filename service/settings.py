@@ -98,6 +98,12 @@ class ServiceSettings(BaseSettings):
         description="Tokens per second the probe forwards, for the default MIG_MAX_REQUEST_PROBE_TOKENS "
         "(SmolLM2-135M on 1 to 2 CPU threads: 300 to 400; set it to what your hardware measures).",
     )
+    reload_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest a reload may take to check and load a checkpoint folder (then 422, the probe "
+        "keeps its weights and the next reload may start).",
+    )
     shutdown_grace_s: float = Field(
         default=10.0,
         gt=0,
