@@ -73,7 +73,9 @@ class AnnotationService:
         self._plan_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mig-plan")
 
     def close(self) -> None:
-        self._plan_executor.shutdown(wait=True)
+        """Stop planning: queued plans are dropped and running ones end at their next check (their requests
+        were cancelled, which sets their ``cancelled`` check), without holding the shutdown."""
+        self._plan_executor.shutdown(wait=False, cancel_futures=True)
 
     def scoring_config(self, options: BaseModel | None) -> ScoringConfig:
         """The server defaults with the request's options laid over them (422 naming the bad option)."""

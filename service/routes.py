@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from importlib import metadata
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -31,7 +31,7 @@ from mig_annotator.service.annotation_service import AnnotationService, CallCont
 from mig_annotator.service.auth import Principal
 from mig_annotator.service.components import ServiceComponents
 from mig_annotator.service.errors import ERROR_RESPONSES, Forbidden, UnsupportedMediaType
-from mig_annotator.service.failures import ClientLeft
+from mig_annotator.service.failures import ClientLeft, ShuttingDown
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
 from mig_annotator.service.token_rewards import annotate_with_token_rewards
 from mig_annotator.service.trace_items import checked_traces, refuse_invalid
@@ -60,6 +60,8 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(_client_left(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        _server_stops()
     finally:
         watcher.cancel()
         if not task.done():
@@ -68,8 +70,21 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
         return await task
     except asyncio.CancelledError:
         if watcher.cancelled() or not watcher.done():
-            raise  # the request itself was cancelled (the server stops)
+            _server_stops()
         raise ClientLeft("the client disconnected before its traces were scored") from None
+
+
+def _server_stops() -> NoReturn:
+    """The request itself was cancelled: the server stops and its grace period ran out. The client gets
+    the JSON error body (503), not the server's plain-text 500; the work was cancelled with the request."""
+    current = asyncio.current_task()
+    if current is not None:
+        current.uncancel()
+    raise ShuttingDown(
+        "the server is shutting down (its grace period, MIG_SHUTDOWN_GRACE_S, ran out before these traces "
+        "were scored); retry on a running replica",
+        retry_after_s=1,
+    ) from None
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key, when the server has MIG_API_KEYS.")
