@@ -29,6 +29,7 @@ from mig_annotator.schemas.api import (
 )
 from mig_annotator.service.annotation_service import AnnotationService, CallContext
 from mig_annotator.service.auth import Principal
+from mig_annotator.service.body_parsing import OffLoopBodyRoute
 from mig_annotator.service.components import ServiceComponents
 from mig_annotator.service.errors import ERROR_RESPONSES, Forbidden, UnsupportedMediaType
 from mig_annotator.service.failures import ClientLeft, ShuttingDown
@@ -137,7 +138,7 @@ def require_json_body(request: Request) -> None:
     )
 
 
-v1 = APIRouter(prefix="/v1", tags=["rewards"])
+v1 = APIRouter(prefix="/v1", tags=["rewards"], route_class=OffLoopBodyRoute)  # big bodies: off the loop
 ops = APIRouter(tags=["operations"])
 _annotate_errors = {
     status: ERROR_RESPONSES[status] for status in (400, 401, 403, 413, 415, 422, 429, 503, 504)
@@ -188,12 +189,17 @@ async def annotate(
         scored, placed_of = iter(valid), iter(placed)
         results = [item if isinstance(item, TraceFailure) else next(scored) for item in checked]
         token_rewards = [None if isinstance(item, TraceFailure) else next(placed_of) for item in checked]
-    return AnnotateResponse(
+    answer = AnnotateResponse(
         request_id=context.request_id,
         annotations=[r if isinstance(r, TraceAnnotation) else None for r in results],
         errors=[r for r in results if isinstance(r, TraceFailure)],
         token_rewards=token_rewards,
     )
+    if token_rewards is None:
+        return answer
+    # per-token rewards can be millions of numbers: serialised off the event loop (the model is valid)
+    body = await asyncio.to_thread(answer.model_dump_json)
+    return Response(body, media_type="application/json")  # type: ignore[return-value]
 
 
 @v1.post(
