@@ -103,3 +103,19 @@ def test_bad_checkpoint_folders_are_refused_by_name_and_the_probe_keeps_serving(
         assert {a["probe_version"] for a in after} == {1}
         good = http.post("/v1/admin/reload", json={"model": str(folders["other"])})
         assert good.status_code == 200 and good.json()["probe_version"] == 2
+
+
+def test_a_reload_past_its_time_bound_is_refused_and_releases_the_lock(folders: dict[str, Path]) -> None:
+    settings = ServiceSettings(
+        audit_enabled=False, api_keys={"admin": "admin-key"}, admin_key_ids=["admin"], reload_timeout_s=0.01
+    )
+    probe = TransformersProbe(TransformersProbeSettings(model=str(folders["running"]), threads=1))
+    with (
+        live_server(create_app(settings, probe=probe)) as url,
+        httpx.Client(base_url=url, timeout=60, headers=ADMIN) as http,
+    ):
+        for _ in range(2):  # the second is not held behind the first's stuck stage
+            answer = http.post("/v1/admin/reload", json={"model": str(folders["other"])})
+            assert answer.status_code == 422, answer.text
+            assert "MIG_RELOAD_TIMEOUT_S" in answer.json()["message"]
+        assert http.get("/v1/info").json()["probe"]["fingerprint"] == probe.identity().fingerprint
