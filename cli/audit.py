@@ -47,6 +47,12 @@ def audit(
         float, typer.Option(min=0.001, help="Seconds a query may run before it is interrupted.")
     ] = 60.0,
     threads: Annotated[int, typer.Option(min=1, help="DuckDB worker threads.")] = 2,
+    max_rows: Annotated[
+        int, typer.Option(min=1, help="Most rows an --sql result may hold; a larger one is stopped.")
+    ] = 100_000,
+    max_result_mb: Annotated[
+        int, typer.Option(min=1, help="Most megabytes an --sql result may hold; a larger one is stopped.")
+    ] = 256,
 ) -> None:
     """Question the rewards of built datasets with DuckDB: canned reports or one read-only SQL query."""
     from mig_annotator.builder.audit.database import AuditDatabase, AuditLimits, discover_sources
@@ -55,7 +61,13 @@ def audit(
     from mig_annotator.builder.errors import BuildError
 
     try:
-        limits = AuditLimits(memory_limit_mb=memory_limit_mb, timeout_s=timeout_s, threads=threads)
+        limits = AuditLimits(
+            memory_limit_mb=memory_limit_mb,
+            timeout_s=timeout_s,
+            threads=threads,
+            max_rows=max_rows,
+            max_result_mb=max_result_mb,
+        )
         sources = discover_sources(paths)
         with AuditDatabase(sources, limits) as db:
             for source in sources:

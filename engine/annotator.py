@@ -27,7 +27,12 @@ from mig_annotator.engine.probe.base import CancelCheck, Probe, ProbeResult
 from mig_annotator.engine.prompt import ImagesNotReadError, ProbeSequence, PromptBuilder
 from mig_annotator.engine.reward_fields import reward_fields
 from mig_annotator.engine.rewards import aggregate_logprobs
-from mig_annotator.engine.segment import SegmentationError, SegmentedCompletion, segment_for_config
+from mig_annotator.engine.segment import (
+    SegmentationCancelled,
+    SegmentationError,
+    SegmentedCompletion,
+    segment_for_config,
+)
 from mig_annotator.engine.verify import AnswerVerifier, ProcessVerifier
 from mig_annotator.engine.windowed import join_results, windowed_sequences
 from mig_annotator.schemas import CharSpan, ScoringConfig, Trace, TraceAnnotation
@@ -146,17 +151,28 @@ class Annotator:
         return results  # type: ignore[return-value]
 
     def plan(
-        self, traces: Sequence[Trace], config: ScoringConfig | None = None
+        self,
+        traces: Sequence[Trace],
+        config: ScoringConfig | None = None,
+        *,
+        cancelled: CancelCheck | None = None,
     ) -> list[PreparedTrace | TraceError]:
-        """Segment, tokenise and check every trace (no probe work); a bad trace gives its error in place."""
+        """Segment, tokenise and check every trace (no probe work); a bad trace gives its error in place.
+
+        ``cancelled``: asked before each trace and during ``step_regex`` searches; once True, the planning
+        is abandoned and :class:`mig_annotator.engine.segment.SegmentationCancelled` raised."""
         config = config or self._default_config
         # outside the per-trace catch-all: a prompt builder that cannot be made is the probe's or the
         # config's fault, raised once, never reported as every trace's own
         builder = self._builder(config)
         planned: list[PreparedTrace | TraceError] = []
         for trace in traces:
+            if cancelled is not None and cancelled():
+                raise SegmentationCancelled("planning was abandoned: its request ended")
             try:
-                planned.append(self._prepare(trace, config, builder))
+                planned.append(self._prepare(trace, config, builder, cancelled))
+            except SegmentationCancelled:
+                raise
             except TraceError as error:
                 planned.append(error)
             except Exception as error:  # tokenizer or template failures on odd input: the trace's fault
@@ -221,9 +237,15 @@ class Annotator:
     # pipeline steps (private: callers go through the entry points above)
     # ------------------------------------------------------------------------------------------------------
 
-    def _prepare(self, trace: Trace, config: ScoringConfig, builder: PromptBuilder) -> PreparedTrace:
+    def _prepare(
+        self,
+        trace: Trace,
+        config: ScoringConfig,
+        builder: PromptBuilder,
+        cancelled: CancelCheck | None = None,
+    ) -> PreparedTrace:
         _check_encodable(trace)
-        segmented = _segment(trace, config)
+        segmented = _segment(trace, config, cancelled)
         reasoning = "steps" if trace.steps is not None else "completion"
         try:
             sequence = builder.build(
@@ -333,9 +355,9 @@ def _check_encodable(trace: Trace) -> None:
             ) from error
 
 
-def _segment(trace: Trace, config: ScoringConfig) -> SegmentedCompletion:
+def _segment(trace: Trace, config: ScoringConfig, cancelled: CancelCheck | None) -> SegmentedCompletion:
     try:
-        return segment_for_config(config, completion=trace.completion, steps=trace.steps)
+        return segment_for_config(config, completion=trace.completion, steps=trace.steps, cancelled=cancelled)
     except SegmentationError as error:
         field = "steps" if trace.steps is not None else "completion"
         raise TraceError(trace.id, field, str(error)) from error

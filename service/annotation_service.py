@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ from datetime import datetime
 from pydantic import BaseModel, ValidationError
 
 from mig_annotator.engine.annotator import Annotator, PreparedTrace, TraceError
+from mig_annotator.engine.probe.base import CancelCheck
+from mig_annotator.engine.segment import SegmentationCancelled
 from mig_annotator.schemas import ScoringConfig, Trace, TraceAnnotation
 from mig_annotator.schemas.api import AuditRecord, FieldError, TraceFailure
 from mig_annotator.service.audit import AuditLog
@@ -70,7 +73,9 @@ class AnnotationService:
         self._plan_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mig-plan")
 
     def close(self) -> None:
-        self._plan_executor.shutdown(wait=True)
+        """Stop planning: queued plans are dropped and running ones end at their next check (their requests
+        were cancelled, which sets their ``cancelled`` check), without holding the shutdown."""
+        self._plan_executor.shutdown(wait=False, cancel_futures=True)
 
     def scoring_config(self, options: BaseModel | None) -> ScoringConfig:
         """The server defaults with the request's options laid over them (422 naming the bad option)."""
@@ -124,11 +129,20 @@ class AnnotationService:
         deadline = context.received_monotonic + self._settings.request_timeout_s
         loop = asyncio.get_running_loop()
         at = list(positions) if positions is not None else list(range(len(traces)))
-        planning = loop.run_in_executor(self._plan_executor, self._plan, annotator, traces, config, field, at)
+        ended = threading.Event()  # set once the request no longer waits for its plan
+
+        def request_ended() -> bool:
+            return ended.is_set() or time.monotonic() > deadline
+
+        planning = loop.run_in_executor(
+            self._plan_executor, self._plan, annotator, traces, config, field, at, request_ended
+        )
         try:
             planned = await asyncio.wait_for(planning, timeout=max(deadline - time.monotonic(), 0.0))
-        except TimeoutError:
+        except (TimeoutError, SegmentationCancelled):
             raise self._deadline_passed() from None
+        finally:  # timed out, or cancelled (the client left, the server stops): the planning thread stops
+            ended.set()
         invalid = [item for item in planned if isinstance(item, TraceFailure)]
         if invalid and strict:
             fields = [FieldError(field=item.field, message=item.message) for item in invalid]
@@ -197,10 +211,12 @@ class AnnotationService:
         config: ScoringConfig,
         field: str,
         positions: Sequence[int],
+        cancelled: CancelCheck | None = None,
     ) -> list[PreparedTrace | TraceFailure]:
         """Plan every trace through the engine and check the service's per-trace limits.
 
         A bad trace gets a :class:`TraceFailure` in its place naming its field (``traces[3].completion``).
+        ``cancelled``: once True (the request ended), the engine abandons the planning.
         """
         settings = self._settings
         planned: list[PreparedTrace | TraceFailure | None] = [None] * len(traces)
@@ -213,7 +229,7 @@ class AnnotationService:
                 planned[slot] = _invalid(index, too_many.fields[0])
                 continue
             checked.append((slot, index, where, trace))
-        plans = annotator.plan([trace for *_, trace in checked], config)
+        plans = annotator.plan([trace for *_, trace in checked], config, cancelled=cancelled)
         for (slot, index, where, _), item in zip(checked, plans, strict=True):
             if isinstance(item, TraceError):
                 problem = FieldError(field=f"{where}.{item.field}", message=item.problem)

@@ -77,7 +77,7 @@ class ServiceComponents:
             authenticator=ApiKeyAuthenticator(settings.api_key_ids()),
             batcher=batcher,
             annotations=AnnotationService(settings, runtime, batcher, audit, metrics),
-            reloader=ProbeReloader(runtime),
+            reloader=ProbeReloader(runtime, settings.reload_timeout_s),
         )
         if audit is not None:
             audit.start()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 from mig_annotator.schemas.api import ReloadResponse
 from mig_annotator.service.failures import NotReady, ProbeTooOld, ReloadRejected
@@ -23,9 +24,13 @@ if TYPE_CHECKING:
     from mig_annotator.engine.probe.reload import StagedWeights
 
 
+T = TypeVar("T")
+
+
 class ProbeReloader:
-    def __init__(self, runtime: ProbeRuntime) -> None:
+    def __init__(self, runtime: ProbeRuntime, timeout_s: float = 600.0) -> None:
         self._runtime = runtime
+        self._timeout_s = timeout_s
         self._one_at_a_time = asyncio.Lock()
 
     def require(self, min_version: int | None) -> None:
@@ -38,7 +43,7 @@ class ProbeReloader:
             )
 
     async def reload(self, folder: str) -> ReloadResponse:
-        from mig_annotator.engine.probe.reload import ReloadRefused, stage_reload
+        from mig_annotator.engine.probe.reload import ReloadRefused, check_checkpoint_folder, stage_reload
         from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 
         annotator = self._runtime.annotator
@@ -49,10 +54,15 @@ class ProbeReloader:
             raise ReloadRejected.for_field(
                 "model", f"the {probe.backend} probe cannot reload weights (only the transformers probe can)"
             )
+        try:  # before any file in it is read or hashed (a folder such as /proc or /etc is refused here)
+            await asyncio.to_thread(check_checkpoint_folder, folder)
+        except ReloadRefused as error:
+            raise ReloadRejected.for_field("model", str(error)) from error
         async with self._one_at_a_time:
             started = time.perf_counter()
             serving = self._runtime.identity
-            if serving is not None and await asyncio.to_thread(_content_digest, folder) == serving.digest:
+            digest = await self._bounded(folder, asyncio.to_thread(_content_digest, folder), started)
+            if serving is not None and digest == serving.digest:
                 return ReloadResponse(
                     probe_version=self._runtime.version,
                     fingerprint=serving.fingerprint,
@@ -60,7 +70,7 @@ class ProbeReloader:
                     seconds=time.perf_counter() - started,
                 )
             try:
-                staged = await asyncio.to_thread(stage_reload, probe, folder)
+                staged = await self._bounded(folder, asyncio.to_thread(stage_reload, probe, folder), started)
             except ReloadRefused as error:
                 raise ReloadRejected.for_field("model", str(error)) from error
             version = await asyncio.to_thread(self._swap, staged)
@@ -71,6 +81,19 @@ class ProbeReloader:
                 digest=identity.digest,
                 seconds=time.perf_counter() - started,
             )
+
+    async def _bounded(self, folder: str, work: Awaitable[T], started: float) -> T:
+        """``work``'s result, or 422 once the reload has run ``timeout_s``: the lock is then released and
+        the stuck thread's result, if it ever comes, is dropped (the probe keeps its weights)."""
+        remaining = max(self._timeout_s - (time.perf_counter() - started), 0.0)
+        try:
+            return await asyncio.wait_for(work, remaining)
+        except TimeoutError:
+            raise ReloadRejected.for_field(
+                "model",
+                f"{folder}: checking and loading the checkpoint ran past {self._timeout_s:g} s "
+                "(MIG_RELOAD_TIMEOUT_S); the probe keeps its weights",
+            ) from None
 
     def _swap(self, staged: StagedWeights) -> int:
         with self._runtime.scoring_lock:

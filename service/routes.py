@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from importlib import metadata
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -29,9 +29,10 @@ from mig_annotator.schemas.api import (
 )
 from mig_annotator.service.annotation_service import AnnotationService, CallContext
 from mig_annotator.service.auth import Principal
+from mig_annotator.service.body_parsing import OffLoopBodyRoute
 from mig_annotator.service.components import ServiceComponents
 from mig_annotator.service.errors import ERROR_RESPONSES, Forbidden, UnsupportedMediaType
-from mig_annotator.service.failures import ClientLeft
+from mig_annotator.service.failures import ClientLeft, ShuttingDown
 from mig_annotator.service.openrlhf import reward_response, traces_from_request
 from mig_annotator.service.token_rewards import annotate_with_token_rewards
 from mig_annotator.service.trace_items import checked_traces, refuse_invalid
@@ -60,6 +61,8 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(_client_left(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        _server_stops()
     finally:
         watcher.cancel()
         if not task.done():
@@ -68,8 +71,21 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
         return await task
     except asyncio.CancelledError:
         if watcher.cancelled() or not watcher.done():
-            raise  # the request itself was cancelled (the server stops)
+            _server_stops()
         raise ClientLeft("the client disconnected before its traces were scored") from None
+
+
+def _server_stops() -> NoReturn:
+    """The request itself was cancelled: the server stops and its grace period ran out. The client gets
+    the JSON error body (503), not the server's plain-text 500; the work was cancelled with the request."""
+    current = asyncio.current_task()
+    if current is not None:
+        current.uncancel()
+    raise ShuttingDown(
+        "the server is shutting down (its grace period, MIG_SHUTDOWN_GRACE_S, ran out before these traces "
+        "were scored); retry on a running replica",
+        retry_after_s=1,
+    ) from None
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key, when the server has MIG_API_KEYS.")
@@ -122,7 +138,7 @@ def require_json_body(request: Request) -> None:
     )
 
 
-v1 = APIRouter(prefix="/v1", tags=["rewards"])
+v1 = APIRouter(prefix="/v1", tags=["rewards"], route_class=OffLoopBodyRoute)  # big bodies: off the loop
 ops = APIRouter(tags=["operations"])
 _annotate_errors = {
     status: ERROR_RESPONSES[status] for status in (400, 401, 403, 413, 415, 422, 429, 503, 504)
@@ -173,12 +189,17 @@ async def annotate(
         scored, placed_of = iter(valid), iter(placed)
         results = [item if isinstance(item, TraceFailure) else next(scored) for item in checked]
         token_rewards = [None if isinstance(item, TraceFailure) else next(placed_of) for item in checked]
-    return AnnotateResponse(
+    answer = AnnotateResponse(
         request_id=context.request_id,
         annotations=[r if isinstance(r, TraceAnnotation) else None for r in results],
         errors=[r for r in results if isinstance(r, TraceFailure)],
         token_rewards=token_rewards,
     )
+    if token_rewards is None:
+        return answer
+    # per-token rewards can be millions of numbers: serialised off the event loop (the model is valid)
+    body = await asyncio.to_thread(answer.model_dump_json)
+    return Response(body, media_type="application/json")  # type: ignore[return-value]
 
 
 @v1.post(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+from fastapi import FastAPI
 
 from mig_annotator.service.app import create_app
+from mig_annotator.service.connections import header_timeout_protocol
 from mig_annotator.service.settings import ServiceSettings
 
 
@@ -28,12 +30,21 @@ def serve(settings: ServiceSettings) -> None:
         service_logger.setLevel(level)
         if not service_logger.handlers:
             service_logger.addHandler(handler)
-    app = create_app(settings)
-    uvicorn.run(
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+
+
+def uvicorn_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
+    """uvicorn's configuration for the service: its address, the shutdown grace, and the connection bounds
+    (header time limit, keep-alive idle time, concurrent connections, h11's incomplete-event size)."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_keep_alive=settings.keep_alive_s,
+        limit_concurrency=settings.max_connections,
+        h11_max_incomplete_event_size=64 * 1024,
+        http=header_timeout_protocol(settings.header_timeout_s),
     )

@@ -98,6 +98,26 @@ class ServiceSettings(BaseSettings):
         description="Tokens per second the probe forwards, for the default MIG_MAX_REQUEST_PROBE_TOKENS "
         "(SmolLM2-135M on 1 to 2 CPU threads: 300 to 400; set it to what your hardware measures).",
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's headers (from its opening or its "
+        "previous response) before it is closed: slow or silent clients hold no connection for ever.",
+    )
+    keep_alive_s: float = Field(
+        default=5.0, gt=0, description="Seconds an idle keep-alive connection stays open between requests."
+    )
+    max_connections: int = Field(
+        default=512,
+        ge=1,
+        description="Concurrent connections and requests served at once; over it, new requests get 503.",
+    )
+    reload_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest a reload may take to check and load a checkpoint folder (then 422, the probe "
+        "keeps its weights and the next reload may start).",
+    )
     shutdown_grace_s: float = Field(
         default=10.0,
         gt=0,

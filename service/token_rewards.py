@@ -9,6 +9,7 @@ gets its ``invalid_trace`` failure naming ``token_offsets[i][k]``, or fails the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from mig_annotator.schemas import ScoringConfig, Trace, TraceAnnotation
@@ -51,10 +52,8 @@ async def annotate_with_token_rewards(
 
     ``positions``: each trace's index in the request (default: its index here), which errors name."""
     where = list(positions) if positions is not None else list(range(len(traces)))
-    results: list[TraceAnnotation | TraceFailure | None] = [None] * len(traces)
-    for index, trace in enumerate(traces):
-        if trace.completion is not None:
-            results[index] = offsets_failure(where[index], offsets[index], trace.completion)
+    # the offset checks, the placement and (in the route) the serialisation walk every token: off the loop
+    results = await asyncio.to_thread(_checked_offsets, traces, offsets, where)
     _raise_if_strict(results, strict)
     todo = [index for index, result in enumerate(results) if result is None]
     if todo:
@@ -66,17 +65,43 @@ async def annotate_with_token_rewards(
             strict=strict,
             positions=[where[i] for i in todo],
         )
-        for index, result in zip(todo, scored, strict=True):
-            failure = None
-            if isinstance(result, TraceAnnotation):
-                failure = offsets_failure(where[index], offsets[index], result.completion)
-            results[index] = failure or result
+        await asyncio.to_thread(_check_scored, results, todo, scored, offsets, where)
         _raise_if_strict(results, strict)
-    placed = [
+    placed = await asyncio.to_thread(_placed, results, offsets)
+    return [result for result in results if result is not None], placed
+
+
+Results = list[TraceAnnotation | TraceFailure | None]
+
+
+def _checked_offsets(traces: Sequence[Trace], offsets: Sequence[Offsets], where: Sequence[int]) -> Results:
+    """Each trace's offsets failure where its completion is known before scoring (else None)."""
+    return [
+        offsets_failure(at, given, trace.completion) if trace.completion is not None else None
+        for trace, given, at in zip(traces, offsets, where, strict=True)
+    ]
+
+
+def _check_scored(
+    results: Results,
+    todo: Sequence[int],
+    scored: Sequence[TraceAnnotation | TraceFailure],
+    offsets: Sequence[Offsets],
+    where: Sequence[int],
+) -> None:
+    """Put the scored results in place, failed where the offsets do not fit the scored completion."""
+    for index, result in zip(todo, scored, strict=True):
+        failure = None
+        if isinstance(result, TraceAnnotation):
+            failure = offsets_failure(where[index], offsets[index], result.completion)
+        results[index] = failure or result
+
+
+def _placed(results: Results, offsets: Sequence[Offsets]) -> list[TokenRewards | None]:
+    return [
         TokenRewards.of(result, given) if isinstance(result, TraceAnnotation) and given is not None else None
         for result, given in zip(results, offsets, strict=True)
     ]
-    return [result for result in results if result is not None], placed
 
 
 def _raise_if_strict(results: Sequence[TraceAnnotation | TraceFailure | None], strict: bool) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,11 +29,15 @@ from typing import Any, Literal
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
+from mig_annotator.builder.audit.address_space import address_space_growth_cap, value_bytes
 from mig_annotator.builder.errors import DatasetError
 from mig_annotator.builder.layout import OutputLayout
 
 SourceKind = Literal["dataset", "log"]
 _EXPLAIN_OPTIONS = frozenset({"ANALYZE", "ANALYSE"})
+MB = 1 << 20
+FETCH_ROWS = 2048  # one DuckDB vector: a result is pulled into Python this many rows at a time
+ADDRESS_SPACE_MARGIN = 256 * MB  # threads' stacks and malloc arenas, the Python side of a chunk
 
 
 class AuditQueryError(DatasetError):
@@ -48,6 +52,14 @@ class AuditLimits(BaseModel):
     memory_limit_mb: int = Field(default=1024, ge=16, description="DuckDB memory_limit (--memory-limit-mb).")
     timeout_s: float = Field(default=60.0, gt=0, description="Statement timeout in seconds (--timeout-s).")
     threads: int = Field(default=2, ge=1, description="DuckDB worker threads (--threads).")
+    max_rows: int = Field(
+        default=100_000, ge=1, description="Most rows an --sql result may hold (--max-rows)."
+    )
+    max_result_mb: int = Field(
+        default=256,
+        ge=1,
+        description="Most megabytes an --sql result may hold, its values' sizes summed (--max-result-mb).",
+    )
 
 
 @dataclass(frozen=True)
@@ -210,6 +222,14 @@ class AuditDatabase:
 
     def query(self, sql: str, parameters: Sequence[Any] | None = None) -> QueryResult:
         """Run trusted SQL (the canned reports), within the limits."""
+        return self._run(sql, parameters or [], lambda cursor: cursor.fetchall())
+
+    def _run(
+        self,
+        sql: str,
+        parameters: Sequence[Any],
+        fetch: Callable[[duckdb.DuckDBPyConnection], list[tuple[Any, ...]]],
+    ) -> QueryResult:
         timed_out = threading.Event()
 
         def interrupt() -> None:
@@ -220,14 +240,11 @@ class AuditDatabase:
         timer.daemon = True
         timer.start()
         try:
-            cursor = self._con.execute(sql, parameters or [])
+            cursor = self._con.execute(sql, parameters)
             columns = [item[0] for item in cursor.description or []]
-            return QueryResult(columns, cursor.fetchall())
+            return QueryResult(columns, fetch(cursor))
         except duckdb.OutOfMemoryException as error:
-            raise AuditQueryError(
-                f"query stopped: it needs more than the memory limit of {self.limits.memory_limit_mb} MB "
-                f"(raise it with --memory-limit-mb): {error}"
-            ) from error
+            raise self._over_memory(error) from error
         except (duckdb.InterruptException, duckdb.Error) as error:
             if timed_out.is_set():
                 raise AuditQueryError(
@@ -249,12 +266,49 @@ class AuditDatabase:
 
     def user_query(self, sql: str) -> QueryResult:
         """Run one user SELECT (or EXPLAIN [ANALYZE] of one); anything else (COPY, ATTACH, INSTALL, SET, DDL,
-        DML, or any of them inside EXPLAIN ...) is refused."""
+        DML, or any of them inside EXPLAIN ...) is refused.
+
+        The result is fetched in chunks and stopped once it passes ``max_rows`` rows or ``max_result_mb``
+        (its values' sizes summed), with an error naming the flag; the process's address space may grow by
+        at most the memory limit plus the result limit plus a margin while the query runs, so a value
+        DuckDB builds outside its memory accounting (``list(range(1e9))``) fails as over the memory limit.
+        """
         statement = self._single_statement(sql)
         executed, shown = self._executed_statement(statement)
         if executed.type != duckdb.StatementType.SELECT:
             raise AuditQueryError(f"--sql: only SELECT queries are allowed, got {shown}")
-        return self.query(sql)
+        limits = self.limits
+        growth = (limits.memory_limit_mb + limits.max_result_mb) * MB + ADDRESS_SPACE_MARGIN
+        try:
+            with address_space_growth_cap(growth):
+                return self._run(sql, [], self._bounded_fetch)
+        except MemoryError as error:
+            raise self._over_memory(error) from error
+
+    def _bounded_fetch(self, cursor: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+        limits = self.limits
+        rows: list[tuple[Any, ...]] = []
+        size = 0
+        while chunk := cursor.fetchmany(FETCH_ROWS):
+            rows.extend(chunk)
+            size += sum(value_bytes(row) for row in chunk)
+            if len(rows) > limits.max_rows:
+                raise AuditQueryError(
+                    f"query stopped: the result has more than {limits.max_rows:,} rows (raise it with "
+                    "--max-rows, or add a LIMIT or an aggregate)"
+                )
+            if size > limits.max_result_mb * MB:
+                raise AuditQueryError(
+                    f"query stopped: the result holds more than {limits.max_result_mb} MB (raise it with "
+                    "--max-result-mb, or select fewer or shorter values)"
+                )
+        return rows
+
+    def _over_memory(self, error: BaseException) -> AuditQueryError:
+        return AuditQueryError(
+            f"query stopped: it needs more than the memory limit of {self.limits.memory_limit_mb} MB "
+            f"(raise it with --memory-limit-mb): {error}"
+        )
 
     def _single_statement(self, sql: str) -> duckdb.Statement:
         try:

@@ -9,10 +9,10 @@ column). Nothing is squeezed into columns narrower than their headers.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from rich.console import Console
@@ -26,6 +26,8 @@ TEXT_WIDTH = 80
 MAX_TRANSPOSED_ROWS = 4
 #: Text cells wrap; for fitting, a text column counts at most this wide.
 WRAPPED_TEXT_WIDTH = 24
+#: A table shows at most this many rows (laying out millions would take minutes); CSV and JSON carry all.
+MAX_TABLE_ROWS = 1000
 
 
 def _cell(value: Any) -> str:
@@ -138,11 +140,22 @@ def report_table(report: Report, width: int | None = None) -> Table:
     return _plain_table(report, kept, caption)
 
 
+def _table_rows(report: Report) -> Report:
+    """The report with at most :data:`MAX_TABLE_ROWS` rows, saying so in its notes when it had more."""
+    if len(report.rows) <= MAX_TABLE_ROWS:
+        return report
+    note = (
+        f"the first {MAX_TABLE_ROWS:,} of {len(report.rows):,} rows are shown (--format csv or json "
+        "writes them all)"
+    )
+    return replace(report, rows=report.rows[:MAX_TABLE_ROWS], notes=[*report.notes, note])
+
+
 def render(reports: Sequence[Report], fmt: OutputFormat, console: Console) -> None:
     """Print the reports: tables to the console, or CSV / JSON text to its file."""
     if fmt == "table":
         for report in reports:
-            console.print(report_table(report, console.width))
+            console.print(report_table(_table_rows(report), console.width))
             if not report.rows:
                 console.print("(no rows)")
         return
@@ -160,14 +173,13 @@ def render(reports: Sequence[Report], fmt: OutputFormat, console: Console) -> No
         ]
         console.file.write(json.dumps(payload, indent=2) + "\n")
         return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    out = console.file  # written row by row, not built whole first
+    writer = csv.writer(out, lineterminator="\n")
     for index, report in enumerate(reports):
         if len(reports) > 1:
             if index:
-                buffer.write("\n")
-            buffer.write(f"# {report.name}\n")
+                out.write("\n")
+            out.write(f"# {report.name}\n")
         writer.writerow(report.columns)
         for row in report.rows:
             writer.writerow(["" if value is None else value for value in row])
-    console.file.write(buffer.getvalue())

@@ -236,18 +236,19 @@ def label_agreement(db: AuditDatabase, options: ReportOptions) -> Report:
         )
     if label not in db.columns:
         raise AuditQueryError(f"--label-col {label}: no such column (columns: {', '.join(db.columns)})")
-    from mig_annotator.builder.evaluation.screening import label_sql
+    from mig_annotator.builder.evaluation.screening import label_sql, non_finite_scores
 
     label_expression, label_notes = label_sql(
         db, label, drop_bad_labels=options.drop_bad_labels, flag="--drop-bad-labels"
     )
+    non_finite, score_notes = non_finite_scores(db)  # as `eval` does: such rows left out, and counted
     scores = ", ".join(f"{column}::DOUBLE AS {quote_identifier(shown)}" for column, shown in LABEL_SCORES)
     order = " ".join(f"WHEN {_sql_text(shown)} THEN {i}" for i, (_, shown) in enumerate(LABEL_SCORES))
     result = db.query(
         f"""
         WITH base AS (
             SELECT dataset, {label_expression} AS label, {scores}
-            FROM annotations
+            FROM annotations WHERE NOT ({non_finite})
         ), long AS (
             UNPIVOT (SELECT * FROM base WHERE label IS NOT NULL)
             ON COLUMNS(* EXCLUDE (dataset, label)) INTO NAME score VALUE value
@@ -269,7 +270,8 @@ def label_agreement(db: AuditDatabase, options: ReportOptions) -> Report:
         """
     )
     note = f"AUROC of each trace-level score against {label!r} (0.5 = chance, ties count half)"
-    return _report("labels", f"label agreement with {label}", result, [note, *label_notes])
+    notes = [note, *score_notes, *label_notes]
+    return _report("labels", f"label agreement with {label}", result, notes)
 
 
 def _sql_text(text: str) -> str:

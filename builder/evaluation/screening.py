@@ -38,18 +38,26 @@ def _non_finite_sql(db: AuditDatabase) -> str:
     return " OR ".join(checks) or "false"
 
 
-def leave_out_non_finite_scores(db: AuditDatabase) -> list[str]:
-    """Restrict ``annotations`` to rows whose scores are all finite; the notes say what was left out."""
+def non_finite_scores(db: AuditDatabase) -> tuple[str, list[str]]:
+    """A SQL condition true for the rows with a NaN or infinite score, and the notes saying how many
+    (with sample ids) a query that leaves them out leaves out."""
     bad = _non_finite_sql(db)
     count, ids = db.query(
         f"SELECT count(*), list(coalesce(trace_id::VARCHAR, row_key) ORDER BY row_key)[1:{SAMPLE_IDS}] "
         f"FROM annotations WHERE {bad}"
     ).rows[0]
     if not count:
-        return []
-    db.restrict(f"NOT ({bad})")
+        return bad, []
     shown = ", ".join(str(i)[:80] for i in ids or [])
-    return [f"{count} rows with a NaN or infinite score were left out (e.g. {shown})"]
+    return bad, [f"{count} rows with a NaN or infinite score were left out (e.g. {shown})"]
+
+
+def leave_out_non_finite_scores(db: AuditDatabase) -> list[str]:
+    """Restrict ``annotations`` to rows whose scores are all finite; the notes say what was left out."""
+    bad, notes = non_finite_scores(db)
+    if notes:
+        db.restrict(f"NOT ({bad})")
+    return notes
 
 
 def label_sql(db: AuditDatabase, column: str, *, drop_bad_labels: bool, flag: str) -> tuple[str, list[str]]:

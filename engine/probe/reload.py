@@ -14,17 +14,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mig_annotator.engine.probe.checkpoint_files import (
+    CheckpointRefused,
+    check_folder_shape,
+    check_same_tensors,
+    folder_shapes,
+)
 from mig_annotator.engine.probe.identity import folder_digest, local_model_identity
 from mig_annotator.engine.probe.transformers_probe import TransformersProbe, load_causal_lm
 from mig_annotator.schemas.probe import ProbeIdentity
 
 # config entries that say how a folder was written, not what the model computes
 _BOOKKEEPING = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures", "use_cache"}
-_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
 class ReloadRefused(ValueError):
     """The folder cannot replace the probe's weights; the message says what is missing or differs."""
+
+
+def check_checkpoint_folder(folder: Path | str) -> Path:
+    """The folder, once shaped like a checkpoint (``config.json`` and weights, regular files, small files
+    size-bounded): run before anything in it is read or hashed. Else :class:`ReloadRefused`."""
+    path = Path(folder).expanduser()
+    try:
+        check_folder_shape(path)
+    except CheckpointRefused as error:
+        raise ReloadRefused(str(error)) from error
+    return path
 
 
 @dataclass
@@ -53,13 +69,7 @@ def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
     """Check ``folder`` against the running probe and load its weights (slow; the probe is untouched)."""
     from transformers import AutoConfig
 
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise ReloadRefused(f"{folder}: no such folder")
-    if not (folder / "config.json").is_file():
-        raise ReloadRefused(f"{folder}: no config.json")
-    if not any(next(folder.glob(pattern), None) for pattern in _WEIGHT_PATTERNS):
-        raise ReloadRefused(f"{folder}: no weights (*.safetensors or pytorch_model*.bin)")
+    folder = check_checkpoint_folder(folder)
     try:
         tokenizer = folder_digest(folder, tokenizer_only=True)
     except FileNotFoundError:
@@ -69,7 +79,7 @@ def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
     running = probe._model.config.to_dict()
     try:
         new_config = AutoConfig.from_pretrained(folder).to_dict()
-    except (OSError, ValueError) as error:
+    except Exception as error:  # transformers raises what its parsers raise
         raise ReloadRefused(f"{folder}: config.json cannot be read: {error}") from error
     differences = [
         f"{key}: {new_config.get(key)!r} (running: {running.get(key)!r})"
@@ -80,9 +90,10 @@ def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
         raise ReloadRefused(
             f"{folder}: another architecture; config.json differs in " + "; ".join(differences)
         )
+    _check_tensor_files(probe, folder)
     try:
         loaded = load_causal_lm(folder, probe._dtype)
-    except (OSError, ValueError, RuntimeError) as error:
+    except Exception as error:  # safetensors and torch raise their own errors on a corrupt file
         raise ReloadRefused(f"{folder}: the weights cannot be loaded: {error}") from error
     # read into memory here, while the probe still serves: the loaded tensors may map the files, and the
     # swap (scoring waits for it) must only copy, and copy what was checked even if the files change
@@ -100,6 +111,22 @@ def stage_reload(probe: TransformersProbe, folder: Path | str) -> StagedWeights:
     return StagedWeights(probe, folder, state, identity)
 
 
+def _check_tensor_files(probe: TransformersProbe, folder: Path) -> None:
+    """The folder's safetensors headers hold exactly the tensors (names and shapes) of the running
+    checkpoint's files, or of the model's state dict when those are not safetensors."""
+    try:
+        got = folder_shapes(check_folder_shape(folder))
+        if got is None:
+            return  # pytorch_model*.bin only: the loader refuses pickles, and the loaded state is compared
+        running = probe.model_path
+        expected = folder_shapes(check_folder_shape(running)) if running.is_dir() else None
+        if expected is None:
+            expected = {name: tuple(t.shape) for name, t in probe._model.state_dict().items()}
+        check_same_tensors(folder, got, expected)
+    except CheckpointRefused as error:
+        raise ReloadRefused(str(error)) from error
+
+
 def _check_same_tokenization(probe: TransformersProbe, folder: Path) -> None:
     """Tokenizer files that differ byte for byte (a trainer's save writes its padding side, length limit
     and formatting) are fine when the vocabulary, the special tokens and the chat template are the same:
@@ -110,8 +137,9 @@ def _check_same_tokenization(probe: TransformersProbe, folder: Path) -> None:
 
     try:
         candidate = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as error:
-        raise ReloadRefused(f"{folder}: the tokenizer cannot be read: {error}") from error
+    except Exception as error:  # the tokenizers library raises its own errors on a corrupt tokenizer.json
+        files = ", ".join(sorted(p.name for p in folder.iterdir() if p.name.startswith("tokenizer")))
+        raise ReloadRefused(f"{folder}: the tokenizer files ({files}) cannot be read: {error}") from error
     running = probe._tokenizer
     name = probe.model_path.name
     if vocabulary_digest(candidate) != vocabulary_digest(running):

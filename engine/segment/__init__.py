@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from mig_annotator.engine.segment.answer import AnswerMarker, find_answer
 from mig_annotator.engine.segment.blocks import find_reasoning_block
 from mig_annotator.engine.segment.model import (
+    CancelCheck,
     Segment,
+    SegmentationCancelled,
     SegmentationError,
     SegmentedCompletion,
     Span,
@@ -46,6 +48,7 @@ from mig_annotator.schemas.config import (
 
 __all__ = [
     "Segment",
+    "SegmentationCancelled",
     "SegmentationError",
     "SegmentedCompletion",
     "SegmenterName",
@@ -74,10 +77,12 @@ def _resolve_segmenter(text: str, start: int, end: int, segmenter: str, step_reg
     return "headers" if header_starts(text, start, end) else "lines"
 
 
-def _regex_steps(text: str, start: int, end: int, pattern: StepPattern) -> list[Span]:
+def _regex_steps(
+    text: str, start: int, end: int, pattern: StepPattern, cancelled: CancelCheck | None
+) -> list[Span]:
     """Stripped, non-empty spans of the pattern's step group (ordered and disjoint: RE2 has no lookaround,
     so a group lies inside its match and matches do not overlap)."""
-    return stripped_spans(text, pattern.spans(text, start, end))
+    return stripped_spans(text, pattern.spans(text, start, end, cancelled))
 
 
 def _split_steps(
@@ -89,12 +94,13 @@ def _split_steps(
     max_chars: int,
     *,
     paragraphs: bool,
+    cancelled: CancelCheck | None = None,
 ) -> list[Span]:
     """Stripped step spans of the chain-of-thought region ``text[region[0]:region[1]]``."""
     start, end = region
     name = _resolve_segmenter(text, start, end, segmenter, step_regex)
     if name == "regex":
-        return _regex_steps(text, start, end, StepPattern(step_regex))
+        return _regex_steps(text, start, end, StepPattern(step_regex), cancelled)
     if name == "tags":
         return stripped_spans(text, tag_steps(text, start, end))
     if name == "headers":
@@ -137,13 +143,16 @@ def segment_completion(
     min_step_chars: int = DEFAULT_MIN_STEP_CHARS,
     max_step_chars: int = DEFAULT_MAX_STEP_CHARS,
     max_steps: int | None = DEFAULT_MAX_STEPS,
+    cancelled: CancelCheck | None = None,
 ) -> SegmentedCompletion:
     """Split ``completion`` into chain-of-thought steps and the final-answer part (see the module doc).
 
     ``step_regex`` (segmenter "regex", or "auto" when given) is compiled with RE2 without flags; use inline
     flags such as ``(?m)`` when needed. ``min_step_chars``/``max_step_chars`` size the steps of the
     "lines"/"auto" prose splitting; ``max_steps`` (None: no cap) merges adjacent steps of any segmenter.
-    Raises :class:`SegmentationError` only for invalid arguments (never for the text itself).
+    Raises :class:`SegmentationError` only for invalid arguments (never for the text itself), or for a
+    ``step_regex`` search over its work limit; ``cancelled`` (asked during a ``step_regex`` search) raises
+    :class:`SegmentationCancelled` once it says stop.
     """
     if not isinstance(completion, str):
         raise SegmentationError(f"completion must be a string, got {type(completion).__name__}")
@@ -166,7 +175,14 @@ def segment_completion(
             reasoning_span = region
     in_block = block is not None
     spans = _split_steps(
-        completion, region, segmenter, step_regex, min_step_chars, max_step_chars, paragraphs=in_block
+        completion,
+        region,
+        segmenter,
+        step_regex,
+        min_step_chars,
+        max_step_chars,
+        paragraphs=in_block,
+        cancelled=cancelled,
     )
     steps = tuple(make_segment(completion, span) for span in cap_steps(spans, max_steps))
     return SegmentedCompletion(completion, steps, part, answer, reasoning_span)
@@ -215,7 +231,11 @@ def segment_steps(steps: Sequence[str], *, max_steps: int | None = DEFAULT_MAX_S
 
 
 def segment_for_config(
-    config: ScoringConfig, *, completion: str | None = None, steps: Sequence[str] | None = None
+    config: ScoringConfig,
+    *,
+    completion: str | None = None,
+    steps: Sequence[str] | None = None,
+    cancelled: CancelCheck | None = None,
 ) -> SegmentedCompletion:
     """Segment a trace's ``completion`` or explicit ``steps`` with every segmentation option of ``config``."""
     if steps is not None:
@@ -229,4 +249,5 @@ def segment_for_config(
         min_step_chars=config.min_step_chars,
         max_step_chars=config.max_step_chars,
         max_steps=config.max_steps,
+        cancelled=cancelled,
     )

@@ -6,14 +6,21 @@ steps are non-empty, stripped, ordered, non-overlapping and lie inside ``cot_spa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 Span = tuple[int, int]
+CancelCheck = Callable[[], bool]
+"""True once nobody wants the segmentation any more (its request ended)."""
 
 
 class SegmentationError(ValueError):
     """Raised when a completion or explicit step list cannot be segmented as requested."""
+
+
+class SegmentationCancelled(RuntimeError):
+    """The caller's ``cancelled`` check said stop (its request ended): the segmentation was abandoned.
+    Not the trace's fault, so not a :class:`SegmentationError`."""
 
 
 @dataclass(frozen=True, slots=True)

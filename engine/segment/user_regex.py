@@ -7,6 +7,12 @@ windows of that size: each search reads at most one window, a window without a m
 window, and the whole pass is linear. Consequence, stated in the config field: on such long completions a
 match longer than half a window (1,024 bytes) may be missed or found shorter, and ``$``/``\\z`` also match
 at a window end. Completions up to one window are searched whole, exactly.
+
+A search costs up to the pattern's RE2 program size per byte (when RE2's DFA runs out of memory, as for
+``(.*a){1000}``, it falls back to a slower engine that steps every instruction on every byte), so before any
+matching the product program size x completion bytes is checked against :data:`MAX_REGEX_WORK` and a
+completion over it is refused by name; a ``cancelled`` check is asked between windows, so a search whose
+request ended is abandoned (:class:`SegmentationCancelled`).
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import re2
 
-from mig_annotator.engine.segment.model import SegmentationError, Span
+from mig_annotator.engine.segment.model import CancelCheck, SegmentationCancelled, SegmentationError, Span
 
 WINDOW_BYTES = 2048
+MAX_REGEX_WORK = 500_000_000
+"""The most RE2 work one completion's step search may cost: program size x completion bytes. At RE2's
+slowest (about 10-15 ns per instruction and byte) that is 5-8 s; a pattern of 20-100 instructions searches
+5-25 MB of text within it. A search also stops at its request's end (the ``cancelled`` check)."""
 
 
 def _options() -> re2.Options:
@@ -46,13 +56,32 @@ class StepPattern:
         names = self._regex.groupindex
         self._group = names["step"] if "step" in names else min(self._regex.groups, 1)
 
-    def spans(self, text: str, start: int, end: int) -> Iterator[Span]:
-        """Spans (into ``text``) of the step group of each match in ``text[start:end]``, in order."""
+    @property
+    def program_size(self) -> int:
+        """RE2's instruction count for the pattern: what one byte of search may cost."""
+        return int(self._regex.programsize)
+
+    def spans(self, text: str, start: int, end: int, cancelled: CancelCheck | None = None) -> Iterator[Span]:
+        """Spans (into ``text``) of the step group of each match in ``text[start:end]``, in order.
+
+        Raises :class:`SegmentationError` before any matching when the search would cost more than
+        :data:`MAX_REGEX_WORK`, and :class:`SegmentationCancelled` once ``cancelled()`` says stop (asked
+        before every window)."""
         data = text[start:end].encode("utf-8", "surrogatepass")
-        to_char = _char_offsets(data, start, end - start)
         size = len(data)
+        work = self.program_size * size
+        if work > MAX_REGEX_WORK:
+            raise SegmentationError(
+                f"step_regex {self.pattern[:80]!r} is too costly for this completion: its RE2 program has "
+                f"{self.program_size} instructions and the text {size} bytes, {work:,} units of work, over "
+                f"the limit of {MAX_REGEX_WORK:,} (program size x bytes); use a simpler pattern (fewer "
+                "repetitions) or a shorter completion"
+            )
+        to_char = _char_offsets(data, start, end - start)
         pos = 0
         while pos <= size:
+            if cancelled is not None and cancelled():
+                raise SegmentationCancelled("the step search was abandoned: its request ended")
             window_end = size if size <= WINDOW_BYTES else _char_boundary(data, min(size, pos + WINDOW_BYTES))
             match = self._regex.search(data, pos, window_end)
             if match is None:

@@ -79,3 +79,44 @@ def test_cli_audit_stops_a_string_agg_cross_join_with_bounded_memory(dataset: Pa
     assert "memory limit of 64 MB" in stderr and "--memory-limit-mb" in stderr
     assert usage.ru_maxrss / 1024 < 1024  # MB: unbounded, this query reached 9 GB
     assert elapsed < 60
+
+
+def test_a_result_over_the_row_limit_is_stopped_naming_the_flag(dataset: Path) -> None:
+    with AuditDatabase(discover_sources([dataset]), AuditLimits(max_rows=5000)) as db:
+        with pytest.raises(AuditQueryError, match=r"more than 5,000 rows \(raise it with --max-rows"):
+            db.user_query("SELECT range FROM range(100000000)")
+        assert len(db.user_query("SELECT range FROM range(5000)").rows) == 5000
+
+
+def test_a_result_over_the_byte_limit_is_stopped_naming_the_flag(dataset: Path) -> None:
+    limits = AuditLimits(max_result_mb=4)
+    with (
+        AuditDatabase(discover_sources([dataset]), limits) as db,
+        pytest.raises(AuditQueryError, match=r"more than 4 MB \(raise it with --max-result-mb"),
+    ):
+        db.user_query("SELECT repeat('x', 1000000) AS s FROM range(10)")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT list(range(1000000000))", "SELECT length(repeat('x', 2000000000))"],
+    ids=["list", "repeat"],
+)
+def test_values_built_past_the_memory_limit_stop_with_an_error_naming_it(dataset: Path, sql: str) -> None:
+    limits = AuditLimits(memory_limit_mb=64, threads=1)
+    with AuditDatabase(discover_sources([dataset]), limits) as db:
+        with pytest.raises(AuditQueryError, match=r"memory limit of 64 MB \(raise it with --memory-limit-mb"):
+            db.user_query(sql)
+        assert db.user_query("select count(*) from annotations").rows == [(len(FIXTURE_A),)]
+
+
+def test_cli_audit_stops_a_result_of_millions_of_rows_with_bounded_memory(dataset: Path) -> None:
+    args = [*CLI, "audit", str(dataset), "--sql", "SELECT range FROM range(100000000)", "--max-rows", "1000"]
+    process = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    stderr = process.stderr.read() if process.stderr else ""
+    assert os.waitstatus_to_exitcode(status) != 0
+    assert "more than 1,000 rows (raise it with --max-rows" in stderr
+    assert usage.ru_maxrss / 1024 < 512  # MB: the unbounded result passed 6 GB

@@ -3,12 +3,13 @@ wide listings drop trailing columns (named in the caption), and no header is fol
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from mig_annotator.builder.audit.render import render
+from mig_annotator.builder.audit.render import MAX_TABLE_ROWS, render
 from mig_annotator.builder.audit.reports import Report
 from tests.builder.test_audit import FIXTURE_A, report, write_dataset
 
@@ -85,3 +86,14 @@ def test_a_transposed_table_without_text_columns_is_headed_metric_and_row_number
     lines = rendered([wide], 80)
     header = next(line for line in lines if "┃" in line)
     assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["metric", "row 1"]
+
+
+def test_a_table_shows_a_bounded_number_of_rows_and_says_how_many_there_are() -> None:
+    many = Report("sql", "many rows", ["n"], [(i,) for i in range(MAX_TABLE_ROWS * 50)])
+    lines = rendered([many], 80)
+    words = " ".join(" ".join(lines).split())
+    assert f"the first {MAX_TABLE_ROWS:,} of {MAX_TABLE_ROWS * 50:,} rows are shown" in words
+    assert len(lines) < MAX_TABLE_ROWS + 50  # one line a row, the header and the wrapped caption
+    console = Console(width=80, record=True, color_system=None, file=io.StringIO())
+    render([many], "csv", console)
+    assert console.file.getvalue().count("\n") == MAX_TABLE_ROWS * 50 + 1  # CSV carries every row

@@ -91,3 +91,17 @@ def test_0_1_integer_labels_are_accepted(dataset: Path) -> None:
     rewrite(dataset, is_correct=([1, 0] * n)[:n])
     result = evaluate([dataset], EvalOptions())
     assert result.trace_level[0].n == n and result.trace_level[0].positives == (n + 1) // 2
+
+
+def test_audit_label_agreement_leaves_out_nan_scores_like_eval(dataset: Path) -> None:
+    from mig_annotator.builder.audit.database import AuditDatabase, discover_sources
+    from mig_annotator.builder.audit.reports import ReportOptions as AuditOptions
+    from mig_annotator.builder.audit.reports import run_reports
+
+    count = rows(dataset)
+    nan = [math.nan] * count
+    rewrite(dataset, v0=nan, process_reward=nan, max_reward=nan)
+    with AuditDatabase(discover_sources([dataset])) as db:
+        (labels,) = run_reports(db, ["labels"], AuditOptions())
+    assert any(f"{count} rows with a NaN or infinite score were left out" in note for note in labels.notes)
+    assert labels.rows == []  # every row left out: no n and no AUROC 0.5 over NaN scores

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mig_annotator.engine.segment import SegmentationError, segment_completion
-from mig_annotator.engine.segment.user_regex import WINDOW_BYTES, StepPattern
+from mig_annotator.engine.segment import SegmentationCancelled, SegmentationError, segment_completion
+from mig_annotator.engine.segment.user_regex import MAX_REGEX_WORK, WINDOW_BYTES, StepPattern
 
 
 def test_regex_steps_have_str_offsets_in_unicode_text() -> None:
@@ -63,3 +63,31 @@ def test_short_texts_match_like_pythons_re(text: str, pattern: str) -> None:
     group = "step" if "step" in compiled.groupindex else min(compiled.groups, 1)
     expected = [m.span(group) for m in compiled.finditer(text) if m.start(group) >= 0]
     assert list(StepPattern(pattern).spans(text, 0, len(text))) == expected
+
+
+def test_a_pattern_too_costly_for_the_completion_is_refused_before_any_matching() -> None:
+    pattern = StepPattern("(.*a){1000}")  # valid RE2: thousands of instructions, RE2's DFA runs out of memory
+    text = "a" * 200_000
+    assert pattern.program_size * len(text) > MAX_REGEX_WORK
+    with pytest.raises(SegmentationError, match=r"too costly.*\d+ instructions.*200000 bytes.*limit"):
+        list(pattern.spans(text, 0, len(text)))
+    with pytest.raises(SegmentationError, match="too costly"):
+        segment_completion(text, "regex", "(.*a){1000}")
+
+
+def test_a_cheap_pattern_on_the_same_long_completion_is_searched() -> None:
+    text = "a!" * 100_000
+    assert len(segment_completion(text, "regex", r"a!", max_steps=None).steps) == 100_000
+
+
+def test_a_search_whose_request_ended_is_abandoned_at_the_next_window() -> None:
+    text = "b" * (40 * WINDOW_BYTES)
+    asked = []
+
+    def ended() -> bool:
+        asked.append(True)
+        return len(asked) >= 3
+
+    with pytest.raises(SegmentationCancelled):
+        segment_completion(text, "regex", r"x|a[^!]*!", cancelled=ended)
+    assert len(asked) == 3  # two windows searched, then abandoned (the text has 79 half-window steps)
