@@ -128,8 +128,15 @@ def image_from_bytes(data: bytes, limits: ImageLimits = DEFAULT_IMAGE_LIMITS) ->
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height, image_format = image.width, image.height, image.format or "unknown"
+    except Image.DecompressionBombError as error:  # a header declaring billions of pixels
+        raise FieldProblem(
+            f"over the limit of {limits.max_image_pixels} pixels per image: Pillow refuses its header as a "
+            f"decompression bomb ({error})"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise FieldProblem(f"not an image Pillow can read ({error})") from None
+    except Exception as error:  # Pillow's format plugins raise other kinds on hostile headers
+        raise FieldProblem(f"not an image Pillow can read ({type(error).__name__}: {error})") from None
     if width * height > limits.max_image_pixels:
         raise FieldProblem(
             f"{width}x{height} = {width * height} pixels, "
