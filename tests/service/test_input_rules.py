@@ -174,3 +174,31 @@ def test_a_group_id_is_accepted_a_blank_one_is_no_group_and_a_list_is_the_traces
     response = httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json=body | {"strict": True})
     assert response.status_code == 422, response.text
     assert _fields(response) == ["traces[2].group_id"]
+
+
+def test_a_decompression_bomb_image_is_its_traces_error_and_the_connection_goes_on(url: str) -> None:
+    """A PNG whose header says 50,000 x 50,000 beside two good traces: a 500 for all three, then the next
+    request on the same connection was reset."""
+    import base64
+
+    from tests.vision_support import png_header
+
+    bomb = "data:image/png;base64," + base64.b64encode(png_header(50_000, 50_000)).decode()
+    question = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": bomb}}, {"text": "How many?"}]}
+    ]
+    good = TRACE | {"completion": "1 + 1 = 2\nA: 2"}
+    traces = [good | {"id": "g1"}, good | {"id": "bomb", "question": question}, good | {"id": "g2"}]
+    with httpx.Client(timeout=TIMEOUT_S) as client:
+        response = client.post(f"{url}/v1/annotate", json={"traces": traces})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        [error] = body["errors"]
+        assert (error["index"], error["code"]) == (1, "invalid_trace")
+        assert error["field"] == "traces[1]"
+        assert error["message"].startswith(
+            "question[0].content[0].image_url: over the limit of 16777216 pixels per image"
+        )
+        assert [a and a["trace_id"] for a in body["annotations"]] == ["g1", None, "g2"]
+        again = client.post(f"{url}/v1/annotate", json={"traces": [good]})
+        assert again.status_code == 200 and again.json()["annotations"][0]["trace_id"] == "a"
