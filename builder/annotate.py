@@ -10,7 +10,6 @@ uninterrupted one would.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import pyarrow as pa
 from mig_annotator.builder.columns import ColumnMapping
 from mig_annotator.builder.duplicates import FLAG, RowPlace, shorten
 from mig_annotator.builder.rows import RowProblem, map_record, row_id, row_json
-from mig_annotator.builder.sources import SourceBatch
+from mig_annotator.builder.sources import SourceBatch, as_written
 from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokenizer
 from mig_annotator.engine.annotator import Annotator, PreparedTrace, TraceError
 from mig_annotator.schemas import ScoringConfig, Trace
@@ -78,20 +77,6 @@ def reject_record(
         "row_json": batch.raw[local] if batch.raw[local] is not None else row_json(batch.records[local]),
         GLOBAL_ROW: batch.start + local,
     }
-
-
-def as_written(batch: SourceBatch, local: int) -> dict[str, Any]:
-    """A row's values as its file holds them: a JSONL line's own JSON (as ``score`` reads it), not the
-    column types inferred for the file, which turn a list or an object into text in a text column and an
-    integer into a float in a float column; a Parquet row as read."""
-    raw = batch.raw[local]
-    if raw is None:
-        return batch.records[local]
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return batch.records[local]
-    return parsed if isinstance(parsed, dict) else batch.records[local]
 
 
 class WindowAnnotator:

@@ -250,6 +250,20 @@ class SourceBatch:
         return len(self.records)
 
 
+def as_written(batch: SourceBatch, local: int) -> dict[str, Any]:
+    """A row's values as its file holds them: a JSONL line's own JSON (as ``score`` reads it), not the
+    column types inferred for the file, which turn a list or an object into text in a text column and an
+    integer into a float in a float column; a Parquet row as read."""
+    raw = batch.raw[local]
+    if raw is None:
+        return batch.records[local]
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return batch.records[local]
+    return parsed if isinstance(parsed, dict) else batch.records[local]
+
+
 @dataclass(frozen=True, slots=True)
 class _Chunk:
     source: InputFile
