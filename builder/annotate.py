@@ -67,16 +67,27 @@ def reject_record(
     reason: str,
     trace_id: str | None,
 ) -> dict[str, Any]:
+    raw = batch.raw[local] if batch.raw[local] is not None else row_json(batch.records[local])
     return {
-        "source_file": batch.files[local],
+        "source_file": utf8_text(batch.files[local]),
         "source_row": batch.file_rows[local],
-        "trace_id": trace_id,
+        "trace_id": None if trace_id is None else utf8_text(trace_id),
         "stage": stage,
-        "field": field_name,
-        "reason": reason,
-        "row_json": batch.raw[local] if batch.raw[local] is not None else row_json(batch.records[local]),
+        "field": None if field_name is None else utf8_text(field_name),
+        "reason": utf8_text(reason),
+        "row_json": utf8_text(raw),
         GLOBAL_ROW: batch.start + local,
     }
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as UTF-8 can hold it (Parquet's strings must be valid UTF-8): a lone surrogate, which JSON
+    may spell (``"\\ud800"``) but UTF-8 cannot, is written as its escape (``\\ud800``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class WindowAnnotator:

@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 
 from mig_annotator.builder.columns import lookup
 from mig_annotator.builder.errors import InputError
+from mig_annotator.schemas.trace_fields import FieldProblem
+from mig_annotator.schemas.trace_images import DEFAULT_IMAGE_LIMITS, read_image_file
 
 InputFormat = Literal["jsonl", "jsonl.gz", "parquet"]
 SUFFIXES: dict[str, InputFormat] = {
@@ -139,7 +141,12 @@ def fingerprint(source: InputFile) -> tuple[int, str, int]:
     return source.path.stat().st_size, digest, rows
 
 
-def image_files_digest(source: InputFile, images_column: str | None, question_column: str) -> str | None:
+def image_files_digest(
+    source: InputFile,
+    images_column: str | None,
+    question_column: str,
+    max_image_bytes: int = DEFAULT_IMAGE_LIMITS.max_image_bytes,
+) -> str | None:
     """sha256 over the (path, content sha256) of every image file the rows name by a path (relative to the
     input file), in the images column or in the question's chat image parts, sorted; None when they name no
     file. A missing file is left to the row's own error."""
@@ -175,10 +182,12 @@ def image_files_digest(source: InputFile, images_column: str | None, question_co
     found = False
     for name in sorted(paths):
         path = Path(name) if Path(name).is_absolute() else source.path.parent / name
-        if path.is_file():
-            with path.open("rb") as handle:
-                digest.update(f"{name}\0{hashlib.file_digest(handle, 'sha256').hexdigest()}\0".encode())
-            found = True
+        try:  # as a row reads it: a regular file within the image byte limit, read bounded
+            data = read_image_file(path, max_image_bytes)
+        except FieldProblem:
+            continue  # missing, not a regular file, over the limit or unreadable: the row's own error
+        digest.update(f"{name}\0{hashlib.sha256(data).hexdigest()}\0".encode("utf-8", "surrogatepass"))
+        found = True
     return digest.hexdigest() if found else None
 
 

@@ -306,8 +306,8 @@ def _checked_given_images(images: Any, context: dict[str, Any] | None) -> Any:
         if said != (read.width, read.height, read.format):
             raise as_pydantic(
                 FieldProblem(
-                    f"images[{index}]: declares {declared.width}x{declared.height} {declared.format}, but its "
-                    f"data is a {read.width}x{read.height} {read.format} image"
+                    f"images[{index}]: declares {declared.width}x{declared.height} {declared.format}, "
+                    f"but its data is a {read.width}x{read.height} {read.format} image"
                 )
             )
         checked.append(read)

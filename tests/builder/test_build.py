@@ -203,6 +203,21 @@ def test_bad_rows_go_to_rejects_with_reason_and_location_and_the_build_goes_on(
     assert counts.rejects_by_stage == {"mapping": 3, "prepare": 1}
 
 
+def test_a_lone_surrogate_id_is_a_reject_and_the_build_finishes_every_time(tmp_path: Path) -> None:
+    """JSON may spell a lone surrogate ("\\ud800"), which UTF-8 cannot hold: writing its reject record crashed
+    every run with UnicodeEncodeError. The reject names it by its escape."""
+    rows = arithmetic_rows(3)
+    rows[1]["id"] = "\ud800"
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    plan = make_plan(FAKE_IDENTITY, [source], tmp_path / "out")
+    counts = run_build(plan, FakeProbe()).manifest.counts
+    assert counts is not None and (counts.annotated, counts.rejected) == (2, 1)
+    [reject] = pq.read_table(tmp_path / "out" / "_rejects.parquet").to_pylist()
+    assert (reject["source_row"], reject["trace_id"], reject["field"]) == (1, "\\ud800", "id")
+    assert json.loads(reject["row_json"]) == rows[1]
+    assert run_build(plan, FakeProbe()).already_complete
+
+
 def test_fail_on_reject_stops_at_the_first_bad_row(tmp_path: Path) -> None:
     rows = arithmetic_rows(3)
     rows[1]["question"] = ""
