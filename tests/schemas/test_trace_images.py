@@ -182,7 +182,7 @@ def test_a_decompression_bomb_is_refused_naming_its_part_and_the_pixel_limit() -
 
 @pytest.mark.parametrize("form", ["python", "json"])
 def test_an_image_given_directly_is_measured_from_its_bytes_never_its_declared_size(form: str) -> None:
-    """A 12,000 x 12,000 PNG declared 1 x 1 was accepted: the pixel limit is checked on what the bytes hold."""
+    """A 12,000 x 12,000 PNG declared 1 x 1 was accepted: the pixel limit holds for what the bytes hold."""
     data = png_header(12_000, 12_000)
     image = {
         "data": base64.b64encode(data).decode(),

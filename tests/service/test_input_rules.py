@@ -184,9 +184,8 @@ def test_a_decompression_bomb_image_is_its_traces_error_and_the_connection_goes_
     from tests.vision_support import png_header
 
     bomb = "data:image/png;base64," + base64.b64encode(png_header(50_000, 50_000)).decode()
-    question = [
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": bomb}}, {"text": "How many?"}]}
-    ]
+    part = {"type": "image_url", "image_url": {"url": bomb}}
+    question = [{"role": "user", "content": [part, {"text": "How many?"}]}]
     good = TRACE | {"completion": "1 + 1 = 2\nA: 2"}
     traces = [good | {"id": "g1"}, good | {"id": "bomb", "question": question}, good | {"id": "g2"}]
     with httpx.Client(timeout=TIMEOUT_S) as client:
