@@ -49,6 +49,10 @@ LimitOption = Annotated[int | None, typer.Option(help="Only the first N input ro
 DryRunOption = Annotated[bool, typer.Option(help="Check the mapping and print three annotated rows.")]
 OverwriteOption = Annotated[bool, typer.Option(help="Discard a different build found in --out.")]
 FailOnRejectOption = Annotated[bool, typer.Option(help="Stop at the first row that cannot be annotated.")]
+MaxRowBytesOption = Annotated[
+    int,
+    typer.Option(help="Bytes of one JSONL row: a longer row is a reject, never read whole (16 MiB)."),
+]
 OnDuplicateIdOption = Annotated[
     DuplicatePolicy,
     typer.Option(help="Rows whose id repeats an earlier row's: keep (warn, count), drop (reject), error."),
@@ -93,6 +97,7 @@ def build(
     overwrite: OverwriteOption = False,
     fail_on_reject: FailOnRejectOption = False,
     on_duplicate_id: OnDuplicateIdOption = "keep",
+    max_row_bytes: MaxRowBytesOption = 16 * 2**20,
     policy_tokenizer: PolicyTokenizerOption = None,
     shard_rows: ShardRowsOption = 16384,
     window_rows: WindowRowsOption = 1024,
@@ -128,7 +133,7 @@ def build(
             **dict(keep_columns=_keep_list(keep_cols), limit=limit, scoring=scoring),
             **dict(policy_tokenizer=policy_tokenizer, shard_rows=shard_rows, window_rows=window_rows),
             **dict(group_rows=group_rows, row_group_rows=row_group_rows, fail_on_reject=fail_on_reject),
-            **dict(overwrite=overwrite, on_duplicate_id=on_duplicate_id),
+            **dict(overwrite=overwrite, on_duplicate_id=on_duplicate_id, max_row_bytes=max_row_bytes),
         )
         if dry_run:
             _dry_run(settings, probe_settings)

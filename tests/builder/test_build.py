@@ -218,6 +218,23 @@ def test_a_lone_surrogate_id_is_a_reject_and_the_build_finishes_every_time(tmp_p
     assert run_build(plan, FakeProbe()).already_complete
 
 
+def test_a_row_over_the_byte_limit_is_a_reject_and_the_others_are_built(tmp_path: Path) -> None:
+    rows = arithmetic_rows(3)
+    rows[1]["completion"] = "z" * 5000
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    plan = make_plan(FAKE_IDENTITY, [source], tmp_path / "out", max_row_bytes=2048)
+    assert plan.identity.max_row_bytes == 2048
+    counts = run_build(plan, FakeProbe()).manifest.counts
+    assert counts is not None and (counts.annotated, counts.rejected) == (2, 1)
+    [reject] = pq.read_table(tmp_path / "out" / "_rejects.parquet").to_pylist()
+    assert (reject["source_row"], reject["stage"], reject["trace_id"]) == (1, "mapping", None)
+    size = len(json.dumps(rows[1]))
+    assert reject["reason"] == (
+        f"{source.resolve()} line 2: {size:,} bytes, over the limit of 2,048 bytes per row "
+        "(max_row_bytes, --max-row-bytes); the row was not read"
+    )
+
+
 def test_fail_on_reject_stops_at_the_first_bad_row(tmp_path: Path) -> None:
     rows = arithmetic_rows(3)
     rows[1]["question"] = ""
