@@ -430,3 +430,27 @@ def test_cli_builds_with_the_fake_backend_and_records_its_identity(tmp_path: Pat
     assert manifest is not None and manifest.identity.probe == FAKE_IDENTITY
     rows = pl.read_parquet(out / "part-00000.parquet")
     assert rows["probe_identity"].to_list() == [FAKE_IDENTITY.fingerprint] * 2
+
+
+def test_cli_off_a_terminal_prints_plain_progress_lines_with_rejects_rate_and_eta(tmp_path: Path) -> None:
+    """`build > build.log 2>&1` printed only `starting: 500 rows` until the end: off a terminal the bar draws
+    nothing, so plain lines go to stderr (here one per committed group: --progress-interval 0)."""
+    rows = arithmetic_rows(6)
+    rows[3]["question"] = ""
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    done = run_cli(
+        "build", str(source), "--out", str(out), "--backend", "fake", "--group-rows", "2",
+        "--progress-interval", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("progress: ")]
+    assert [line.split(",")[0] for line in lines] == [
+        "progress: 1/6 rows (16.7%)",
+        "progress: 3/6 rows (50.0%)",
+        "progress: 5/6 rows (83.3%)",
+        "progress: 6/6 rows (100.0%)",
+        "progress: 6/6 rows (100.0%)",
+    ]
+    assert all(", 1 rejected, " in line and " traces/s, " in line and " ETA " in line for line in lines)
+    assert "starting: 6 rows" in done.stdout and "build summary" in done.stdout

@@ -11,11 +11,11 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from mig_annotator.builder import sources
 from mig_annotator.builder.columns import ColumnMapping, resolve_mapping
 from mig_annotator.builder.errors import InputError
 from mig_annotator.builder.plan import inspect_inputs, kept_columns
 from mig_annotator.builder.settings import BuildSettings
-from mig_annotator.builder import sources
 from mig_annotator.builder.sources import SourceReader, resolve_inputs
 from tests.builder.conftest import arithmetic_rows, write_jsonl
 
