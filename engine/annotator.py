@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mig_annotator.engine.probe.base import CancelCheck, Probe, ProbeResult
-from mig_annotator.engine.prompt import ImagesNotReadError, ProbeSequence, PromptBuilder
+from mig_annotator.engine.prompt import ImageDecodeError, ImagesNotReadError, ProbeSequence, PromptBuilder
 from mig_annotator.engine.reward_fields import reward_fields
 from mig_annotator.engine.rewards import aggregate_logprobs
 from mig_annotator.engine.segment import SegmentationError, SegmentedCompletion, segment_for_config
@@ -146,15 +146,24 @@ class Annotator:
         return results  # type: ignore[return-value]
 
     def plan(
-        self, traces: Sequence[Trace], config: ScoringConfig | None = None
+        self,
+        traces: Sequence[Trace],
+        config: ScoringConfig | None = None,
+        *,
+        cancelled: CancelCheck | None = None,
     ) -> list[PreparedTrace | TraceError]:
-        """Segment, tokenise and check every trace (no probe work); a bad trace gives its error in place."""
+        """Segment, tokenise and check every trace (no probe work); a bad trace gives its error in place.
+        ``cancelled``: asked before each trace (image preparation can take seconds a trace); once True,
+        the traces not prepared yet get a :class:`TraceError` saying so, and no more work is done."""
         config = config or self._default_config
         # outside the per-trace catch-all: a prompt builder that cannot be made is the probe's or the
         # config's fault, raised once, never reported as every trace's own
         builder = self._builder(config)
         planned: list[PreparedTrace | TraceError] = []
         for trace in traces:
+            if cancelled is not None and cancelled():
+                planned.append(TraceError(trace.id, "trace", "not prepared: its request ended first"))
+                continue
             try:
                 planned.append(self._prepare(trace, config, builder))
             except TraceError as error:
@@ -238,6 +247,8 @@ class Annotator:
                 "config holds a vision_config, and its processor: the transformers and vllm probes load it, "
                 "the vllm-server probe's model is the served model's folder)",
             ) from error
+        except ImageDecodeError as error:
+            raise TraceError(trace.id, f"images[{error.index}]", str(error)) from error
         except ValueError as error:
             raise TraceError(trace.id, "reference_answer", str(error)) from error
         limit = self._probe.context_limit

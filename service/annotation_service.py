@@ -12,8 +12,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -124,11 +125,17 @@ class AnnotationService:
         deadline = context.received_monotonic + self._settings.request_timeout_s
         loop = asyncio.get_running_loop()
         at = list(positions) if positions is not None else list(range(len(traces)))
-        planning = loop.run_in_executor(self._plan_executor, self._plan, annotator, traces, config, field, at)
+        self._check_image_budget(traces, field, at)
+        ended = threading.Event()  # set when nobody waits for the planning any more: it stops
+        planning = loop.run_in_executor(
+            self._plan_executor, self._plan, annotator, traces, config, field, at, ended.is_set
+        )
         try:
             planned = await asyncio.wait_for(planning, timeout=max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
             raise self._deadline_passed() from None
+        finally:
+            ended.set()
         invalid = [item for item in planned if isinstance(item, TraceFailure)]
         if invalid and strict:
             fields = [FieldError(field=item.field, message=item.message) for item in invalid]
@@ -190,6 +197,26 @@ class AnnotationService:
             "fewer or shorter traces, or a smaller context_limit policy than 'window'",
         )
 
+    def _check_image_budget(self, traces: Sequence[Trace], field: str, positions: Sequence[int]) -> None:
+        """413 before any image is decoded when the request's images (their sizes read from their bytes,
+        each counted for every trace that holds it) are over the per-request pixel budget; the field named
+        is the trace with the most pixels."""
+        pixels = [sum(image.width * image.height for image in trace.images) for trace in traces]
+        budget = self._settings.request_image_pixels
+        total = sum(pixels)
+        if total <= budget:
+            return
+        self._metrics.rejected.labels(reason="image_budget").inc()
+        slot = max(range(len(traces)), key=pixels.__getitem__)
+        where = field if field == "trace" else f"{field}[{positions[slot]}]"
+        raise OverProbeBudget.for_field(
+            f"{where}.images",
+            f"the request's images hold {total} pixels to prepare (this trace's {len(traces[slot].images)} "
+            f"images {pixels[slot]}), over the limit of {budget} per request (MIG_MAX_REQUEST_IMAGE_PIXELS; "
+            "by default MIG_IMAGE_PIXELS_PER_SECOND x MIG_REQUEST_TIMEOUT_S, what the deadline can cover); "
+            "send fewer traces or smaller images",
+        )
+
     def _plan(
         self,
         annotator: Annotator,
@@ -197,6 +224,7 @@ class AnnotationService:
         config: ScoringConfig,
         field: str,
         positions: Sequence[int],
+        ended: Callable[[], bool] | None = None,
     ) -> list[PreparedTrace | TraceFailure]:
         """Plan every trace through the engine and check the service's per-trace limits.
 
@@ -213,7 +241,7 @@ class AnnotationService:
                 planned[slot] = _invalid(index, too_many.fields[0])
                 continue
             checked.append((slot, index, where, trace))
-        plans = annotator.plan([trace for *_, trace in checked], config)
+        plans = annotator.plan([trace for *_, trace in checked], config, cancelled=ended)
         for (slot, index, where, _), item in zip(checked, plans, strict=True):
             if isinstance(item, TraceError):
                 problem = FieldError(field=f"{where}.{item.field}", message=item.problem)

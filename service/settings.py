@@ -98,6 +98,21 @@ class ServiceSettings(BaseSettings):
         description="Tokens per second the probe forwards, for the default MIG_MAX_REQUEST_PROBE_TOKENS "
         "(SmolLM2-135M on 1 to 2 CPU threads: 300 to 400; set it to what your hardware measures).",
     )
+    max_request_image_pixels: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pixels of the images one request's traces hold (each image counted for every trace "
+        "that holds it: each is prepared for the probe), read from the images' bytes and checked before "
+        "any image is decoded; a request over it is refused with 413. None (default): what the deadline "
+        "can cover, MIG_IMAGE_PIXELS_PER_SECOND x MIG_REQUEST_TIMEOUT_S.",
+    )
+    image_pixels_per_second: float = Field(
+        default=5_000_000.0,
+        gt=0,
+        description="Image pixels per second the probe's processor prepares (decode, resize, normalise), "
+        "for the default MIG_MAX_REQUEST_IMAGE_PIXELS (a tiny Idefics3 processor on one CPU thread: about "
+        "5 to 10 million; set it to what your hardware measures).",
+    )
     shutdown_grace_s: float = Field(
         default=10.0,
         gt=0,
@@ -215,6 +230,13 @@ class ServiceSettings(BaseSettings):
         if self.max_request_probe_tokens is not None:
             return self.max_request_probe_tokens
         return max(1, int(self.probe_tokens_per_second * self.request_timeout_s))
+
+    @property
+    def request_image_pixels(self) -> int:
+        """The per-request budget of image pixels (``max_request_image_pixels`` resolved)."""
+        if self.max_request_image_pixels is not None:
+            return self.max_request_image_pixels
+        return max(1, int(self.image_pixels_per_second * self.request_timeout_s))
 
     @property
     def exact(self) -> bool:
