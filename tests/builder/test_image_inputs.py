@@ -15,7 +15,7 @@ from mig_annotator.builder.rows import RowProblem, map_record
 from mig_annotator.builder.sources import image_files_digest, resolve_inputs
 from mig_annotator.schemas import Trace
 from tests.builder.conftest import FAKE_IDENTITY, FakeProbe, make_plan
-from tests.vision_support import clevr_scene, image_question
+from tests.vision_support import clevr_scene, image_question, png_header
 
 MAPPING = resolve_mapping("default")
 
@@ -109,4 +109,13 @@ def test_a_reject_reason_for_bytes_that_are_no_image_is_reproducible() -> None:
         "validation",
         None,
         "trace: question[0].content[0].image: not an image Pillow can read (no image format recognised)",
+    )
+
+
+def test_a_decompression_bomb_in_the_images_column_is_the_rows_problem_naming_the_pixel_limit() -> None:
+    """`build --images-col` exited 1 on such a row, every run: now the row is a reject."""
+    problem = map_record(_row([png_header(50_000, 50_000)]), MAPPING, 0, True)
+    assert isinstance(problem, RowProblem) and problem.stage == "validation"
+    assert problem.reason.startswith(
+        "trace: question[0].content[0].image: over the limit of 16777216 pixels per image"
     )
