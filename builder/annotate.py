@@ -10,7 +10,6 @@ uninterrupted one would.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import pyarrow as pa
 from mig_annotator.builder.columns import ColumnMapping
 from mig_annotator.builder.duplicates import FLAG, RowPlace, shorten
 from mig_annotator.builder.rows import RowProblem, map_record, row_id, row_json
-from mig_annotator.builder.sources import SourceBatch
+from mig_annotator.builder.sources import SourceBatch, as_written
 from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokenizer
 from mig_annotator.engine.annotator import Annotator, PreparedTrace, TraceError
 from mig_annotator.schemas import ScoringConfig, Trace
@@ -68,30 +67,27 @@ def reject_record(
     reason: str,
     trace_id: str | None,
 ) -> dict[str, Any]:
+    raw = batch.raw[local] if batch.raw[local] is not None else row_json(batch.records[local])
     return {
-        "source_file": batch.files[local],
+        "source_file": utf8_text(batch.files[local]),
         "source_row": batch.file_rows[local],
-        "trace_id": trace_id,
+        "trace_id": None if trace_id is None else utf8_text(trace_id),
         "stage": stage,
-        "field": field_name,
-        "reason": reason,
-        "row_json": batch.raw[local] if batch.raw[local] is not None else row_json(batch.records[local]),
+        "field": None if field_name is None else utf8_text(field_name),
+        "reason": utf8_text(reason),
+        "row_json": utf8_text(raw),
         GLOBAL_ROW: batch.start + local,
     }
 
 
-def as_written(batch: SourceBatch, local: int) -> dict[str, Any]:
-    """A row's values as its file holds them: a JSONL line's own JSON (as ``score`` reads it), not the
-    column types inferred for the file, which turn a list or an object into text in a text column and an
-    integer into a float in a float column; a Parquet row as read."""
-    raw = batch.raw[local]
-    if raw is None:
-        return batch.records[local]
+def utf8_text(text: str) -> str:
+    """``text`` as UTF-8 can hold it (Parquet's strings must be valid UTF-8): a lone surrogate, which JSON
+    may spell (``"\\ud800"``) but UTF-8 cannot, is written as its escape (``\\ud800``)."""
     try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return batch.records[local]
-    return parsed if isinstance(parsed, dict) else batch.records[local]
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class WindowAnnotator:

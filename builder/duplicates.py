@@ -20,7 +20,7 @@ import pyarrow as pa
 from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy
 from mig_annotator.builder.errors import InputError
 from mig_annotator.builder.rows import row_id
-from mig_annotator.builder.sources import InputFile, SourceReader
+from mig_annotator.builder.sources import InputFile, SourceReader, as_written
 
 FLAG = "--on-duplicate-id"
 _SAMPLE_CHARS = 80  # a sample id is shortened to this many characters in messages
@@ -80,7 +80,8 @@ def find_duplicate_ids(
 ) -> DuplicateIds:
     """Scan the inputs' ids (rows without an id, or that do not parse, are left out: they are rejects).
 
-    Memory holds a 16-byte digest per distinct id; ``error`` raises :class:`InputError` at the first repeat.
+    Memory holds a 16-byte digest per distinct id; ``error`` raises :class:`InputError` after the scan,
+    counting every repeating row.
     """
     if not id_present:
         return DuplicateIds()  # generated ids (row-<n>) never repeat
@@ -93,11 +94,12 @@ def find_duplicate_ids(
     sample: tuple[RowPlace, RowPlace] | None = None
     earlier: dict[int, RowPlace] = {}
     while len(batch := reader.take(4096)):
-        for local, record in enumerate(batch.records):
+        for local in range(len(batch)):
             if local in batch.errors:
                 continue
             index = batch.start + local
-            trace_id = row_id(record, mapping, index, id_present)
+            # the row as its file holds it, as the build maps it: an id 33.0 is no id (a reject), not '33'
+            trace_id = row_id(as_written(batch, local), mapping, index, id_present)
             if trace_id is None:
                 continue
             key = hashlib.blake2b(trace_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
@@ -112,11 +114,12 @@ def find_duplicate_ids(
             first = RowPlace(first_index, *_locate(starts, paths, first_index))
             if sample is None:
                 sample_id, sample = trace_id, (first, place)
-            if policy == "error":
-                raise InputError(DuplicateIds(count, sample_id, sample).message(policy))
             if policy == "drop":
                 earlier[index] = first
-    return DuplicateIds(count, sample_id, sample, earlier)
+    found = DuplicateIds(count, sample_id, sample, earlier)
+    if policy == "error" and count:
+        raise InputError(found.message(policy))  # after the whole scan: the count is every repeating row
+    return found
 
 
 def _locate(starts: Sequence[int], files: Sequence[str], index: int) -> tuple[str, int]:

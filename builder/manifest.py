@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy
+from mig_annotator.builder.sources import DEFAULT_MAX_ROW_BYTES
 from mig_annotator.builder.storage import write_bytes_atomic
 from mig_annotator.schemas import ProbeIdentity, ScoringConfig
 
@@ -76,6 +77,7 @@ class BuildIdentity(_Frozen):
     on_duplicate_id: DuplicatePolicy = Field(
         default="keep", description="What the build does with rows whose id repeats an earlier row's."
     )
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES  # the build setting: which rows are rejects
 
 
 class Counts(_Frozen):

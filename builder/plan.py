@@ -99,7 +99,7 @@ class BuildPlan:
 
 def inspect_inputs(settings: BuildSettings) -> tuple[list[InputFile], list[pl.Schema], bool]:
     """Resolve the inputs and check each has the mapped columns; also says whether ids come from a column."""
-    files = resolve_inputs(settings.inputs)
+    files = resolve_inputs(settings.inputs, settings.max_row_bytes)
     schemas = [read_schema(source) for source in files]
     mapping = settings.columns
     for source, schema in zip(files, schemas, strict=True):
@@ -182,6 +182,7 @@ def plan_build(settings: BuildSettings, probe: ProbeIdentity) -> BuildPlan:
             shard_rows=settings.shard_rows, window_rows=settings.window_rows, group_rows=settings.group_rows
         ),
         on_duplicate_id=settings.on_duplicate_id,
+        max_row_bytes=settings.max_row_bytes,
     )
     duplicates = find_duplicate_ids(
         files, schemas, settings.columns, id_present, settings.limit, settings.on_duplicate_id

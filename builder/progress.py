@@ -1,7 +1,9 @@
-"""The build's progress bar (traces/s, tokens/s, ETA) and its end-of-build summary, drawn with rich."""
+"""The build's progress: a bar (traces/s, tokens/s, ETA) drawn with rich on a terminal, plain lines at an
+interval off a terminal (a log file), and the end-of-build summary."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from rich.console import Console, Group
@@ -90,6 +92,87 @@ class RichBuildProgress:
         """Stop drawing (after an error)."""
         if self._progress is not None:
             self._progress.stop()
+
+
+class PlainBuildProgress:
+    """A :class:`builder.pipeline.BuildObserver` for a console that is no terminal (``build > log 2>&1``):
+    a plain line (rows done of all, rejects, traces/s and tokens/s over this run, ETA) at most every
+    ``interval_s`` seconds as rows finish, and at least that often while a long group is scored; a last
+    line at the end. The lines go to ``lines``; the start and the summary to ``console``, as the bar's do.
+    ``interval_s`` 0: a line for every committed group."""
+
+    def __init__(self, console: Console, lines: Console, interval_s: float = 30.0) -> None:
+        self._console = console
+        self._lines = lines
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._total = self._done = self._rejected = self._session_rows = self._session_tokens = 0
+        self._started = self._last_line = time.monotonic()
+
+    def on_start(self, plan: BuildPlan, done_rows: int) -> None:
+        if done_rows:
+            self._console.print(f"resuming: {done_rows:,} of {plan.total_rows:,} rows already done")
+        else:
+            self._console.print(f"starting: {plan.total_rows:,} rows into {plan.layout.root}")
+        with self._lock:
+            self._total, self._done = plan.total_rows, done_rows
+            self._started = self._last_line = time.monotonic()
+        if self._interval_s > 0:
+            self._ticker = threading.Thread(target=self._tick, name="mig-build-progress", daemon=True)
+            self._ticker.start()
+
+    def on_rows(self, rows: int, annotated: int, rejected: int, tokens: int) -> None:
+        with self._lock:
+            self._done += rows
+            self._rejected += rejected
+            self._session_rows += rows
+            self._session_tokens += tokens
+            due = time.monotonic() - self._last_line >= self._interval_s
+        if due:
+            self._print_line()
+
+    def on_finish(self, result: BuildResult) -> None:
+        self.close()
+        if not result.already_complete:
+            self._print_line()
+        else:
+            self._console.print("already complete: nothing to do")
+        self._console.print(summary(result.manifest))
+
+    def close(self) -> None:
+        """Stop the interval lines (after an error, or at the end)."""
+        self._stopped.set()
+        if self._ticker is not None and self._ticker is not threading.current_thread():
+            self._ticker.join()
+
+    def line(self) -> str:
+        """The current progress as one plain line."""
+        with self._lock:
+            total, done, rejected = self._total, self._done, self._rejected
+            rows, tokens = self._session_rows, self._session_tokens
+            elapsed = time.monotonic() - self._started
+        share = f" ({100.0 * done / total:.1f}%)" if total else ""
+        text = f"progress: {done:,}/{total:,} rows{share}, {rejected:,} rejected"
+        if rows == 0 or elapsed <= 0:
+            return f"{text}, -- traces/s, ETA --"
+        rate = rows / elapsed
+        eta = time.strftime("%H:%M:%S", time.gmtime(max(total - done, 0) / rate))
+        return f"{text}, {rate:.2f} traces/s, {tokens / elapsed:,.0f} tokens/s, ETA {eta}"
+
+    def _print_line(self) -> None:
+        text = self.line()
+        with self._lock:
+            self._last_line = time.monotonic()
+        self._lines.print(text, markup=False, highlight=False)
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            with self._lock:
+                due = time.monotonic() - self._last_line >= self._interval_s
+            if due:
+                self._print_line()
 
 
 def summary(manifest: Manifest) -> Group:

@@ -46,7 +46,7 @@ from mig_annotator.builder.storage import write_parquet_atomic
 from mig_annotator.builder.token_columns import TokenAligner, load_policy_tokenizer
 from mig_annotator.engine.reward_fields import RESCORABLE_FIELDS, rescore_annotation, settings_needing_probe
 from mig_annotator.schemas import ScoringConfig, TraceAnnotation
-from mig_annotator.schemas.arrow import REJECT_SCHEMA
+from mig_annotator.schemas.arrow import REJECT_SCHEMA, dataset_schema
 
 #: The dataset columns a rescore rewrites (the token columns' rewards too, when the dataset has them).
 REWARD_COLUMNS = ("v0", "steps", "process_reward", "max_reward", "sft_gate", "config_hash")
@@ -136,6 +136,7 @@ def prepare_rescore(settings: RescoreSettings) -> PreparedRescore:
     parts = source.parts()
     if [path.name for path in parts] != [source.part(shard.index).name for shard in shards]:
         raise DatasetError(f"{settings.source}: expected {len(shards)} part files, found {len(parts)}")
+    output_schema = _checked_parts_schema(parts, old)
     build = BuildSettings(
         inputs=[item.path for item in old.inputs],
         out=settings.out,
@@ -159,13 +160,52 @@ def prepare_rescore(settings: RescoreSettings) -> PreparedRescore:
         identity=identity,
         id_present=old.id_column_used,
         kept=[],
-        output_schema=pq.read_schema(parts[0]).remove_metadata(),
+        output_schema=output_schema,
         total_rows=manifest.counts.input_rows,
         shards=shards,
     )
-    claim_output(plan)
+    rejects = _rejects_by_shard(source, plan)
+    for shard, part in zip(shards, parts, strict=True):
+        rows = pq.ParquetFile(part).metadata.num_rows
+        if rows + len(rejects.get(shard.index, [])) != shard.rows:
+            raise DatasetError(
+                f"{part}: {rows} rows + {len(rejects.get(shard.index, []))} rejects != {shard.rows} input "
+                f"rows of shard {shard.index}: not this build's part file"
+            )
+    claim_output(plan)  # only now is anything written
     finished = None if settings.overwrite else finished_manifest(plan)
     return PreparedRescore(plan, source, old.scoring, finished)
+
+
+def _checked_parts_schema(parts: list[Path], identity: BuildIdentity) -> pa.Schema:
+    """The parts' common schema, after checking that every part file reads as Parquet (a truncated or
+    random file fails here, by name) and holds the dataset's columns with their types and the kept columns
+    the manifest records: :class:`DatasetError` naming the file, before anything is written."""
+    fixed = dataset_schema(token_columns=identity.policy_tokenizer is not None)
+    expected_count = len(fixed) + len(identity.kept_columns)
+    schema: pa.Schema | None = None
+    for part in parts:
+        try:
+            found = pq.ParquetFile(part).schema_arrow.remove_metadata()
+        except (pa.ArrowException, OSError) as error:
+            raise DatasetError(f"{part}: not a readable Parquet file ({_first_line(error)})") from error
+        head = pa.schema(list(found)[: len(fixed)])
+        if not head.equals(fixed) or len(found) != expected_count:
+            missing = [f.name for f in fixed if found.get_field_index(f.name) < 0]
+            detail = f"missing {', '.join(missing[:5])}" if missing else "other columns or types"
+            raise DatasetError(
+                f"{part}: not a part file of this dataset's schema ({detail}; expected the dataset "
+                f"columns then {len(identity.kept_columns)} kept column(s))"
+            )
+        if schema is not None and not found.equals(schema):
+            raise DatasetError(f"{part}: its columns differ from the first part file's ({parts[0]})")
+        schema = found
+    assert schema is not None
+    return schema
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def rescore_dataset(settings: RescoreSettings, observer: BuildObserver | None = None) -> Manifest:
@@ -212,8 +252,10 @@ def _rescore_shard(
     plan, started = prepared.plan, time.perf_counter()
     totals: Counter[str] = Counter()
 
+    part = prepared.source.part(shard.index)
+
     def tables() -> Iterator[pa.Table]:
-        source = pq.ParquetFile(prepared.source.part(shard.index))
+        source = pq.ParquetFile(part)
         for batch in source.iter_batches(batch_size=plan.settings.row_group_rows):
             table = rescore_table(
                 pa.Table.from_batches([batch]), prepared.old_scoring, plan.settings.scoring, aligner
@@ -223,9 +265,12 @@ def _rescore_shard(
             yield table.cast(plan.output_schema)
 
     layout = plan.layout
-    annotated = write_parquet_atomic(
-        tables(), plan.output_schema, layout.part(shard.index), plan.settings.row_group_rows
-    )
+    try:  # a part whose footer reads but whose pages are damaged fails here: named, nothing committed
+        annotated = write_parquet_atomic(
+            tables(), plan.output_schema, layout.part(shard.index), plan.settings.row_group_rows
+        )
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DatasetError(f"{part}: cannot be read ({_first_line(error)})") from error
     if annotated + len(rejects) != shard.rows:
         raise DatasetError(
             f"{prepared.source.part(shard.index)}: {annotated} rows + {len(rejects)} rejects "
@@ -256,7 +301,11 @@ def _rejects_by_shard(source: OutputLayout, plan: BuildPlan) -> dict[int, list[d
     found: dict[int, list[dict[str, Any]]] = {}
     if not source.rejects.is_file():
         return found
-    for reject in pq.read_table(source.rejects, schema=REJECT_SCHEMA).to_pylist():
+    try:
+        table = pq.read_table(source.rejects, schema=REJECT_SCHEMA)
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetError(f"{source.rejects}: not a readable rejects file ({_first_line(error)})") from error
+    for reject in table.to_pylist():
         if reject["source_file"] not in offsets:
             raise DatasetError(f"{source.rejects}: a reject from {reject['source_file']}, not an input")
         global_row = offsets[reject["source_file"]] + reject["source_row"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy, PresetName
+from mig_annotator.builder.sources import DEFAULT_MAX_ROW_BYTES
 from mig_annotator.schemas import ScoringConfig
 
 
@@ -23,6 +24,13 @@ class BuildSettings(BaseModel):
         default=None, description="Input columns copied to the output; None keeps every unmapped column."
     )
     limit: int | None = Field(default=None, ge=1, description="Read only the first N input rows.")
+    max_row_bytes: int = Field(
+        default=DEFAULT_MAX_ROW_BYTES,
+        ge=1024,
+        description="Bytes of one JSONL row (line): a longer row is a reject naming its file, line and this "
+        "limit, skipped without being read whole or parsed, so one huge row cannot exhaust memory (parsing "
+        "takes many times a row's size). Raise it for rows holding large base64 images.",
+    )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     policy_tokenizer: Path | None = Field(
         default=None, description="A local tokenizer folder: adds token-level columns."

@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 
 from mig_annotator.builder.columns import lookup
 from mig_annotator.builder.errors import InputError
+from mig_annotator.schemas.trace_fields import FieldProblem
+from mig_annotator.schemas.trace_images import DEFAULT_IMAGE_LIMITS, read_image_file
 
 InputFormat = Literal["jsonl", "jsonl.gz", "parquet"]
 SUFFIXES: dict[str, InputFormat] = {
@@ -37,10 +39,32 @@ SUFFIXES: dict[str, InputFormat] = {
 JSONL_INFER_ROWS = 10_000
 
 
+#: The default bound on one JSONL row's bytes (``BuildSettings.max_row_bytes``).
+DEFAULT_MAX_ROW_BYTES = 16 * 2**20
+_SKIP_BYTES = 2**20  # an over-long line is skipped this many bytes at a time
+_HEAD_BYTES = 512  # what a reject keeps of an over-long line
+
+
 @dataclass(frozen=True, slots=True)
 class InputFile:
     path: Path
     format: InputFormat
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES  # a longer JSONL line is a reject, never read whole
+
+
+@dataclass(frozen=True, slots=True)
+class OversizedLine:
+    """A JSONL line over the row limit: where it is, how long it is, and its first bytes (it is not kept)."""
+
+    line: int  # 1-based line number in the file
+    size: int  # bytes, without the line break
+    head: bytes
+
+    def reason(self, source: InputFile) -> str:
+        return (
+            f"{source.path} line {self.line}: {self.size:,} bytes, over the limit of "
+            f"{source.max_row_bytes:,} bytes per row (max_row_bytes, --max-row-bytes); the row was not read"
+        )
 
 
 def input_format(path: Path) -> InputFormat | None:
@@ -51,7 +75,9 @@ def input_format(path: Path) -> InputFormat | None:
     return None
 
 
-def resolve_inputs(specs: Sequence[str | Path]) -> list[InputFile]:
+def resolve_inputs(
+    specs: Sequence[str | Path], max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
+) -> list[InputFile]:
     """Files for the given files, folders (searched recursively) and glob patterns, in a fixed order.
 
     Folder and glob matches are sorted; names starting with ``_`` or ``.`` inside folders are skipped.
@@ -83,7 +109,10 @@ def resolve_inputs(specs: Sequence[str | Path]) -> list[InputFile]:
             files = [Path(text)]
         else:
             raise InputError(f"{text}: no such file or folder")
-        found.extend(InputFile(path.resolve(), input_format(path)) for path in files)  # type: ignore[arg-type]
+        found.extend(
+            InputFile(path.resolve(), input_format(path), max_row_bytes)  # type: ignore[arg-type]
+            for path in files
+        )
     seen: set[Path] = set()
     for item in found:
         if item.path in seen:
@@ -96,12 +125,28 @@ def _open_lines(source: InputFile) -> IO[bytes]:
     return gzip.open(source.path, "rb") if source.format == "jsonl.gz" else source.path.open("rb")
 
 
-def _records(source: InputFile) -> Iterator[bytes]:
-    """The non-blank lines of a JSONL file, read a buffer at a time (never the whole file)."""
+def _records(source: InputFile) -> Iterator[bytes | OversizedLine]:
+    """The non-blank lines of a JSONL file, read a buffer at a time (never the whole file). A line over
+    ``source.max_row_bytes`` is never held: it is skipped a buffer at a time and comes as an
+    :class:`OversizedLine`, so memory stays bounded by the limit whatever the file holds."""
+    limit = source.max_row_bytes
     with _open_lines(source) as handle:
-        for line in handle:
-            if line.strip():
+        number = 0
+        while line := handle.readline(limit + 1):
+            number += 1
+            if len(line) > limit and not line.endswith(b"\n"):
+                size = len(line)
+                while (rest := handle.readline(_SKIP_BYTES)) and not rest.endswith(b"\n"):
+                    size += len(rest)
+                size += len(rest.rstrip(b"\r\n"))
+                yield OversizedLine(number, size, line[:_HEAD_BYTES])
+            elif line.strip():
                 yield line.rstrip(b"\r\n")
+
+
+def _lines(source: InputFile) -> Iterator[bytes]:
+    """The lines within the row limit (over-long lines are the reader's rejects)."""
+    return (line for line in _records(source) if isinstance(line, bytes))
 
 
 def read_schema(source: InputFile) -> pl.Schema:
@@ -109,7 +154,7 @@ def read_schema(source: InputFile) -> pl.Schema:
     try:
         if source.format == "parquet":
             return pl.scan_parquet(source.path).collect_schema()
-        head = [line for line in itertools.islice(_records(source), JSONL_INFER_ROWS) if _is_object(line)]
+        head = [line for line in itertools.islice(_lines(source), JSONL_INFER_ROWS) if _is_object(line)]
         if not head:
             return pl.Schema()
         return pl.read_ndjson(io.BytesIO(b"\n".join(head)), infer_schema_length=None).schema
@@ -139,7 +184,12 @@ def fingerprint(source: InputFile) -> tuple[int, str, int]:
     return source.path.stat().st_size, digest, rows
 
 
-def image_files_digest(source: InputFile, images_column: str | None, question_column: str) -> str | None:
+def image_files_digest(
+    source: InputFile,
+    images_column: str | None,
+    question_column: str,
+    max_image_bytes: int = DEFAULT_IMAGE_LIMITS.max_image_bytes,
+) -> str | None:
     """sha256 over the (path, content sha256) of every image file the rows name by a path (relative to the
     input file), in the images column or in the question's chat image parts, sorted; None when they name no
     file. A missing file is left to the row's own error."""
@@ -155,7 +205,7 @@ def image_files_digest(source: InputFile, images_column: str | None, question_co
         tops = sorted({column.split(".")[0] for column in columns})
         records = pq.read_table(source.path, columns=tops).to_pylist()
     else:
-        records = [json.loads(line) for line in _records(source) if _is_object(line)]
+        records = [json.loads(line) for line in _lines(source) if _is_object(line)]
     paths: set[str] = set()
     for record in records:
         if images_column is not None:
@@ -175,10 +225,12 @@ def image_files_digest(source: InputFile, images_column: str | None, question_co
     found = False
     for name in sorted(paths):
         path = Path(name) if Path(name).is_absolute() else source.path.parent / name
-        if path.is_file():
-            with path.open("rb") as handle:
-                digest.update(f"{name}\0{hashlib.file_digest(handle, 'sha256').hexdigest()}\0".encode())
-            found = True
+        try:  # as a row reads it: a regular file within the image byte limit, read bounded
+            data = read_image_file(path, max_image_bytes)
+        except FieldProblem:
+            continue  # missing, not a regular file, over the limit or unreadable: the row's own error
+        digest.update(f"{name}\0{hashlib.sha256(data).hexdigest()}\0".encode("utf-8", "surrogatepass"))
+        found = True
     return digest.hexdigest() if found else None
 
 
@@ -248,6 +300,20 @@ class SourceBatch:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+def as_written(batch: SourceBatch, local: int) -> dict[str, Any]:
+    """A row's values as its file holds them: a JSONL line's own JSON (as ``score`` reads it), not the
+    column types inferred for the file, which turn a list or an object into text in a text column and an
+    integer into a float in a float column; a Parquet row as read."""
+    raw = batch.raw[local]
+    if raw is None:
+        return batch.records[local]
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return batch.records[local]
+    return parsed if isinstance(parsed, dict) else batch.records[local]
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +422,7 @@ class SourceReader:
                             yield _Chunk(source, offset, frame, [None] * frame.height, {})
                             offset += frame.height
                     continue
-                lines: list[bytes] = []
+                lines: list[bytes | OversizedLine] = []
                 for line in _records(source):
                     lines.append(line)
                     if len(lines) == self._read_rows:
@@ -371,17 +437,31 @@ class SourceReader:
                 ) from error
 
 
-def _parse_lines(source: InputFile, offset: int, lines: list[bytes], schema: pl.Schema) -> _Chunk:
-    """Parse JSONL lines with the file's column types; a line that does not parse becomes a null row with
-    its reason (it goes to the rejects with the line as read)."""
-    raw: list[str | None] = [line.decode("utf-8", errors="replace") for line in lines]
-    try:
-        return _Chunk(source, offset, _read_ndjson(lines, schema), raw, {})
-    except pl.exceptions.PolarsError:
-        pass
+def _parse_lines(
+    source: InputFile, offset: int, lines: list[bytes | OversizedLine], schema: pl.Schema
+) -> _Chunk:
+    """Parse JSONL lines with the file's column types; a line that does not parse, or is over the row
+    limit, becomes a null row with its reason (it goes to the rejects with the line as read, or the first
+    bytes of an over-long line)."""
+    raw: list[str | None] = [
+        line.decode("utf-8", errors="replace")
+        if isinstance(line, bytes)
+        else line.head.decode("utf-8", errors="replace") + " [...]"
+        for line in lines
+    ]
+    whole = [line for line in lines if isinstance(line, bytes)]
+    if len(whole) == len(lines):
+        try:
+            return _Chunk(source, offset, _read_ndjson(whole, schema), raw, {})
+        except pl.exceptions.PolarsError:
+            pass
     frames: list[pl.DataFrame] = []
     errors: dict[int, str] = {}
     for i, line in enumerate(lines):
+        if isinstance(line, OversizedLine):
+            errors[i] = line.reason(source)
+            frames.append(pl.DataFrame({name: [None] for name in schema}, schema=schema))
+            continue
         try:
             frames.append(_read_ndjson([line], schema))
         except pl.exceptions.PolarsError as error:

@@ -49,6 +49,10 @@ LimitOption = Annotated[int | None, typer.Option(help="Only the first N input ro
 DryRunOption = Annotated[bool, typer.Option(help="Check the mapping and print three annotated rows.")]
 OverwriteOption = Annotated[bool, typer.Option(help="Discard a different build found in --out.")]
 FailOnRejectOption = Annotated[bool, typer.Option(help="Stop at the first row that cannot be annotated.")]
+MaxRowBytesOption = Annotated[
+    int,
+    typer.Option(help="Bytes of one JSONL row: a longer row is a reject, never read whole (16 MiB)."),
+]
 OnDuplicateIdOption = Annotated[
     DuplicatePolicy,
     typer.Option(help="Rows whose id repeats an earlier row's: keep (warn, count), drop (reject), error."),
@@ -61,7 +65,12 @@ ShardRowsOption = Annotated[int, typer.Option(help="Input rows per output Parque
 WindowRowsOption = Annotated[int, typer.Option(help="Rows sorted together by length for the probe.")]
 GroupRowsOption = Annotated[int, typer.Option(help="Traces per probe call and per checkpoint.")]
 RowGroupRowsOption = Annotated[int, typer.Option(help="Rows per Parquet row group.")]
-ProgressOption = Annotated[bool, typer.Option(help="Draw a progress bar.")]
+ProgressOption = Annotated[
+    bool, typer.Option(help="Draw a progress bar (off a terminal: plain lines on stderr at an interval).")
+]
+ProgressIntervalOption = Annotated[
+    float, typer.Option(min=0, help="Off a terminal: seconds between progress lines (0: every group).")
+]
 EngineOption = Annotated[
     str, typer.Option(help="local (this process) | ray (Ray Data, one probe per actor; docs/ray.md)")
 ]
@@ -93,12 +102,14 @@ def build(
     overwrite: OverwriteOption = False,
     fail_on_reject: FailOnRejectOption = False,
     on_duplicate_id: OnDuplicateIdOption = "keep",
+    max_row_bytes: MaxRowBytesOption = 16 * 2**20,
     policy_tokenizer: PolicyTokenizerOption = None,
     shard_rows: ShardRowsOption = 16384,
     window_rows: WindowRowsOption = 1024,
     group_rows: GroupRowsOption = 64,
     row_group_rows: RowGroupRowsOption = 2048,
     progress: ProgressOption = True,
+    progress_interval: ProgressIntervalOption = 30.0,
     engine: EngineOption = "local",
     num_probes: NumProbesOption = 1,
     ray_address: RayAddressOption = None,
@@ -128,7 +139,7 @@ def build(
             **dict(keep_columns=_keep_list(keep_cols), limit=limit, scoring=scoring),
             **dict(policy_tokenizer=policy_tokenizer, shard_rows=shard_rows, window_rows=window_rows),
             **dict(group_rows=group_rows, row_group_rows=row_group_rows, fail_on_reject=fail_on_reject),
-            **dict(overwrite=overwrite, on_duplicate_id=on_duplicate_id),
+            **dict(overwrite=overwrite, on_duplicate_id=on_duplicate_id, max_row_bytes=max_row_bytes),
         )
         if dry_run:
             _dry_run(settings, probe_settings)
@@ -136,7 +147,7 @@ def build(
         prepared = _warn_duplicates(prepare_build(settings, probe_settings, ray=ray_options), on_duplicate_id)
     except (OptionError, ValidationError, BuildError, ModelStoreError, ProbeError, ValueError) as error:
         fail(str(error))
-    run_prepared(prepared, out, progress)
+    run_prepared(prepared, out, progress, progress_interval_s=progress_interval)
 
 
 def _warn_duplicates(prepared: PreparedBuild, on_duplicate_id: str) -> PreparedBuild:
@@ -145,18 +156,30 @@ def _warn_duplicates(prepared: PreparedBuild, on_duplicate_id: str) -> PreparedB
     return prepared
 
 
-def run_prepared(prepared: Any, out: Path, progress: bool, *, show_config_hash: bool = False) -> None:
+def run_prepared(
+    prepared: Any,
+    out: Path,
+    progress: bool,
+    *,
+    show_config_hash: bool = False,
+    progress_interval_s: float = 30.0,
+) -> None:
     """Run a prepared build or rescore (unless finished already; anything with ``finished`` and
-    ``run(observer)``) and report it; an interruption or failure says that rerunning resumes."""
+    ``run(observer)``) and report it; an interruption or failure says that rerunning resumes. Progress is
+    a bar on a terminal, else plain lines on stderr every ``progress_interval_s`` seconds."""
     from mig_annotator.builder.errors import BuildError
-    from mig_annotator.builder.progress import RichBuildProgress, summary
+    from mig_annotator.builder.progress import PlainBuildProgress, RichBuildProgress, summary
     from mig_annotator.engine.probe.base import ProbeError
 
     if prepared.finished is not None:
         console.print(f"already complete: {out}")
         console.print(summary(prepared.finished))
         return
-    observer = RichBuildProgress(console if progress else Console(quiet=True))
+    observer: RichBuildProgress | PlainBuildProgress
+    if progress and not console.is_terminal:  # a log file: a bar would print nothing until the end
+        observer = PlainBuildProgress(console, errors, progress_interval_s)
+    else:
+        observer = RichBuildProgress(console if progress else Console(quiet=True))
     try:
         result = prepared.run(observer)
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mig_annotator.engine.probe.base import CancelCheck, Probe, ProbeResult
-from mig_annotator.engine.prompt import ImagesNotReadError, ProbeSequence, PromptBuilder
+from mig_annotator.engine.prompt import ImageDecodeError, ImagesNotReadError, ProbeSequence, PromptBuilder
 from mig_annotator.engine.reward_fields import reward_fields
 from mig_annotator.engine.rewards import aggregate_logprobs
 from mig_annotator.engine.segment import (
@@ -260,6 +260,8 @@ class Annotator:
                 "config holds a vision_config, and its processor: the transformers and vllm probes load it, "
                 "the vllm-server probe's model is the served model's folder)",
             ) from error
+        except ImageDecodeError as error:
+            raise TraceError(trace.id, f"images[{error.index}]", str(error)) from error
         except ValueError as error:
             raise TraceError(trace.id, "reference_answer", str(error)) from error
         limit = self._probe.context_limit

@@ -184,9 +184,7 @@ class PromptBuilder:
     ) -> tuple[list[int], VisionPrefix]:
         """The header's ids with each image expanded by the processor, and the pixel inputs
         (``unexpanded_ids``: the header's own ids, with any BOS, one image token per image)."""
-        from PIL import Image
-
-        pictures = [Image.open(io.BytesIO(image.data)).convert("RGB") for image in images]
+        pictures = [decoded_image(image, index) for index, image in enumerate(images)]
         prepared = self._processor(
             text=[header], images=[pictures], add_special_tokens=False, return_tensors="np"
         )
@@ -217,6 +215,30 @@ class PromptBuilder:
 
 class ImagesNotReadError(ValueError):
     """A question holds images and the probe model reads text only."""
+
+
+class ImageDecodeError(ValueError):
+    """One of a question's images cannot be decoded into pixels (its header read, its data did not)."""
+
+    def __init__(self, index: int, problem: str) -> None:
+        super().__init__(problem)
+        self.index = index
+
+
+def decoded_image(image: TraceImage, index: int) -> Any:
+    """The RGB pixels of a question's image ``index``; :class:`ImageDecodeError` naming it when its data
+    does not decode (truncated or corrupt pixel data behind a readable header)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(image.data)) as opened:
+            return opened.convert("RGB")
+    except Exception as error:  # Pillow raises OSError, SyntaxError, struct.error... on corrupt data
+        raise ImageDecodeError(
+            index,
+            f"the question's image {index + 1} ({image.format} {image.width}x{image.height}, sha256 "
+            f"{image.sha256[:12]}...) does not decode into pixels: {type(error).__name__}: {error}",
+        ) from None
 
 
 def split_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictStr,
+    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -43,6 +44,7 @@ from mig_annotator.schemas.trace_fields import (
 from mig_annotator.schemas.trace_images import (
     TraceImage,
     current_image_reading,
+    image_from_bytes,
     read_image_part,
 )
 
@@ -215,8 +217,7 @@ class Trace(BaseModel):
         if not isinstance(data, dict):
             return data
         if data.get("images"):  # a trace's own dump (the Python client sends it so): the limits still hold
-            _check_given_images(data["images"], info.context)
-            return data
+            return {**data, "images": _checked_given_images(data["images"], info.context)}
         images = question_images(data.get("question"), info.context)
         return {**data, "images": images} if images else data
 
@@ -265,13 +266,19 @@ def question_images(question: Any, context: dict[str, Any] | None) -> tuple[Trac
         raise as_pydantic(problem) from None
 
 
-def _check_given_images(images: Any, context: dict[str, Any] | None) -> None:
+def _checked_given_images(images: Any, context: dict[str, Any] | None) -> Any:
+    """Images given directly (a trace's own dump), each read again from its bytes: the count, bytes and
+    pixel limits are checked on what the bytes hold, and a declared size or format that differs is refused
+    (nothing declared is trusted). What is not an image at all is left to the field's own validation."""
     limits = current_image_reading(context).limits
-    if isinstance(images, list | tuple) and len(images) > limits.max_images:
+    if not isinstance(images, list | tuple):
+        return images
+    if len(images) > limits.max_images:
         raise as_pydantic(
             FieldProblem(f"images: {len(images)} images, over the limit of {limits.max_images} per question")
         )
-    for index, image in enumerate(images if isinstance(images, list | tuple) else []):
+    checked: list[Any] = []
+    for index, image in enumerate(images):
         data = (
             image.data
             if isinstance(image, TraceImage)
@@ -286,6 +293,25 @@ def _check_given_images(images: Any, context: dict[str, Any] | None) -> None:
             raise as_pydantic(
                 FieldProblem(f"images[{index}]: over the limit of {limits.max_image_bytes} bytes per image")
             )
+        try:
+            declared = image if isinstance(image, TraceImage) else TraceImage.model_validate(image)
+        except ValidationError:
+            checked.append(image)  # the field's validation names what is wrong with it
+            continue
+        try:
+            read = image_from_bytes(declared.data, limits)
+        except FieldProblem as problem:
+            raise as_pydantic(FieldProblem(f"images[{index}]: {problem}")) from None
+        said = (declared.width, declared.height, declared.format)
+        if said != (read.width, read.height, read.format):
+            raise as_pydantic(
+                FieldProblem(
+                    f"images[{index}]: declares {declared.width}x{declared.height} {declared.format}, "
+                    f"but its data is a {read.width}x{read.height} {read.format} image"
+                )
+            )
+        checked.append(read)
+    return checked
 
 
 def _check_finite(value: Any, where: str) -> None:

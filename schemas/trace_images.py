@@ -24,6 +24,8 @@ import binascii
 import contextlib
 import hashlib
 import io
+import re
+import stat
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -128,8 +130,19 @@ def image_from_bytes(data: bytes, limits: ImageLimits = DEFAULT_IMAGE_LIMITS) ->
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height, image_format = image.width, image.height, image.format or "unknown"
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise FieldProblem(f"not an image Pillow can read ({error})") from None
+    except Image.DecompressionBombError as error:  # a header declaring billions of pixels
+        raise FieldProblem(
+            f"over the limit of {limits.max_image_pixels} pixels per image: Pillow refuses its header as a "
+            f"decompression bomb ({error})"
+        ) from None
+    except UnidentifiedImageError:  # its message holds the buffer's memory address: not reproducible
+        raise FieldProblem("not an image Pillow can read (no image format recognised)") from None
+    except (OSError, ValueError) as error:
+        raise FieldProblem(f"not an image Pillow can read ({_without_addresses(error)})") from None
+    except Exception as error:  # Pillow's format plugins raise other kinds on hostile headers
+        raise FieldProblem(
+            f"not an image Pillow can read ({type(error).__name__}: {_without_addresses(error)})"
+        ) from None
     if width * height > limits.max_image_pixels:
         raise FieldProblem(
             f"{width}x{height} = {width * height} pixels, "
@@ -138,6 +151,14 @@ def image_from_bytes(data: bytes, limits: ImageLimits = DEFAULT_IMAGE_LIMITS) ->
     return TraceImage(
         data=data, sha256=hashlib.sha256(data).hexdigest(), format=image_format, width=width, height=height
     )
+
+
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def _without_addresses(error: BaseException) -> str:
+    """An error's text without object reprs (``<_io.BytesIO object at 0x...>``): reasons are reproducible."""
+    return _OBJECT_REPR.sub("", str(error)).strip() or type(error).__name__
 
 
 def _part_bytes(
@@ -162,12 +183,31 @@ def _part_bytes(
     path = Path(source)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    if not path.is_file():
-        raise FieldProblem(f"no such file {str(path)!r}")
-    size = path.stat().st_size
-    if size > limits.max_image_bytes:
-        raise FieldProblem(f"{size} bytes, over the limit of {limits.max_image_bytes} per image")
-    return path.read_bytes()
+    return read_image_file(path, limits.max_image_bytes)
+
+
+def read_image_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of an image file: a regular, non-empty file whose size is checked before reading, and
+    never more than ``max_bytes`` + 1 bytes read (pseudo-files such as ``/proc/self/pagemap`` report size 0
+    and hold far more; ``/proc/self/mem`` fails to read): any other case raises :class:`FieldProblem`."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        raise FieldProblem(f"no such file {str(path)!r}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise FieldProblem(f"{str(path)!r} is not a regular file")
+    if info.st_size == 0:
+        raise FieldProblem(f"{str(path)!r} is empty (or a pseudo-file whose size is unknown)")
+    if info.st_size > max_bytes:
+        raise FieldProblem(f"{info.st_size} bytes, over the limit of {max_bytes} per image")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise FieldProblem(f"cannot read {str(path)!r} ({error.strerror or type(error).__name__})") from None
+    if len(data) > max_bytes:
+        raise FieldProblem(f"{str(path)!r} holds more than {max_bytes} bytes, the limit per image")
+    return data
 
 
 def _part_source(part: dict[str, Any]) -> Any:

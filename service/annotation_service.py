@@ -129,6 +129,7 @@ class AnnotationService:
         deadline = context.received_monotonic + self._settings.request_timeout_s
         loop = asyncio.get_running_loop()
         at = list(positions) if positions is not None else list(range(len(traces)))
+        self._check_image_budget(traces, field, at)
         ended = threading.Event()  # set once the request no longer waits for its plan
 
         def request_ended() -> bool:
@@ -202,6 +203,26 @@ class AnnotationService:
             f"{windows}), over the limit of {budget} per request (MIG_MAX_REQUEST_PROBE_TOKENS; by default "
             f"MIG_PROBE_TOKENS_PER_SECOND x MIG_REQUEST_TIMEOUT_S, what the deadline can cover); send "
             "fewer or shorter traces, or a smaller context_limit policy than 'window'",
+        )
+
+    def _check_image_budget(self, traces: Sequence[Trace], field: str, positions: Sequence[int]) -> None:
+        """413 before any image is decoded when the request's images (their sizes read from their bytes,
+        each counted for every trace that holds it) are over the per-request pixel budget; the field named
+        is the trace with the most pixels."""
+        pixels = [sum(image.width * image.height for image in trace.images) for trace in traces]
+        budget = self._settings.request_image_pixels
+        total = sum(pixels)
+        if total <= budget:
+            return
+        self._metrics.rejected.labels(reason="image_budget").inc()
+        slot = max(range(len(traces)), key=pixels.__getitem__)
+        where = field if field == "trace" else f"{field}[{positions[slot]}]"
+        raise OverProbeBudget.for_field(
+            f"{where}.images",
+            f"the request's images hold {total} pixels to prepare (this trace's {len(traces[slot].images)} "
+            f"images {pixels[slot]}), over the limit of {budget} per request (MIG_MAX_REQUEST_IMAGE_PIXELS; "
+            "by default MIG_IMAGE_PIXELS_PER_SECOND x MIG_REQUEST_TIMEOUT_S, what the deadline can cover); "
+            "send fewer traces or smaller images",
         )
 
     def _plan(

@@ -118,6 +118,21 @@ class ServiceSettings(BaseSettings):
         description="Longest a reload may take to check and load a checkpoint folder (then 422, the probe "
         "keeps its weights and the next reload may start).",
     )
+    max_request_image_pixels: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pixels of the images one request's traces hold (each image counted for every trace "
+        "that holds it: each is prepared for the probe), read from the images' bytes and checked before "
+        "any image is decoded; a request over it is refused with 413. None (default): what the deadline "
+        "can cover, MIG_IMAGE_PIXELS_PER_SECOND x MIG_REQUEST_TIMEOUT_S.",
+    )
+    image_pixels_per_second: float = Field(
+        default=5_000_000.0,
+        gt=0,
+        description="Image pixels per second the probe's processor prepares (decode, resize, normalise), "
+        "for the default MIG_MAX_REQUEST_IMAGE_PIXELS (a tiny Idefics3 processor on one CPU thread: about "
+        "5 to 10 million; set it to what your hardware measures).",
+    )
     shutdown_grace_s: float = Field(
         default=10.0,
         gt=0,
@@ -235,6 +250,13 @@ class ServiceSettings(BaseSettings):
         if self.max_request_probe_tokens is not None:
             return self.max_request_probe_tokens
         return max(1, int(self.probe_tokens_per_second * self.request_timeout_s))
+
+    @property
+    def request_image_pixels(self) -> int:
+        """The per-request budget of image pixels (``max_request_image_pixels`` resolved)."""
+        if self.max_request_image_pixels is not None:
+            return self.max_request_image_pixels
+        return max(1, int(self.image_pixels_per_second * self.request_timeout_s))
 
     @property
     def exact(self) -> bool:

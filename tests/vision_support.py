@@ -9,6 +9,7 @@ folders built from their configs (no download), loadable with ``--model FOLDER``
   image tokens, its processor (or, for the Qwen families, its image processor) saved beside it. Its
   numbers mean nothing; it exercises the plumbing cheaply on CPU.
 * :func:`image_question`: a question as chat messages with one image part (base64 or a path) and text.
+* :func:`png_header`: a PNG whose header declares any size (a decompression bomb, a lying caller).
 """
 
 from __future__ import annotations
@@ -48,6 +49,24 @@ def clevr_scene(seed: int, size: tuple[int, int] = (96, 64), shapes: int = 3) ->
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header declares ``width`` x ``height`` pixels (its pixel data is a stub): what a
+    decompression bomb or a lying caller sends. Pillow opens it and reads the size without decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def image_question(text: str, image: bytes | str) -> list[dict[str, Any]]:

@@ -203,6 +203,38 @@ def test_bad_rows_go_to_rejects_with_reason_and_location_and_the_build_goes_on(
     assert counts.rejects_by_stage == {"mapping": 3, "prepare": 1}
 
 
+def test_a_lone_surrogate_id_is_a_reject_and_the_build_finishes_every_time(tmp_path: Path) -> None:
+    """JSON may spell a lone surrogate ("\\ud800"), which UTF-8 cannot hold: writing its reject record crashed
+    every run with UnicodeEncodeError. The reject names it by its escape."""
+    rows = arithmetic_rows(3)
+    rows[1]["id"] = "\ud800"
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    plan = make_plan(FAKE_IDENTITY, [source], tmp_path / "out")
+    counts = run_build(plan, FakeProbe()).manifest.counts
+    assert counts is not None and (counts.annotated, counts.rejected) == (2, 1)
+    [reject] = pq.read_table(tmp_path / "out" / "_rejects.parquet").to_pylist()
+    assert (reject["source_row"], reject["trace_id"], reject["field"]) == (1, "\\ud800", "id")
+    assert json.loads(reject["row_json"]) == rows[1]
+    assert run_build(plan, FakeProbe()).already_complete
+
+
+def test_a_row_over_the_byte_limit_is_a_reject_and_the_others_are_built(tmp_path: Path) -> None:
+    rows = arithmetic_rows(3)
+    rows[1]["completion"] = "z" * 5000
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    plan = make_plan(FAKE_IDENTITY, [source], tmp_path / "out", max_row_bytes=2048)
+    assert plan.identity.max_row_bytes == 2048
+    counts = run_build(plan, FakeProbe()).manifest.counts
+    assert counts is not None and (counts.annotated, counts.rejected) == (2, 1)
+    [reject] = pq.read_table(tmp_path / "out" / "_rejects.parquet").to_pylist()
+    assert (reject["source_row"], reject["stage"], reject["trace_id"]) == (1, "mapping", None)
+    size = len(json.dumps(rows[1]))
+    assert reject["reason"] == (
+        f"{source.resolve()} line 2: {size:,} bytes, over the limit of 2,048 bytes per row "
+        "(max_row_bytes, --max-row-bytes); the row was not read"
+    )
+
+
 def test_fail_on_reject_stops_at_the_first_bad_row(tmp_path: Path) -> None:
     rows = arithmetic_rows(3)
     rows[1]["question"] = ""
@@ -398,3 +430,27 @@ def test_cli_builds_with_the_fake_backend_and_records_its_identity(tmp_path: Pat
     assert manifest is not None and manifest.identity.probe == FAKE_IDENTITY
     rows = pl.read_parquet(out / "part-00000.parquet")
     assert rows["probe_identity"].to_list() == [FAKE_IDENTITY.fingerprint] * 2
+
+
+def test_cli_off_a_terminal_prints_plain_progress_lines_with_rejects_rate_and_eta(tmp_path: Path) -> None:
+    """`build > build.log 2>&1` printed only `starting: 500 rows` until the end: off a terminal the bar draws
+    nothing, so plain lines go to stderr (here one per committed group: --progress-interval 0)."""
+    rows = arithmetic_rows(6)
+    rows[3]["question"] = ""
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    done = run_cli(
+        "build", str(source), "--out", str(out), "--backend", "fake", "--group-rows", "2",
+        "--progress-interval", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("progress: ")]
+    assert [line.split(",")[0] for line in lines] == [
+        "progress: 1/6 rows (16.7%)",
+        "progress: 3/6 rows (50.0%)",
+        "progress: 5/6 rows (83.3%)",
+        "progress: 6/6 rows (100.0%)",
+        "progress: 6/6 rows (100.0%)",
+    ]
+    assert all(", 1 rejected, " in line and " traces/s, " in line and " ETA " in line for line in lines)
+    assert "starting: 6 rows" in done.stdout and "build summary" in done.stdout

@@ -73,14 +73,30 @@ def test_drop_rejects_the_later_rows_naming_the_first_row(tmp_path: Path) -> Non
 
 
 def test_error_refuses_before_any_work_naming_the_id_and_both_rows(tmp_path: Path) -> None:
+    """The count is every repeating row (it said 1 when 3 repeat), the sample the first repeat."""
     source = repeated_inputs(tmp_path)
     with pytest.raises(InputError) as raised:
         plan_for(source, tmp_path / "out", "error")
     assert str(raised.value) == (
-        f"1 row(s) repeat an earlier row's id, e.g. id 'arith-001' at {source} row 4 repeats {source} row 1 "
+        f"3 row(s) repeat an earlier row's id, e.g. id 'arith-001' at {source} row 4 repeats {source} row 1 "
         "(--on-duplicate-id error); fix the ids, or use --on-duplicate-id keep or drop"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_float_id_is_a_rejected_id_never_a_duplicate_of_the_text_it_reads_as(tmp_path: Path) -> None:
+    """The scan read ids with the file's inferred column types: 33.0 became '33' and was dropped as a
+    duplicate of row 0's '33', with a reason calling its id ''."""
+    rows: list[dict[str, Any]] = arithmetic_rows(3, seed=2)
+    rows[0]["id"], rows[1]["id"] = "33", 33.0
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    plan = plan_for(source, tmp_path / "out", "drop")
+    assert plan.duplicates.count == 0
+    manifest = run_build(plan, FakeProbe()).manifest
+    assert manifest.counts is not None and (manifest.counts.annotated, manifest.counts.rejected) == (2, 1)
+    [reject] = pq.read_table(OutputLayout(tmp_path / "out").rejects).to_pylist()
+    assert (reject["source_row"], reject["field"], reject["trace_id"]) == (1, "id", None)
+    assert reject["reason"] == "column 'id' holds float, expected text or an integer"
 
 
 def test_ids_repeated_across_files_and_generated_ids_are_handled(tmp_path: Path) -> None:

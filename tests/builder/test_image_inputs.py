@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from mig_annotator.builder.columns import resolve_mapping
+from mig_annotator.builder.layout import OutputLayout
+from mig_annotator.builder.pipeline import run_build
 from mig_annotator.builder.rows import RowProblem, map_record
 from mig_annotator.builder.sources import image_files_digest, resolve_inputs
 from mig_annotator.schemas import Trace
-from tests.vision_support import clevr_scene, image_question
+from tests.builder.conftest import FAKE_IDENTITY, FakeProbe, make_plan
+from tests.vision_support import clevr_scene, image_question, png_header
 
 MAPPING = resolve_mapping("default")
 
@@ -76,3 +81,41 @@ def test_the_input_fingerprint_covers_image_paths_in_the_questions_chat_parts(tm
     before = image_files_digest(input_file, "images", "question")
     (tmp_path / "scene.png").write_bytes(clevr_scene(5))
     assert before is not None and image_files_digest(input_file, "images", "question") != before
+
+
+def test_pseudo_files_in_the_images_column_are_the_rows_rejects_and_the_build_finishes(
+    tmp_path: Path,
+) -> None:
+    """/proc/self/mem crashed planning (EIO) and /proc/self/pagemap was hashed for minutes: only regular,
+    non-empty files within the byte limit are read, and never past the limit."""
+    rows = [_row(path) | {"id": f"r{i}"} for i, path in enumerate(["/proc/self/mem", "/proc/self/pagemap"])]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    plan = make_plan(FAKE_IDENTITY, [source], tmp_path / "out")
+    assert plan.identity.inputs[0].images_sha256 is None
+    manifest = run_build(plan, FakeProbe()).manifest
+    assert manifest.counts is not None and (manifest.counts.annotated, manifest.counts.rejected) == (0, 2)
+    reasons = [r["reason"] for r in pq.read_table(OutputLayout(tmp_path / "out").rejects).to_pylist()]
+    assert reasons == [
+        f"trace: question[0].content[0].image: '{path}' is empty (or a pseudo-file whose size is unknown)"
+        for path in ("/proc/self/mem", "/proc/self/pagemap")
+    ]
+
+
+def test_a_reject_reason_for_bytes_that_are_no_image_is_reproducible() -> None:
+    """Pillow's message held the buffer's memory address (<_io.BytesIO object at 0x...>)."""
+    problem = map_record(_row([b"not an image"]), MAPPING, 0, True)
+    assert problem == RowProblem(
+        "validation",
+        None,
+        "trace: question[0].content[0].image: not an image Pillow can read (no image format recognised)",
+    )
+
+
+def test_a_decompression_bomb_in_the_images_column_is_the_rows_problem_naming_the_pixel_limit() -> None:
+    """`build --images-col` exited 1 on such a row, every run: now the row is a reject."""
+    problem = map_record(_row([png_header(50_000, 50_000)]), MAPPING, 0, True)
+    assert isinstance(problem, RowProblem) and problem.stage == "validation"
+    assert problem.reason.startswith(
+        "trace: question[0].content[0].image: over the limit of 16777216 pixels per image"
+    )

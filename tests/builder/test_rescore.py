@@ -4,6 +4,7 @@ settings, resumable, and refusing what needs a probe pass."""
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from mig_annotator.builder.rescore import RescoreSettings, prepare_rescore, resc
 from mig_annotator.builder.settings import BuildSettings
 from mig_annotator.engine.probe import TransformersProbeSettings
 from mig_annotator.schemas import ScoringConfig
-from tests.builder.conftest import REPO, make_plan, write_jsonl
+from tests.builder.conftest import REPO, make_plan, run_cli, write_jsonl
 
 SAMPLES = REPO / "engine" / "data" / "sample_traces.jsonl"
 CONFIG_A = ScoringConfig()
@@ -176,3 +177,46 @@ def test_a_rescore_refuses_a_source_that_is_not_a_finished_build(built_a, tmp_pa
     (partial / "_SUCCESS").unlink()
     with pytest.raises(DatasetError, match="not a finished build"):
         prepare_rescore(RescoreSettings(source=partial, out=tmp_path / "b", scoring=CONFIG_B))
+
+
+def _broken_source(built: Path, tmp_path: Path, how: str) -> tuple[Path, Path]:
+    """A copy of ``built`` whose second part file is truncated, random bytes, or a file of another schema."""
+    source = tmp_path / f"src-{how}"
+    shutil.copytree(built, source)
+    part = source / "part-00001.parquet"
+    if how == "truncated":
+        part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    elif how == "random":
+        part.write_bytes(random.Random(7).randbytes(4096))
+    else:
+        shutil.copyfile(source / "_rejects.parquet", part)
+    return source, part
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("truncated", "not a readable Parquet file"),
+        ("random", "not a readable Parquet file"),
+        ("other-schema", "not a part file of this dataset's schema (missing completion, v0, steps"),
+    ],
+)
+def test_a_rescore_of_a_damaged_part_file_names_it_and_writes_nothing(
+    built_a, tmp_path, how: str, message: str
+) -> None:
+    """A truncated, random or foreign part file ended in ArrowInvalid / KeyError tracebacks and left a
+    partial output."""
+    source, part = _broken_source(built_a, tmp_path, how)
+    out = tmp_path / "new"
+    with pytest.raises(DatasetError) as raised:
+        rescore_dataset(RescoreSettings(source=source, out=out, scoring=CONFIG_B))
+    assert str(raised.value).startswith(f"{part}: {message}")
+    assert not out.exists()
+
+
+def test_the_cli_names_a_damaged_part_file_in_one_error_line(built_a, tmp_path) -> None:
+    source, part = _broken_source(built_a, tmp_path, "random")
+    done = run_cli("rescore", str(source), str(tmp_path / "new"), "--aggregation", "sum")
+    assert done.returncode != 0
+    assert f"error: {part}: not a readable Parquet file" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr and not (tmp_path / "new").exists()

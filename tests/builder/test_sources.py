@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from mig_annotator.builder import sources
 from mig_annotator.builder.columns import ColumnMapping, resolve_mapping
 from mig_annotator.builder.errors import InputError
 from mig_annotator.builder.plan import inspect_inputs, kept_columns
@@ -138,3 +140,51 @@ def test_the_mapping_needs_exactly_one_reasoning_column() -> None:
     with pytest.raises(ValueError, match="not both"):
         resolve_mapping(completion_col="c", steps_col="s")
     assert resolve_mapping("trl", steps_col="steps").completion is None
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_row_over_the_byte_limit_is_never_held_and_becomes_a_reject_naming_file_line_and_limit(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A 10 MB line peaked at 1.67 GB before its rejection: the reader holds at most the limit of a line."""
+    rows = arithmetic_rows(3, seed=4)
+    huge = json.dumps(rows[1] | {"completion": "x" * 200_000})
+    text = json.dumps(rows[0]) + "\n\n" + huge + "\n" + json.dumps(rows[2]) + "\n"
+    path = tmp_path / f"in{suffix}"
+    if suffix == ".jsonl.gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text, encoding="utf-8")
+    settings = BuildSettings(inputs=[str(path)], out=tmp_path / "out", max_row_bytes=4096)
+    files, schemas, _ = inspect_inputs(settings)
+    assert files[0].max_row_bytes == 4096
+
+    batch = SourceReader(files, schemas, pa.schema([]), []).take(10)
+    assert len(batch) == 3 and batch.file_rows == [0, 1, 2]
+    assert [record["id"] for record in batch.records] == [rows[0]["id"], None, rows[2]["id"]]
+    assert batch.errors == {
+        1: f"{files[0].path} line 3: {len(huge):,} bytes, over the limit of 4,096 bytes per row "
+        "(max_row_bytes, --max-row-bytes); the row was not read"
+    }
+    raw = batch.raw[1]
+    assert raw is not None and raw.endswith(" [...]") and len(raw) == 512 + len(" [...]")
+
+
+def test_the_reader_never_asks_for_more_than_the_row_limit_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound itself: every read of a line asks for at most the limit + 1 bytes, however long it is."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"id": "a", "completion": "y" * 3_000_000}) + "\n", encoding="utf-8")
+    asked: list[int] = []
+
+    class Counting(io.BufferedReader):
+        def readline(self, size: int | None = -1, /) -> bytes:
+            asked.append(-1 if size is None else size)
+            return super().readline(size)
+
+    monkeypatch.setattr(sources, "_open_lines", lambda source: Counting(io.FileIO(source.path)))
+    [source] = resolve_inputs([path], max_row_bytes=8192)
+    [line] = list(sources._records(source))
+    assert isinstance(line, sources.OversizedLine) and line.size == path.stat().st_size - 1
+    assert asked and all(0 < size <= 2**20 for size in asked) and asked[0] == 8193

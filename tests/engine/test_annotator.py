@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from mig_annotator.engine.annotator import Annotator, TraceError
+from mig_annotator.engine.segment import SegmentationCancelled
 from mig_annotator.schemas import ScoringConfig, Trace
 from tests.conftest import FIXTURES
 
@@ -253,3 +255,44 @@ def test_text_that_is_not_unicode_is_a_trace_error_naming_the_field_for_every_ca
         (error,) = annotator.plan([bad])
     assert isinstance(error, TraceError) and (error.trace_id, error.field) == ("s", "steps[1]")
     assert "lone surrogate at position 0" in error.problem
+
+
+def test_planning_stops_at_the_next_trace_once_its_caller_says_the_request_ended() -> None:
+    """Image preparation can take seconds a trace: a request that ended must not keep the planning going."""
+    from mig_annotator.engine.probe.fake import FakeProbe
+
+    asked: list[int] = []
+
+    def ended() -> bool:
+        asked.append(len(asked))
+        return len(asked) > 2  # the caller gives up after two traces
+
+    traces = [trace.model_copy(update={"id": f"t{i}"}) for i in range(5) for trace in GOLDEN_TRACES[:1]]
+    with Annotator(FakeProbe()) as annotator, pytest.raises(SegmentationCancelled, match="request ended"):
+        annotator.plan(traces, cancelled=ended)
+    assert len(asked) == 3  # two traces prepared, the third never started
+
+
+def test_an_image_whose_pixels_do_not_decode_is_the_error_of_that_image(tiny_vlm_folder) -> None:
+    """A readable header over truncated pixel data was named `completion` (the catch-all)."""
+    import torch
+
+    from mig_annotator.engine.probe import TransformersProbeSettings, open_probe
+    from tests.vision_support import clevr_scene, image_question
+
+    scene = clevr_scene(3)
+    truncated = scene[: len(scene) // 2]
+    question = image_question("How many?", scene)
+    question[0]["content"].insert(1, {"type": "image", "base64": base64.b64encode(truncated).decode()})
+    trace = Trace.model_validate(
+        {"id": "v", "question": question, "completion": "Three.\nA: 3", "reference_answer": "3"}
+    )
+    threads = torch.get_num_threads()
+    try:
+        with Annotator(open_probe(TransformersProbeSettings(model=str(tiny_vlm_folder), threads=1))) as vlm:
+            (error,) = vlm.plan([trace])
+    finally:
+        torch.set_num_threads(threads)
+    assert isinstance(error, TraceError) and error.field == "images[1]"
+    assert error.problem.startswith("the question's image 2 (PNG 96x64, sha256 ")
+    assert "does not decode into pixels" in error.problem

@@ -4,6 +4,7 @@ limits and errors that name the part."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from mig_annotator.schemas import Trace
 from mig_annotator.schemas.trace_images import ImageLimits
 from mig_annotator.service.annotation_service import trace_sha256
-from tests.vision_support import clevr_scene, image_question
+from tests.vision_support import clevr_scene, image_question, png_header
 
 
 def _trace(question, **context) -> Trace:
@@ -170,3 +171,40 @@ def test_a_content_part_whose_type_is_not_a_string_is_no_image_and_no_crash(part
     question = [{"role": "user", "content": [{"type": part_type, "text": "x"}]}]
     trace = _trace(question)
     assert trace.images == () and trace.question == "x"
+
+
+def test_a_decompression_bomb_is_refused_naming_its_part_and_the_pixel_limit() -> None:
+    """A 50,000 x 50,000 header: Pillow's DecompressionBombError escaped as a 500."""
+    message = _error(image_question("How many?", png_header(50_000, 50_000)))
+    assert message.startswith("question[0].content[0].image: over the limit of 16777216 pixels per image")
+    assert "decompression bomb" in message
+
+
+@pytest.mark.parametrize("form", ["python", "json"])
+def test_an_image_given_directly_is_measured_from_its_bytes_never_its_declared_size(form: str) -> None:
+    """A 12,000 x 12,000 PNG declared 1 x 1 was accepted: the pixel limit holds for what the bytes hold."""
+    data = png_header(12_000, 12_000)
+    image = {
+        "data": base64.b64encode(data).decode(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "format": "PNG",
+        "width": 1,
+        "height": 1,
+    }
+    row = {"id": "t", "question": "Q?", "steps": ["Look."], "reference_answer": "3", "images": [image]}
+    with pytest.raises(ValidationError) as caught:
+        if form == "json":
+            Trace.model_validate_json(json.dumps(row))
+        else:
+            Trace.model_validate(row)
+    assert caught.value.errors()[0]["msg"] == (
+        "images[0]: 12000x12000 = 144000000 pixels, over the limit of 16777216 per image"
+    )
+
+
+def test_an_image_given_directly_with_a_false_size_within_the_limits_is_refused() -> None:
+    dumped = _trace(image_question("How many?", clevr_scene(11))).model_dump(mode="json")
+    dumped["images"][0] |= {"width": 1, "height": 1}
+    with pytest.raises(ValidationError) as caught:
+        Trace.model_validate(dumped)
+    assert caught.value.errors()[0]["msg"] == "images[0]: declares 1x1 PNG, but its data is a 96x64 PNG image"

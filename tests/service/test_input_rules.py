@@ -174,3 +174,65 @@ def test_a_group_id_is_accepted_a_blank_one_is_no_group_and_a_list_is_the_traces
     response = httpx.post(timeout=TIMEOUT_S, url=f"{url}/v1/annotate", json=body | {"strict": True})
     assert response.status_code == 422, response.text
     assert _fields(response) == ["traces[2].group_id"]
+
+
+def test_a_decompression_bomb_image_is_its_traces_error_and_the_connection_goes_on(url: str) -> None:
+    """A PNG whose header says 50,000 x 50,000 beside two good traces: a 500 for all three, then the next
+    request on the same connection was reset."""
+    import base64
+
+    from tests.vision_support import png_header
+
+    bomb = "data:image/png;base64," + base64.b64encode(png_header(50_000, 50_000)).decode()
+    part = {"type": "image_url", "image_url": {"url": bomb}}
+    question = [{"role": "user", "content": [part, {"text": "How many?"}]}]
+    good = TRACE | {"completion": "1 + 1 = 2\nA: 2"}
+    traces = [good | {"id": "g1"}, good | {"id": "bomb", "question": question}, good | {"id": "g2"}]
+    with httpx.Client(timeout=TIMEOUT_S) as client:
+        response = client.post(f"{url}/v1/annotate", json={"traces": traces})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        [error] = body["errors"]
+        assert (error["index"], error["code"]) == (1, "invalid_trace")
+        assert error["field"] == "traces[1]"
+        assert error["message"].startswith(
+            "question[0].content[0].image_url: over the limit of 16777216 pixels per image"
+        )
+        assert [a and a["trace_id"] for a in body["annotations"]] == ["g1", None, "g2"]
+        again = client.post(f"{url}/v1/annotate", json={"traces": [good]})
+        assert again.status_code == 200 and again.json()["annotations"][0]["trace_id"] == "a"
+
+
+def test_a_request_whose_images_are_over_the_pixel_budget_is_refused_before_any_is_prepared() -> None:
+    """64 traces x 8 distinct 4096 x 4095 PNGs (each within every per-image limit) kept the planning
+    threads for minutes: a request's image pixels, read from the bytes, are its budget too."""
+    import base64
+
+    from tests.vision_support import clevr_scene, png_header
+
+    scene = clevr_scene(1)  # 96 x 64 = 6,144 pixels
+    lying = png_header(2000, 2000)  # 4,000,000 pixels whatever a caller declares
+    good = TRACE | {"completion": "1 + 1 = 2\nA: 2"}
+
+    def with_image(trace_id: str, data: bytes) -> dict[str, object]:
+        part = {"type": "image", "base64": base64.b64encode(data).decode()}
+        return good | {"id": trace_id, "question": [{"role": "user", "content": [part, {"text": "Q?"}]}]}
+
+    with fake_service(max_request_image_pixels=20_000) as base:
+        within = httpx.post(
+            f"{base}/v1/annotate", json={"traces": [with_image("a", scene), good]}, timeout=TIMEOUT_S
+        )
+        over = httpx.post(
+            f"{base}/v1/annotate",
+            json={"traces": [with_image("a", scene), with_image("b", lying), good]},
+            timeout=TIMEOUT_S,
+        )
+    assert within.status_code == 200, within.text  # the fake probe reads no images: the image trace's error
+    assert [a and a["trace_id"] for a in within.json()["annotations"]] == [None, "a"]
+    assert over.status_code == 413, over.text
+    body = over.json()
+    assert _fields(over) == ["traces[1].images"]
+    assert body["message"].startswith(
+        "traces[1].images: the request's images hold 4006144 pixels to prepare (this trace's 1 images "
+        "4000000), over the limit of 20000 per request (MIG_MAX_REQUEST_IMAGE_PIXELS;"
+    )
