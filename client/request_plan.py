@@ -69,7 +69,7 @@ class ServiceLimits:
             queue_traces=sum(limit.queue_max_traces for limit in limits),
             body_bytes=min(limit.max_body_bytes for limit in limits),
             probe_tokens=None if None in budgets else min(b for b in budgets if b is not None),
-            tokens_per_byte=None if None in ratios else max(r for r in ratios if r is not None),
+            tokens_per_byte=max((r for r in ratios if r is not None), default=None),
             scoring_defaults=infos[0].scoring_defaults,
         )
 
@@ -142,13 +142,15 @@ class Rounds:
     def _estimates(
         items: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None, limits: ServiceLimits
     ) -> list[int] | None:
-        if limits.probe_tokens is None or limits.tokens_per_byte is None:
+        if limits.probe_tokens is None:
             return None
+        # unmeasured: a byte-level tokenizer makes at most one token of a byte
+        tokens_per_byte = 1.0 if limits.tokens_per_byte is None else limits.tokens_per_byte
         scoring = limits.scoring_defaults
         if config:
             with suppress(ValueError):  # a bad option: the service names it
                 scoring = ScoringConfig.model_validate({**scoring.model_dump(), **config})
-        return [estimated_probe_tokens(item, scoring, limits.tokens_per_byte) for item in items]
+        return [estimated_probe_tokens(item, scoring, tokens_per_byte) for item in items]
 
     def _fitting(self, indices: Sequence[int]) -> list[int]:
         """``indices`` less the traces too large to be sent in any request (each gets its failure)."""

@@ -49,6 +49,7 @@ class ProbeBudget:
         self._calls: deque[tuple[int, float]] = deque(maxlen=WINDOW_CALLS)
         self._lock = threading.Lock()
         self.tokens_per_byte: float | None = None
+        self.calibrated = False  # set once the calibration pass has run (or failed)
 
     @property
     def source(self) -> BudgetSource:
@@ -88,6 +89,12 @@ class ProbeBudget:
     def calibrate(self, annotator: Annotator, lock: threading.Lock) -> None:
         """Score a few synthetic traces (holding ``lock``, the runtime's scoring lock) and record the rate
         and the tokens per byte of the rule the clients estimate with."""
+        try:
+            self._calibrate(annotator, lock)
+        finally:
+            self.calibrated = True
+
+    def _calibrate(self, annotator: Annotator, lock: threading.Lock) -> None:
         traces = calibration_traces()
         planned = [item for item in annotator.plan(traces) if isinstance(item, PreparedTrace)]
         if not planned:

@@ -302,7 +302,8 @@ async def readyz(components: Components) -> JSONResponse:
     probe_state = runtime.state if runtime.state != "ready" or probe_problem is None else "unreachable"
     audit = components.audit
     audit_state = "disabled" if audit is None else audit.status
-    problems = [p for p in (probe_problem, audit.error if audit is not None else None) if p]
+    calibrating = None if components.budget.calibrated else "the probe's calibration pass is running"
+    problems = [p for p in (probe_problem, calibrating, audit.error if audit is not None else None) if p]
     body = ReadinessResponse(
         ready=not problems, probe=probe_state, audit=audit_state, detail="; ".join(problems) or None
     )
