@@ -1,4 +1,4 @@
-"""One structured log line per API request (logger ``mig.requests``, at INFO): a JSON object with the request
+"""One structured log line per API request (logger ``mig.service.requests``, at INFO): a JSON object with the request
 id, method, path, status, seconds, and for scoring requests the traces, the planned and the forwarded
 probe tokens. The annotation service adds to the request's :class:`RequestTally` as it works."""
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-logger = logging.getLogger("mig.requests")
+logger = logging.getLogger("mig.service.requests")
 LOGGED_PREFIX = "/v1/"
 
 
