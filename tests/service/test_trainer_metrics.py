@@ -47,7 +47,9 @@ def test_metrics_show_the_rewards_served_per_probe_version(caplog: pytest.LogCap
     assert _gauge(metrics, "mig_reward_traces_total") == count
     assert _gauge(metrics, "mig_correct_outcomes_total") == outcomes
 
-    lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == "mig.service.requests"]
+    lines = [
+        json.loads(record.getMessage()) for record in caplog.records if record.name == "mig.service.requests"
+    ]
     by_id = {line["request_id"]: line for line in lines if line["path"] == "/v1/annotate"}
     scored = by_id["step-7"]
     assert scored["status"] == 200 and scored["traces"] == 12
