@@ -1,6 +1,6 @@
-"""One structured log line per API request (logger ``mig.service.requests``, at INFO): a JSON object with the request
-id, method, path, status, seconds, and for scoring requests the traces, the planned and the forwarded
-probe tokens. The annotation service adds to the request's :class:`RequestTally` as it works."""
+"""One structured log line per API request (logger ``mig.service.requests``, at INFO): a JSON object with
+the request id, method, path, status, seconds, and for scoring requests the traces, the planned and the
+forwarded probe tokens. The annotation service adds to the request's :class:`RequestTally` as it works."""
 
 from __future__ import annotations
 
