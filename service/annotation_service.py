@@ -139,6 +139,8 @@ class AnnotationService:
             fields = [FieldError(field=item.field, message=item.message) for item in invalid]
             raise InvalidInput("; ".join(f"{f.field}: {f.message}" for f in fields[:10]), fields)
         planned = self._check_probe_budget(planned, field, at, strict=strict)
+        # the answer checks start now: they run while the traces wait for the probe
+        planned = annotator.check_answers(planned, deadline=deadline)
         good = [item for item in planned if isinstance(item, PreparedTrace)]
         if context.tally is not None:
             context.tally.planned_tokens += sum(item.probe_tokens for item in good)
