@@ -35,7 +35,7 @@ import time
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -113,6 +113,7 @@ class _Wait:
 
 _Reply = httpx.Response | httpx.TransportError | None
 _Plan = Generator[_Send | _Wait, _Reply, httpx.Response]
+R = TypeVar("R")
 
 
 def _exchange(
@@ -252,6 +253,27 @@ class _ClientBase:
         assert self._limits is not None
         return Rounds(traces, config, self._limits, self._max_retries + 1, token_offsets, min_probe_version)
 
+    def _annotate_plan(
+        self, body: bytes, traces: int, deadline: float | None
+    ) -> Generator[_Send | _Wait, _Reply, httpx.Response | RequestFailed]:
+        """One request to the least-loaded replica, to another when that one fails; ends in the response,
+        or the :class:`RequestFailed` of a 413 or 504 (other errors raise)."""
+        replica = None
+        for attempt in itertools.count():
+            replica = self._replicas.pick(avoid=replica)
+            replica.in_flight += traces
+            try:
+                plan = self._plan("POST", "/v1/annotate", None, deadline, replica=replica, content=body)
+                return (yield from plan)
+            except MigServiceError as error:
+                if error.status in _KEPT_STATUSES:
+                    return _answered(error)
+                if not self._failover(replica, error, attempt):
+                    raise
+            finally:
+                replica.in_flight -= traces
+        raise AssertionError("unreachable")
+
     def _failover(self, replica: Replica, error: MigServiceError, attempt: int) -> bool:
         """Whether to send a failed request to another replica (setting this one aside)."""
         if not isinstance(error, MigServiceUnavailable) or error.error == "client_deadline":
@@ -273,7 +295,7 @@ _KEPT_STATUSES = (413, 504)
 """Request failures a round handles (resent later, in halves, or as a trace's failure); others raise."""
 
 
-def _drive_sync(http: httpx.Client, plan: _Plan) -> httpx.Response:
+def _drive_sync(http: httpx.Client, plan: Generator[_Send | _Wait, _Reply, R]) -> R:
     reply: _Reply = None
     try:
         while True:
@@ -297,7 +319,7 @@ def _drive_sync(http: httpx.Client, plan: _Plan) -> httpx.Response:
         return done.value  # type: ignore[no-any-return]
 
 
-async def _drive_async(http: httpx.AsyncClient, plan: _Plan) -> httpx.Response:
+async def _drive_async(http: httpx.AsyncClient, plan: Generator[_Send | _Wait, _Reply, R]) -> R:
     reply: _Reply = None
     try:
         while True:
@@ -479,22 +501,7 @@ class MigClient(_ClientBase):
         return rounds
 
     def _send(self, body: bytes, traces: int, deadline: float | None) -> httpx.Response | RequestFailed:
-        """One request to the least-loaded replica; to another when that one fails."""
-        replica = None
-        for attempt in itertools.count():
-            replica = self._replicas.pick(avoid=replica)
-            replica.in_flight += traces
-            try:
-                plan = self._plan("POST", "/v1/annotate", None, deadline, replica=replica, content=body)
-                return _drive_sync(self._http, plan)
-            except MigServiceError as error:
-                if error.status in _KEPT_STATUSES:
-                    return _answered(error)
-                if not self._failover(replica, error, attempt):
-                    raise
-            finally:
-                replica.in_flight -= traces
-        raise AssertionError("unreachable")
+        return _drive_sync(self._http, self._annotate_plan(body, traces, deadline))
 
 
 class AsyncMigClient(_ClientBase):
@@ -606,23 +613,10 @@ class AsyncMigClient(_ClientBase):
     async def _send(
         self, body: bytes, traces: int, deadline: float | None, slots: _TraceSlots
     ) -> httpx.Response | RequestFailed:
-        """As :meth:`MigClient._send`, within the traces the services' queues hold."""
+        """Within the traces the services' queues hold."""
         async with slots.holding(traces):
-            replica = None
-            for attempt in itertools.count():
-                replica = self._replicas.pick(avoid=replica)
-                replica.in_flight += traces
-                try:
-                    plan = self._plan("POST", "/v1/annotate", None, deadline, replica=replica, content=body)
-                    return await _drive_async(self._http, plan)
-                except MigServiceError as error:
-                    if error.status in _KEPT_STATUSES:
-                        return _answered(error)
-                    if not self._failover(replica, error, attempt):
-                        raise
-                finally:
-                    replica.in_flight -= traces
-            raise AssertionError("unreachable")
+            plan = self._annotate_plan(body, traces, deadline)
+            return await _drive_async(self._http, plan)
 
 
 class _TraceSlots:

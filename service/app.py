@@ -19,7 +19,6 @@ from mig_annotator.service.middleware import (
     MetricsMiddleware,
     RequestContextMiddleware,
 )
-from mig_annotator.service.request_log import RequestLogMiddleware
 from mig_annotator.service.routes import ENDPOINTS, admin, declare_auth, ops, service_version, v1
 from mig_annotator.service.settings import ServiceSettings
 
@@ -50,7 +49,6 @@ def create_app(settings: ServiceSettings | None = None, *, probe: Probe | None =
     middleware = [
         Middleware(RequestContextMiddleware),
         Middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS),
-        Middleware(RequestLogMiddleware),
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
         Middleware(ImageReadingMiddleware, limits=settings.image_limits),
     ]

@@ -1,15 +1,15 @@
 """One structured log line per API request (logger ``mig.service.requests``, at INFO): a JSON object with
 the request id, method, path, status, seconds, and for scoring requests the traces, the planned and the
-forwarded probe tokens. The annotation service adds to the request's :class:`RequestTally` as it works."""
+forwarded probe tokens. The metrics middleware starts and logs the tally; the annotation service adds to
+it."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 logger = logging.getLogger("mig.service.requests")
 LOGGED_PREFIX = "/v1/"
@@ -24,45 +24,28 @@ class RequestTally:
     forwarded_tokens: int = 0
 
 
-class RequestLogMiddleware:
-    """Puts a :class:`RequestTally` in the request's state and logs one line when the answer is sent (also
-    when the request fails or the client leaves: status 499 when nothing was answered)."""
+def start_tally(scope: Scope) -> RequestTally | None:
+    """A fresh tally in the request's state, for a logged (``/v1/``) request; else None."""
+    if not scope["path"].startswith(LOGGED_PREFIX):
+        return None
+    tally = RequestTally()
+    scope.setdefault("state", {})["tally"] = tally
+    return tally
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(LOGGED_PREFIX):
-            await self.app(scope, receive, send)
-            return
-        tally = RequestTally()
-        state = scope.setdefault("state", {})
-        state["tally"] = tally
-        started = time.perf_counter()
-        status = 499
-
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_recording_status)
-        except Exception:
-            status = 500
-            raise
-        finally:
-            if logger.isEnabledFor(logging.INFO):
-                line = {
-                    "event": "request",
-                    "request_id": state.get("request_id"),
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "seconds": round(time.perf_counter() - started, 4),
-                    "traces": tally.traces,
-                    "planned_tokens": tally.planned_tokens,
-                    "forwarded_tokens": tally.forwarded_tokens,
-                }
-                logger.info(json.dumps(line, separators=(",", ":")))
+def log_request(scope: Scope, status: int, seconds: float, tally: RequestTally) -> None:
+    """The request's one log line (status 499: nothing was answered, the client left)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    line = {
+        "event": "request",
+        "request_id": scope.get("state", {}).get("request_id"),
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "seconds": round(seconds, 4),
+        "traces": tally.traces,
+        "planned_tokens": tally.planned_tokens,
+        "forwarded_tokens": tally.forwarded_tokens,
+    }
+    logger.info(json.dumps(line, separators=(",", ":")))
