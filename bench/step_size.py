@@ -6,7 +6,7 @@ Rows (``--sizes``, ``--batches``):
 * fake probe (the CPU-side ceiling: no model work): 1,024 and 8,192 traces of GSM8K rollouts (the shared
   data, cycled; generated ones of the same shape when absent) and of long chains of thought (the
   long-context fixture's ``<think>`` prose, about 1,800 tokens each), against 1 and 2 replicas;
-* real probe (SmolLM2, default settings, one torch thread each side): ``--real-size`` GSM8K traces
+* real probe (SmolLM2, default settings, one torch thread each side): ``--real-size`` (32) GSM8K traces
   against 1 replica (kept small: a CPU forwards a few hundred tokens a second).
 
 Each service runs with default settings (audit log on, in a temporary folder); the client is
@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,47 +153,46 @@ def _servers(count: int, env: dict[str, str], args: list[str], audit: Path) -> l
     ]
 
 
+def _real_probe_row(size: int, env: dict[str, str], audit: Path) -> Row:
+    import torch
+
+    torch.set_num_threads(1)
+    traces = _batch("gsm8k", size)
+    with _servers(1, {**env, "MIG_PROBE__THREADS": "1"}, [], audit / "real")[0] as server:
+        engine = _engine_tps(TransformersProbeSettings(threads=1), traces)
+        return _run_row("SmolLM2-135M", "gsm8k", traces, [server], engine)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1024,8192", help="batch sizes with the fake probe")
     parser.add_argument("--batches", default="gsm8k,long-cot", help="gsm8k and/or long-cot")
     parser.add_argument("--replicas", default="1,2", help="replica counts with the fake probe")
     parser.add_argument(
-        "--real-size", type=int, default=64, help="GSM8K traces with the real probe (0: none)"
+        "--real-size", type=int, default=32, help="GSM8K traces with the real probe (0: none)"
     )
     options = parser.parse_args()
     load_before = os.getloadavg()
     rows: list[Row] = []
     env = {"PYTHONPATH": str(ROOT)}
-    with tempfile.TemporaryDirectory(prefix="mig-bench-step-") as folder:
+    sizes = [int(value) for value in options.sizes.split(",")]
+    replica_counts = [int(value) for value in options.replicas.split(",")]
+    with tempfile.TemporaryDirectory(prefix="mig-bench-step-") as folder, ExitStack() as running:
         audit = Path(folder)
-        for replicas in [int(value) for value in options.replicas.split(",")]:
-            servers = _servers(replicas, env, ["--backend", "fake"], audit / f"fake-{replicas}")
-            for server in servers:
-                server.__enter__()
-            try:
-                for batch in options.batches.split(","):
-                    for size in [int(value) for value in options.sizes.split(",")]:
-                        traces = _batch(batch, size)
-                        engine = _engine_tps(FakeProbeSettings(), traces)
-                        rows.append(_run_row("fake", batch, traces, servers, engine))
-                        print(_line(rows[-1]), flush=True)
-            finally:
-                for server in servers:
-                    server.stop()
-        if options.real_size:
-            import torch
-
-            torch.set_num_threads(1)
-            servers = _servers(1, {**env, "MIG_PROBE__THREADS": "1"}, [], audit / "real")
-            servers[0].__enter__()
-            try:
-                traces = _batch("gsm8k", options.real_size)
-                engine = _engine_tps(TransformersProbeSettings(threads=1), traces)
-                rows.append(_run_row("SmolLM2-135M", "gsm8k", traces, servers, engine))
+        fake = _servers(max(replica_counts), env, ["--backend", "fake"], audit / "fake")
+        for server in fake:
+            running.enter_context(server)
+        # the smallest size first (every batch and replica count), then the real probe, then larger sizes
+        for position, size in enumerate(sizes):
+            for batch in options.batches.split(","):
+                traces = _batch(batch, size)
+                for replicas in replica_counts:
+                    engine = _engine_tps(FakeProbeSettings(), traces)
+                    rows.append(_run_row("fake", batch, traces, fake[:replicas], engine))
+                    print(_line(rows[-1]), flush=True)
+            if position == 0 and options.real_size:
+                rows.append(_real_probe_row(options.real_size, env, audit))
                 print(_line(rows[-1]), flush=True)
-            finally:
-                servers[0].stop()
     print()
     print(_table(rows))
     load_after = os.getloadavg()
