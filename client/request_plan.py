@@ -74,7 +74,7 @@ class ServiceLimits:
         )
 
 
-def _trace_json(trace: TraceLike) -> dict[str, Any]:
+def trace_json(trace: TraceLike) -> dict[str, Any]:
     """The trace's JSON; ``group_id`` and ``images`` (the question's images, base64) only when set (a
     service older than the field refuses the key)."""
     if not isinstance(trace, Trace):
@@ -106,7 +106,7 @@ class Rounds:
         token_offsets: Sequence[TokenOffsets] | None = None,
         min_probe_version: int | None = None,
     ) -> None:
-        items = [_trace_json(trace) for trace in traces]
+        items = [trace_json(trace) for trace in traces]
         if token_offsets is not None and len(token_offsets) != len(items):
             raise ValueError(
                 f"token_offsets has {len(token_offsets)} entries for {len(items)} traces: give one "

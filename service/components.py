@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from mig_annotator.engine.annotator import Annotator
 from mig_annotator.engine.probe.base import Probe
 from mig_annotator.engine.verify import ProcessVerifier, VerifierUnavailable
 from mig_annotator.service.annotation_service import AnnotationService
@@ -86,6 +87,8 @@ class ServiceComponents:
         if audit is not None:
             audit.start()
         batcher.start()
+        if runtime.annotator is not None:  # a probe given to create_app: measured before serving
+            await components._calibrate(runtime.annotator)
         components._background.append(asyncio.create_task(components._load(), name="mig-load-probe"))
         return components
 
@@ -105,10 +108,15 @@ class ServiceComponents:
         annotator = self.runtime.annotator
         if annotator is not None:
             logger.info("probe ready: %s (%s)", annotator.probe.model_id, self.runtime.identity)
-            try:
-                await asyncio.to_thread(self.budget.calibrate, annotator, self.runtime.scoring_lock)
-            except Exception:  # the budget keeps its default rate and follows the probe while serving
-                logger.exception("the probe's calibration pass failed")
+            if not self.budget.calibrated:
+                await self._calibrate(annotator)
+
+    async def _calibrate(self, annotator: Annotator) -> None:
+        """The probe's calibration pass (:meth:`ProbeBudget.calibrate`); /readyz waits for it."""
+        try:
+            await asyncio.to_thread(self.budget.calibrate, annotator, self.runtime.scoring_lock)
+        except Exception:  # the budget keeps its default rate and follows the probe while serving
+            logger.exception("the probe's calibration pass failed")
 
     async def _start_verifier(self) -> None:
         try:

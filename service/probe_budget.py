@@ -4,7 +4,8 @@ A request is admitted when its planned probe tokens fit what the probe forwards 
 deadline: ``tokens per second x MIG_REQUEST_TIMEOUT_S``. The rate is measured, not assumed: a short
 calibration pass when the probe is ready (:meth:`ProbeBudget.calibrate`: a few synthetic traces scored
 under the scoring lock), then every engine call the service makes (:meth:`ProbeBudget.observe`: tokens
-forwarded over seconds, the last :data:`WINDOW_CALLS` calls). The budget is bounded
+forwarded over the probe's own seconds, from its stats, the last :data:`WINDOW_CALLS` calls; the answer
+checks, which overlap the probe, are not counted). The budget is bounded
 (:data:`MIN_BUDGET_TOKENS` .. :data:`MAX_BUDGET_TOKENS`). ``MIG_MAX_REQUEST_PROBE_TOKENS`` (a budget) and
 ``MIG_PROBE_TOKENS_PER_SECOND`` (a rate) still win when set. Until the first measurement (a probe given to
 ``create_app`` serves before its calibration ends) the rate is :data:`DEFAULT_TOKENS_PER_SECOND`.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from typing import Literal
 
@@ -106,11 +106,11 @@ class ProbeBudget:
         self.tokens_per_byte = max(
             item.probe_tokens / max(1, e) for item, e in zip(planned, estimates, strict=True)
         )
+        stats = annotator.probe.stats
         with lock:
-            started = time.perf_counter()
-            results = annotator.annotate_many(planned)
-            seconds = time.perf_counter() - started
-        forwarded = sum(getattr(result, "tokens_forwarded", 0) for result in results)
+            tokens_before, seconds_before = stats.tokens_forwarded, stats.seconds
+            annotator.annotate_many(planned)
+            forwarded, seconds = stats.tokens_forwarded - tokens_before, stats.seconds - seconds_before
         self.observe(forwarded, seconds)
         logger.info(
             "probe calibration: %d tokens in %.3f s (%.0f tokens/s); request budget %d tokens, "

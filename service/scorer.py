@@ -95,6 +95,8 @@ class BatchScorer:
         if not jobs:
             return [], 0.0
         started = time.perf_counter()
+        stats = annotator.probe.stats
+        probe_tokens, probe_seconds = stats.tokens_forwarded, stats.seconds
         try:
             results = annotator.annotate_many(
                 [job.prepared for job in jobs],
@@ -113,8 +115,8 @@ class BatchScorer:
         seconds = time.perf_counter() - started
         forwarded = sum(result.tokens_forwarded for result in results if isinstance(result, TraceAnnotation))
         self._metrics.tokens_forwarded.inc(forwarded)
-        if self._budget is not None:
-            self._budget.observe(forwarded, seconds)
+        if self._budget is not None:  # the probe's own rate (its stats: the answer checks overlap it)
+            self._budget.observe(stats.tokens_forwarded - probe_tokens, stats.seconds - probe_seconds)
         return results, seconds
 
     @staticmethod
