@@ -165,7 +165,9 @@ def _real_probe_row(size: int, env: dict[str, str], audit: Path) -> Row:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1024,8192", help="batch sizes with the fake probe")
+    parser.add_argument(
+        "--sizes", default="1024,8192", help="batch sizes with the fake probe (empty: the real probe only)"
+    )
     parser.add_argument("--batches", default="gsm8k,long-cot", help="gsm8k and/or long-cot")
     parser.add_argument("--replicas", default="1,2", help="replica counts with the fake probe")
     parser.add_argument(
@@ -175,11 +177,14 @@ def main() -> None:
     load_before = os.getloadavg()
     rows: list[Row] = []
     env = {"PYTHONPATH": str(ROOT)}
-    sizes = [int(value) for value in options.sizes.split(",")]
+    sizes = [int(value) for value in options.sizes.split(",") if value]
     replica_counts = [int(value) for value in options.replicas.split(",")]
     with tempfile.TemporaryDirectory(prefix="mig-bench-step-") as folder, ExitStack() as running:
         audit = Path(folder)
-        fake = _servers(max(replica_counts), env, ["--backend", "fake"], audit / "fake")
+        if options.real_size and not sizes:
+            rows.append(_real_probe_row(options.real_size, env, audit))
+            print(_line(rows[-1]), flush=True)
+        fake = _servers(max(replica_counts) if sizes else 0, env, ["--backend", "fake"], audit / "fake")
         for server in fake:
             running.enter_context(server)
         # the smallest size first (every batch and replica count), then the real probe, then larger sizes
@@ -204,9 +209,9 @@ def main() -> None:
 
 def _line(row: Row) -> str:
     return (
-        f"{row.probe} {row.batch} {row.traces} x{row.replicas}: engine {row.engine_tps:.0f}/s, "
-        f"service {row.service_tps:.0f}/s ({row.ratio:.2f}), {row.service_cpu_per_trace * 1000:.1f} ms CPU "
-        f"a trace, {row.statuses}"
+        f"{row.probe} {row.batch} {row.traces} x{row.replicas}: engine {_rate(row.engine_tps)}/s, "
+        f"service {_rate(row.service_tps)}/s ({row.ratio:.2f}), "
+        f"{row.service_cpu_per_trace * 1000:.1f} ms CPU a trace, {row.statuses}"
     )
 
 
@@ -218,11 +223,15 @@ def _table(rows: Sequence[Row]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row.probe} | {row.batch} | {row.traces:,} | {row.replicas} | {row.engine_tps:.0f} | "
-            f"{row.service_tps:.0f} | {row.ratio:.2f} | {row.service_cpu_per_trace * 1000:.1f} | "
+            f"| {row.probe} | {row.batch} | {row.traces:,} | {row.replicas} | {_rate(row.engine_tps)} | "
+            f"{_rate(row.service_tps)} | {row.ratio:.2f} | {row.service_cpu_per_trace * 1000:.1f} | "
             f"{row.statuses} |"
         )
     return "\n".join(lines)
+
+
+def _rate(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
 
 
 def _load(values: tuple[float, float, float]) -> str:
