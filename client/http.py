@@ -305,14 +305,7 @@ def _drive_sync(http: httpx.Client, plan: Generator[_Send | _Wait, _Reply, R]) -
                 reply = None
                 continue
             try:
-                reply = http.request(
-                    step.method,
-                    step.url,
-                    headers=step.headers,
-                    json=step.json,
-                    content=step.content,
-                    timeout=_timeout(http, step),
-                )
+                reply = http.request(**_request_of(http, step))
             except httpx.TransportError as error:
                 reply = error
     except StopIteration as done:
@@ -329,18 +322,23 @@ async def _drive_async(http: httpx.AsyncClient, plan: Generator[_Send | _Wait, _
                 reply = None
                 continue
             try:
-                reply = await http.request(
-                    step.method,
-                    step.url,
-                    headers=step.headers,
-                    json=step.json,
-                    content=step.content,
-                    timeout=_timeout(http, step),
-                )
+                reply = await http.request(**_request_of(http, step))
             except httpx.TransportError as error:
                 reply = error
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+def _request_of(http: httpx.Client | httpx.AsyncClient, step: _Send) -> dict[str, Any]:
+    """``http.request``'s arguments for one step."""
+    return {
+        "method": step.method,
+        "url": step.url,
+        "headers": step.headers,
+        "json": step.json,
+        "content": step.content,
+        "timeout": _timeout(http, step),
+    }
 
 
 def _timeout(http: httpx.Client | httpx.AsyncClient, step: _Send) -> httpx.Timeout:
