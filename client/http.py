@@ -5,19 +5,24 @@ The plan is written once, without I/O: :func:`_exchange` is a generator that yie
 429/503 (honouring ``Retry-After``, capped at 30 s) and unreachable services (backoff 0.5 s * 2**attempt),
 within ``max_retries`` and the call's deadline, and turns an error answer into :class:`MigServiceError`
 (:class:`MigServiceUnavailable` when the service is down, busy or too slow: what a trainer may replace
-by a fallback reward). :class:`_Rounds` plans one ``annotate``: requests of at most the server's
-``max_traces_per_request`` (and ``queue_max_traces``; ``GET /v1/info``), sent with ``strict: false`` so a
-bad trace costs only itself; the traces a request left unfinished at the service's deadline (a 504, or
-``deadline_exceeded`` in place) are sent again in smaller requests, up to ``max_retries`` rounds.
-:class:`MigClient` drives the plans with ``httpx.Client`` and ``time.sleep``; :class:`AsyncMigClient`
-with ``httpx.AsyncClient`` and ``asyncio.sleep``, sending the requests of one round concurrently (never
-more traces in flight than the service's queue takes). Results always come back in input order.
+by a fallback reward). :class:`client.request_plan.Rounds` plans one ``annotate``: requests within every
+bound the services advertise (``GET /v1/info``: traces, body bytes, forwarded probe tokens), sent with
+``strict: false`` so a bad trace costs only itself; the traces a request left unfinished at the service's
+deadline (a 504, or ``deadline_exceeded`` in place) are sent again in smaller requests, up to
+``max_retries`` rounds. :class:`MigClient` drives the plans with ``httpx.Client`` and ``time.sleep``;
+:class:`AsyncMigClient` with ``httpx.AsyncClient`` and ``asyncio.sleep``, sending the requests of one
+round concurrently (never more traces in flight than the services' queues take). Results always come back
+in input order.
+
+Replicas (:mod:`client.replicas`): ``base_url`` may name several services (a list, or a comma-separated
+string); each request goes to the least-loaded one, and a request whose replica does not answer goes to
+another (an unreachable replica is not retried while another is up).
 
 Each call (``annotate``, ``info``) has a client-side deadline, ``deadline_s`` from its start, that
 bounds every request's timeout and every retry wait: past it the call raises
 :class:`MigServiceUnavailable` (verl issue threads show reward calls that hang freeze whole runs).
 
-The service URL defaults to ``$MIG_SERVICE_URL`` (else http://127.0.0.1:8000) and the API key to
+The service URL(s) default to ``$MIG_SERVICE_URL`` (else http://127.0.0.1:8000) and the API key to
 ``$MIG_SERVICE_API_KEY``.
 """
 
@@ -26,23 +31,25 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import re
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from mig_annotator.schemas import Trace, TraceAnnotation
-from mig_annotator.schemas.api import (
-    AnnotateResponse,
-    ErrorResponse,
-    InfoResponse,
-    ReloadResponse,
-    TokenRewards,
-    TraceFailure,
+from mig_annotator.client.replicas import Replica, Replicas, service_urls
+from mig_annotator.client.request_plan import (
+    RequestFailed,
+    Rounds,
+    ServiceLimits,
+    TokenOffsets,
+    TraceLike,
+    TraceResult,
 )
+from mig_annotator.schemas import TraceAnnotation
+from mig_annotator.schemas.api import ErrorResponse, InfoResponse, ReloadResponse, TokenRewards, TraceFailure
 
 __all__ = [
     "API_KEY_ENV",
@@ -64,12 +71,6 @@ API_KEY_ENV = "MIG_SERVICE_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
 _RETRIED_STATUSES = (429, 503)
 _MAX_RETRY_WAIT_S = 30.0
-
-TraceLike = Trace | Mapping[str, Any]
-TraceResult = TraceAnnotation | TraceFailure
-TokenOffsets = Sequence[Sequence[int]] | None
-"""One trace's policy-token ``(start, end)`` character offsets into its completion, or None for none."""
-"""One trace's answer: its annotation, or why it has none (``code`` invalid_trace or deadline_exceeded)."""
 
 
 class MigServiceError(RuntimeError):
@@ -100,6 +101,7 @@ class _Send:
     headers: dict[str, str]
     json: dict[str, Any] | None = None
     timeout: float | None = None
+    content: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ class _Wait:
 
 _Reply = httpx.Response | httpx.TransportError | None
 _Plan = Generator[_Send | _Wait, _Reply, httpx.Response]
+R = TypeVar("R")
 
 
 def _exchange(
@@ -120,19 +123,24 @@ def _exchange(
     max_retries: int,
     json: dict[str, Any] | None = None,
     deadline: float | None = None,
+    content: bytes | None = None,
+    transport_retries: int | None = None,
 ) -> _Plan:
-    """One call with retries: returns the first response under 400, or raises :class:`MigServiceError`."""
+    """One call with retries: returns the first response under 400, or raises :class:`MigServiceError`.
+    ``transport_retries``: retries of an unreachable service (default ``max_retries``; 0 where another
+    replica can take the call at once)."""
+    unreachable_retries = max_retries if transport_retries is None else transport_retries
     for attempt in itertools.count():
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise _past_deadline(url)
-        reply = yield _Send(method, url, headers, json, remaining)
+        reply = yield _Send(method, url, headers, json, remaining, content)
         assert reply is not None
         if isinstance(reply, httpx.TransportError):
             timed_out = isinstance(reply, httpx.TimeoutException)
             if timed_out and deadline is not None and time.monotonic() >= deadline - 0.01:
                 raise _past_deadline(url) from reply
-            if attempt >= max_retries:
+            if attempt >= unreachable_retries:
                 raise MigServiceUnavailable(0, "unreachable", f"{url}: {reply!r}") from reply
             wait = min(0.5 * 2**attempt, _MAX_RETRY_WAIT_S)
         elif reply.status_code < 400:
@@ -167,112 +175,6 @@ def _retry_wait_s(response: httpx.Response, attempt: int) -> float:
     return min(wait, _MAX_RETRY_WAIT_S)
 
 
-def _trace_json(trace: TraceLike) -> dict[str, Any]:
-    """The trace's JSON; ``group_id`` and ``images`` (the question's images, base64) only when set (a
-    service older than the field refuses the key)."""
-    if not isinstance(trace, Trace):
-        return dict(trace)
-    unset = {name for name in ("group_id", "images") if not getattr(trace, name)}
-    return trace.model_dump(mode="json", exclude=unset or None)
-
-
-_TRACE_PREFIX = re.compile(r"^(traces|token_offsets)\[(\d+)\]")
-
-
-class _Rounds:
-    """The requests of one ``annotate``, round by round: which traces to send, and what came back.
-
-    ``bodies()`` gives the next round's requests (none when done); ``take(responses)`` reads them back,
-    each a response or the :class:`MigServiceError` its plan ended in. A 504, or a trace answered
-    ``deadline_exceeded``, puts the trace in the next round, whose requests hold half as many traces;
-    after ``max_rounds`` such traces keep their ``deadline_exceeded`` failure.
-    """
-
-    def __init__(
-        self,
-        traces: Sequence[TraceLike],
-        config: Mapping[str, Any] | None,
-        chunk: int,
-        max_rounds: int,
-        token_offsets: Sequence[TokenOffsets] | None = None,
-        min_probe_version: int | None = None,
-    ) -> None:
-        self._items = [_trace_json(trace) for trace in traces]
-        if token_offsets is not None and len(token_offsets) != len(self._items):
-            raise ValueError(
-                f"token_offsets has {len(token_offsets)} entries for {len(self._items)} traces: give one "
-                "per trace (None for a trace without offsets)"
-            )
-        self._offsets = (
-            None
-            if token_offsets is None
-            else [None if given is None else [[int(a), int(b)] for a, b in given] for given in token_offsets]
-        )
-        self.token_rewards: list[TokenRewards | None] = [None] * len(self._items)
-        self._config = {"config": dict(config)} if config else {}
-        if min_probe_version is not None:
-            self._config["min_probe_version"] = min_probe_version
-        self._chunk = max(1, chunk)
-        self._rounds_left = max_rounds
-        self._todo = list(range(len(self._items)))
-        self._sent: list[list[int]] = []
-        self.results: list[TraceResult | None] = [None] * len(self._items)
-
-    def bodies(self) -> list[dict[str, Any]]:
-        if not self._todo or self._rounds_left <= 0:
-            self._todo = []
-            return []
-        self._rounds_left -= 1
-        todo, size = self._todo, self._chunk
-        self._sent = [todo[start : start + size] for start in range(0, len(todo), size)]
-        self._todo = []
-        return [
-            {"traces": [self._items[i] for i in chunk], "strict": False, **self._config}
-            | ({} if self._offsets is None else {"token_offsets": [self._offsets[i] for i in chunk]})
-            for chunk in self._sent
-        ]
-
-    def take(self, replies: Sequence[httpx.Response | MigServiceError]) -> None:
-        unfinished = False
-        for chunk, reply in zip(self._sent, replies, strict=True):
-            if isinstance(reply, MigServiceError):
-                if reply.status != 504:
-                    raise reply
-                message = f"HTTP 504 {reply.error}: {reply.message}"
-                for i in chunk:
-                    self._late(i, message)
-                unfinished = True
-                continue
-            answer = AnnotateResponse.model_validate_json(reply.content)
-            failures = {failure.index: failure for failure in answer.errors}
-            placed = answer.token_rewards or [None] * len(chunk)
-            for position, (i, annotation) in enumerate(zip(chunk, answer.annotations, strict=True)):
-                if annotation is not None:
-                    self.results[i] = annotation
-                    self.token_rewards[i] = placed[position]
-                    continue
-                failure = failures[position]
-                if failure.code == "deadline_exceeded":
-                    self._late(i, failure.message)
-                    unfinished = True
-                else:
-                    self.results[i] = failure.model_copy(
-                        update={"index": i, "field": _TRACE_PREFIX.sub(rf"\1[{i}]", failure.field)}
-                    )
-        if unfinished:  # smaller requests next round: half the largest one sent
-            self._chunk = max(1, min(self._chunk, max(len(chunk) for chunk in self._sent)) // 2)
-
-    def _late(self, i: int, message: str) -> None:
-        self._todo.append(i)
-        self.results[i] = TraceFailure(
-            index=i, field=f"traces[{i}]", message=message, code="deadline_exceeded"
-        )
-
-    def done(self) -> list[TraceResult]:
-        assert all(result is not None for result in self.results)
-        return self.results  # type: ignore[return-value]
-
-
 def _all_annotated(results: Sequence[TraceResult]) -> list[TraceAnnotation]:
     """The annotations, or :class:`MigServiceError` naming every trace that has none."""
     failures = [result for result in results if isinstance(result, TraceFailure)]
@@ -287,42 +189,59 @@ def _all_annotated(results: Sequence[TraceResult]) -> list[TraceAnnotation]:
 
 
 class _ClientBase:
-    """What both clients hold: where the service is, the key, the retry budget, the deadline and the
-    server's limits."""
+    """What both clients hold: where the replicas are, the key, the retry budget, the deadline and the
+    services' limits."""
 
     def __init__(
         self,
-        base_url: str | None,
+        base_url: str | Sequence[str] | None,
         api_key: str | None,
         max_retries: int,
         deadline_s: float | None,
         max_traces_per_request: int | None,
     ) -> None:
-        self._base_url = (base_url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        self._replicas = Replicas(service_urls(base_url, URL_ENV, DEFAULT_URL))
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         self._max_retries = max_retries
         self._deadline_s = deadline_s
         self._own_limit = max_traces_per_request
-        self._limits: tuple[int, int] | None = None  # (traces per request, traces the queue holds)
+        self._limits: ServiceLimits | None = None
 
     @property
     def base_url(self) -> str:
-        return self._base_url
+        """The first service URL."""
+        return self._replicas.all[0].url
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every replica's URL."""
+        return [replica.url for replica in self._replicas.all]
 
     def _deadline(self) -> float | None:
         return None if self._deadline_s is None else time.monotonic() + self._deadline_s
 
     def _plan(
-        self, method: str, path: str, json: dict[str, Any] | None = None, deadline: float | None = None
+        self,
+        method: str,
+        path: str,
+        json: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        *,
+        replica: Replica | None = None,
+        content: bytes | None = None,
     ) -> _Plan:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        return _exchange(f"{self._base_url}{path}", method, headers, self._max_retries, json, deadline)
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        url = (replica or self._replicas.all[0]).url
+        # with another replica to go to, an unreachable one is not waited for
+        transport_retries = 0 if replica is not None and len(self._replicas) > 1 else None
+        return _exchange(
+            f"{url}{path}", method, headers, self._max_retries, json, deadline, content, transport_retries
+        )
 
-    def _set_limits(self, info: InfoResponse) -> None:
-        per_request = min(info.limits.max_traces_per_request, info.limits.queue_max_traces)
-        if self._own_limit is not None:
-            per_request = min(per_request, self._own_limit)
-        self._limits = (max(1, per_request), info.limits.queue_max_traces)
+    def _set_limits(self, infos: Sequence[InfoResponse]) -> None:
+        self._limits = ServiceLimits.of(infos, self._own_limit)
 
     def _rounds(
         self,
@@ -330,14 +249,53 @@ class _ClientBase:
         config: Mapping[str, Any] | None,
         token_offsets: Sequence[TokenOffsets] | None = None,
         min_probe_version: int | None = None,
-    ) -> _Rounds:
+    ) -> Rounds:
         assert self._limits is not None
-        return _Rounds(
-            traces, config, self._limits[0], self._max_retries + 1, token_offsets, min_probe_version
-        )
+        return Rounds(traces, config, self._limits, self._max_retries + 1, token_offsets, min_probe_version)
+
+    def _annotate_plan(
+        self, body: bytes, traces: int, deadline: float | None
+    ) -> Generator[_Send | _Wait, _Reply, httpx.Response | RequestFailed]:
+        """One request to the least-loaded replica, to another when that one fails; ends in the response,
+        or the :class:`RequestFailed` of a 413 or 504 (other errors raise)."""
+        replica = None
+        for attempt in itertools.count():
+            replica = self._replicas.pick(avoid=replica)
+            replica.in_flight += traces
+            try:
+                plan = self._plan("POST", "/v1/annotate", None, deadline, replica=replica, content=body)
+                return (yield from plan)
+            except MigServiceError as error:
+                if error.status in _KEPT_STATUSES:
+                    return _answered(error)
+                if not self._failover(replica, error, attempt):
+                    raise
+            finally:
+                replica.in_flight -= traces
+        raise AssertionError("unreachable")
+
+    def _failover(self, replica: Replica, error: MigServiceError, attempt: int) -> bool:
+        """Whether to send a failed request to another replica (setting this one aside)."""
+        if not isinstance(error, MigServiceUnavailable) or error.error == "client_deadline":
+            return False
+        if error.status not in (0, 502, 503) or len(self._replicas) < 2:
+            return False
+        Replicas.set_aside(replica)
+        return attempt < self._max_retries * len(self._replicas) + 1
 
 
-def _drive_sync(http: httpx.Client, plan: _Plan) -> httpx.Response:
+def _answered(reply: httpx.Response | MigServiceError) -> httpx.Response | RequestFailed:
+    """A response, or the failure a round's plan reads (504 and 413 only: others are raised)."""
+    if isinstance(reply, httpx.Response):
+        return reply
+    return RequestFailed(reply.status, reply.error, reply.message, reply.fields)
+
+
+_KEPT_STATUSES = (413, 504)
+"""Request failures a round handles (resent later, in halves, or as a trace's failure); others raise."""
+
+
+def _drive_sync(http: httpx.Client, plan: Generator[_Send | _Wait, _Reply, R]) -> R:
     reply: _Reply = None
     try:
         while True:
@@ -347,16 +305,14 @@ def _drive_sync(http: httpx.Client, plan: _Plan) -> httpx.Response:
                 reply = None
                 continue
             try:
-                reply = http.request(
-                    step.method, step.url, headers=step.headers, json=step.json, timeout=_timeout(http, step)
-                )
+                reply = http.request(**_request_of(http, step))
             except httpx.TransportError as error:
                 reply = error
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
 
-async def _drive_async(http: httpx.AsyncClient, plan: _Plan) -> httpx.Response:
+async def _drive_async(http: httpx.AsyncClient, plan: Generator[_Send | _Wait, _Reply, R]) -> R:
     reply: _Reply = None
     try:
         while True:
@@ -366,13 +322,23 @@ async def _drive_async(http: httpx.AsyncClient, plan: _Plan) -> httpx.Response:
                 reply = None
                 continue
             try:
-                reply = await http.request(
-                    step.method, step.url, headers=step.headers, json=step.json, timeout=_timeout(http, step)
-                )
+                reply = await http.request(**_request_of(http, step))
             except httpx.TransportError as error:
                 reply = error
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+def _request_of(http: httpx.Client | httpx.AsyncClient, step: _Send) -> dict[str, Any]:
+    """``http.request``'s arguments for one step."""
+    return {
+        "method": step.method,
+        "url": step.url,
+        "headers": step.headers,
+        "json": step.json,
+        "content": step.content,
+        "timeout": _timeout(http, step),
+    }
 
 
 def _timeout(http: httpx.Client | httpx.AsyncClient, step: _Send) -> httpx.Timeout:
@@ -406,7 +372,7 @@ class MigClient(_ClientBase):
 
     def __init__(
         self,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         *,
         api_key: str | None = None,
         timeout_s: float = 300.0,
@@ -428,22 +394,46 @@ class MigClient(_ClientBase):
         self._http.close()
 
     def info(self) -> InfoResponse:
-        response = _drive_sync(self._http, self._plan("GET", "/v1/info", deadline=self._deadline()))
-        return InfoResponse.model_validate_json(response.content)
+        """The first replica's ``GET /v1/info`` that answers."""
+        return self._infos(self._deadline())[0]
+
+    def _infos(self, deadline: float | None) -> list[InfoResponse]:
+        """Every replica's info that answered (a replica that did not is set aside); raises the first
+        replica's error when none answered."""
+        infos, errors = [], []
+        for replica in self._replicas.all:
+            try:
+                plan = self._plan("GET", "/v1/info", deadline=deadline, replica=replica)
+                infos.append(InfoResponse.model_validate_json(_drive_sync(self._http, plan).content))
+            except MigServiceError as error:
+                Replicas.set_aside(replica)
+                errors.append(error)
+        if not infos:
+            raise errors[0]
+        return infos
 
     def reload(self, model: str | os.PathLike[str]) -> ReloadResponse:
-        """Load the checkpoint folder ``model`` (a path on the service's disk) into the running probe
-        (``POST /v1/admin/reload``; needs an admin key). Raises :class:`MigServiceError` when refused."""
-        plan = self._plan(
-            "POST", "/v1/admin/reload", json={"model": os.fspath(model)}, deadline=self._deadline()
-        )
-        return ReloadResponse.model_validate_json(_drive_sync(self._http, plan).content)
+        """Load the checkpoint folder ``model`` (a path on the service's disk) into the running probe of
+        every replica (``POST /v1/admin/reload``; needs an admin key); the last replica's answer. Raises
+        :class:`MigServiceError` when one refuses."""
+        answer = None
+        for replica in self._replicas.all:
+            plan = self._plan(
+                "POST", "/v1/admin/reload", {"model": os.fspath(model)}, self._deadline(), replica=replica
+            )
+            answer = ReloadResponse.model_validate_json(_drive_sync(self._http, plan).content)
+        assert answer is not None
+        return answer
 
     def ready(self) -> bool:
-        try:
-            return self._http.get(f"{self.base_url}/readyz").status_code == 200
-        except httpx.HTTPError:
-            return False
+        """Whether a replica is ready."""
+        for url in self.base_urls:
+            try:
+                if self._http.get(f"{url}/readyz").status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                continue
+        return False
 
     def wait_until_ready(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -494,23 +484,22 @@ class MigClient(_ClientBase):
         config: Mapping[str, Any] | None,
         token_offsets: Sequence[TokenOffsets] | None,
         min_probe_version: int | None = None,
-    ) -> _Rounds:
+    ) -> Rounds:
         deadline = self._deadline()
         if self._limits is None:
-            info = _drive_sync(self._http, self._plan("GET", "/v1/info", deadline=deadline))
-            self._set_limits(InfoResponse.model_validate_json(info.content))
+            self._set_limits(self._infos(deadline))
         rounds = self._rounds(traces, config, token_offsets, min_probe_version)
         while bodies := rounds.bodies():
-            rounds.take([self._send(body, deadline) for body in bodies])
+            rounds.take(
+                [
+                    self._send(body, traces, deadline)
+                    for body, traces in zip(bodies, rounds.sizes(), strict=True)
+                ]
+            )
         return rounds
 
-    def _send(self, body: dict[str, Any], deadline: float | None) -> httpx.Response | MigServiceError:
-        try:
-            return _drive_sync(self._http, self._plan("POST", "/v1/annotate", body, deadline))
-        except MigServiceError as error:
-            if error.status == 504:
-                return error
-            raise
+    def _send(self, body: bytes, traces: int, deadline: float | None) -> httpx.Response | RequestFailed:
+        return _drive_sync(self._http, self._annotate_plan(body, traces, deadline))
 
 
 class AsyncMigClient(_ClientBase):
@@ -519,7 +508,7 @@ class AsyncMigClient(_ClientBase):
 
     def __init__(
         self,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         *,
         api_key: str | None = None,
         timeout_s: float = 300.0,
@@ -541,15 +530,36 @@ class AsyncMigClient(_ClientBase):
         await self._http.aclose()
 
     async def info(self) -> InfoResponse:
-        response = await _drive_async(self._http, self._plan("GET", "/v1/info", deadline=self._deadline()))
-        return InfoResponse.model_validate_json(response.content)
+        """As :meth:`MigClient.info`."""
+        return (await self._infos(self._deadline()))[0]
+
+    async def _infos(self, deadline: float | None) -> list[InfoResponse]:
+        """As :meth:`MigClient._infos`, the replicas asked concurrently."""
+
+        async def ask(replica: Replica) -> InfoResponse | MigServiceError:
+            try:
+                plan = self._plan("GET", "/v1/info", deadline=deadline, replica=replica)
+                return InfoResponse.model_validate_json((await _drive_async(self._http, plan)).content)
+            except MigServiceError as error:
+                Replicas.set_aside(replica)
+                return error
+
+        answers = await asyncio.gather(*(ask(replica) for replica in self._replicas.all))
+        infos = [answer for answer in answers if isinstance(answer, InfoResponse)]
+        if not infos:
+            raise next(answer for answer in answers if isinstance(answer, MigServiceError))
+        return infos
 
     async def reload(self, model: str | os.PathLike[str]) -> ReloadResponse:
         """As :meth:`MigClient.reload`."""
-        plan = self._plan(
-            "POST", "/v1/admin/reload", json={"model": os.fspath(model)}, deadline=self._deadline()
-        )
-        return ReloadResponse.model_validate_json((await _drive_async(self._http, plan)).content)
+        answer = None
+        for replica in self._replicas.all:
+            plan = self._plan(
+                "POST", "/v1/admin/reload", {"model": os.fspath(model)}, self._deadline(), replica=replica
+            )
+            answer = ReloadResponse.model_validate_json((await _drive_async(self._http, plan)).content)
+        assert answer is not None
+        return answer
 
     async def annotate(
         self, traces: Sequence[TraceLike], config: Mapping[str, Any] | None = None
@@ -583,27 +593,47 @@ class AsyncMigClient(_ClientBase):
         config: Mapping[str, Any] | None,
         token_offsets: Sequence[TokenOffsets] | None,
         min_probe_version: int | None = None,
-    ) -> _Rounds:
+    ) -> Rounds:
         deadline = self._deadline()
         if self._limits is None:
-            info = await _drive_async(self._http, self._plan("GET", "/v1/info", deadline=deadline))
-            self._set_limits(InfoResponse.model_validate_json(info.content))
+            self._set_limits(await self._infos(deadline))
         assert self._limits is not None
-        per_request, queue = self._limits
-        in_flight = asyncio.Semaphore(max(1, queue // per_request))
+        slots = _TraceSlots(self._limits.queue_traces)
         rounds = self._rounds(traces, config, token_offsets, min_probe_version)
         while bodies := rounds.bodies():
-            replies = await asyncio.gather(*(self._send(body, deadline, in_flight) for body in bodies))
-            rounds.take(replies)
+            sends = (
+                self._send(body, count, deadline, slots)
+                for body, count in zip(bodies, rounds.sizes(), strict=True)
+            )
+            rounds.take(await asyncio.gather(*sends))
         return rounds
 
     async def _send(
-        self, body: dict[str, Any], deadline: float | None, in_flight: asyncio.Semaphore
-    ) -> httpx.Response | MigServiceError:
-        async with in_flight:
-            try:
-                return await _drive_async(self._http, self._plan("POST", "/v1/annotate", body, deadline))
-            except MigServiceError as error:
-                if error.status == 504:
-                    return error
-                raise
+        self, body: bytes, traces: int, deadline: float | None, slots: _TraceSlots
+    ) -> httpx.Response | RequestFailed:
+        """Within the traces the services' queues hold."""
+        async with slots.holding(traces):
+            plan = self._annotate_plan(body, traces, deadline)
+            return await _drive_async(self._http, plan)
+
+
+class _TraceSlots:
+    """At most ``total`` traces in flight at once (a request over it alone waits for all of them)."""
+
+    def __init__(self, total: int) -> None:
+        self._total = max(1, total)
+        self._free = self._total
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def holding(self, traces: int) -> AsyncIterator[None]:
+        wanted = min(traces, self._total)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._free >= wanted)
+            self._free -= wanted
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._free += wanted
+                self._changed.notify_all()

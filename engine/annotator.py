@@ -20,8 +20,9 @@ propagates: the caller retries or fails the batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from mig_annotator.engine.probe.base import CancelCheck, Probe, ProbeResult
 from mig_annotator.engine.prompt import ImageDecodeError, ImagesNotReadError, ProbeSequence, PromptBuilder
@@ -65,6 +66,8 @@ class PreparedTrace:
     sequence: ProbeSequence
     truncated: bool
     windows: tuple[ProbeSequence, ...] = ()
+    verdict: Future[int] | None = field(default=None, compare=False, repr=False)
+    """The answer check started early (:meth:`Annotator.check_answers`), else None."""
 
     @property
     def probe_sequences(self) -> tuple[ProbeSequence, ...]:
@@ -87,6 +90,7 @@ class PreparedTrace:
 
 
 AnnotationResult = TraceAnnotation | TraceError
+ItemT = TypeVar("ItemT")
 
 
 class Annotator:
@@ -108,7 +112,8 @@ class Annotator:
         self._owns_verifier = verifier is None
         self._verifier: AnswerVerifier = verifier if verifier is not None else ProcessVerifier()
         self._builders: dict[str, PromptBuilder] = {}
-        self._verify_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mig-annotator-verify")
+        # two: one batch's last checks overlap the next batch's first (the verifier bounds the work at once)
+        self._verify_thread = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mig-annotator-verify")
 
     @property
     def probe(self) -> Probe:
@@ -180,6 +185,32 @@ class Annotator:
                 planned.append(TraceError(trace.id, field, f"the trace could not be prepared: {error}"))
         return planned
 
+    def check_answers(self, items: Sequence[ItemT], *, deadline: float | None = None) -> list[ItemT]:
+        """Start the answer checks of planned traces now, off the caller's thread: ``items`` with each plan's
+        ``verdict`` under way, which :meth:`annotate_many` then waits for instead of checking again (a
+        caller that queues traces before scoring them, as the service does, overlaps the checks with the
+        queue and with other batches' probe work). ``deadline`` as in :meth:`annotate_many`."""
+        waiting = [item for item in items if isinstance(item, PreparedTrace) and item.verdict is None]
+        if not waiting:
+            return list(items)
+        pairs = [(_answer_text(item), item.trace.reference_answer) for item in waiting]
+        batch = self._verify_thread.submit(self._verifier.check_many, pairs, deadline=deadline)
+        verdicts: list[Future[int]] = [Future() for _ in waiting]
+
+        def settle(done: Future[list[int]]) -> None:
+            error = done.exception()
+            for position, verdict in enumerate(verdicts):
+                if error is not None:
+                    verdict.set_exception(error)
+                else:
+                    verdict.set_result(done.result()[position])
+
+        batch.add_done_callback(settle)
+        started = {
+            id(item): replace(item, verdict=verdict) for item, verdict in zip(waiting, verdicts, strict=True)
+        }
+        return [started.get(id(item), item) for item in items]  # type: ignore[misc]
+
     def annotate_many(
         self,
         items: Sequence[Trace | PreparedTrace | TraceError],
@@ -208,8 +239,12 @@ class Annotator:
         if not live:
             return list(planned)  # type: ignore[arg-type]
         # the answer checks need only the extracted answer and the reference: they overlap the probe pass
-        pairs = [(_answer_text(item), item.trace.reference_answer) for item in live]
-        verdicts = self._verify_thread.submit(self._verifier.check_many, pairs, deadline=deadline)
+        # (those check_answers started already are only waited for)
+        unchecked = [item for item in live if item.verdict is None]
+        pairs = [(_answer_text(item), item.trace.reference_answer) for item in unchecked]
+        verdicts = (
+            self._verify_thread.submit(self._verifier.check_many, pairs, deadline=deadline) if pairs else None
+        )
         sequences = [sequence for item in live for sequence in item.probe_sequences]
         # without a cancel check, the plain call (wrappers overriding score() need not know the keyword)
         flat = (
@@ -222,15 +257,16 @@ class Annotator:
             count = len(item.probe_sequences)
             results.append(join_results(flat[start : start + count]))
             start += count
-        outcomes = iter(verdicts.result())
-        scored = iter(zip(live, results, strict=True))
+        fresh = iter(verdicts.result() if verdicts is not None else [])
+        outcomes = [next(fresh) if item.verdict is None else item.verdict.result() for item in live]
+        scored = iter(zip(live, results, outcomes, strict=True))
         out: list[AnnotationResult] = []
         for item in planned:
             if isinstance(item, TraceError):
                 out.append(item)
                 continue
-            prepared, result = next(scored)
-            out.append(self._finish(prepared, result, next(outcomes)))
+            prepared, result, outcome = next(scored)
+            out.append(self._finish(prepared, result, outcome))
         return out
 
     # ------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mig_annotator.schemas.config import PromptTemplate
+from mig_annotator.schemas.probe_cost import forwarded_tokens
 from mig_annotator.schemas.trace_images import TraceImage
 
 
@@ -93,7 +94,7 @@ class ProbeSequence:
     @property
     def minimal_tokens(self) -> int:
         """The least any exact method must forward: the trace once plus every continuation."""
-        return self.boundaries[-1] + self.n_prefixes * len(self.continuation_ids)
+        return forwarded_tokens(self.boundaries[-1], self.n_prefixes, len(self.continuation_ids))
 
     @property
     def naive_tokens(self) -> int:

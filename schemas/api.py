@@ -302,6 +302,26 @@ class LimitsInfo(BaseModel):
     )
     request_timeout_s: float
     queue_max_traces: int
+    max_request_probe_tokens: int | None = Field(
+        default=None,
+        description="Forwarded probe tokens one request may plan (413 over it; a trace over it alone fails "
+        "alone unless the request is strict): MIG_MAX_REQUEST_PROBE_TOKENS, else the probe's tokens per "
+        "second x request_timeout_s (None from a service older than the field).",
+    )
+    probe_budget_source: Literal["setting", "measured", "default"] | None = Field(
+        default=None,
+        description="Where max_request_probe_tokens comes from: a setting, the measured throughput of the "
+        "probe being served, or the default rate before any measurement.",
+    )
+    probe_tokens_per_second: float | None = Field(
+        default=None, description="The probe's forwarding rate the budget comes from (set or measured)."
+    )
+    probe_tokens_per_byte: float | None = Field(
+        default=None,
+        description="Probe tokens per UTF-8 byte of trace text under the rule of schemas.probe_cost "
+        "(measured on a calibration pass with the probe's tokenizer): what clients size requests with. "
+        "None until measured.",
+    )
 
 
 class InfoResponse(BaseModel):

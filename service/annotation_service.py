@@ -39,6 +39,8 @@ from mig_annotator.service.failures import (
     field_path,
 )
 from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.probe_budget import ProbeBudget
+from mig_annotator.service.request_log import RequestTally
 from mig_annotator.service.runtime import ProbeRuntime
 from mig_annotator.service.settings import ServiceSettings
 
@@ -54,6 +56,7 @@ class CallContext:
     received_monotonic: float
     endpoint: str
     api_key_id: str | None
+    tally: RequestTally | None = None
 
 
 class AnnotationService:
@@ -64,8 +67,10 @@ class AnnotationService:
         batcher: MicroBatcher,
         audit: AuditLog | None,
         metrics: ServiceMetrics,
+        budget: ProbeBudget | None = None,
     ) -> None:
         self._settings = settings
+        self._budget = budget if budget is not None else ProbeBudget(settings)
         self._runtime = runtime
         self._batcher = batcher
         self._audit = audit
@@ -148,8 +153,12 @@ class AnnotationService:
         if invalid and strict:
             fields = [FieldError(field=item.field, message=item.message) for item in invalid]
             raise InvalidInput("; ".join(f"{f.field}: {f.message}" for f in fields[:10]), fields)
+        planned = self._check_probe_budget(planned, field, at, strict=strict)
+        # the answer checks start now: they run while the traces wait for the probe
+        planned = annotator.check_answers(planned, deadline=deadline)
         good = [item for item in planned if isinstance(item, PreparedTrace)]
-        self._check_probe_budget(good, field, at, planned)
+        if context.tally is not None:
+            context.tally.planned_tokens += sum(item.probe_tokens for item in good)
         futures = self._batcher.submit(good, deadline) if good else []
         scored = iter(await self._wait(futures, deadline, strict=strict))
         results: list[TraceAnnotation | TraceFailure] = []
@@ -163,6 +172,9 @@ class AnnotationService:
         latency_ms = (time.monotonic() - context.received_monotonic) * 1000.0
         annotated = [(t, r) for t, r in zip(traces, results, strict=True) if isinstance(r, TraceAnnotation)]
         self._metrics.traces_annotated.inc(len(annotated))
+        self._metrics.observe_annotations([annotation for _, annotation in annotated])
+        if context.tally is not None:
+            context.tally.forwarded_tokens += sum(annotation.tokens_forwarded for _, annotation in annotated)
         for failure in (r for r in results if isinstance(r, TraceFailure)):
             self._metrics.trace_failures.labels(code=failure.code).inc()
         if self._audit is not None and annotated:
@@ -173,36 +185,42 @@ class AnnotationService:
 
     def _check_probe_budget(
         self,
-        good: Sequence[PreparedTrace],
+        planned: Sequence[PreparedTrace | TraceFailure],
         field: str,
         positions: Sequence[int],
-        planned: Sequence[PreparedTrace | TraceFailure],
-    ) -> None:
+        *,
+        strict: bool,
+    ) -> list[PreparedTrace | TraceFailure]:
         """413 before any probe work when the request's planned probe tokens (the engine's estimate: each
         trace forwarded once plus every answer prefix, and each windowed step as one full-context pass)
-        are over the per-request budget; the field named is the costliest trace."""
-        budget = self._settings.request_probe_tokens
+        are over the per-request budget; the field named is the costliest trace. Unless ``strict``, a trace
+        over the budget on its own fails alone in its place (it could never be admitted) and the rest are
+        checked without it."""
+        budget = self._budget.tokens
+        checked: list[PreparedTrace | TraceFailure] = []
+        for index, item in zip(positions, planned, strict=True):
+            if not strict and isinstance(item, PreparedTrace) and item.probe_tokens > budget:
+                problem = FieldError(
+                    field=_reasoning_field(field, index, item), message=_over_budget(item, item, budget)
+                )
+                checked.append(_invalid(index, problem))
+            else:
+                checked.append(item)
+        good = [item for item in checked if isinstance(item, PreparedTrace)]
         total = sum(item.probe_tokens for item in good)
         if total <= budget:
-            return
+            return checked
         self._metrics.rejected.labels(reason="probe_budget").inc()
         index, costliest = max(
             (
                 (index, item)
-                for index, item in zip(positions, planned, strict=True)
+                for index, item in zip(positions, checked, strict=True)
                 if isinstance(item, PreparedTrace)
             ),
             key=lambda pair: pair[1].probe_tokens,
         )
-        where = field if field == "trace" else f"{field}[{index}]"
-        reasoning = f"{where}.{'steps' if costliest.trace.steps is not None else 'completion'}"
-        windows = f", {len(costliest.windows)} windowed steps" if costliest.windows else ""
         raise OverProbeBudget.for_field(
-            reasoning,
-            f"the request needs about {total} forwarded probe tokens (this trace {costliest.probe_tokens}"
-            f"{windows}), over the limit of {budget} per request (MIG_MAX_REQUEST_PROBE_TOKENS; by default "
-            f"MIG_PROBE_TOKENS_PER_SECOND x MIG_REQUEST_TIMEOUT_S, what the deadline can cover); send "
-            "fewer or shorter traces, or a smaller context_limit policy than 'window'",
+            _reasoning_field(field, index, costliest), _over_budget(costliest, total, budget)
         )
 
     def _check_image_budget(self, traces: Sequence[Trace], field: str, positions: Sequence[int]) -> None:
@@ -375,6 +393,28 @@ def trace_sha256(trace: Trace) -> str:
         text["images"] = [image.sha256 for image in trace.images]
     canonical = json.dumps(text, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _reasoning_field(field: str, index: int, item: PreparedTrace) -> str:
+    where = field if field == "trace" else f"{field}[{index}]"
+    return f"{where}.{'steps' if item.trace.steps is not None else 'completion'}"
+
+
+def _over_budget(costliest: PreparedTrace, total: PreparedTrace | int, budget: int) -> str:
+    """Why a request (``total``: its planned tokens) or a trace alone (``total``: that trace) is over."""
+    windows = f", {len(costliest.windows)} windowed steps" if costliest.windows else ""
+    if isinstance(total, PreparedTrace):
+        needs = f"the trace needs about {costliest.probe_tokens} forwarded probe tokens{windows}"
+    else:
+        needs = (
+            f"the request needs about {total} forwarded probe tokens (this trace {costliest.probe_tokens}"
+            f"{windows})"
+        )
+    return (
+        f"{needs}, over the limit of {budget} per request (MIG_MAX_REQUEST_PROBE_TOKENS; by default "
+        "the probe's measured tokens per second x MIG_REQUEST_TIMEOUT_S, what the deadline can cover); send "
+        "fewer or shorter traces, or a smaller context_limit policy than 'window'"
+    )
 
 
 def _invalid(index: int, problem: FieldError) -> TraceFailure:

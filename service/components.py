@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from mig_annotator.engine.annotator import Annotator
 from mig_annotator.engine.probe.base import Probe
 from mig_annotator.engine.verify import ProcessVerifier, VerifierUnavailable
 from mig_annotator.service.annotation_service import AnnotationService
@@ -18,6 +19,7 @@ from mig_annotator.service.audit import AuditLog
 from mig_annotator.service.auth import ApiKeyAuthenticator
 from mig_annotator.service.batcher import MicroBatcher
 from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.probe_budget import ProbeBudget
 from mig_annotator.service.reload import ProbeReloader
 from mig_annotator.service.runtime import ProbeRuntime
 from mig_annotator.service.scorer import BatchScorer
@@ -37,6 +39,7 @@ class ServiceComponents:
     batcher: MicroBatcher
     annotations: AnnotationService
     reloader: ProbeReloader
+    budget: ProbeBudget
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -61,8 +64,9 @@ class ServiceComponents:
             on_timeout=metrics.outcome_timeouts.inc,
         )
         runtime = ProbeRuntime(settings.probe, settings.scoring, verifier, probe)
+        budget = ProbeBudget(settings)
         batcher = MicroBatcher(
-            BatchScorer(runtime, exact=settings.exact, metrics=metrics),
+            BatchScorer(runtime, exact=settings.exact, metrics=metrics, budget=budget),
             max_tokens=settings.micro_batch_tokens,
             max_wait_s=settings.batch_max_wait_ms / 1000.0,
             max_queue=settings.queue_max_traces,
@@ -76,12 +80,15 @@ class ServiceComponents:
             audit=audit,
             authenticator=ApiKeyAuthenticator(settings.api_key_ids()),
             batcher=batcher,
-            annotations=AnnotationService(settings, runtime, batcher, audit, metrics),
+            annotations=AnnotationService(settings, runtime, batcher, audit, metrics, budget),
             reloader=ProbeReloader(runtime, settings.reload_timeout_s),
+            budget=budget,
         )
         if audit is not None:
             audit.start()
         batcher.start()
+        if runtime.annotator is not None:  # a probe given to create_app: measured before serving
+            await components._calibrate(runtime.annotator)
         components._background.append(asyncio.create_task(components._load(), name="mig-load-probe"))
         return components
 
@@ -98,8 +105,18 @@ class ServiceComponents:
 
     async def _load(self) -> None:
         await asyncio.gather(self._start_verifier(), self.runtime.load())
-        if self.runtime.annotator is not None:
-            logger.info("probe ready: %s (%s)", self.runtime.annotator.probe.model_id, self.runtime.identity)
+        annotator = self.runtime.annotator
+        if annotator is not None:
+            logger.info("probe ready: %s (%s)", annotator.probe.model_id, self.runtime.identity)
+            if not self.budget.calibrated:
+                await self._calibrate(annotator)
+
+    async def _calibrate(self, annotator: Annotator) -> None:
+        """The probe's calibration pass (:meth:`ProbeBudget.calibrate`); /readyz waits for it."""
+        try:
+            await asyncio.to_thread(self.budget.calibrate, annotator, self.runtime.scoring_lock)
+        except Exception:  # the budget keeps its default rate and follows the probe while serving
+            logger.exception("the probe's calibration pass failed")
 
     async def _start_verifier(self) -> None:
         try:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from contextlib import suppress
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
+
+from mig_annotator.schemas import TraceAnnotation
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+REWARD_WINDOW = 1024
+"""Annotations per probe version the trainer gauges are computed over (the most recent ones)."""
+REWARD_VERSIONS = 4
+"""Probe versions that keep trainer gauges; an older version's gauges are removed (its counters stay)."""
 
 
 class ServiceMetrics:
@@ -91,6 +102,96 @@ class ServiceMetrics:
         self.audit_pending_rows = Gauge(
             "mig_audit_pending_rows", "Audit rows not yet written to the journal.", registry=registry
         )
+
+        # what a trainer watches, per probe version (annotations' probe_version)
+        version = ["probe_version"]
+        self.reward_traces = Counter(
+            "mig_reward_traces", "Annotations served, by probe version.", version, registry=registry
+        )
+        self.correct_outcomes = Counter(
+            "mig_correct_outcomes",
+            "Annotations whose outcome is 1, by probe version.",
+            version,
+            registry=registry,
+        )
+        self.zero_reward_traces = Counter(
+            "mig_zero_reward_traces",
+            "Annotations whose process reward is 0 (no step raised the watermark), by probe version.",
+            version,
+            registry=registry,
+        )
+        self.gates_open = Counter(
+            "mig_sft_gates_open",
+            "Annotations whose SFT gate is open, by probe version.",
+            version,
+            registry=registry,
+        )
+        self.process_reward = Summary(
+            "mig_process_reward",
+            "Process rewards served (sum and count: their mean), by probe version.",
+            version,
+            registry=registry,
+        )
+        self.outcome_rate = Gauge(
+            "mig_outcome_rate",
+            f"Share of the last {REWARD_WINDOW} annotations of a probe version whose outcome is 1.",
+            version,
+            registry=registry,
+        )
+        self.mean_process_reward = Gauge(
+            "mig_mean_process_reward",
+            f"Mean process reward of the last {REWARD_WINDOW} annotations of a probe version.",
+            version,
+            registry=registry,
+        )
+        self.zero_reward_share = Gauge(
+            "mig_zero_reward_share",
+            f"Share of the last {REWARD_WINDOW} annotations of a probe version whose process reward is 0.",
+            version,
+            registry=registry,
+        )
+        self.gate_rate = Gauge(
+            "mig_gate_rate",
+            f"Share of the last {REWARD_WINDOW} annotations of a probe version whose SFT gate is open.",
+            version,
+            registry=registry,
+        )
+        self._windows: OrderedDict[str, deque[tuple[int, float, bool]]] = OrderedDict()
+        self._windows_lock = threading.Lock()
+
+    def observe_annotations(self, annotations: Sequence[TraceAnnotation]) -> None:
+        """Count served annotations into the trainer's metrics (by their probe version)."""
+        with self._windows_lock:
+            for annotation in annotations:
+                label = str(annotation.probe_version)
+                self.reward_traces.labels(label).inc()
+                self.correct_outcomes.labels(label).inc(annotation.outcome)
+                self.zero_reward_traces.labels(label).inc(int(annotation.process_reward == 0))
+                self.gates_open.labels(label).inc(int(annotation.sft_gate))
+                self.process_reward.labels(label).observe(annotation.process_reward)
+                window = self._windows.get(label)
+                if window is None:
+                    window = self._windows[label] = deque(maxlen=REWARD_WINDOW)
+                    while len(self._windows) > REWARD_VERSIONS:
+                        self._forget(self._windows.popitem(last=False)[0])
+                window.append((annotation.outcome, annotation.process_reward, annotation.sft_gate))
+            for label in {str(annotation.probe_version) for annotation in annotations}:
+                self._set_gauges(label)
+
+    def _set_gauges(self, label: str) -> None:
+        window = self._windows.get(label)
+        if not window:
+            return
+        count = len(window)
+        self.outcome_rate.labels(label).set(sum(outcome for outcome, _, _ in window) / count)
+        self.mean_process_reward.labels(label).set(sum(reward for _, reward, _ in window) / count)
+        self.zero_reward_share.labels(label).set(sum(reward == 0 for _, reward, _ in window) / count)
+        self.gate_rate.labels(label).set(sum(gate for _, _, gate in window) / count)
+
+    def _forget(self, label: str) -> None:
+        for gauge in (self.outcome_rate, self.mean_process_reward, self.zero_reward_share, self.gate_rate):
+            with suppress(KeyError):
+                gauge.remove(label)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

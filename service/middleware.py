@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mig_annotator.schemas.trace_images import ImageLimits, ImageReading, image_reading
 from mig_annotator.service.errors import PayloadTooLarge, error_response
 from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.request_log import log_request, start_tally
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -46,7 +47,8 @@ class RequestContextMiddleware:
 
 
 class MetricsMiddleware:
-    """Counts requests and their latency by endpoint (known paths only) and status."""
+    """Counts requests and their latency by endpoint (known paths only) and status, and logs one line per
+    API request (:mod:`service.request_log`)."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics, endpoints: Collection[str]) -> None:
         self.app = app
@@ -59,20 +61,28 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        answered = False
+        tally = start_tally(scope)
 
         async def send_recording_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = int(message["status"])
+                status, answered = int(message["status"]), True
             await send(message)
 
         try:
             await self.app(scope, receive, send_recording_status)
+        except Exception:
+            answered = True  # answered 500 by the server's error handler
+            raise
         finally:
             endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
             labels = {"endpoint": endpoint, "status": str(status)}
+            seconds = time.perf_counter() - started
             self.metrics.requests.labels(**labels).inc()
-            self.metrics.request_seconds.labels(**labels).observe(time.perf_counter() - started)
+            self.metrics.request_seconds.labels(**labels).observe(seconds)
+            if tally is not None:
+                log_request(scope, status if answered else 499, seconds, tally)
 
 
 class ImageReadingMiddleware:

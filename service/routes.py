@@ -120,6 +120,7 @@ def call_context(request: Request, caller: Principal, endpoint: str) -> CallCont
         received_monotonic=state.received_monotonic,
         endpoint=endpoint,
         api_key_id=caller.key_id,
+        tally=getattr(state, "tally", None),
     )
 
 
@@ -165,6 +166,8 @@ async def annotate(
     context = call_context(request, caller, ANNOTATE_PATH)
     strict = body.strict or body.trace is not None
     checked = checked_traces(body.trace_list, body.field_name)
+    if context.tally is not None:
+        context.tally.traces = len(checked)
     service.check_trace_count(len(checked), body.field_name)
     if strict:
         refuse_invalid(checked)
@@ -221,6 +224,8 @@ async def openrlhf_reward(
     settings = components.settings
     context = call_context(request, caller, OPENRLHF_PATH)
     parsed = traces_from_request(body, context.request_id, settings.openrlhf_strip_suffixes)
+    if context.tally is not None:
+        context.tally.traces = len(parsed)
     positions = [index for index, item in enumerate(parsed) if isinstance(item, Trace)]
     traces = [item for item in parsed if isinstance(item, Trace)]
     scored = iter(
@@ -273,6 +278,10 @@ async def info(components: Components, caller: Caller) -> InfoResponse:
             else (probe.context_limit if probe is not None else None),
             request_timeout_s=settings.request_timeout_s,
             queue_max_traces=settings.queue_max_traces,
+            max_request_probe_tokens=components.budget.tokens,
+            probe_budget_source=components.budget.source,
+            probe_tokens_per_second=components.budget.tokens_per_second,
+            probe_tokens_per_byte=components.budget.tokens_per_byte,
         ),
         exact_batching=settings.exact,
         openrlhf_reward=settings.openrlhf_reward,
@@ -314,7 +323,8 @@ async def readyz(components: Components) -> JSONResponse:
     probe_state = runtime.state if runtime.state != "ready" or probe_problem is None else "unreachable"
     audit = components.audit
     audit_state = "disabled" if audit is None else audit.status
-    problems = [p for p in (probe_problem, audit.error if audit is not None else None) if p]
+    calibrating = None if components.budget.calibrated else "the probe's calibration pass is running"
+    problems = [p for p in (probe_problem, calibrating, audit.error if audit is not None else None) if p]
     body = ReadinessResponse(
         ready=not problems, probe=probe_state, audit=audit_state, detail="; ".join(problems) or None
     )

@@ -41,6 +41,7 @@ from mig_annotator.service.failures import (
     ServiceFailure,
 )
 from mig_annotator.service.metrics import ServiceMetrics
+from mig_annotator.service.probe_budget import ProbeBudget
 from mig_annotator.service.runtime import ProbeRuntime
 
 logger = logging.getLogger("mig.service")
@@ -49,10 +50,18 @@ logger = logging.getLogger("mig.service")
 class BatchScorer:
     """Runs one micro-batch (in the probe thread) and delivers each trace's annotation or failure."""
 
-    def __init__(self, runtime: ProbeRuntime, *, exact: bool, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        runtime: ProbeRuntime,
+        *,
+        exact: bool,
+        metrics: ServiceMetrics,
+        budget: ProbeBudget | None = None,
+    ) -> None:
         self._runtime = runtime
         self._exact = exact
         self._metrics = metrics
+        self._budget = budget
 
     def __call__(self, jobs: Sequence[ScoringJob], deliver: Deliver) -> None:
         annotator = self._runtime.annotator
@@ -86,6 +95,8 @@ class BatchScorer:
         if not jobs:
             return [], 0.0
         started = time.perf_counter()
+        stats = annotator.probe.stats
+        probe_tokens, probe_seconds = stats.tokens_forwarded, stats.seconds
         try:
             results = annotator.annotate_many(
                 [job.prepared for job in jobs],
@@ -101,9 +112,12 @@ class BatchScorer:
             raise AnswersUncheckable(f"answers cannot be checked right now: {error}") from error
         except Exception as error:  # ProbeError, device faults, a lost backend: the batch fails alone
             raise ProbeFailure(f"{type(error).__name__}: {error}") from error
+        seconds = time.perf_counter() - started
         forwarded = sum(result.tokens_forwarded for result in results if isinstance(result, TraceAnnotation))
         self._metrics.tokens_forwarded.inc(forwarded)
-        return results, time.perf_counter() - started
+        if self._budget is not None:  # the probe's own rate (its stats: the answer checks overlap it)
+            self._budget.observe(stats.tokens_forwarded - probe_tokens, stats.seconds - probe_seconds)
+        return results, seconds
 
     @staticmethod
     def _outcome(result: AnnotationResult | ServiceFailure, version: int) -> TraceAnnotation | ServiceFailure:

@@ -89,14 +89,16 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="Tokens the probe may forward for one request, estimated from the engine's plan before "
         "any probe work (every windowed step counts as a full-context pass); a request over it is refused "
-        "with 413. None (default): what the deadline can cover, MIG_PROBE_TOKENS_PER_SECOND x "
-        "MIG_REQUEST_TIMEOUT_S.",
+        "with 413 (a trace over it alone fails alone when the request is not strict). None (default): what "
+        "the deadline can cover, the probe's tokens per second x MIG_REQUEST_TIMEOUT_S, within 4,096 and "
+        "100,000,000 (GET /v1/info shows it and where it came from).",
     )
-    probe_tokens_per_second: float = Field(
-        default=400.0,
+    probe_tokens_per_second: float | None = Field(
+        default=None,
         gt=0,
-        description="Tokens per second the probe forwards, for the default MIG_MAX_REQUEST_PROBE_TOKENS "
-        "(SmolLM2-135M on 1 to 2 CPU threads: 300 to 400; set it to what your hardware measures).",
+        description="Tokens per second the probe forwards, for the default MIG_MAX_REQUEST_PROBE_TOKENS. "
+        "None (default): measured, by a short calibration pass when the probe is ready and then on every "
+        "micro-batch served (400 until the first measurement).",
     )
     header_timeout_s: float = Field(
         default=10.0,
@@ -243,13 +245,6 @@ class ServiceSettings(BaseSettings):
                 f"({self.max_traces_per_request}), or the largest requests could never be admitted"
             )
         return self
-
-    @property
-    def request_probe_tokens(self) -> int:
-        """The per-request budget of forwarded probe tokens (``max_request_probe_tokens`` resolved)."""
-        if self.max_request_probe_tokens is not None:
-            return self.max_request_probe_tokens
-        return max(1, int(self.probe_tokens_per_second * self.request_timeout_s))
 
     @property
     def request_image_pixels(self) -> int:

@@ -10,7 +10,8 @@ the seed. Same tokens in, same numbers out, in any batch. The tokenizer is a bui
 (one token per UTF-8 byte, with a chat template), or a Hugging Face tokenizer folder when configured.
 
 For tests: ``fail_marker`` makes ``score()`` raise :class:`ProbeError` for a batch holding a trace whose
-text contains it; :meth:`FakeProbe.fail_next` fails the next N calls; ``delay_s`` slows every call.
+text contains it; :meth:`FakeProbe.fail_next` fails the next N calls; ``delay_s`` slows every call, and
+``delay_per_token_s`` each call by the tokens it forwards (a probe of a set throughput).
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ class FakeProbe(Probe[FakeProbeSettings]):
             self.calls += 1
             failing = self._failures_left > 0
             self._failures_left -= int(failing)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        per_token = self._settings.delay_per_token_s
+        delay = self.delay_s + per_token * sum(sequence.minimal_tokens for sequence in sequences)
+        if delay:
+            time.sleep(delay)
         if failing:
             raise ProbeError("injected failure: device lost")
         self._check_markers(sequences)

@@ -169,6 +169,12 @@ class FakeProbeSettings(_Settings):
         description="Tests: score() raises ProbeError for a batch holding a trace whose text contains this.",
     )
     delay_s: float = Field(default=0.0, ge=0, description="Tests: seconds each score() call sleeps.")
+    delay_per_token_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Tests and benchmarks: seconds each score() call also sleeps per token it forwards (a "
+        "probe of a set throughput).",
+    )
 
 
 ProbeSettings = Annotated[

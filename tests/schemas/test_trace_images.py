@@ -157,12 +157,12 @@ def test_images_given_directly_are_held_to_the_limits() -> None:
 
 
 def test_the_python_client_sends_the_images_as_data_and_no_key_for_a_text_trace() -> None:
-    from mig_annotator.client.http import _trace_json
+    from mig_annotator.client.request_plan import trace_json
 
     with_image = _trace(image_question("How many?", clevr_scene(10)))
-    sent = _trace_json(with_image)
+    sent = trace_json(with_image)
     assert Trace.model_validate_json(json.dumps(sent), context={"allow_image_paths": False}) == with_image
-    assert "images" not in _trace_json(_trace("How many?"))
+    assert "images" not in trace_json(_trace("How many?"))
 
 
 @pytest.mark.parametrize("part_type", [{}, [], 3, None])
