@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typing
-import warnings
 from pathlib import Path
 
 import click
@@ -24,7 +23,8 @@ from mig_annotator.cli.options import (
 )
 from mig_annotator.cli.score import score
 from mig_annotator.cli.serve import serve
-from mig_annotator.engine.probe.settings import ProbeSettings, VLLMServerProbeSettings
+from mig_annotator.engine.probe.registry import ProbeSettings
+from mig_annotator.engine.probe.settings import VLLMServerProbeSettings
 from mig_annotator.schemas import PromptTemplate, ScoringConfig
 
 SHARED = {**options.PROBE_OPTIONS, **options.SCORING_OPTIONS}
@@ -163,29 +163,3 @@ def test_every_scoring_field_has_its_shared_option() -> None:
     """A new ScoringConfig field needs an option here, or score/serve/build silently cannot set it."""
     fields = set(ScoringConfig.model_fields) - {"prompt"}
     assert fields == set(options.SCORING_OPTIONS) - {"chat_template"}
-
-
-@pytest.mark.parametrize("flag", ["--forward-batch-tokens", "--max-batch-tokens"])
-def test_the_forward_batch_budget_is_set_by_its_flag_and_by_the_old_one(
-    flag: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mig_annotator.service.settings import ServiceSettings
-
-    started: list[ServiceSettings] = []
-    monkeypatch.setattr("mig_annotator.service.server.serve", started.append)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = CliRunner().invoke(app, ["serve", flag, "256"], env={})
-    assert result.exit_code == 0, result.output
-    assert started[0].probe.forward_batch_tokens == 256  # type: ignore[union-attr]
-    deprecations = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
-    if flag == "--max-batch-tokens":
-        assert any("use forward_batch_tokens (--forward-batch-tokens" in text for text in deprecations)
-    else:
-        assert not any("max_batch_tokens" in text for text in deprecations)
-
-
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_the_old_forward_batch_flag_is_hidden_from_help(command: str) -> None:
-    params = click_params(command)
-    assert params["max_batch_tokens"].hidden and not params["forward_batch_tokens"].hidden  # type: ignore[attr-defined]
