@@ -18,7 +18,7 @@ from mig_annotator.cli.console import console, errors, fail
 from mig_annotator.cli.options import (
     OptionError,
     SettingsOptions,
-    field_description,
+    field_argument,
     field_option,
     with_settings_options,
 )
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 INTERRUPTED = 130
 
 
-InputsArgument = Annotated[list[str], typer.Argument(help=field_description(BuildSettings, "inputs"))]
+InputsArgument = Annotated[list[str], field_argument(BuildSettings, "inputs")]
 OutOption = Annotated[Path, field_option(BuildSettings, "out", "--out", "-o")]
 PresetOption = Annotated[PresetName, field_option(BuildSettings, "preset")]
 IdColOption = Annotated[str | None, field_option(ColumnMapping, "id", "--id-col")]

@@ -69,6 +69,12 @@ def field_option(model: type[BaseModel], name: str, *param_decls: str, **options
     return typer.Option(*param_decls, help=field_description(model, name), **options)
 
 
+def field_argument(model: type[BaseModel], name: str, **options: Any) -> Any:
+    """The Typer argument that sets ``model``'s field ``name``: its help is the field's description."""
+    FIELD_OPTIONS[(model, name)] = name.upper() + "..."
+    return typer.Argument(help=field_description(model, name), **options)
+
+
 # The probe fields with a named option; ``--probe-arg`` sets the others.
 _PROBE_FLAGS = (
     "backend",

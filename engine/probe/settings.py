@@ -83,7 +83,7 @@ def _group_prefixes_field() -> Any:
 
 
 class TransformersProbeSettings(_Settings):
-    """The embedded probe: a local Hugging Face model folder run by PyTorch.
+    """The embedded probe, a local Hugging Face model folder run by PyTorch.
 
     Defaults: SmolLM2-135M-Instruct on the CPU.
     """

@@ -163,3 +163,47 @@ def test_every_scoring_field_has_its_shared_option() -> None:
     """A new ScoringConfig field needs an option here, or score/serve/build silently cannot set it."""
     fields = set(ScoringConfig.model_fields) - {"prompt"}
     assert fields == set(options.SCORING_OPTIONS) - {"chat_template"}
+
+
+def test_every_option_made_from_a_setting_shows_its_field_description() -> None:
+    """The help of an option that sets a settings field is that field's description, the setting's one text
+    (a probe field only some real backends have is introduced by their names)."""
+    from mig_annotator.builder.columns import ColumnMapping
+    from mig_annotator.builder.settings import BuildSettings
+    from mig_annotator.cli.options import FIELD_OPTIONS
+    from mig_annotator.engine.probe.registry import BACKEND_DESCRIPTION, SETTINGS_CLASSES
+    from mig_annotator.service.settings import ServiceSettings
+
+    real = {name for name in SETTINGS_CLASSES if name != "fake"}
+    by_flag: dict[tuple[str, str], click.Parameter] = {}
+    for command in COMMANDS:  # the commands whose options come from settings fields
+        for param in click_params(command).values():
+            argument = [] if param.opts[0].startswith("-") else [f"{param.name.upper()}..."]
+            by_flag |= {(command, flag): param for flag in [*param.opts, *argument]}
+    own_command = {BuildSettings: ["build"], ColumnMapping: ["build"], ServiceSettings: ["serve"]}
+    checked = 0
+    for (model, name), flag in FIELD_OPTIONS.items():
+        if model is SETTINGS_CLASSES["fake"]:
+            continue  # a test probe: the options describe the real backends' fields
+        holders = sorted(b for b, cls in SETTINGS_CLASSES.items() if name in cls.model_fields and b in real)
+        description = model.model_fields[name].description
+        if name == "backend":
+            expected = BACKEND_DESCRIPTION
+        elif model in SETTINGS_CLASSES.values() and set(holders) != real:
+            expected = f"{', '.join(holders)}: {description}"
+        else:
+            expected = description
+        for command in own_command.get(model, COMMANDS):
+            help_text = by_flag[command, flag].help  # type: ignore[attr-defined]
+            assert help_text == expected, f"{command} {flag}: {help_text!r}"
+            checked += 1
+    assert checked >= 3 * 21 + 20  # the shared options of score, serve and build, and build's own
+
+
+def test_a_probe_setting_of_several_backends_is_declared_once() -> None:
+    from mig_annotator.engine.probe.registry import SETTINGS_CLASSES
+
+    real = [cls for name, cls in SETTINGS_CLASSES.items() if name != "fake"]
+    for name in {field for cls in real for field in cls.model_fields} - {"backend"}:
+        infos = [cls.model_fields[name] for cls in real if name in cls.model_fields]
+        assert len({info.description for info in infos}) == 1, name
