@@ -300,14 +300,15 @@ def probe_options(values: Any, *, default_backend: ProbeBackend | None) -> dict[
     """The probe settings the user gave, as a dict; ``backend`` is ``default_backend`` when not given.
 
     ``--probe-arg`` entries join the named options. The API key is ``--api-key``, else
-    ``$MIG_PROBE__API_KEY`` when the backend is vllm-server (the only one that takes a key), so a key
-    exported for a server does not make other backends refuse their settings.
+    ``$MIG_PROBE__API_KEY`` when the backend's settings take a key (vllm-server), so a key exported for a
+    server does not make other backends refuse their settings.
     """
     given = {name: getattr(values, name) for name in _PROBE_FLAGS if getattr(values, name) is not None}
     given |= parse_probe_args(getattr(values, PROBE_ARG) or ())
     if "backend" not in given and default_backend is not None:
         given["backend"] = default_backend
-    if "api_key" not in given and given.get("backend") == "vllm-server" and os.environ.get(API_KEY_ENV):
+    takes_key = "api_key" in getattr(SETTINGS_CLASSES.get(given.get("backend", "")), "model_fields", {})
+    if "api_key" not in given and takes_key and os.environ.get(API_KEY_ENV):
         given["api_key"] = os.environ[API_KEY_ENV]
     return given
 

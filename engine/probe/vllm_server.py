@@ -207,7 +207,7 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
             if self._weight_version != UNSET_WEIGHT_VERSION:
                 model = f"{model}@{self._weight_version}"
         digest = hashlib.sha256(served.encode()).hexdigest()
-        return ProbeIdentity(model=model, digest=digest, backend="vllm-server", dtype="served")
+        return ProbeIdentity(model=model, digest=digest, backend=self.backend, dtype="served")
 
     def health(self) -> str | None:
         """None while a server of the pool answers ``/health``, else why not."""
