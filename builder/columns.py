@@ -26,14 +26,22 @@ class ColumnMapping(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str | None = Field(default="id", description="The row id; None generates row-<index> ids.")
+    id: str | None = Field(
+        default="id",
+        description="The row id column; None, or a missing column not named explicitly, generates "
+        "row-<index> ids.",
+    )
     id_required: bool = Field(
         default=False, description="Fail when the id column is missing (else ids are generated)."
     )
-    question: str = "question"
-    completion: str | None = "completion"
-    steps: str | None = None
-    answer: str = "reference_answer"
+    question: str = Field(default="question", description="The question column (text or chat messages).")
+    completion: str | None = Field(default="completion", description="The raw completion column.")
+    steps: str | None = Field(
+        default=None, description="A column of pre-segmented steps (lists of text), in place of completion."
+    )
+    answer: str = Field(
+        default="reference_answer", description="The reference answer column (dots reach into structs)."
+    )
     images: str | None = Field(
         default="images",
         description="The question's images (paths relative to the input file, bytes, {bytes, path} structs, "
@@ -42,8 +50,8 @@ class ColumnMapping(BaseModel):
     )
     group_id: str | None = Field(
         default="group_id",
-        description="The GRPO group of a row (e.g. a question id), passed to the trace as its group_id; "
-        "optional: a column absent from the inputs means no group ids; None reads none.",
+        description="The GRPO group of a row (e.g. a question id, verl's uid), passed to the trace as its "
+        "group_id; optional: a column absent from the inputs means no group ids; None reads none.",
     )
 
     @model_validator(mode="after")

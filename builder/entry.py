@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mig_annotator.builder.ray_engine import RayOptions
     from mig_annotator.builder.settings import BuildSettings
     from mig_annotator.engine.probe.base import Probe
-    from mig_annotator.engine.probe.settings import ProbeSettings
+    from mig_annotator.engine.probe.registry import ProbeSettings
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy
-from mig_annotator.builder.sources import DEFAULT_MAX_ROW_BYTES
+from mig_annotator.builder.settings import DEFAULT_MAX_ROW_BYTES
 from mig_annotator.builder.storage import write_bytes_atomic
 from mig_annotator.schemas import ProbeIdentity, ScoringConfig
 

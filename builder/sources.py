@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from mig_annotator.builder.columns import lookup
 from mig_annotator.builder.errors import InputError
+from mig_annotator.builder.settings import DEFAULT_MAX_ROW_BYTES
 from mig_annotator.schemas.trace_fields import FieldProblem
 from mig_annotator.schemas.trace_images import DEFAULT_IMAGE_LIMITS, read_image_file
 
@@ -40,7 +41,6 @@ JSONL_INFER_ROWS = 10_000
 
 
 #: The default bound on one JSONL row's bytes (``BuildSettings.max_row_bytes``).
-DEFAULT_MAX_ROW_BYTES = 16 * 2**20
 _SKIP_BYTES = 2**20  # an over-long line is skipped this many bytes at a time
 _HEAD_BYTES = 512  # what a reject keeps of an over-long line
 

@@ -11,12 +11,12 @@ try:  # Typer >= 0.26 carries its own copy of click; its usage errors are that c
 except ImportError:  # pragma: no cover - older Typer on the real click
     from click import exceptions as click_exceptions
 
-from mig_annotator.cli import audit, build, evaluate, export, model, report, rescore, score, serve
+from mig_annotator.cli import audit, build, evaluate, export, model, reference, report, rescore, score, serve
 
 app = typer.Typer(
     help="Step-wise Marginal Information Gain (MIG) rewards for reasoning traces.", no_args_is_help=True
 )
-for command_group in (score, serve, build, rescore, export, audit, report, evaluate, model):
+for command_group in (score, serve, build, rescore, export, audit, report, evaluate, model, reference):
     command_group.register(app)
 
 

@@ -12,59 +12,46 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from mig_annotator.builder.columns import DuplicatePolicy, PresetName
+from mig_annotator.builder.columns import ColumnMapping, DuplicatePolicy, PresetName
+from mig_annotator.builder.settings import DEFAULT_MAX_ROW_BYTES, BuildSettings
 from mig_annotator.cli.console import console, errors, fail
-from mig_annotator.cli.options import OptionError, SettingsOptions, with_settings_options
+from mig_annotator.cli.options import (
+    OptionError,
+    SettingsOptions,
+    field_argument,
+    field_option,
+    with_settings_options,
+)
 from mig_annotator.cli.render import step_table
 
 if TYPE_CHECKING:
     from mig_annotator.builder.entry import PreparedBuild
-    from mig_annotator.builder.settings import BuildSettings
 
 INTERRUPTED = 130
 
 
-InputsArgument = Annotated[
-    list[str], typer.Argument(help="JSONL, JSONL.gz or Parquet files, folders or globs.")
-]
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="The output folder.")]
-PresetOption = Annotated[PresetName, typer.Option(help="Column layout. Column flags override it.")]
-IdColOption = Annotated[str | None, typer.Option(help="The id column (default: id, else row-<n>).")]
-QuestionColOption = Annotated[str | None, typer.Option(help="The question (text or chat messages).")]
-CompletionColOption = Annotated[str | None, typer.Option(help="The raw completion column.")]
-StepsColOption = Annotated[str | None, typer.Option(help="A column of pre-segmented steps (list of text).")]
-AnswerColOption = Annotated[str | None, typer.Option(help="The reference answer (dots reach into structs).")]
-GroupColOption = Annotated[
-    str | None,
-    typer.Option(help="The GRPO group of a row (e.g. question_id, verl's uid); optional, still copied."),
-]
-ImagesColOption = Annotated[
-    str | None,
-    typer.Option(help="The question's images (paths relative to the input file, bytes); optional."),
-]
-KeepColsOption = Annotated[
-    str | None, typer.Option(help="Comma-separated input columns to copy (default: all unmapped; 'none').")
-]
-LimitOption = Annotated[int | None, typer.Option(help="Only the first N input rows.")]
+InputsArgument = Annotated[list[str], field_argument(BuildSettings, "inputs")]
+OutOption = Annotated[Path, field_option(BuildSettings, "out", "--out", "-o")]
+PresetOption = Annotated[PresetName, field_option(BuildSettings, "preset")]
+IdColOption = Annotated[str | None, field_option(ColumnMapping, "id", "--id-col")]
+QuestionColOption = Annotated[str | None, field_option(ColumnMapping, "question", "--question-col")]
+CompletionColOption = Annotated[str | None, field_option(ColumnMapping, "completion", "--completion-col")]
+StepsColOption = Annotated[str | None, field_option(ColumnMapping, "steps", "--steps-col")]
+AnswerColOption = Annotated[str | None, field_option(ColumnMapping, "answer", "--answer-col")]
+GroupColOption = Annotated[str | None, field_option(ColumnMapping, "group_id", "--group-col")]
+ImagesColOption = Annotated[str | None, field_option(ColumnMapping, "images", "--images-col")]
+KeepColsOption = Annotated[str | None, field_option(BuildSettings, "keep_columns", "--keep-cols")]
+LimitOption = Annotated[int | None, field_option(BuildSettings, "limit")]
 DryRunOption = Annotated[bool, typer.Option(help="Check the mapping and print three annotated rows.")]
-OverwriteOption = Annotated[bool, typer.Option(help="Discard a different build found in --out.")]
-FailOnRejectOption = Annotated[bool, typer.Option(help="Stop at the first row that cannot be annotated.")]
-MaxRowBytesOption = Annotated[
-    int,
-    typer.Option(help="Bytes of one JSONL row: a longer row is a reject, never read whole (16 MiB)."),
-]
-OnDuplicateIdOption = Annotated[
-    DuplicatePolicy,
-    typer.Option(help="Rows whose id repeats an earlier row's: keep (warn, count), drop (reject), error."),
-]
-PolicyTokenizerOption = Annotated[
-    Path | None,
-    typer.Option(help="Local tokenizer folder: adds token_rewards and the cot, answer and completion masks."),
-]
-ShardRowsOption = Annotated[int, typer.Option(help="Input rows per output Parquet file.")]
-WindowRowsOption = Annotated[int, typer.Option(help="Rows sorted together by length for the probe.")]
-GroupRowsOption = Annotated[int, typer.Option(help="Traces per probe call and per checkpoint.")]
-RowGroupRowsOption = Annotated[int, typer.Option(help="Rows per Parquet row group.")]
+OverwriteOption = Annotated[bool, field_option(BuildSettings, "overwrite")]
+FailOnRejectOption = Annotated[bool, field_option(BuildSettings, "fail_on_reject")]
+MaxRowBytesOption = Annotated[int, field_option(BuildSettings, "max_row_bytes")]
+OnDuplicateIdOption = Annotated[DuplicatePolicy, field_option(BuildSettings, "on_duplicate_id")]
+PolicyTokenizerOption = Annotated[Path | None, field_option(BuildSettings, "policy_tokenizer")]
+ShardRowsOption = Annotated[int, field_option(BuildSettings, "shard_rows")]
+WindowRowsOption = Annotated[int, field_option(BuildSettings, "window_rows")]
+GroupRowsOption = Annotated[int, field_option(BuildSettings, "group_rows")]
+RowGroupRowsOption = Annotated[int, field_option(BuildSettings, "row_group_rows")]
 ProgressOption = Annotated[
     bool, typer.Option(help="Draw a progress bar (off a terminal: plain lines on stderr at an interval).")
 ]
@@ -102,7 +89,7 @@ def build(
     overwrite: OverwriteOption = False,
     fail_on_reject: FailOnRejectOption = False,
     on_duplicate_id: OnDuplicateIdOption = "keep",
-    max_row_bytes: MaxRowBytesOption = 16 * 2**20,
+    max_row_bytes: MaxRowBytesOption = DEFAULT_MAX_ROW_BYTES,
     policy_tokenizer: PolicyTokenizerOption = None,
     shard_rows: ShardRowsOption = 16384,
     window_rows: WindowRowsOption = 1024,

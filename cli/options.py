@@ -1,15 +1,16 @@
 """The probe and scoring options, derived once from the settings models and shared by `score`, `serve` and
-`build`.
+`build`; and :func:`field_option`, the option of any other settings field.
 
-Each named option takes its name, type, default and bounds from its settings field (the probe settings
-classes of :mod:`engine.probe.settings`, :class:`ScoringConfig`); only its help text is written here. Every
-other probe field is reachable through ``--probe-arg KEY=VALUE``. A command gets all of them by
-:func:`with_settings_options`: its parameter ``settings_options: SettingsOptions`` becomes these options on
-the command line and arrives as one object. ``None`` always means "not given": :func:`probe_options` and
-:func:`scoring_options` turn the given values into the dicts the settings models validate (nothing the user
-did not give, so a model's own defaults, or the service's ``MIG_*`` environment, decide the rest), and
-:func:`probe_and_scoring` validates both. :func:`validate_probe_settings` is the one place a probe settings
-dict becomes a settings object.
+Each named option takes its name, type, default, bounds and help from its settings field (the probe settings
+classes of :mod:`engine.probe.settings`, :class:`ScoringConfig`): a setting is described once, in its
+``Field(description=...)``. Every other probe field is reachable through ``--probe-arg KEY=VALUE``. A command
+gets all of them by :func:`with_settings_options`: its parameter ``settings_options: SettingsOptions`` becomes
+these options on the command line and arrives as one object. ``None`` always means "not given":
+:func:`probe_options` and :func:`scoring_options` turn the given values into the dicts the settings models
+validate (nothing the user did not give, so a model's own defaults, or the service's ``MIG_*`` environment,
+decide the rest), and :func:`probe_and_scoring` validates both. :func:`validate_probe_settings` is the one
+place a probe settings dict becomes a settings object. :data:`FIELD_OPTIONS` records which option sets which
+field (the configuration reference reads it).
 """
 
 from __future__ import annotations
@@ -26,95 +27,70 @@ from typing import Annotated, Any, Optional, TypeVar, Union, get_args, get_origi
 
 import annotated_types
 import typer
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
-from mig_annotator.engine.probe.settings import (
-    API_KEY_ENV,
+from mig_annotator.engine.probe.registry import (
+    BACKEND_DESCRIPTION,
+    BACKENDS,
     DEFAULT_BACKEND,
-    RENAMED_TRANSFORMERS_FIELDS,
     SETTINGS_CLASSES,
+    ProbeBackend,
     ProbeSettings,
-    TransformersProbeSettings,
     parse_probe_settings,
 )
-from mig_annotator.schemas import ScoringConfig
-from mig_annotator.schemas.probe import ProbeBackend
+from mig_annotator.engine.probe.settings import API_KEY_ENV
+from mig_annotator.schemas import PromptTemplate, ScoringConfig
 
 PROBE_PANEL = "Probe"
 SCORING_PANEL = "Scoring"
 PROBE_ARG = "probe_arg"
-_BACKENDS = frozenset(get_args(ProbeBackend))
+CHAT_TEMPLATE = "chat_template"  # the option of the prompt's chat flag (ScoringConfig.prompt.chat)
+
+FIELD_OPTIONS: dict[tuple[type[BaseModel], str], str] = {}
+"""(settings model, field) -> the command-line option that sets it, for every option made from a field."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Flag:
-    """What a named option adds to its settings field: the help text, and where the field says too little,
-    the default shown and the type."""
-
-    help: str
-    show_default: str | bool | None = None  # None: the field's default (when it has one)
-    type: Any = None  # None: the field's own type
+def field_description(model: type[BaseModel], name: str) -> str:
+    """The description of ``model``'s field ``name``: the one text of that setting (TypeError: none)."""
+    description = model.model_fields[name].description
+    if not description:
+        raise TypeError(f"{model.__name__}.{name} has no Field(description=...)")
+    return description
 
 
-# The named probe options, by the settings field each one sets. The backends holding a field prefix its help
-# (``transformers: ...``) unless every real backend has it.
-_PROBE_FLAGS: dict[str, _Flag] = {
-    "backend": _Flag(
-        "What runs the probe: transformers (embedded, PyTorch), vllm-server (a vLLM server over HTTP) "
-        "or vllm (vllm.LLM in this process). See docs/vllm.md.",
-        show_default=DEFAULT_BACKEND,
-        type=ProbeBackend,
-    ),
-    "model": _Flag(
-        "A local Hugging Face model folder; vllm-server: the folder of the served model's tokenizer.",
-        show_default="SmolLM2-135M-Instruct, prepared by `model prepare`",
-    ),
-    "mode": _Flag(
-        "packed (one pass over the trace, then the answer probes over its KV cache), packed-single (one "
-        "packed sequence per trace) or naive (one forward pass per prefix)."
-    ),
-    "dtype": _Flag("weight dtype."),
-    "device": _Flag("auto | cpu | cuda | cuda:N."),
-    "threads": _Flag("CPU threads for torch.", show_default="torch's default"),
-    "forward_batch_tokens": _Flag("padded tokens per forward pass (formerly --max-batch-tokens)."),
-    "vllm_path": _Flag("the scoring path; auto takes the fastest one the server supports."),
-    "base_url": _Flag("the server's URL."),
-    "api_key": _Flag(
-        f"the key the server was started with (its --api-key); default: ${API_KEY_ENV}. "
-        "Prefer the variable: a command line is visible to other users.",
-        show_default=False,
-    ),
-}
-# The named scoring options, by ScoringConfig field; chat_template (the prompt's chat flag) is declared below.
-_SCORING_FLAGS: dict[str, _Flag | None] = {
-    "segmenter": _Flag("How a raw completion is split into steps."),
-    "step_regex": _Flag("The step pattern for --segmenter regex."),
-    "min_step_chars": _Flag(
-        "Prose splitting: pieces cut from an over-long line are packed into steps of at least this many "
-        "characters (whole lines are never merged)."
-    ),
-    "max_step_chars": _Flag(
-        "A line longer than this is split at sentence ends into steps of at most this many characters."
-    ),
-    "max_steps": _Flag(
-        "At most this many steps per trace: adjacent steps are merged (shortest merged span first)."
-    ),
-    "aggregation": _Flag("v_k: mean or sum of the answer tokens' log-probs."),
-    "watermark": _Flag("level: reward v_k over the best v so far; gain: mig_k over the best gain so far."),
-    "chat_template": None,
-    "sft_threshold": _Flag(
-        "SFT gate: a correct outcome and the gate statistic (--sft-statistic) over this threshold."
-    ),
-    "sft_statistic": _Flag(
-        "The SFT gate's statistic: max (max_k r_k, as the method states) or sum (sum_k r_k)."
-    ),
-    "context_limit": _Flag(
-        "A trace over the probe's context: error, truncate_steps (score the leading steps that fit), or "
-        "window (score every step on the most recent tokens that fit; approximate)."
-    ),
-}
-_REAL_BACKENDS = tuple(name for name in SETTINGS_CLASSES if name != "fake")
+def field_option(model: type[BaseModel], name: str, *param_decls: str, **options: Any) -> Any:
+    """The Typer option that sets ``model``'s field ``name``: its help is the field's description.
+
+    ``param_decls`` as for ``typer.Option`` (default: the parameter's name, ``--name-with-dashes``).
+    """
+    flag = next((decl.split("/")[0] for decl in param_decls if decl.startswith("--")), None)
+    FIELD_OPTIONS[(model, name)] = flag or "--" + name.replace("_", "-")
+    return typer.Option(*param_decls, help=field_description(model, name), **options)
+
+
+def field_argument(model: type[BaseModel], name: str, **options: Any) -> Any:
+    """The Typer argument that sets ``model``'s field ``name``: its help is the field's description."""
+    FIELD_OPTIONS[(model, name)] = name.upper() + "..."
+    return typer.Argument(help=field_description(model, name), **options)
+
+
+# The probe fields with a named option; ``--probe-arg`` sets the others.
+_PROBE_FLAGS = (
+    "backend",
+    "model",
+    "mode",
+    "dtype",
+    "device",
+    "threads",
+    "forward_batch_tokens",
+    "vllm_path",
+    "base_url",
+    "api_key",
+)
+# The scoring fields with a named option: every ScoringConfig field; the prompt's chat flag stands for prompt.
+_SCORING_FIELDS = tuple(name for name in ScoringConfig.model_fields if name != "prompt")
+_REAL_BACKENDS = tuple(name for name in BACKENDS if name != "fake")  # the fake probe is for tests
 
 
 def _probe_fields(name: str) -> list[tuple[str, FieldInfo]]:
@@ -147,26 +123,53 @@ def _lower_bound(field: FieldInfo) -> Any:
     return bounds[0] if bounds else None
 
 
-def _option(name: str, flag: _Flag, field: FieldInfo, panel: str, backends: tuple[str, ...] = ()) -> Any:
-    """The ``Annotated`` alias of one named option, from its settings field and its help."""
-    shown = flag.show_default
-    if shown is None and field.default is not None and not field.is_required():
-        shown = str(field.default)
-    prefix = f"{', '.join(sorted(backends))}: " if backends and set(_REAL_BACKENDS) - set(backends) else ""
+def probe_field_help(name: str) -> str:
+    """The help of the probe option ``name``: its field's description (one for every backend that has the
+    field), after the backends that have it unless every real backend does."""
+    if name == "backend":
+        return BACKEND_DESCRIPTION
+    holders = [(backend, field) for backend, field in _probe_fields(name) if backend in _REAL_BACKENDS]
+    descriptions = {field.description for _, field in holders}
+    if len(descriptions) != 1 or None in descriptions:
+        raise TypeError(f"probe setting {name}: declare its Field once for every backend that has it")
+    backends = sorted(backend for backend, _ in holders)
+    prefix = "" if set(backends) == set(_REAL_BACKENDS) else f"{', '.join(backends)}: "
+    return prefix + descriptions.pop()
+
+
+def _shown_default(field: FieldInfo) -> str | bool:
+    """The default ``--help`` shows: the field's, unless it has none, it is None or it is secret."""
+    if field.is_required() or field.default is None or field.annotation in (SecretStr, SecretStr | None):
+        return False
+    return str(field.default)
+
+
+def _option(name: str, field: FieldInfo, help_text: str, panel: str, option_type: Any = None) -> Any:
+    """The ``Annotated`` alias of one named option, from its settings field and help."""
     option = typer.Option(
         "--" + name.replace("_", "-"),
-        help=prefix + flag.help,
-        show_default=shown if shown is not None else True,
+        help=help_text,
+        show_default=_shown_default(field),
         min=_lower_bound(field),
         rich_help_panel=panel,
     )
-    return Annotated[Optional[flag.type or _option_type(field)], option]  # noqa: UP045
+    return Annotated[Optional[option_type or _option_type(field)], option]  # noqa: UP045
 
 
-def _probe_option(name: str, flag: _Flag) -> Any:
+def _probe_option(name: str) -> Any:
     holders = _probe_fields(name)
-    backends = tuple(backend for backend, _ in holders if backend in _REAL_BACKENDS)
-    return _option(name, flag, holders[0][1], PROBE_PANEL, () if name == "backend" else backends)
+    for backend, _ in holders:
+        FIELD_OPTIONS[(SETTINGS_CLASSES[backend], name)] = "--" + name.replace("_", "-")
+    field = SETTINGS_CLASSES[DEFAULT_BACKEND].model_fields.get(name, holders[0][1])
+    option_type = ProbeBackend if name == "backend" else None
+    return _option(name, field, probe_field_help(name), PROBE_PANEL, option_type)
+
+
+def _scoring_option(name: str) -> Any:
+    FIELD_OPTIONS[(ScoringConfig, name)] = "--" + name.replace("_", "-")
+    return _option(
+        name, ScoringConfig.model_fields[name], field_description(ScoringConfig, name), SCORING_PANEL
+    )
 
 
 ProbeArgOption = Annotated[
@@ -183,38 +186,24 @@ ProbeArgOption = Annotated[
 ]
 ChatTemplateOption = Annotated[
     Optional[bool],  # noqa: UP045
-    typer.Option(
+    field_option(
+        PromptTemplate,
+        "chat",
         "--chat-template/--no-chat-template",
-        help="Wrap the question in the probe model's chat template.",
         show_default="no",
         rich_help_panel=SCORING_PANEL,
     ),
 ]
 
-# Renamed probe options: old field -> its hidden flag, still accepted; the settings move the old field to the
-# new one with a deprecation note (mig.probe.settings.RENAMED_TRANSFORMERS_FIELDS).
-_RENAMED_PROBE_FLAGS: dict[str, Any] = {
-    old: Annotated[
-        Optional[_option_type(TransformersProbeSettings.model_fields[new])],  # noqa: UP045
-        typer.Option("--" + old.replace("_", "-"), hidden=True, rich_help_panel=PROBE_PANEL),
-    ]
-    for old, (new, _) in RENAMED_TRANSFORMERS_FIELDS.items()
-}
 # The options of each group, by parameter name (the settings field each one sets, except chat_template and
 # probe_arg).
 PROBE_OPTIONS: dict[str, Any] = {
-    **{name: _probe_option(name, flag) for name, flag in _PROBE_FLAGS.items()},
-    **_RENAMED_PROBE_FLAGS,
+    **{name: _probe_option(name) for name in _PROBE_FLAGS},
     PROBE_ARG: ProbeArgOption,
 }
 BackendOption = PROBE_OPTIONS["backend"]  # the backends a command offers (tests read its Literal)
-SCORING_OPTIONS: dict[str, Any] = {
-    name: ChatTemplateOption
-    if flag is None
-    else _option(name, flag, ScoringConfig.model_fields[name], SCORING_PANEL)
-    for name, flag in _SCORING_FLAGS.items()
-}
-_SCORING_FIELDS = tuple(name for name, flag in _SCORING_FLAGS.items() if flag is not None)
+SCORING_OPTIONS: dict[str, Any] = {name: _scoring_option(name) for name in _SCORING_FIELDS}
+SCORING_OPTIONS[CHAT_TEMPLATE] = ChatTemplateOption
 # settings field -> the option that sets it, for error messages
 _OPTION_OF_FIELD = {name: "--" + name.replace("_", "-") for name in (*_PROBE_FLAGS, *_SCORING_FIELDS)}
 _OPTION_OF_FIELD |= {f: f"--probe-arg {f}" for f in PROBE_ARG_FIELDS if f not in _OPTION_OF_FIELD}
@@ -311,15 +300,15 @@ def probe_options(values: Any, *, default_backend: ProbeBackend | None) -> dict[
     """The probe settings the user gave, as a dict; ``backend`` is ``default_backend`` when not given.
 
     ``--probe-arg`` entries join the named options. The API key is ``--api-key``, else
-    ``$MIG_PROBE__API_KEY`` when the backend is vllm-server (the only one that takes a key), so a key
-    exported for a server does not make other backends refuse their settings.
+    ``$MIG_PROBE__API_KEY`` when the backend's settings take a key (vllm-server), so a key exported for a
+    server does not make other backends refuse their settings.
     """
-    named = (*_PROBE_FLAGS, *_RENAMED_PROBE_FLAGS)
-    given = {name: getattr(values, name) for name in named if getattr(values, name) is not None}
+    given = {name: getattr(values, name) for name in _PROBE_FLAGS if getattr(values, name) is not None}
     given |= parse_probe_args(getattr(values, PROBE_ARG) or ())
     if "backend" not in given and default_backend is not None:
         given["backend"] = default_backend
-    if "api_key" not in given and given.get("backend") == "vllm-server" and os.environ.get(API_KEY_ENV):
+    takes_key = "api_key" in getattr(SETTINGS_CLASSES.get(given.get("backend", "")), "model_fields", {})
+    if "api_key" not in given and takes_key and os.environ.get(API_KEY_ENV):
         given["api_key"] = os.environ[API_KEY_ENV]
     return given
 
@@ -335,9 +324,6 @@ def parse_probe_args(entries: Any) -> dict[str, Any]:
             raise OptionError(f"--probe-arg {entry}: write KEY=VALUE, e.g. chunk_tokens=1024")
         if key in _PROBE_FLAGS:
             raise OptionError(f"--probe-arg {key}: use its own option, {_OPTION_OF_FIELD[key]}")
-        if key in RENAMED_TRANSFORMERS_FIELDS:
-            new = RENAMED_TRANSFORMERS_FIELDS[key][0]
-            raise OptionError(f"--probe-arg {key}: now {new}; use its own option, {_OPTION_OF_FIELD[new]}")
         if key not in PROBE_ARG_FIELDS:
             close = difflib.get_close_matches(key, PROBE_ARG_FIELDS, n=1)
             hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(PROBE_ARG_FIELDS)}"
@@ -363,8 +349,8 @@ def scoring_options(values: Any) -> dict[str, Any]:
     given: dict[str, Any] = {
         name: getattr(values, name) for name in _SCORING_FIELDS if getattr(values, name) is not None
     }
-    if values.chat_template is not None:
-        given["prompt"] = {"chat": values.chat_template}
+    if getattr(values, CHAT_TEMPLATE) is not None:
+        given["prompt"] = {"chat": getattr(values, CHAT_TEMPLATE)}
     return given
 
 
@@ -409,7 +395,7 @@ def describe_validation_error(error: ValidationError, *, env_prefix: str | None 
     lines = []
     for issue in error.errors():
         # a discriminated union puts the backend tag in the location: it is not a field
-        path = [str(part) for part in issue["loc"] if part not in _BACKENDS]
+        path = [str(part) for part in issue["loc"] if part not in BACKENDS]
         fields = [part for part in path if part in _OPTION_OF_FIELD]
         names = [_OPTION_OF_FIELD[fields[-1]]] if fields else []
         if env_prefix is not None and path:

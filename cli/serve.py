@@ -15,20 +15,20 @@ from mig_annotator.cli.options import (
     OptionError,
     SettingsOptions,
     describe_validation_error,
+    field_option,
     probe_options,
     scoring_options,
     with_settings_options,
 )
+from mig_annotator.service.settings import ServiceSettings
 
 ENV_PREFIX = "MIG_"
 
 
 @with_settings_options
 def serve(
-    host: Annotated[
-        str | None, typer.Option(help="Bind address ($MIG_HOST).", show_default="127.0.0.1")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="Port ($MIG_PORT).", show_default="8000")] = None,
+    host: Annotated[str | None, field_option(ServiceSettings, "host", show_default="127.0.0.1")] = None,
+    port: Annotated[int | None, field_option(ServiceSettings, "port", show_default="8000")] = None,
     *,
     settings_options: SettingsOptions,
 ) -> None:
@@ -42,7 +42,6 @@ def serve(
     from pydantic import ValidationError
 
     from mig_annotator.service.server import serve as run_server
-    from mig_annotator.service.settings import ServiceSettings
 
     overrides: dict[str, Any] = {
         name: value for name, value in (("host", host), ("port", port)) if value is not None

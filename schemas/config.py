@@ -125,19 +125,24 @@ class ScoringConfig(BaseModel):
         "are merged, the pair with the shortest merged span first (over 4 x max_steps steps, runs of equal "
         "step counts are joined first), instead of failing. None: no cap.",
     )
-    prompt: PromptTemplate = Field(default_factory=PromptTemplate)
-    aggregation: Aggregation = Field(
-        default="mean", description="v_k: mean (default) or sum of answer log-probs."
+    prompt: PromptTemplate = Field(
+        default_factory=PromptTemplate, description="How a probe prompt is laid out."
     )
-    watermark: WatermarkKind = Field(default="level", description="level: over v (default); gain: over mig.")
+    aggregation: Aggregation = Field(
+        default="mean", description="v_k: mean or sum of the answer tokens' log-probs."
+    )
+    watermark: WatermarkKind = Field(
+        default="level",
+        description="level: reward v_k over the best v so far; gain: mig_k over the best gain so far.",
+    )
     sft_threshold: float = Field(
         default=0.0,
-        description="SFT gate: correct outcome and the gate statistic (sft_statistic) > threshold.",
+        description="SFT gate: a correct outcome and the gate statistic (sft_statistic) over this threshold.",
     )
     sft_statistic: SftStatistic = Field(
         default="max",
-        description="The SFT gate's statistic: max (default, as the method states: max_k r_k) or sum "
-        "(sum_k r_k). They agree at threshold 0.",
+        description="The SFT gate's statistic: max (max_k r_k, as the method states) or sum (sum_k r_k). "
+        "They agree at threshold 0.",
     )
     context_limit: ContextLimitPolicy = Field(
         default="error",

@@ -1,4 +1,4 @@
-"""What names a probe: the backend literals the settings and the CLI share, and the probe's identity."""
+"""What names a probe: the literals its settings share, and the probe's identity."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ProbeBackend = Literal["transformers", "vllm-server", "vllm", "fake"]
 ProbeMode = Literal["packed", "packed-single", "naive"]
 ProbeDType = Literal["float32", "bfloat16"]
 VLLMPathChoice = Literal["auto", "prompt-logprobs", "prefix-cached", "token-scores"]
@@ -24,7 +23,7 @@ class ProbeIdentity(BaseModel):
 
     model: str = Field(description="The model's name (its folder's name, or the served model's name).")
     digest: str = Field(description="sha256 over the weight and tokenizer files' contents (hex).")
-    backend: ProbeBackend
+    backend: str = Field(description="The probe backend that computes the numbers (transformers, vllm, ...).")
     dtype: str = Field(description="The dtype the probe computes in ('served' when a server decides).")
 
     @property

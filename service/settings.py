@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mig_annotator.engine.probe.settings import ProbeSettings, TransformersProbeSettings
-from mig_annotator.engine.renamed import move_renamed
+from mig_annotator.engine.probe.registry import ProbeSettings
+from mig_annotator.engine.probe.settings import TransformersProbeSettings
 from mig_annotator.schemas.api import RewardScalar
 from mig_annotator.schemas.config import ScoringConfig
 from mig_annotator.schemas.trace_images import ImageLimits
-
-RENAMED_FIELDS = {
-    "batch_max_tokens": (
-        "micro_batch_tokens",
-        "MIG_BATCH_MAX_TOKENS (batch_max_tokens) is deprecated: use MIG_MICRO_BATCH_TOKENS "
-        "(micro_batch_tokens)",
-    )
-}
-"""Old field -> (new field, the deprecation note); see :func:`engine.renamed.move_renamed`."""
-
-
-class _RenamedVariables(PydanticBaseSettingsSource):
-    """The old variables of :data:`RENAMED_FIELDS` (``MIG_<OLD FIELD>``) under their old field names, below
-    the environment's own source, so that the settings move them to the new fields (the new name wins)."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        environment = {name.upper(): value for name, value in os.environ.items()}
-        variables = {old: f"MIG_{old.upper()}" for old in RENAMED_FIELDS}
-        return {old: environment[name] for old, name in variables.items() if name in environment}
 
 
 class ServiceSettings(BaseSettings):
@@ -146,8 +121,8 @@ class ServiceSettings(BaseSettings):
     micro_batch_tokens: int = Field(
         default=16384,
         ge=64,
-        description="Token budget of one micro-batch (the traces' probe tokens); formerly "
-        "MIG_BATCH_MAX_TOKENS. Not the probe's forward-pass budget (MIG_PROBE__FORWARD_BATCH_TOKENS).",
+        description="Token budget of one micro-batch (the traces' probe tokens). Not the probe's "
+        "forward-pass budget (MIG_PROBE__FORWARD_BATCH_TOKENS).",
     )
     batch_max_wait_ms: float = Field(
         default=5.0, ge=0, description="How long a micro-batch waits for more traces once one arrived."
@@ -219,23 +194,6 @@ class ServiceSettings(BaseSettings):
         default_factory=lambda: ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"],
         description="End-of-text markers removed from the end of a query's response before scoring.",
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        renamed = _RenamedVariables(settings_cls)
-        return init_settings, env_settings, renamed, dotenv_settings, file_secret_settings
-
-    @model_validator(mode="before")
-    @classmethod
-    def _old_names(cls, data: Any) -> Any:
-        return move_renamed(data, RENAMED_FIELDS)
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> ServiceSettings:

@@ -79,13 +79,18 @@ def model_classes(annotation: object) -> list[type[BaseModel]]:
 
 def setting_variables() -> set[str]:
     """Every environment variable the service's settings read: MIG_<FIELD>, and MIG_<GROUP>__<FIELD> (plus the
-    group prefix MIG_<GROUP>__) for nested models."""
-    names = set()
-    for name, field in ServiceSettings.model_fields.items():
-        names.add(f"MIG_{name.upper()}")
-        for model in model_classes(field.annotation):
-            names.add(f"MIG_{name.upper()}__")
-            names.update(f"MIG_{name.upper()}__{sub.upper()}" for sub in model.model_fields)
+    group prefix MIG_<GROUP>__) for nested models, at every depth."""
+    names: set[str] = set()
+
+    def add(prefix: str, fields: dict) -> None:
+        for name, field in fields.items():
+            variable = f"{prefix}{name.upper()}"
+            names.add(variable)
+            for model in model_classes(field.annotation):
+                names.add(f"{variable}__")
+                add(f"{variable}__", model.model_fields)
+
+    add("MIG_", ServiceSettings.model_fields)
     return names
 
 

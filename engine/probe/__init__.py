@@ -11,14 +11,17 @@ from mig_annotator.engine.probe.base import (
     ProbeResult,
     ProbeStats,
 )
-from mig_annotator.engine.probe.registry import expected_identity, open_probe
+from mig_annotator.engine.probe.registry import (
+    ProbeSettings,
+    expected_identity,
+    open_probe,
+    parse_probe_settings,
+)
 from mig_annotator.engine.probe.settings import (
     FakeProbeSettings,
-    ProbeSettings,
     TransformersProbeSettings,
     VLLMProbeSettings,
     VLLMServerProbeSettings,
-    parse_probe_settings,
 )
 
 __all__ = [

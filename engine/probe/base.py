@@ -23,14 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 import numpy as np
 
 from mig_annotator.engine.prompt import ProbeSequence, Tokenizer
-from mig_annotator.schemas.probe import ProbeBackend, ProbeIdentity
+from mig_annotator.schemas.probe import ProbeIdentity
 
 if TYPE_CHECKING:
-    from mig_annotator.engine.probe.settings import (
-        ProbeSettings,
-        TransformersProbeSettings,
-        VLLMProbeSettings,
-    )
+    from pydantic import BaseModel
+
+    from mig_annotator.engine.probe.settings import TransformersProbeSettings, VLLMProbeSettings
 
 CALL_WINDOW = 1024  # score() durations kept for percentiles; older ones drop out
 
@@ -79,7 +77,7 @@ class ContextLimitError(ProbeError, ValueError):
     """A sequence does not fit the probe's context; the message names the sequence and both lengths."""
 
 
-SettingsT = TypeVar("SettingsT", bound="ProbeSettings")
+SettingsT = TypeVar("SettingsT", bound="BaseModel")  # a backend's settings class
 
 
 class Probe(ABC, Generic[SettingsT]):
@@ -91,7 +89,7 @@ class Probe(ABC, Generic[SettingsT]):
     :meth:`health`.
     """
 
-    backend: ClassVar[ProbeBackend]
+    backend: ClassVar[str]  # its name in engine.probe.registry.BACKENDS
     remote: ClassVar[bool] = False  # True: health() asks a server over the network (may block)
     _tokenizer: Tokenizer
     _context_limit: int

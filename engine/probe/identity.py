@@ -15,9 +15,10 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
-from mig_annotator.engine.model_store import MARKER_FILE, default_cache_dir, file_sha256
-from mig_annotator.schemas.probe import ProbeBackend, ProbeIdentity
+from mig_annotator.engine.model_store import MARKER_FILE, default_cache_dir, file_sha256, resolve_model_path
+from mig_annotator.schemas.probe import ProbeIdentity
 
 CACHE_FILE = ".file-digests.json"
 _SKIPPED_SUFFIXES = (".md",)
@@ -59,7 +60,7 @@ def folder_digest(folder: Path, cache_file: Path | None = None, *, tokenizer_onl
     return combined.hexdigest()
 
 
-def local_model_identity(folder: Path, backend: ProbeBackend, dtype: str) -> ProbeIdentity:
+def local_model_identity(folder: Path, backend: str, dtype: str) -> ProbeIdentity:
     """The identity of a probe that loads the model in ``folder`` (weights and tokenizer files)."""
     return ProbeIdentity(model=folder.name, digest=folder_digest(folder), backend=backend, dtype=dtype)
 
@@ -99,3 +100,8 @@ def _write_cache(path: Path, key: str, digest: str) -> None:
         os.replace(temporary, path)
     except OSError:
         return
+
+
+def expected_local_identity(settings: Any) -> ProbeIdentity:
+    """The identity of a probe that will load its settings' local model folder (``model``, ``dtype``)."""
+    return local_model_identity(resolve_model_path(settings.model), settings.backend, settings.dtype)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -41,34 +40,13 @@ from typing import Any
 import httpx
 
 from mig_annotator.engine.probe.base import ProbeError
+from mig_annotator.engine.probe.settings import parse_base_urls
 
 logger = logging.getLogger(__name__)
 
 
 class ServersUnavailable(ProbeError):
     """No server of the pool answered a request within its retries."""
-
-
-def parse_base_urls(value: str | Sequence[str]) -> list[str]:
-    """``MIG_PROBE__BASE_URL``: one URL, URLs separated by commas, or a JSON list of URLs.
-
-    Raises ``ValueError`` naming the setting for an empty list, a duplicate or a URL that is not http(s).
-    """
-    if isinstance(value, str):
-        text = value.strip()
-        items = json.loads(text) if text.startswith("[") else text.split(",")
-    else:
-        items = list(value)
-    urls = [str(item).strip().rstrip("/") for item in items if str(item).strip()]
-    if not urls:
-        raise ValueError("probe base_url: no server URL given")
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"probe base_url: {url!r} is not an http:// or https:// URL")
-    duplicates = sorted({url for url in urls if urls.count(url) > 1})
-    if duplicates:
-        raise ValueError(f"probe base_url: {', '.join(duplicates)} given more than once")
-    return urls
 
 
 @dataclass

@@ -1,43 +1,76 @@
-"""Probe settings: one class per backend, told apart by ``backend`` (a discriminated union).
+"""Probe settings: one class per backend, each registered in :mod:`engine.probe.registry`, which builds the
+union of them (told apart by ``backend``) and names the probe class each one opens.
 
 Nothing heavy is imported here: the service's settings, the CLI and the builder validate probe settings
-without loading torch or vLLM. A plain dict (or environment, ``MIG_PROBE__<FIELD>``) without ``backend``
-means the embedded transformers probe, so ``{"model": "/models/x"}`` keeps working.
+without loading torch, vLLM or httpx. A setting shared by several backends is declared once (a function
+below) so that it has one description.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    SecretStr,
-    Tag,
-    TypeAdapter,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from mig_annotator.engine.renamed import move_renamed
-from mig_annotator.schemas.probe import ProbeBackend, ProbeDType, ProbeMode, VLLMPathChoice
+from mig_annotator.schemas.probe import ProbeDType, ProbeMode, VLLMPathChoice
 
-DEFAULT_BACKEND: ProbeBackend = "transformers"
 API_KEY_ENV = "MIG_PROBE__API_KEY"  # the one variable that holds a vLLM server's key, for every command
-RENAMED_TRANSFORMERS_FIELDS = {
-    "max_batch_tokens": (
-        "forward_batch_tokens",
-        "the probe setting max_batch_tokens (--max-batch-tokens, MIG_PROBE__MAX_BATCH_TOKENS) is deprecated: "
-        "use forward_batch_tokens (--forward-batch-tokens, MIG_PROBE__FORWARD_BATCH_TOKENS)",
-    )
-}
-"""Old field -> (new field, the deprecation note); see :func:`engine.renamed.move_renamed`."""
 
 
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_base_urls(value: str | Sequence[str]) -> list[str]:
+    """``base_url`` as a list: one URL, URLs separated by commas, or a JSON list of URLs.
+
+    Raises ``ValueError`` naming the setting for an empty list, a duplicate or a URL that is not http(s).
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        items = json.loads(text) if text.startswith("[") else text.split(",")
+    else:
+        items = list(value)
+    urls = [str(item).strip().rstrip("/") for item in items if str(item).strip()]
+    if not urls:
+        raise ValueError("probe base_url: no server URL given")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"probe base_url: {url!r} is not an http:// or https:// URL")
+    duplicates = sorted({url for url in urls if urls.count(url) > 1})
+    if duplicates:
+        raise ValueError(f"probe base_url: {', '.join(duplicates)} given more than once")
+    return urls
+
+
+def _model_field() -> Any:
+    """The one declaration of ``model`` (every model backend has it)."""
+    return Field(
+        default=None,
+        description="A local Hugging Face model folder (vllm-server: the folder of the served model's "
+        "tokenizer, checked against the server's, and of a vision-language model's processor, which lays "
+        "out a question's images). None: SmolLM2-135M-Instruct, prepared by `mig-annotator model prepare`.",
+    )
+
+
+def _dtype_field(default: str) -> Any:
+    """The one declaration of ``dtype`` (the backends that load the weights have it)."""
+    return Field(
+        default=default,
+        description="The dtype the weights compute in: float32 or bfloat16 (vllm: any vLLM dtype, e.g. "
+        "auto).",
+    )
+
+
+def _vllm_path_field() -> Any:
+    """The one declaration of ``vllm_path`` (both vLLM backends have it)."""
+    return Field(
+        default="auto",
+        description="The scoring path: token-scores, prefix-cached or prompt-logprobs; auto takes the "
+        "fastest one the engine supports.",
+    )
 
 
 def _group_prefixes_field() -> Any:
@@ -50,23 +83,30 @@ def _group_prefixes_field() -> Any:
 
 
 class TransformersProbeSettings(_Settings):
-    """The embedded probe: a local Hugging Face folder run by PyTorch. Defaults: SmolLM2-135M on the CPU."""
+    """The embedded probe, a local Hugging Face model folder run by PyTorch.
+
+    Defaults: SmolLM2-135M-Instruct on the CPU.
+    """
 
     backend: Literal["transformers"] = "transformers"
-    model: str | None = Field(
-        default=None, description="A local Hugging Face model folder; None prepares and uses SmolLM2-135M."
+    model: str | None = _model_field()
+    mode: ProbeMode = Field(
+        default="packed",
+        description="packed (one pass over the trace, then the answer probes over its KV cache), "
+        "packed-single (one packed sequence per trace) or naive (one forward pass per prefix).",
     )
-    mode: ProbeMode = Field(default="packed", description="packed (default), packed-single or naive.")
-    dtype: ProbeDType = "float32"
+    dtype: ProbeDType = _dtype_field("float32")
     device: str = Field(
-        default="auto", description="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N"
+        default="auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."
     )
-    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None: torch's default).")
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for torch; None: torch's default."
+    )
     forward_batch_tokens: int = Field(
         default=4096,
         ge=64,
-        description="Padded positions one forward batch of the probe holds (its rows' KV cache and passes); "
-        "formerly max_batch_tokens. Not the service's micro-batch budget (MIG_MICRO_BATCH_TOKENS).",
+        description="Padded positions one forward batch of the probe holds (its rows' KV cache and passes). "
+        "Not the service's micro-batch budget (MIG_MICRO_BATCH_TOKENS).",
     )
     chunk_tokens: int | None = Field(
         default=None,
@@ -83,32 +123,25 @@ class TransformersProbeSettings(_Settings):
     )
     group_prefixes: bool = _group_prefixes_field()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _old_names(cls, data: Any) -> Any:
-        return move_renamed(data, RENAMED_TRANSFORMERS_FIELDS)
-
 
 class VLLMServerProbeSettings(_Settings):
-    """A vLLM OpenAI-compatible server over HTTP (:mod:`engine.probe.vllm_server`)."""
+    """A vLLM OpenAI-compatible server (or several) over HTTP.
+
+    Opened as :class:`engine.probe.vllm_server.VLLMServerProbe`.
+    """
 
     backend: Literal["vllm-server"] = "vllm-server"
-    model: str | None = Field(
-        default=None,
-        description="A local folder with the served model's tokenizer (checked against the server's) and, "
-        "for a vision-language model, its processor (which lays out a question's images); None: the default "
-        "SmolLM2 folder.",
-    )
+    model: str | None = _model_field()
     base_url: str = Field(
         default="http://127.0.0.1:8000",
         description="The server's root URL, or several servers (comma-separated or a JSON list): requests go "
         "to the one with the fewest in flight, a failing one is taken out and probed back in.",
     )
-    vllm_path: VLLMPathChoice = Field(
-        default="auto", description="Scoring path: auto | token-scores | prefix-cached | prompt-logprobs."
-    )
+    vllm_path: VLLMPathChoice = _vllm_path_field()
     api_key: SecretStr | None = Field(
-        default=None, description=f"The server's --api-key (environment: {API_KEY_ENV})."
+        default=None,
+        description=f"The key the server was started with (its --api-key); every command reads it from "
+        f"${API_KEY_ENV}, the better place for it (a command line is visible to other users).",
     )
     request_timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
     max_concurrency: int = Field(default=8, ge=1, description="HTTP requests in flight at most.")
@@ -126,26 +159,20 @@ class VLLMServerProbeSettings(_Settings):
     @field_validator("base_url")
     @classmethod
     def _urls_parse(cls, value: str) -> str:
-        from mig_annotator.engine.probe.server_pool import parse_base_urls
-
         parse_base_urls(value)  # one URL, a comma-separated list or a JSON list, each http(s)://
         return value
 
 
 class VLLMProbeSettings(_Settings):
-    """vLLM's engine in this process (``vllm.LLM``), for offline builds on a GPU box."""
+    """vLLM's engine (vllm.LLM) in this process, for offline builds on a GPU box."""
 
     backend: Literal["vllm"] = "vllm"
-    model: str | None = Field(
-        default=None,
-        description="A local Hugging Face model folder (None: SmolLM2); a vision-language one (config with "
-        "a vision_config) reads a question's images.",
+    model: str | None = _model_field()
+    vllm_path: VLLMPathChoice = _vllm_path_field()
+    dtype: str = _dtype_field("float32")
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="The longest sequence vLLM holds; None: the model's own limit."
     )
-    vllm_path: VLLMPathChoice = Field(
-        default="auto", description="Scoring path: auto | token-scores | prefix-cached | prompt-logprobs."
-    )
-    dtype: str = Field(default="float32", description="vLLM dtype: float32, bfloat16, auto, ...")
-    max_model_len: int | None = Field(default=None, ge=16, description="None: the model's own limit.")
     enforce_eager: bool = Field(default=True, description="No CUDA graphs / compilation (fast start-up).")
     block_size: int | None = Field(default=None, ge=1, description="KV block size (prefix-cache grain).")
     gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1, description="GPU memory share.")
@@ -154,7 +181,10 @@ class VLLMProbeSettings(_Settings):
 
 
 class FakeProbeSettings(_Settings):
-    """The deterministic fake probe (:mod:`engine.probe.fake`): no model, for logic tests and dry runs."""
+    """A deterministic fake probe without a model, for logic tests and dry runs.
+
+    Opened as :class:`engine.probe.fake.FakeProbe`.
+    """
 
     backend: Literal["fake"] = "fake"
     model: str = Field(default="fake-probe", description="The name it reports as its model.")
@@ -175,34 +205,3 @@ class FakeProbeSettings(_Settings):
         description="Tests and benchmarks: seconds each score() call also sleeps per token it forwards (a "
         "probe of a set throughput).",
     )
-
-
-ProbeSettings = Annotated[
-    Annotated[TransformersProbeSettings, Tag("transformers")]
-    | Annotated[VLLMServerProbeSettings, Tag("vllm-server")]
-    | Annotated[VLLMProbeSettings, Tag("vllm")]
-    | Annotated[FakeProbeSettings, Tag("fake")],
-    Discriminator(lambda value: _backend_of(value)),
-]
-"""Any backend's settings; ``backend`` picks the class (missing: transformers)."""
-
-PROBE_SETTINGS_ADAPTER: TypeAdapter[ProbeSettings] = TypeAdapter(ProbeSettings)
-
-
-def parse_probe_settings(data: Any) -> ProbeSettings:
-    """Validate a plain mapping (or settings object) into the backend's settings class."""
-    return PROBE_SETTINGS_ADAPTER.validate_python(data)
-
-
-def _backend_of(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("backend", DEFAULT_BACKEND))
-    return str(getattr(value, "backend", DEFAULT_BACKEND))
-
-
-SETTINGS_CLASSES: dict[str, type[BaseModel]] = {
-    "transformers": TransformersProbeSettings,
-    "vllm-server": VLLMServerProbeSettings,
-    "vllm": VLLMProbeSettings,
-    "fake": FakeProbeSettings,
-}

@@ -41,13 +41,8 @@ import httpx
 import numpy as np
 
 from mig_annotator.engine.probe.base import Probe, ProbeError, ProbeResult
-from mig_annotator.engine.probe.server_pool import (
-    PoolSettings,
-    ServerPool,
-    ServersUnavailable,
-    parse_base_urls,
-)
-from mig_annotator.engine.probe.settings import VLLMServerProbeSettings
+from mig_annotator.engine.probe.server_pool import PoolSettings, ServerPool, ServersUnavailable
+from mig_annotator.engine.probe.settings import VLLMServerProbeSettings, parse_base_urls
 from mig_annotator.engine.probe.vision_folder import is_vision_language_folder, load_image_processor
 from mig_annotator.engine.probe.vllm_common import (
     TOKENIZER_CHECK_TEXTS,
@@ -212,7 +207,7 @@ class VLLMServerProbe(Probe[VLLMServerProbeSettings]):
             if self._weight_version != UNSET_WEIGHT_VERSION:
                 model = f"{model}@{self._weight_version}"
         digest = hashlib.sha256(served.encode()).hexdigest()
-        return ProbeIdentity(model=model, digest=digest, backend="vllm-server", dtype="served")
+        return ProbeIdentity(model=model, digest=digest, backend=self.backend, dtype="served")
 
     def health(self) -> str | None:
         """None while a server of the pool answers ``/health``, else why not."""

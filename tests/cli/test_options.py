@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typing
-import warnings
 from pathlib import Path
 
 import click
@@ -24,7 +23,8 @@ from mig_annotator.cli.options import (
 )
 from mig_annotator.cli.score import score
 from mig_annotator.cli.serve import serve
-from mig_annotator.engine.probe.settings import ProbeSettings, VLLMServerProbeSettings
+from mig_annotator.engine.probe.registry import ProbeSettings
+from mig_annotator.engine.probe.settings import VLLMServerProbeSettings
 from mig_annotator.schemas import PromptTemplate, ScoringConfig
 
 SHARED = {**options.PROBE_OPTIONS, **options.SCORING_OPTIONS}
@@ -165,27 +165,45 @@ def test_every_scoring_field_has_its_shared_option() -> None:
     assert fields == set(options.SCORING_OPTIONS) - {"chat_template"}
 
 
-@pytest.mark.parametrize("flag", ["--forward-batch-tokens", "--max-batch-tokens"])
-def test_the_forward_batch_budget_is_set_by_its_flag_and_by_the_old_one(
-    flag: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_option_made_from_a_setting_shows_its_field_description() -> None:
+    """The help of an option that sets a settings field is that field's description, the setting's one text
+    (a probe field only some real backends have is introduced by their names)."""
+    from mig_annotator.builder.columns import ColumnMapping
+    from mig_annotator.builder.settings import BuildSettings
+    from mig_annotator.cli.options import FIELD_OPTIONS
+    from mig_annotator.engine.probe.registry import BACKEND_DESCRIPTION, SETTINGS_CLASSES
     from mig_annotator.service.settings import ServiceSettings
 
-    started: list[ServiceSettings] = []
-    monkeypatch.setattr("mig_annotator.service.server.serve", started.append)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = CliRunner().invoke(app, ["serve", flag, "256"], env={})
-    assert result.exit_code == 0, result.output
-    assert started[0].probe.forward_batch_tokens == 256  # type: ignore[union-attr]
-    deprecations = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
-    if flag == "--max-batch-tokens":
-        assert any("use forward_batch_tokens (--forward-batch-tokens" in text for text in deprecations)
-    else:
-        assert not any("max_batch_tokens" in text for text in deprecations)
+    real = {name for name in SETTINGS_CLASSES if name != "fake"}
+    by_flag: dict[tuple[str, str], click.Parameter] = {}
+    for command in COMMANDS:  # the commands whose options come from settings fields
+        for param in click_params(command).values():
+            argument = [] if param.opts[0].startswith("-") else [f"{param.name.upper()}..."]
+            by_flag |= {(command, flag): param for flag in [*param.opts, *argument]}
+    own_command = {BuildSettings: ["build"], ColumnMapping: ["build"], ServiceSettings: ["serve"]}
+    checked = 0
+    for (model, name), flag in FIELD_OPTIONS.items():
+        if model is SETTINGS_CLASSES["fake"]:
+            continue  # a test probe: the options describe the real backends' fields
+        holders = sorted(b for b, cls in SETTINGS_CLASSES.items() if name in cls.model_fields and b in real)
+        description = model.model_fields[name].description
+        if name == "backend":
+            expected = BACKEND_DESCRIPTION
+        elif model in SETTINGS_CLASSES.values() and set(holders) != real:
+            expected = f"{', '.join(holders)}: {description}"
+        else:
+            expected = description
+        for command in own_command.get(model, COMMANDS):
+            help_text = by_flag[command, flag].help  # type: ignore[attr-defined]
+            assert help_text == expected, f"{command} {flag}: {help_text!r}"
+            checked += 1
+    assert checked >= 3 * 21 + 20  # the shared options of score, serve and build, and build's own
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_the_old_forward_batch_flag_is_hidden_from_help(command: str) -> None:
-    params = click_params(command)
-    assert params["max_batch_tokens"].hidden and not params["forward_batch_tokens"].hidden  # type: ignore[attr-defined]
+def test_a_probe_setting_of_several_backends_is_declared_once() -> None:
+    from mig_annotator.engine.probe.registry import SETTINGS_CLASSES
+
+    real = [cls for name, cls in SETTINGS_CLASSES.items() if name != "fake"]
+    for name in {field for cls in real for field in cls.model_fields} - {"backend"}:
+        infos = [cls.model_fields[name] for cls in real if name in cls.model_fields]
+        assert len({info.description for info in infos}) == 1, name

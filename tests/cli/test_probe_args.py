@@ -14,7 +14,7 @@ from mig_annotator.cli.app import app
 from mig_annotator.cli.options import PROBE_ARG_FIELDS, PROBE_FIELDS, OptionError, parse_probe_args
 from mig_annotator.engine.probe import registry
 from mig_annotator.engine.probe.base import Probe
-from mig_annotator.engine.probe.settings import SETTINGS_CLASSES
+from mig_annotator.engine.probe.registry import SETTINGS_CLASSES
 
 PROBE_ARGS = ["--probe-arg", "chunk_tokens=32", "--probe-arg", "group-prefixes=false"]
 ONE_TRACE = {

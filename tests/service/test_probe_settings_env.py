@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 from mig_annotator.engine.probe import (
@@ -64,36 +62,13 @@ def test_a_field_the_backend_does_not_have_is_refused_by_name(monkeypatch: pytes
 
 
 @pytest.mark.parametrize(
-    ("variable", "old", "budgets"),
-    [
-        ("MIG_MICRO_BATCH_TOKENS", False, (512, 4096)),
-        ("MIG_BATCH_MAX_TOKENS", True, (512, 4096)),
-        ("MIG_PROBE__FORWARD_BATCH_TOKENS", False, (16384, 512)),
-        ("MIG_PROBE__MAX_BATCH_TOKENS", True, (16384, 512)),
-    ],
+    ("variable", "budgets"),
+    [("MIG_MICRO_BATCH_TOKENS", (512, 4096)), ("MIG_PROBE__FORWARD_BATCH_TOKENS", (16384, 512))],
 )
-def test_the_two_batch_budgets_are_read_under_their_new_and_their_old_names(
-    variable: str,
-    old: bool,
-    budgets: tuple[int, int],
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+def test_the_two_batch_budgets_are_read_from_their_own_variables(
+    variable: str, budgets: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(variable, "512")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        settings = ServiceSettings()
+    settings = ServiceSettings()
     micro, forward = settings.micro_batch_tokens, settings.probe.forward_batch_tokens  # type: ignore[union-attr]
     assert (micro, forward) == budgets
-    deprecations = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert len(deprecations) == int(old) and (not old or variable in deprecations[0])
-    assert (variable in caplog.text) == old  # the log line an operator sees
-
-
-def test_the_new_budget_variable_wins_over_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MIG_BATCH_MAX_TOKENS", "128")
-    monkeypatch.setenv("MIG_MICRO_BATCH_TOKENS", "256")
-    with pytest.warns(DeprecationWarning, match="use MIG_MICRO_BATCH_TOKENS"):
-        assert ServiceSettings().micro_batch_tokens == 256
-    with pytest.warns(DeprecationWarning):
-        assert ServiceSettings(batch_max_tokens=64).micro_batch_tokens == 256

@@ -18,7 +18,6 @@ from mig_annotator.engine.probe.server_pool import (
     PoolSettings,
     ServerPool,
     ServersUnavailable,
-    parse_base_urls,
 )
 
 
@@ -236,18 +235,6 @@ def test_a_client_error_comes_back_to_the_caller_without_a_retry(servers) -> Non
             await pool.aclose()
 
     assert asyncio.run(scenario()) == 404
-
-
-def test_base_urls_parse_from_one_url_a_comma_list_or_json() -> None:
-    assert parse_base_urls("http://a:8000/") == ["http://a:8000"]
-    assert parse_base_urls("http://a:8000, http://b:8000") == ["http://a:8000", "http://b:8000"]
-    assert parse_base_urls('["http://a:8000", "https://b"]') == ["http://a:8000", "https://b"]
-    with pytest.raises(ValueError, match="base_url: 'a:8000' is not an http"):
-        parse_base_urls("a:8000")
-    with pytest.raises(ValueError, match="given more than once"):
-        parse_base_urls("http://a,http://a/")
-    with pytest.raises(ValueError, match="no server URL"):
-        parse_base_urls(" , ")
 
 
 def test_each_asks_every_server_and_names_one_that_is_down(servers) -> None:

@@ -17,6 +17,7 @@ from mig_annotator.engine.probe import (
     parse_probe_settings,
 )
 from mig_annotator.engine.probe.registry import BACKENDS, probe_class
+from mig_annotator.engine.probe.settings import parse_base_urls
 
 
 def test_a_dict_without_backend_means_the_transformers_probe() -> None:
@@ -72,3 +73,15 @@ def test_importing_the_probe_package_and_settings_loads_no_backend() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_base_urls_parse_from_one_url_a_comma_list_or_json() -> None:
+    assert parse_base_urls("http://a:8000/") == ["http://a:8000"]
+    assert parse_base_urls("http://a:8000, http://b:8000") == ["http://a:8000", "http://b:8000"]
+    assert parse_base_urls('["http://a:8000", "https://b"]') == ["http://a:8000", "https://b"]
+    with pytest.raises(ValueError, match="base_url: 'a:8000' is not an http"):
+        parse_base_urls("a:8000")
+    with pytest.raises(ValueError, match="given more than once"):
+        parse_base_urls("http://a,http://a/")
+    with pytest.raises(ValueError, match="no server URL"):
+        parse_base_urls(" , ")

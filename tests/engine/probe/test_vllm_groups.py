@@ -14,11 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mig_annotator.engine.probe.groups import grouped_minimal_tokens
-from mig_annotator.engine.probe.settings import (
-    VLLMProbeSettings,
-    VLLMServerProbeSettings,
-    parse_probe_settings,
-)
+from mig_annotator.engine.probe.registry import parse_probe_settings
+from mig_annotator.engine.probe.settings import VLLMProbeSettings, VLLMServerProbeSettings
 from mig_annotator.engine.probe.vllm_common import ProbeRequest, ResultCollector, plan_requests
 from mig_annotator.engine.prompt import ProbeSequence
 from tests.engine.probe.sequences import probe_sequence
