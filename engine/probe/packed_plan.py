@@ -1,6 +1,6 @@
 """The layout of the packed probe's work: shared headers, member rows, continuation copies, batches.
 
-Pure planning (numpy only); :mod:`mig_annotator.engine.probe.transformers_probe` runs it. For one trace with
+Pure planning (numpy only); :mod:`mig_annotator.engine.probe.packed_run` runs it. For one trace with
 boundaries ``b_0 < ... < b_K`` and continuation ``c`` (answer prompt + answer), probe ``k`` reads
 ``trace[:b_k] + c``. The packed path forwards each trace once and, for every ``k``, one *copy* of the
 continuation placed at position ``b_k`` that attends to the trace's first ``b_k`` positions and to itself.
@@ -102,29 +102,30 @@ def continuation_copy(index: int, sequence: ProbeSequence, k: int) -> Continuati
 
 
 def plan_units(sequences: Sequence[ProbeSequence], groups: Sequence[PrefixGroup]) -> list[PackedUnit]:
-    """One unit per group whose members share its header (:func:`sharing_pays`), else one lone unit per
+    """One unit per group whose members share its header (:func:`shares_header`), else one lone unit per
     member. Only the group's first member scores prefix 0. A shared unit's members are not batched together:
     its header is forwarded once (:func:`plan_waves`) and every member row reads that header's cache from
     whichever batch of rows of its own length it lands in (:func:`batch_rows`)."""
     units: list[PackedUnit] = []
     for group in groups:
         rows = [_member_row(index, sequences[index], first=index == group.first) for index in group.members]
-        if sharing_pays(len(rows), group.header_length):
+        if shares_header(len(rows), group.header_length):
             units.append(_unit(rows, sequences, group.header_length))
         else:
             units.extend(PackedUnit(None, (row,)) for row in rows)
     return units
 
 
-def sharing_pays(members: int, header_length: int, max_padding: float = 0.05) -> bool:
-    """Whether forwarding the header once beats lone rows, in positions computed (padding included).
+def shares_header(members: int, header_length: int) -> bool:
+    """Whether a group of ``members`` forwards its ``header_length``-token header once for all of them
+    (a shared unit) rather than each member forwarding its whole trace alone: whenever two members or more
+    read a header that holds a token.
 
-    Shared: the header once, in the wave's header passes (one pass for all the wave's headers of one
-    length; headers of other lengths join it only where their padding is cheaper than a pass of their own,
-    :func:`length_batches`), then each member's own tokens; lone:
-    each member's whole trace. Either way every member row is batched with rows of about its own length
-    (:func:`batch_rows`), so sharing saves ``(members - 1) x header`` positions."""
-    return (members - 1) * header_length > max_padding * header_length
+    Sharing saves ``(members - 1) x header_length`` positions and costs no padding: the header runs in the
+    wave's header passes (with the wave's other headers where their padding is cheaper than a pass of their
+    own, :func:`length_batches`), and every member row is batched with rows of about its own length
+    (:func:`batch_rows`), shared or lone alike."""
+    return members > 1 and header_length > 0
 
 
 def _member_row(index: int, sequence: ProbeSequence, *, first: bool) -> MemberRow:
@@ -182,7 +183,8 @@ def length_batches(
     the batch's widest ``computed`` (and holds its widest ``cached`` columns of cache). Of the cuts of the
     items sorted by width into runs whose ``rows x (cached + computed)`` fit ``forward_batch_tokens`` (an
     item alone is a batch whatever its size), the one with the fewest positions computed, padding included,
-    plus ``pass_positions`` per batch (dynamic programming over the sorted items)."""
+    plus ``pass_positions`` per batch (dynamic programming over the sorted items). The transformers probe's
+    one batching policy: the packed mode's headers and member rows and the one-pass modes' rows."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i][1], reverse=True)
     n = len(order)
     best = [0] * (n + 1)  # best[i]: the cost of batching order[i:]
@@ -215,6 +217,20 @@ def batch_rows(
     lengths = [(row.shared, row_width(row)) for row in rows]
     for indices in length_batches(lengths, forward_batch_tokens, pass_positions):
         yield [rows[i] for i in indices]
+
+
+def even_chunk(width: int, chunk: int) -> int:
+    """The width of each of the fewest equal passes of at most ``chunk`` over ``width`` positions."""
+    passes = max(1, -(-width // chunk))
+    return max(1, -(-width // passes))
+
+
+def right_padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """``rows`` (int64) as one (len(rows), width) array, each row followed by zeros."""
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
 
 
 def row_width(row: MemberRow) -> int:

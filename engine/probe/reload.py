@@ -21,7 +21,8 @@ from mig_annotator.engine.probe.checkpoint_files import (
     folder_shapes,
 )
 from mig_annotator.engine.probe.identity import folder_digest, local_model_identity
-from mig_annotator.engine.probe.transformers_probe import TransformersProbe, load_causal_lm
+from mig_annotator.engine.probe.model_loading import load_causal_lm
+from mig_annotator.engine.probe.transformers_probe import TransformersProbe
 from mig_annotator.schemas.probe import ProbeIdentity
 
 # config entries that say how a folder was written, not what the model computes

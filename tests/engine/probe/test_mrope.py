@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mig_annotator.engine.probe.base import ProbeError
+from mig_annotator.engine.probe.model_loading import load_vision_language_model
 from mig_annotator.engine.probe.mrope import MultimodalPositions, Qwen2VLImagesProcessor
-from mig_annotator.engine.probe.transformers_probe import load_vision_language_model
 from mig_annotator.engine.prompt import ProbeSequence, PromptBuilder
 from mig_annotator.schemas import Trace
 from mig_annotator.schemas.config import PromptTemplate

@@ -15,7 +15,7 @@ from mig_annotator.engine.probe.packed_plan import (
     length_batches,
     plan_units,
     plan_waves,
-    sharing_pays,
+    shares_header,
 )
 from tests.engine.probe.sequences import probe_sequence
 
@@ -70,10 +70,11 @@ def test_members_of_very_different_lengths_share_their_header_and_are_batched_ap
     assert batch_positions([wave.rows[1], wave.rows[2]]) == 2 * (20 + 6)  # other: copies k=0, 1
 
 
-def test_sharing_pays_once_two_members_read_one_header() -> None:
-    assert not sharing_pays(1, 50)
-    assert sharing_pays(2, 50)
-    assert not sharing_pays(2, 0)
+def test_a_group_shares_its_header_once_two_members_read_a_non_empty_one() -> None:
+    assert not shares_header(1, 50)
+    assert shares_header(2, 50)
+    assert shares_header(2, 1)
+    assert not shares_header(2, 0)
 
 
 def test_headers_over_the_batch_budget_run_in_waves_each_with_its_members() -> None:
