@@ -14,16 +14,11 @@
 Answers other than 429/5xx come back to the caller as they are (a 4xx is the caller's error to report).
 With one URL the pool behaves like a single client with retries.
 
-Wiring into :class:`engine.probe.vllm_server.VLLMServerProbe` (its HTTP goes through ``_request`` only):
-
-* ``__init__``: ``self._pool = ServerPool(parse_base_urls(settings.base_url), PoolSettings(timeout_s=...,
-  max_concurrency=..., max_retries=..., backoff_s=..., headers={"Authorization": "Bearer ..."} if api_key))``
-  in place of the lazily made ``httpx.AsyncClient`` and semaphore (the pool is used on the probe's loop).
-* ``_request(method, route, json, retries)``: ``response = await self._pool.request(method, route, json=json,
-  retries=retries)``, re-raising :class:`ServersUnavailable` as ``VLLMServerUnavailable`` (the service maps it
-  to 503); a status >= 400 stays a ``ProbeError`` as today.
-* start-up: ``_read_model`` and ``_check_tokenizer`` use :meth:`ServerPool.each` so that every server must
-  serve the same model, context length and tokenizer; ``close``: ``self._run(self._pool.aclose())``.
+How :class:`engine.probe.vllm_server.VLLMServerProbe` uses it: the probe makes one pool from
+``parse_base_urls(settings.base_url)`` and sends every request through :meth:`ServerPool.request`, on the
+probe's own event loop; :class:`ServersUnavailable` becomes ``VLLMServerUnavailable`` (the service answers
+503) and any other status >= 400 a ``ProbeError``. At start-up :meth:`ServerPool.each` asks every server, so
+all of them must serve the same model, context length and tokenizer.
 """
 
 from __future__ import annotations
