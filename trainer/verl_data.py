@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["DEFAULT_INSTRUCTION", "InputFormat", "convert", "detect_format", "verl_rows"]
+__all__ = ["DEFAULT_INSTRUCTION", "DataFormatError", "InputFormat", "convert", "detect_format", "verl_rows"]
 
 InputFormat = Literal["auto", "gsm8k", "math", "rollouts", "plain"]
 DEFAULT_INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'
