@@ -1,8 +1,10 @@
-"""examples/trl_grpo_cpu.py runs as written: its ``main`` against a live service, one optimizer step.
+"""examples/trl_grpo_cpu.py runs as written: its ``main`` against a live service, one optimizer step, and what
+it logs shows the method acting.
 
-The service (127.0.0.1, the embedded SmolLM2 probe, an audit dir) must be asked once for the step's 8
-completions (each scored once: no second reward function, no outcome counted twice), and what the example
-logged must be what the service computed.
+The service (127.0.0.1, the embedded SmolLM2 probe, an audit dir) is asked once for the step's 8
+completions (each scored once); the completions finish (not all clipped); an SFT gate opens; and MIG gives a
+non-zero advantage to completions outcome-only GRPO leaves at 0 (a group whose outcomes are all equal, told
+apart by its process rewards) — recomputed here from the audit rows, and logged by the example.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mig_annotator.engine.probe.settings import TransformersProbeSettings
@@ -24,7 +27,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "trl_grpo_cpu.py"
 KEYS = {"example": "sk-example-0123456789"}
 
 
-def test_the_trl_example_trains_a_step_scoring_each_completion_once(
+def test_the_trl_example_trains_a_step_where_mig_opens_gates_and_moves_zero_advantages(
     tmp_path: Path, default_model_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = importlib.util.spec_from_file_location("trl_grpo_cpu", EXAMPLE)
@@ -48,9 +51,16 @@ def test_the_trl_example_trains_a_step_scoring_each_completion_once(
     (request,) = audit_requests(audit_dir, "example")  # one call for the step's batch
     assert len(request) == 8  # 2 prompts x 4 generations, each completion scored once
     (entry,) = [entry for entry in history if "mig/sft_nll" in entry]
-    expected = sum(row["outcome"] + row["process_reward"] for row in request) / len(request)
-    assert entry["rewards/mig_mixed/mean"] == pytest.approx(expected, abs=1e-5)
-    assert entry["mig/unscored"] == 0.0
+    assert entry["completions/clipped_ratio"] < 1.0  # completions finish
+    assert entry["reward"] == pytest.approx(np.mean([row["outcome"] for row in request]), abs=1e-6)
+    assert entry["mig/process_reward_mean"] == pytest.approx(
+        np.mean([row["process_reward"] for row in request]), abs=1e-5
+    )
     gates = sum(row["outcome"] == 1 and max(row["step_rewards"], default=0.0) > 0.0 for row in request)
-    assert entry["mig/sft_gate_open"] == gates
-    assert f"step 1: outcome + process {expected:.4f}" in capsys.readouterr().out
+    assert entry["mig/sft_gate_open"] == gates >= 1
+    # outcome-only GRPO gives 0 to every member of a group whose outcomes are equal; MIG moves some of them
+    assert entry["mig/zero_advantage_outcome_only"] > 0
+    assert entry["mig/mig_changed_zero_advantage"] > 0
+    assert entry["mig/zero_advantage_mig"] < entry["mig/zero_advantage_outcome_only"]
+    assert entry["mig/unscored"] == 0.0 and entry["mig/scoring_seconds"] > 0
+    assert f"zero advantage: outcome-only {entry['mig/zero_advantage_outcome_only']:.2f}" in capsys.readouterr().out
