@@ -63,4 +63,5 @@ def test_the_trl_example_trains_a_step_where_mig_opens_gates_and_moves_zero_adva
     assert entry["mig/mig_changed_zero_advantage"] > 0
     assert entry["mig/zero_advantage_mig"] < entry["mig/zero_advantage_outcome_only"]
     assert entry["mig/unscored"] == 0.0 and entry["mig/scoring_seconds"] > 0
-    assert f"zero advantage: outcome-only {entry['mig/zero_advantage_outcome_only']:.2f}" in capsys.readouterr().out
+    shown = f"zero advantage: outcome-only {entry['mig/zero_advantage_outcome_only']:.2f}"
+    assert shown in capsys.readouterr().out

@@ -40,7 +40,7 @@ def main(out_dir: Path, model: str) -> None:
         completions = [COMPLETIONS[(first + row) % GROUP] for row in range(len(prompts))]
         return {
             "prompt_ids": [tokenizer(prompt).input_ids for prompt in prompts],
-            "completion_ids": [tokenizer(text).input_ids + [tokenizer.eos_token_id] for text in completions],
+            "completion_ids": [[*tokenizer(text).input_ids, tokenizer.eos_token_id] for text in completions],
             "logprobs": None,
         }
 

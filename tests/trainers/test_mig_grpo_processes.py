@@ -44,7 +44,9 @@ def logged(record: dict[str, Any]) -> dict[str, Any]:
     return dict(entry)
 
 
-def test_two_processes_train_as_one_on_the_same_global_batch(tmp_path: Path, default_model_path: Path) -> None:
+def test_two_processes_train_as_one_on_the_same_global_batch(
+    tmp_path: Path, default_model_path: Path
+) -> None:
     model = str(default_model_path)
     (single,) = run([sys.executable, str(RUN), str(tmp_path / "one"), model], tmp_path / "one")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
