@@ -128,6 +128,8 @@ class MigGRPOTrainer(GRPOTrainer):
         kwargs["reward_funcs"] = [mig_outcome]
         self._scoring_seconds = 0.0
         self._scored_at_step = 0
+        self._keep_loss_logps = False
+        self._loss_logps: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
         refusal = in_process_probe_refusal(probe, self.is_fsdp_enabled, _zero_stage(self.accelerator))
         if refusal:
@@ -242,38 +244,39 @@ class MigGRPOTrainer(GRPOTrainer):
         # the outcome covers every token TRL trains (EOS included), not only the tokens that cover text
         return dataclasses.replace(credit, completion_mask=mask.bool().cpu().numpy())
 
+    def _get_per_token_logps_and_entropies(self, model: Any, *args: Any, **kwargs: Any) -> Any:
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        if self._keep_loss_logps:  # the policy's forward inside TRL's loss: the SFT term reuses it
+            self._loss_logps = logps
+        return logps, entropies, aux
+
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        loss = super()._compute_loss(model, inputs)
+        self._keep_loss_logps, self._loss_logps = True, None
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            self._keep_loss_logps = False
+        logps, self._loss_logps = self._loss_logps, None
         gate = inputs.get("mig_sft_gate")
         mode = "train" if self.model.training else "eval"
-        if gate is None or self.mig_settings.sft_weight == 0 or float(inputs["mig_sft_tokens"]) == 0:
+        if gate is None or logps is None or self.mig_settings.sft_weight == 0:
             self._metrics[mode]["mig/sft_nll"].append(0.0)
             return loss
-        term = self.sft_nll(model, inputs, gate)
+        term = self.sft_nll(logps, inputs, gate)
         self._metrics[mode]["mig/sft_nll"].append(self.accelerator.gather(term.detach()).sum().item())
         if mode == "train":  # as TRL's "dapo" loss: per micro-batch, over the accumulation window
             term = term * self.args.steps_per_generation / self.current_gradient_accumulation_steps
         # DDP averages the processes' gradients: scale back up so they sum to the global token mean
         return loss + self.mig_settings.sft_weight * term * self.accelerator.num_processes
 
-    def sft_nll(self, model: Any, inputs: Mapping[str, Any], gate: torch.Tensor) -> torch.Tensor:
-        """This process's share of the SFT term: the NLL summed over the completion tokens of its gated rows
-        (one more forward pass over them; 0 when it has none), over the gated tokens of the whole generation
-        batch, all processes (``mig_sft_tokens``): the shares of all processes sum to the token-mean NLL."""
-        completion_mask = inputs["completion_mask"][gate]
-        total = inputs["mig_sft_tokens"].clamp(min=1.0)
-        if not bool(gate.any()):
-            return (inputs["advantages"].sum() * 0.0).to(total.dtype)
-        prompt_ids, prompt_mask = inputs["prompt_ids"][gate], inputs["prompt_mask"][gate]
-        completion_ids = inputs["completion_ids"][gate]
-        logps, _, _ = self._get_per_token_logps_and_entropies(
-            model,
-            torch.cat([prompt_ids, completion_ids], dim=1),
-            torch.cat([prompt_mask, completion_mask], dim=1),
-            completion_ids.size(1),
-        )
-        weights = completion_mask.to(logps.dtype)
-        return -(logps * weights).sum() / total
+    def sft_nll(self, logps: torch.Tensor, inputs: Mapping[str, Any], gate: torch.Tensor) -> torch.Tensor:
+        """This process's share of the SFT term: the NLL of the completion tokens of its gated rows, from
+        the per-token log-probabilities of TRL's own loss forward (no second forward: under DDP every
+        forward is a collective, and a process without a gated row would skip it), over the gated tokens
+        of the whole generation batch, all processes (``mig_sft_tokens``): the shares sum to the
+        token-mean NLL."""
+        weights = inputs["completion_mask"].to(logps.dtype) * gate.to(logps.dtype).unsqueeze(1)
+        return -(logps * weights).sum() / inputs["mig_sft_tokens"].clamp(min=1.0).to(logps.dtype)
 
 
 def in_process_probe_refusal(probe: ProbeChoice, fsdp: bool, zero_stage: int | None) -> str | None:
