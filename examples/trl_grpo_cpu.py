@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     config = GRPOConfig(
         output_dir=args.output_dir,
         use_cpu=True,
+        bf16=False,  # TRL's default bf16 autocast runs the CPU's backward through a slow bf16 matmul
         max_steps=args.steps,
         per_device_train_batch_size=8,
         num_generations=4,

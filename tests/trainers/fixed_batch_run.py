@@ -48,6 +48,7 @@ def main(out_dir: Path, model: str) -> None:
     config = GRPOConfig(
         output_dir=str(out_dir / "grpo"),
         use_cpu=True,
+        bf16=False,  # TRL's default bf16 autocast runs the CPU's backward through a slow bf16 matmul
         max_steps=1,
         per_device_train_batch_size=GROUP // processes,
         num_generations=GROUP,
