@@ -16,10 +16,10 @@ only. Padding is excluded. Peaks (dense bf16, no sparsity): H100 SXM 989 TFLOP/s
 Scoring's share of a GRPO step (``grpo_share`` in results.json, a line in results.md): on the same model, the
 ``packed`` probe scores one GRPO batch (``--grpo-questions`` x ``--grpo-group`` synthetic GSM8K completions;
 the default 8 x 8 = 64, smoke 2 x 4) against one training step over the same batch, the policy's forward and
-backward over each completion's question + steps tokens (bf16, micro-batches of ``--forward-batch-tokens``
-padded tokens, no optimizer update, generation not counted). The fraction is scoring seconds over
-training-step seconds: what the method adds to the step's gradient work (an upper bound on its share of a
-whole step, which also generates).
+backward over each completion's question + steps tokens (bf16; fp32 in --smoke; micro-batches of
+``--forward-batch-tokens`` padded tokens, no optimizer update, generation not counted). The fraction is
+scoring seconds over training-step seconds: what the method adds to the step's gradient work (an upper bound
+on its share of a whole step, which also generates).
 """
 
 from __future__ import annotations
@@ -319,7 +319,9 @@ def grpo_share(model_dir: Path, workload: list, texts: list[str], args: argparse
     gc.collect()
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to(args.device).train()
+    # bf16 on the GPU; the CPU smoke check trains in fp32 (a CPU's bf16 backward is a slow fallback matmul)
+    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(args.device).train()
     rows = [tokenizer(text).input_ids for text in texts]
     per_batch = max(1, args.forward_batch_tokens // max(len(row) for row in rows))
     batches = [rows[i : i + per_batch] for i in range(0, len(rows), per_batch)]
