@@ -12,6 +12,14 @@ FLOPs counted ("model FLOPs", what the path must compute, not what masked kernel
 2 x (non-embedding parameters) per real token forwarded, plus causal attention (QK^T and PV, 4 x d_attn per
 visible query-key pair per layer, the pairs each path's mask allows), plus the LM head on the answer rows
 only. Padding is excluded. Peaks (dense bf16, no sparsity): H100 SXM 989 TFLOP/s, H100 PCIe 756, H200 989.
+
+Scoring's share of a GRPO step (``grpo_share`` in results.json, a line in results.md): on the same model, the
+``packed`` probe scores one GRPO batch (``--grpo-questions`` x ``--grpo-group`` synthetic GSM8K completions;
+the default 8 x 8 = 64, smoke 2 x 4) against one training step over the same batch, the policy's forward and
+backward over each completion's question + steps tokens (bf16; fp32 in --smoke; micro-batches of
+``--forward-batch-tokens`` padded tokens, no optimizer update, generation not counted). The fraction is
+scoring seconds over training-step seconds: what the method adds to the step's gradient work (an upper bound
+on its share of a whole step, which also generates).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -283,6 +292,72 @@ def table(results: list[dict], peak: float | None) -> str:
     return "\n".join(lines)
 
 
+def grpo_share(model_dir: Path, workload: list, texts: list[str], args: argparse.Namespace) -> dict:
+    """Seconds to score ``workload`` (one GRPO batch) with the packed probe against one forward+backward
+    training step of the policy over the batch's ``texts``, on the same model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mig_annotator.engine.probe.settings import TransformersProbeSettings
+    from mig_annotator.engine.probe.transformers_probe import TransformersProbe
+
+    settings = TransformersProbeSettings(
+        model=str(model_dir),
+        mode="packed",
+        dtype="bfloat16",
+        device=args.device,
+        forward_batch_tokens=args.forward_batch_tokens,
+    )
+    probe = TransformersProbe(settings)
+    probe.score(workload[: min(8, len(workload))])  # warm-up
+    synchronize(args.device)
+    started = time.perf_counter()
+    probe.score(workload)
+    synchronize(args.device)
+    scoring = time.perf_counter() - started
+    del probe
+    gc.collect()
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # bf16 on the GPU; the CPU smoke check trains in fp32 (a CPU's bf16 backward is a slow fallback matmul)
+    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(args.device).train()
+    rows = [tokenizer(text).input_ids for text in texts]
+    per_batch = max(1, args.forward_batch_tokens // max(len(row) for row in rows))
+    batches = [rows[i : i + per_batch] for i in range(0, len(rows), per_batch)]
+
+    def step(policy: Any) -> None:
+        for batch in batches:
+            width = max(len(row) for row in batch)
+            ids = torch.tensor([row + [0] * (width - len(row)) for row in batch], device=args.device)
+            mask = (torch.arange(width)[None, :] < torch.tensor([len(row) for row in batch])[:, None]).long()
+            mask = mask.to(args.device)
+            labels = ids.masked_fill(mask == 0, -100)
+            policy(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        policy.zero_grad(set_to_none=True)
+
+    step(model)  # warm-up
+    synchronize(args.device)
+    started = time.perf_counter()
+    step(model)
+    synchronize(args.device)
+    training = time.perf_counter() - started
+    del model
+    gc.collect()
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return {
+        "completions": len(workload),
+        "questions": args.grpo_questions,
+        "group": args.grpo_group,
+        "policy_tokens": sum(len(row) for row in rows),
+        "probe_tokens_minimal": sum(s.minimal_tokens for s in workload),
+        "scoring_s": scoring,
+        "train_step_s": training,
+        "scoring_over_train_step": scoring / training,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -293,6 +368,8 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=16, help="copies of the long 32-step trace")
     parser.add_argument("--forward-batch-tokens", type=int, default=32768)
     parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting new runs after this")
+    parser.add_argument("--grpo-questions", type=int, default=8, help="questions in the GRPO batch")
+    parser.add_argument("--grpo-group", type=int, default=8, help="completions per question")
     args = parser.parse_args()
     started = time.monotonic()
     deadline = started + args.budget_s
@@ -303,6 +380,7 @@ def main() -> None:
     if args.smoke:
         args.device, args.shape = "cpu", TINY
         args.traces, args.long, args.forward_batch_tokens = min(args.traces, 12), min(args.long, 1), 4096
+        args.grpo_questions, args.grpo_group = min(args.grpo_questions, 2), min(args.grpo_group, 4)
     else:
         if not torch.cuda.is_available():
             sys.exit("no CUDA device: run with --smoke for the CPU check")
@@ -344,12 +422,21 @@ def main() -> None:
             results.append(run_mode(mode, model_dir, workloads, args, deadline))
             results[-1]["mode_wall_s"] = time.monotonic() - mode_started
             print(json.dumps({k: v for k, v in results[-1].items() if k != "workloads"}), flush=True)
+        share = None
+        if time.monotonic() < deadline:
+            batch = synthetic_gsm8k(args.grpo_questions * args.grpo_group, seed=1)
+            texts = [q + "\n" + "\n".join(steps) for q, steps, _ in batch]
+            grpo_batch = [builder.build(q, steps, a) for q, steps, a in batch]
+            share = grpo_share(model_dir, grpo_batch, texts, args)
+            print(json.dumps({"grpo_share": share}), flush=True)
     markdown = table(results, peak)
     env["total_s"] = time.monotonic() - started
     for r in results:  # the log-probs were for the agreement column only
         for w in r["workloads"].values():
             w.pop("logprobs", None)
-    (args.out / "results.json").write_text(json.dumps({"env": env, "results": results}, indent=2))
+    (args.out / "results.json").write_text(
+        json.dumps({"env": env, "results": results, "grpo_share": share}, indent=2)
+    )
     header = (
         f"{env['device']}, torch {env['torch']}, transformers {env['transformers']}, bf16, "
         f"{env['shape']}, {env['non_embedding_params'] / 1e9:.3f}B non-embedding parameters, "
@@ -357,6 +444,13 @@ def main() -> None:
     )
     plain = [f"{r['mode']}: {r['plain_tokens_per_s']:.0f}" for r in results if "plain_tokens_per_s" in r]
     footer = f"Plain causal forward of the backbone, same token count (tok/s): {', '.join(plain) or '-'}."
+    if share is not None:
+        footer += (
+            f"\n\nGRPO batch of {share['completions']} completions "
+            f"({share['questions']} x {share['group']}): "
+            f"MIG scoring {share['scoring_s']:.3f} s, one training step (forward+backward) "
+            f"{share['train_step_s']:.3f} s: scoring = {share['scoring_over_train_step']:.2f} x the step."
+        )
     (args.out / "results.md").write_text(f"{header}\n\n{markdown}\n\n{footer}\n")
     print(header, markdown, footer, sep="\n\n")
 

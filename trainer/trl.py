@@ -1,15 +1,31 @@
 """TRL's ``GRPOTrainer`` trained the method's way: per-token decoupled advantages and the gated SFT term.
 
-:class:`MigGRPOTrainer` asks the reward service once per batch (one ``MigClient.annotate_results`` call
-for all the batch's completions), places each annotation on the completion's policy tokens
-(:func:`~mig_annotator.schemas.token_alignment.token_offsets` + ``align_annotation``), and replaces TRL's
-one-advantage-per-completion with :func:`~mig_annotator.trainer.advantages.group_token_advantages` over
-each group of ``num_generations`` consecutive completions (TRL's (B, T) advantage shape). The outcome
-advantage covers every token TRL trains (its ``completion_mask``, EOS included). The loss gains
-``sft_weight * NLL``, the token-mean negative log-likelihood over the completions whose SFT gate is open
-(correct and max_k r_k > sft_threshold); ``mig/sft_nll`` and ``mig/sft_gate_open`` are logged.
-A completion the service cannot score (or with no text) is left out of its group's statistics and gets
-advantage 0 everywhere. Single process only (groups must be local).
+:class:`MigGRPOTrainer` scores each process's completions once per batch (one
+``MigClient.annotate_results`` call, or one in-process engine call), places each annotation on the
+completion's policy tokens (:func:`~mig_annotator.schemas.token_alignment.token_offsets` +
+``align_annotation``), and replaces TRL's one-advantage-per-completion with
+:func:`~mig_annotator.trainer.advantages.group_token_advantages` over each group of ``num_generations``
+consecutive completions (TRL's (B, T) advantage shape). The outcome advantage covers every token TRL
+trains (its ``completion_mask``, EOS included). The loss gains ``sft_weight * NLL``, the token-mean
+negative log-likelihood over the completions whose SFT gate is open (correct and max_k r_k >
+sft_threshold). A completion the probe cannot score (or with no text) is left out of its group's
+statistics and gets advantage 0 everywhere.
+
+**Several processes** (accelerate DDP, DeepSpeed ZeRO-1/2): each process scores its own completions; the
+per-completion credits are gathered (``gather_object``), the group statistics are taken over the global
+groups (a group may straddle processes, as in TRL) and each process keeps its rows; the SFT term is
+normalised by the gated tokens of the whole batch, so N processes train as one on the same global batch.
+FSDP and ZeRO-3 shard the weights: the in-process probes are refused there
+(:func:`in_process_probe_refusal`), ``probe="service"`` works.
+
+**Logged** through TRL's own metrics (``trainer.state.log_history``, TensorBoard, W&B): TRL's ``reward``,
+``reward_std`` and ``frac_reward_zero_std`` are the outcome's (the only reward function TRL sees is
+``mig_outcome``); ``mig/*`` are :func:`~mig_annotator.trainer.batch_metrics.batch_credit_metrics` over
+the global batch (outcome and process means, the process total's within-group spread, the share of
+completions with zero advantage under outcome-only GRPO and under MIG, the SFT gate's count and rate,
+unscored completions), plus ``mig/scoring_seconds`` (this process's scoring call),
+``mig/scoring_share`` (those seconds over TRL's ``step_time``), ``mig/probe_version`` and
+``mig/sft_nll``.
 
 Which model computes v_k (``probe``):
 
@@ -31,11 +47,13 @@ TRL, torch and transformers are imported when this module is; the engine when ``
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from mig_annotator.client.http import MigClient
@@ -50,8 +68,9 @@ from mig_annotator.trainer.advantages import (
     sft_gate,
     unscored,
 )
+from mig_annotator.trainer.batch_metrics import batch_credit_metrics
 
-__all__ = ["MigGRPOTrainer", "ProbeChoice"]
+__all__ = ["MigGRPOTrainer", "ProbeChoice", "in_process_probe_refusal"]
 
 ProbeChoice = Literal["service", "policy", "reference"]
 
@@ -97,17 +116,24 @@ class MigGRPOTrainer(GRPOTrainer):
         self.mig_used_advantages: list[torch.Tensor] = []  # per generation batch, for inspection and tests
         self.mig_used_gates: list[list[bool]] = []
 
-        def mig_mixed(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+        def mig_outcome(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+            started = time.perf_counter()
+            self._scored_at_step = int(self.state.global_step)
             self._batch_annotations = self.score_completions(prompts, completions, columns)
-            return [
-                a.outcome + a.process_reward if a is not None else float("nan")
-                for a in self._batch_annotations
-            ]
+            self._scoring_seconds = time.perf_counter() - started
+            return [float(a.outcome) if a is not None else float("nan") for a in self._batch_annotations]
 
-        kwargs["reward_funcs"] = [mig_mixed]  # TRL logs it; the advantages below replace TRL's
+        # TRL logs it (reward, reward_std, frac_reward_zero_std: outcome-only GRPO's view of the batch);
+        # the per-token advantages below replace the advantages TRL computes from it
+        kwargs["reward_funcs"] = [mig_outcome]
+        self._scoring_seconds = 0.0
+        self._scored_at_step = 0
+        self._keep_loss_logps = False
+        self._loss_logps: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
-        if self.accelerator.num_processes > 1:
-            raise ValueError("MigGRPOTrainer runs in one process (the groups must be local)")
+        refusal = in_process_probe_refusal(probe, self.is_fsdp_enabled, _zero_stage(self.accelerator))
+        if refusal:
+            raise ValueError(refusal)
         if probe == "reference" and getattr(self, "ref_model", None) is None:
             raise ValueError(
                 "probe='reference' scores with TRL's reference model, and this trainer has none: set "
@@ -158,24 +184,55 @@ class MigGRPOTrainer(GRPOTrainer):
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
         if len(self._batch_annotations) != completion_ids.size(0):
             raise RuntimeError("the scored batch does not match the generated completions")
-        credits = [
+        local = [
             self._credit(annotation, completion_ids[row], mask[row])
             for row, annotation in enumerate(self._batch_annotations)
         ]
+        # every process holds a slice of the global groups: take the statistics over the global batch,
+        # as TRL does for its rewards, and keep this process's rows
+        credits = gather_object(local) if self.accelerator.num_processes > 1 else local
         size = self.num_generations if self.model.training else self.num_generations_eval
         rows: list[np.ndarray] = []
         for start in range(0, len(credits), size):
             rows.extend(group_token_advantages(credits[start : start + size], self.mig_settings))
-        advantages = torch.tensor(np.stack(rows), dtype=torch.float32, device=completion_ids.device)
+        first = self.accelerator.process_index * len(local)
+        advantages = torch.tensor(
+            np.stack(rows[first : first + len(local)]), dtype=torch.float32, device=completion_ids.device
+        )
         gates = [sft_gate(credit, self.mig_settings) for credit in credits]
+        gated_tokens = sum(float(c.completion_mask.sum()) for c, g in zip(credits, gates, strict=True) if g)
         output["advantages"] = advantages
-        output["mig_sft_gate"] = torch.tensor(gates, dtype=torch.bool, device=completion_ids.device)
+        output["mig_sft_gate"] = torch.tensor(
+            gates[first : first + len(local)], dtype=torch.bool, device=completion_ids.device
+        )
+        output["mig_sft_tokens"] = torch.tensor(gated_tokens, device=completion_ids.device)
         self.mig_used_advantages.append(advantages.detach().cpu().clone())
-        self.mig_used_gates.append(gates)
+        self.mig_used_gates.append(gates[first : first + len(local)])
         mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["mig/sft_gate_open"].append(float(sum(gates)))
-        self._metrics[mode]["mig/unscored"].append(float(sum(a is None for a in self._batch_annotations)))
+        metrics = batch_credit_metrics(credits, rows, size, self.mig_settings)
+        metrics["mig/scoring_seconds"] = self._scoring_seconds
+        metrics["mig/probe_version"] = self._probe_version()
+        for name, value in metrics.items():
+            self._metrics[mode][name].append(value)
         return output
+
+    def _probe_version(self) -> float:
+        """The weights that scored the batch: the service's probe_version, the policy's global step at
+        scoring time, 0 for the frozen reference model (NaN when the service scored nothing)."""
+        if self.mig_probe == "policy":
+            return float(self._scored_at_step)
+        if self.mig_probe == "reference":
+            return 0.0
+        versions = [a.probe_version for a in self._batch_annotations if a and a.probe_version is not None]
+        return float(max(versions)) if versions else float("nan")
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's log, with ``mig/scoring_share``: the scoring seconds over TRL's ``step_time`` (the whole
+        optimizer step: generation, scoring, forward and backward) since the last log."""
+        metrics = self._metrics["train"] if self.model.training else None
+        if metrics and metrics.get("mig/scoring_seconds") and metrics.get("step_time"):
+            metrics["mig/scoring_share"] = [sum(metrics["mig/scoring_seconds"]) / sum(metrics["step_time"])]
+        super().log(logs, start_time)
 
     def _credit(
         self, annotation: TraceAnnotation | None, ids: torch.Tensor, mask: torch.Tensor
@@ -187,26 +244,56 @@ class MigGRPOTrainer(GRPOTrainer):
         # the outcome covers every token TRL trains (EOS included), not only the tokens that cover text
         return dataclasses.replace(credit, completion_mask=mask.bool().cpu().numpy())
 
+    def _get_per_token_logps_and_entropies(self, model: Any, *args: Any, **kwargs: Any) -> Any:
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        if self._keep_loss_logps:  # the policy's forward inside TRL's loss: the SFT term reuses it
+            self._loss_logps = logps
+        return logps, entropies, aux
+
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        loss = super()._compute_loss(model, inputs)
+        self._keep_loss_logps, self._loss_logps = True, None
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            self._keep_loss_logps = False
+        logps, self._loss_logps = self._loss_logps, None
         gate = inputs.get("mig_sft_gate")
         mode = "train" if self.model.training else "eval"
-        if gate is None or self.mig_settings.sft_weight == 0 or not bool(gate.any()):
+        if gate is None or logps is None or self.mig_settings.sft_weight == 0:
             self._metrics[mode]["mig/sft_nll"].append(0.0)
             return loss
-        nll = self.sft_nll(model, inputs, gate)
-        self._metrics[mode]["mig/sft_nll"].append(float(nll.detach()))
-        return loss + self.mig_settings.sft_weight * nll
+        term = self.sft_nll(logps, inputs, gate)
+        self._metrics[mode]["mig/sft_nll"].append(self.accelerator.gather(term.detach()).sum().item())
+        if mode == "train":  # as TRL's "dapo" loss: per micro-batch, over the accumulation window
+            term = term * self.args.steps_per_generation / self.current_gradient_accumulation_steps
+        # DDP averages the processes' gradients: scale back up so they sum to the global token mean
+        return loss + self.mig_settings.sft_weight * term * self.accelerator.num_processes
 
-    def sft_nll(self, model: Any, inputs: Mapping[str, Any], gate: torch.Tensor) -> torch.Tensor:
-        """Token-mean NLL of the completion tokens of the gated rows (one more forward pass over them)."""
-        prompt_ids, prompt_mask = inputs["prompt_ids"][gate], inputs["prompt_mask"][gate]
-        completion_ids, completion_mask = inputs["completion_ids"][gate], inputs["completion_mask"][gate]
-        logps, _, _ = self._get_per_token_logps_and_entropies(
-            model,
-            torch.cat([prompt_ids, completion_ids], dim=1),
-            torch.cat([prompt_mask, completion_mask], dim=1),
-            completion_ids.size(1),
-        )
-        weights = completion_mask.to(logps.dtype)
-        return -(logps * weights).sum() / weights.sum().clamp(min=1.0)
+    def sft_nll(self, logps: torch.Tensor, inputs: Mapping[str, Any], gate: torch.Tensor) -> torch.Tensor:
+        """This process's share of the SFT term: the NLL of the completion tokens of its gated rows, from
+        the per-token log-probabilities of TRL's own loss forward (no second forward: under DDP every
+        forward is a collective, and a process without a gated row would skip it), over the gated tokens
+        of the whole generation batch, all processes (``mig_sft_tokens``): the shares sum to the
+        token-mean NLL."""
+        weights = inputs["completion_mask"].to(logps.dtype) * gate.to(logps.dtype).unsqueeze(1)
+        return -(logps * weights).sum() / inputs["mig_sft_tokens"].clamp(min=1.0).to(logps.dtype)
+
+
+def in_process_probe_refusal(probe: ProbeChoice, fsdp: bool, zero_stage: int | None) -> str | None:
+    """Why ``probe`` cannot score under this sharding (None: it can). The in-process probes run the model's
+    own forward on each process's completions alone: with FSDP or DeepSpeed ZeRO-3 the weights are sharded,
+    and a forward is a collective every process must join with the same calls, which per-process scoring
+    of unequal batches does not give (a hang, or a shard-sized matrix error)."""
+    if probe == "service" or not (fsdp or zero_stage == 3):
+        return None
+    sharding = "FSDP" if fsdp else "DeepSpeed ZeRO-3"
+    return (
+        f"probe={probe!r} scores with the trainer's own weights in process, and {sharding} shards them "
+        "across processes: use probe='service' (a reward service; ServiceFollowsPolicy keeps its probe on "
+        "the policy's checkpoints), or DDP / ZeRO-1/2, where every process holds the whole model"
+    )
+
+
+def _zero_stage(accelerator: Any) -> int | None:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return None if plugin is None else int(plugin.zero_stage)

@@ -22,8 +22,13 @@ and runs it after :func:`prepare`:
   becomes ``trainer.default_local_dir`` as an absolute path (the reward workers and the service do not
   share this process's working directory), and ``trainer.save_freq`` must be at least 1.
 
-``MIG_VERL_DRY_RUN=1`` prints what would run (the prepared ``algorithm`` and actor loss, and the
-environment given to Ray) as JSON and exits without starting Ray.
+``adv_estimator=mig_decoupled`` needs groups: ``actor_rollout_ref.rollout.n`` below 2 is refused here,
+before Ray starts (verl's default is 1, and one rollout per prompt gives every advantage 0).
+
+``MIG_VERL_DRY_RUN=1`` prints what would run as JSON and exits without starting Ray: ``run``, every
+resolved setting that decides what trains (:func:`resolved_run`: data files, model, n, batch
+sizes, estimator, loss, service URL, probe), the prepared ``algorithm`` and actor loss, and the environment
+given to Ray.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any
 
 from mig_annotator.client.verl_reward_loop import DECOUPLED_ESTIMATOR
 
-__all__ = ["DRY_RUN_ENV", "EXTERNAL_MODULES", "main", "prepare"]
+__all__ = ["DRY_RUN_ENV", "EXTERNAL_MODULES", "main", "prepare", "resolved_run"]
 
 EXTERNAL_MODULES = ("mig_annotator.trainer.verl_estimator", "mig_annotator.trainer.verl_loss")
 EXTERNAL_MODULES_ENV = "VERL_USE_EXTERNAL_MODULES"
@@ -52,6 +57,7 @@ def prepare(config: Any) -> dict[str, str]:
     from mig_annotator.trainer.verl_loss import SFT_BASE_LOSS_ENV, SFT_WEIGHT_ENV
 
     settings = advantage_settings(config.algorithm)
+    _check_group_size(config)
     loaded = [m for m in os.environ.get(EXTERNAL_MODULES_ENV, "").split(",") if m]
     env = {EXTERNAL_MODULES_ENV: ",".join([*loaded, *(m for m in EXTERNAL_MODULES if m not in loaded)])}
     policy_loss = config.actor_rollout_ref.actor.policy_loss
@@ -71,6 +77,63 @@ def prepare(config: Any) -> dict[str, str]:
     for key, value in env.items():  # a cluster started by `ray start` does not inherit this environment
         OmegaConf.update(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{key}", value, force_add=True)
     return env
+
+
+def _check_group_size(config: Any) -> None:
+    """``mig_decoupled`` compares each rollout with the others of its prompt: one rollout per prompt
+    (verl's default ``rollout.n`` is 1) would make every advantage 0 and train nothing."""
+    if config.algorithm.adv_estimator != DECOUPLED_ESTIMATOR:
+        return
+    n = config.actor_rollout_ref.rollout.get("n", 1)
+    if n is None or int(n) < 2:
+        raise ValueError(
+            f"algorithm.adv_estimator={DECOUPLED_ESTIMATOR} normalises each prompt's rollouts against each "
+            f"other: set actor_rollout_ref.rollout.n to the group size, at least 2 (it is {n}; with one "
+            "rollout per prompt every advantage is 0)"
+        )
+
+
+RESOLVED_KEYS = (
+    "data.train_files",
+    "data.val_files",
+    "data.train_batch_size",  # prompts per step; each gets rollout.n responses
+    "data.max_prompt_length",
+    "data.max_response_length",
+    "actor_rollout_ref.model.path",
+    "actor_rollout_ref.rollout.name",
+    "actor_rollout_ref.rollout.n",  # the group size
+    "actor_rollout_ref.actor.ppo_mini_batch_size",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+    "actor_rollout_ref.actor.use_kl_loss",
+    "actor_rollout_ref.actor.policy_loss.loss_mode",
+    "algorithm.adv_estimator",
+    "algorithm.mig",
+    "reward.reward_manager.name",
+    "reward.mig.base_url",  # the reward service
+    "trainer.nnodes",
+    "trainer.n_gpus_per_node",
+    "trainer.total_epochs",
+    "trainer.total_training_steps",
+)
+
+
+def resolved_run(config: Any) -> dict[str, Any]:
+    """The settings that decide what trains (:data:`RESOLVED_KEYS`, resolved) and ``probe``: which model
+    scores the rollouts."""
+    from omegaconf import OmegaConf
+
+    def pick(key: str) -> Any:
+        value = OmegaConf.select(config, key, default=None)
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    run = {key: pick(key) for key in RESOLVED_KEYS}
+    every = pick("reward.mig.reload_every_n_steps") or pick("trainer.save_freq")
+    run["probe"] = (
+        f"the service's probe, reloaded from the policy's checkpoints every {every} steps"
+        if pick("reward.mig.follow_policy")
+        else "the service's probe (its own fixed weights)"
+    )
+    return run
 
 
 def _follow_policy(config: Any) -> None:
@@ -105,6 +168,7 @@ def _run(config: Any) -> None:
     env = prepare(config)
     if os.environ.get(DRY_RUN_ENV, "") not in ("", "0"):
         shown = {
+            "run": resolved_run(config),
             "algorithm": OmegaConf.to_container(config.algorithm, resolve=True),
             "policy_loss": OmegaConf.to_container(config.actor_rollout_ref.actor.policy_loss, resolve=True),
             "reward_manager": OmegaConf.to_container(config.reward.reward_manager, resolve=True),
