@@ -31,6 +31,7 @@ def cpu_grpo_config(output_dir: Path, steps: int) -> Any:
     return GRPOConfig(
         output_dir=str(output_dir),
         use_cpu=True,
+        bf16=False,  # GRPOConfig's default bf16 autocast makes the CPU's backward a slow fallback matmul
         max_steps=steps,
         per_device_train_batch_size=8,
         num_generations=4,
