@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +13,32 @@ import pytest
 from mig_annotator.builder.audit.database import AuditDatabase, AuditLimits, AuditQueryError, discover_sources
 from tests.builder.conftest import CLI, REPO
 from tests.builder.test_audit import FIXTURE_A, write_dataset
+
+# A child's ru_maxrss counts the memory of the process it was forked from until it execs (Linux keeps the
+# old address space's high-water mark), so a command started straight from this pytest process (hundreds of
+# MB once torch is imported) would report at least that much. It is started from a small Python launcher
+# instead, which reports its own child's peak.
+_PEAK_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def run_with_peak_rss(args: list[str], peak_file: Path) -> tuple[int, str, float]:
+    """Run ``args`` in the repository; its exit code, its stderr and its peak RSS in MB."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_LAUNCHER, str(peak_file), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=600,
+    )
+    return result.returncode, result.stderr, int(peak_file.read_text()) / 1024
+
 
 CROSS_JOIN_QUERY = "select string_agg(repeat(a.trace_id, 100000), ',') from annotations a, annotations b"
 RUNAWAY_QUERIES = {
@@ -64,20 +91,16 @@ def test_the_default_limits_bound_every_query() -> None:
     assert limits.memory_limit_mb == 1024 and limits.timeout_s == 60 and limits.threads == 2
 
 
-def test_cli_audit_stops_a_string_agg_cross_join_with_bounded_memory(dataset: Path) -> None:
+def test_cli_audit_stops_a_string_agg_cross_join_with_bounded_memory(dataset: Path, tmp_path: Path) -> None:
     sql = RUNAWAY_QUERIES["string_agg of repeat over a cross join"]
     args = [*CLI, "audit", str(dataset), "--sql", sql, "--memory-limit-mb", "64", "--timeout-s", "5"]
     args += ["--threads", "1"]
     started = time.monotonic()
-    process = subprocess.Popen(
-        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    stderr = process.stderr.read() if process.stderr else ""
+    code, stderr, peak_mb = run_with_peak_rss(args, tmp_path / "peak")
     elapsed = time.monotonic() - started
-    assert os.waitstatus_to_exitcode(status) != 0
+    assert code != 0
     assert "memory limit of 64 MB" in stderr and "--memory-limit-mb" in stderr
-    assert usage.ru_maxrss / 1024 < 1024  # MB: unbounded, this query reached 9 GB
+    assert peak_mb < 1024  # unbounded, this query reached 9 GB
     assert elapsed < 60
 
 
@@ -110,13 +133,11 @@ def test_values_built_past_the_memory_limit_stop_with_an_error_naming_it(dataset
         assert db.user_query("select count(*) from annotations").rows == [(len(FIXTURE_A),)]
 
 
-def test_cli_audit_stops_a_result_of_millions_of_rows_with_bounded_memory(dataset: Path) -> None:
+def test_cli_audit_stops_a_result_of_millions_of_rows_with_bounded_memory(
+    dataset: Path, tmp_path: Path
+) -> None:
     args = [*CLI, "audit", str(dataset), "--sql", "SELECT range FROM range(100000000)", "--max-rows", "1000"]
-    process = subprocess.Popen(
-        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    stderr = process.stderr.read() if process.stderr else ""
-    assert os.waitstatus_to_exitcode(status) != 0
+    code, stderr, peak_mb = run_with_peak_rss(args, tmp_path / "peak")
+    assert code != 0
     assert "more than 1,000 rows (raise it with --max-rows" in stderr
-    assert usage.ru_maxrss / 1024 < 512  # MB: the unbounded result passed 6 GB
+    assert peak_mb < 512  # the unbounded result passed 6 GB
