@@ -45,10 +45,14 @@ def test_a_step_regex_too_costly_for_its_completion_fails_that_trace_by_name(pro
 def test_planning_of_requests_past_their_deadline_is_abandoned(probe: Probe) -> None:
     """Two requests whose step search is within the work limit but longer than the deadline hold both
     planning threads until the deadline, not after: a one-line request sent after their 504s is planned and
-    answered within its own (equally short) deadline."""
-    pattern = "(.*a){90}"
+    answered within its own (equally short) deadline.
+
+    ``(.*a){1000}`` overflows RE2's DFA, so its search runs on the slow engine at every machine's load (about
+    10 ns per instruction and byte: 5 s or more just under the work limit, against a 3 s deadline); a
+    pattern the DFA handles could finish planning in time and hand the probe two huge traces instead."""
+    pattern = "(.*a){1000}"
     completion = "a" * (MAX_REGEX_WORK // StepPattern(pattern).program_size - 1000)
-    settings = ServiceSettings(audit_enabled=False, request_timeout_s=8.0)  # the search alone takes longer
+    settings = ServiceSettings(audit_enabled=False, request_timeout_s=3.0)  # the search alone takes longer
     heavy = _regex_request(pattern, completion, [])
     light = {"trace": trace_json(small_traces(1)[0])}
     answers: list[int] = []
