@@ -11,6 +11,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from mig_annotator.engine.segment.user_regex import MAX_REGEX_WORK, StepPattern
 from mig_annotator.schemas import Trace
 
 
@@ -67,3 +68,22 @@ def small_traces(count: int, prefix: str = "t") -> list[Trace]:
 
 def trace_json(trace: Trace) -> dict[str, object]:
     return trace.model_dump(mode="json", exclude_none=True)
+
+
+SLOW_STEP_PATTERN = "(.*a){1000}"
+"""Overflows RE2's DFA, so its search runs on the slow engine on every machine."""
+
+
+def slow_planning_request(traces: int = 12) -> dict[str, object]:
+    """A request whose planning takes many seconds on any machine: ``traces`` completions of "a", each just
+    under the step search's work limit with :data:`SLOW_STEP_PATTERN` (about 2 s each on an idle core here;
+    one request is planned on one thread, trace after trace, so 12 take about 24 s), about 45 KB each."""
+    size = MAX_REGEX_WORK // StepPattern(SLOW_STEP_PATTERN).program_size - 1000
+    completion = "a" * size
+    return {
+        "traces": [
+            {"id": f"slow{index}", "question": "q?", "completion": completion, "reference_answer": "1"}
+            for index in range(traces)
+        ],
+        "config": {"segmenter": "regex", "step_regex": SLOW_STEP_PATTERN},
+    }

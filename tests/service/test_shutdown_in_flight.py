@@ -12,21 +12,11 @@ from pathlib import Path
 import httpx
 
 from mig_annotator.cli.serve_process import ServeProcess
-from mig_annotator.engine.segment.user_regex import MAX_REGEX_WORK, StepPattern
+from tests.service.support import slow_planning_request
 
 REPO = Path(__file__).resolve().parents[2]
 GRACE_S = 2
 IN_FLIGHT = 2
-
-
-def _heavy_request() -> dict[str, object]:
-    """A step search within the work limit, several seconds of planning at RE2's slowest."""
-    pattern = "(.*a){90}"
-    completion = "a" * (MAX_REGEX_WORK // StepPattern(pattern).program_size - 1000)
-    return {
-        "trace": {"id": "heavy", "question": "q?", "completion": completion, "reference_answer": "1"},
-        "config": {"segmenter": "regex", "step_regex": pattern},
-    }
 
 
 def test_sigterm_answers_in_flight_requests_with_the_json_error_and_exits(tmp_path: Path) -> None:
@@ -41,7 +31,7 @@ def test_sigterm_answers_in_flight_requests_with_the_json_error_and_exits(tmp_pa
     answers: list[httpx.Response] = []
     with ServeProcess(args=[], env=env, cwd=tmp_path, ready_timeout_s=120, stop_grace_s=5) as server:
         assert server.process is not None
-        body = _heavy_request()
+        body = slow_planning_request()
         senders = [
             threading.Thread(
                 target=lambda: answers.append(httpx.post(f"{server.url}/v1/annotate", json=body, timeout=120))

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from mig_annotator.engine.probe.base import Probe
-from mig_annotator.engine.segment.user_regex import MAX_REGEX_WORK, StepPattern
+from mig_annotator.engine.segment.user_regex import MAX_REGEX_WORK
 from mig_annotator.service.app import create_app
 from mig_annotator.service.settings import ServiceSettings
-from tests.service.support import live_server, small_traces, trace_json
+from tests.service.support import live_server, slow_planning_request, small_traces, trace_json
 
 
 def _regex_request(pattern: str, completion: str, extra: list[dict[str, object]]) -> dict[str, object]:
@@ -43,17 +43,15 @@ def test_a_step_regex_too_costly_for_its_completion_fails_that_trace_by_name(pro
 
 @pytest.mark.model
 def test_planning_of_requests_past_their_deadline_is_abandoned(probe: Probe) -> None:
-    """Two requests whose step search is within the work limit but longer than the deadline hold both
-    planning threads until the deadline, not after: a one-line request sent after their 504s is planned and
-    answered within its own (equally short) deadline.
+    """Two requests whose planning (step searches within the work limit) takes several times the deadline
+    hold both planning threads until the deadline, not after: a one-line request sent after their 504s is
+    planned and answered within its own (equally short) deadline.
 
-    ``(.*a){1000}`` overflows RE2's DFA, so its search runs on the slow engine at every machine's load (about
-    10 ns per instruction and byte: 5 s or more just under the work limit, against a 3 s deadline); a
-    pattern the DFA handles could finish planning in time and hand the probe two huge traces instead."""
-    pattern = "(.*a){1000}"
-    completion = "a" * (MAX_REGEX_WORK // StepPattern(pattern).program_size - 1000)
-    settings = ServiceSettings(audit_enabled=False, request_timeout_s=3.0)  # the search alone takes longer
-    heavy = _regex_request(pattern, completion, [])
+    Each heavy request holds 12 searches of about 2 s each on an idle core here (RE2's slow engine, see
+    :data:`SLOW_STEP_PATTERN`), against a 3 s deadline: a machine would have to plan 8 times faster than
+    this one for a heavy request to finish planning in time."""
+    settings = ServiceSettings(audit_enabled=False, request_timeout_s=3.0)
+    heavy = slow_planning_request()
     light = {"trace": trace_json(small_traces(1)[0])}
     answers: list[int] = []
     with live_server(create_app(settings, probe=probe)) as url:
