@@ -69,6 +69,7 @@ from mig_annotator.trainer.advantages import (
     unscored,
 )
 from mig_annotator.trainer.batch_metrics import batch_credit_metrics
+from mig_annotator.trainer.trl_vllm import colocate_refusal, dropped_weights, vllm_server_refusal
 
 __all__ = ["MigGRPOTrainer", "ProbeChoice", "in_process_probe_refusal"]
 
@@ -130,8 +131,16 @@ class MigGRPOTrainer(GRPOTrainer):
         self._scored_at_step = 0
         self._keep_loss_logps = False
         self._loss_logps: torch.Tensor | None = None
+        config = kwargs.get("args")  # before TRL reaches for a vLLM server; GRPOConfig() has no vLLM
+        if config is not None:
+            cuda = torch.cuda.is_available() and not config.use_cpu
+            refusal = vllm_server_refusal(config.use_vllm, config.vllm_mode, cuda)
+            if refusal:
+                raise ValueError(refusal)
         super().__init__(*args, **kwargs)
         refusal = in_process_probe_refusal(probe, self.is_fsdp_enabled, _zero_stage(self.accelerator))
+        if self.use_vllm and self.vllm_mode == "colocate":
+            refusal = refusal or colocate_refusal(dropped_weights(_colocated_engine_model(self)))
         if refusal:
             raise ValueError(refusal)
         if probe == "reference" and getattr(self, "ref_model", None) is None:
@@ -292,6 +301,11 @@ def in_process_probe_refusal(probe: ProbeChoice, fsdp: bool, zero_stage: int | N
         "across processes: use probe='service' (a reward service; ServiceFollowsPolicy keeps its probe on "
         "the policy's checkpoints), or DDP / ZeRO-1/2, where every process holds the whole model"
     )
+
+
+def _colocated_engine_model(trainer: GRPOTrainer) -> Any:
+    """The model of TRL's colocated ``vllm.LLM``, where TRL's ``sync_weights`` loads the policy."""
+    return trainer.vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
 
 
 def _zero_stage(accelerator: Any) -> int | None:
