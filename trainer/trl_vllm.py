@@ -27,8 +27,8 @@ def vllm_server_refusal(use_vllm: bool, vllm_mode: str, cuda: bool) -> str | Non
     if not use_vllm or vllm_mode != "server" or cuda:
         return None
     return (
-        "use_vllm=True with vllm_mode='server' needs a CUDA trainer: after every optimizer step TRL pushes the "
-        "policy's weights to the vLLM server over vLLM's NCCL weight-transfer engine (VLLMClient."
+        "use_vllm=True with vllm_mode='server' needs a CUDA trainer: after every optimizer step TRL pushes "
+        "the policy's weights to the vLLM server over vLLM's NCCL weight-transfer engine (VLLMClient."
         "init_communicator), which has no CPU backend. On a CPU use vllm_mode='colocate' (where vLLM keeps "
         "its linear weights as parameters), or leave use_vllm off"
     )
@@ -46,7 +46,7 @@ def colocate_refusal(dropped: list[str]) -> str | None:
         return None
     return (
         f"use_vllm=True with vllm_mode='colocate' cannot follow the policy here: vLLM's CPU backend packed "
-        f"{len(dropped)} linear weights for its oneDNN/AMX kernels and dropped the parameters TRL's weight sync "
-        f"loads the policy into (e.g. {dropped[0]}), so the engine would fail at the first sync. Train on a "
-        "GPU, or leave use_vllm off on this CPU"
+        f"{len(dropped)} linear weights for its oneDNN/AMX kernels and dropped the parameters TRL's weight "
+        f"sync loads the policy into (e.g. {dropped[0]}), so the engine would fail at the first sync. Train "
+        "on a GPU, or leave use_vllm off on this CPU"
     )
