@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ COMPLETION = "3<7 drop 3\n7<5 drop 7\n2<5 drop 2\nA: 5"
 
 
 @pytest.fixture(scope="module")
-def annotation(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a TraceAnnotation
+def annotation(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The engine's real annotation of COMPLETION, by a randomly initialised tiny policy as the probe."""
     from mig_annotator.engine.annotator import Annotator
     from mig_annotator.engine.probe.transformers_probe import TransformersProbe, TransformersProbeSettings
@@ -40,11 +41,12 @@ def annotation(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a Tr
     probe = TransformersProbe(TransformersProbeSettings(model=str(folder), threads=1))
     config = ScoringConfig(prompt=PromptTemplate(**policy.PROBE_TEMPLATE))
     with Annotator(probe, config) as annotator:
-        (note,) = annotator.annotate([Trace(id="t", question="3 7 5 2", completion=COMPLETION, reference_answer="7")])
+        trace = Trace(id="t", question="3 7 5 2", completion=COMPLETION, reference_answer="7")
+        (note,) = annotator.annotate([trace])
     return note
 
 
-def test_the_task_grader_gives_1_until_the_first_step_that_is_false_or_drops_a_digit_out_of_the_running() -> None:
+def test_the_task_grader_gives_1_until_the_first_false_step_or_one_with_a_digit_out_of_the_running() -> None:
     problem = task.Problem((3, 7, 5, 2))
     assert task.oracle_step_rewards(problem, ["3<7 drop 3", "5<7 drop 5", "2<7 drop 2"]) == [1.0, 1.0, 1.0]
     assert task.oracle_step_rewards(problem, ["3<7 drop 3", "7<5 drop 7", "2<5 drop 2"]) == [1.0, 0.0, 0.0]
@@ -56,9 +58,13 @@ def test_the_task_grader_gives_1_until_the_first_step_that_is_false_or_drops_a_d
     assert task.oracle_step_rewards(problem, ["3 < 7", "5<7 drop 5"]) == [0.0, 0.0]
 
 
-def test_the_oracle_keeps_the_probes_steps_and_its_rewards_sit_on_the_tokens_where_migs_do(annotation) -> None:  # noqa: ANN001
+def test_the_oracle_keeps_the_probes_steps_and_its_rewards_sit_where_migs_do(annotation: Any) -> None:
     from mig_annotator.schemas.token_alignment import align_annotation, token_offsets
-    from mig_annotator.trainer.advantages import AdvantageSettings, credit_from_annotation, group_token_advantages
+    from mig_annotator.trainer.advantages import (
+        AdvantageSettings,
+        credit_from_annotation,
+        group_token_advantages,
+    )
 
     assert [s.text for s in annotation.steps] == ["3<7 drop 3", "7<5 drop 7", "2<5 drop 2"]
     oracle = controls.oracle_annotation(annotation, controls.problem_of("3 7 5 2"))
@@ -90,7 +96,7 @@ def test_the_oracle_keeps_the_probes_steps_and_its_rewards_sit_on_the_tokens_whe
     assert np.allclose(first[~cot], 0.0)  # equal outcomes: no outcome advantage
 
 
-def test_the_placebo_is_a_seeded_permutation_of_the_batchs_mig_rewards(annotation) -> None:  # noqa: ANN001
+def test_the_placebo_is_a_seeded_permutation_of_the_batchs_mig_rewards(annotation: Any) -> None:
     batch = [
         controls.with_step_rewards(annotation, [0.5, 0.0, 0.25]),
         None,  # an unscored completion stays unscored
@@ -100,7 +106,8 @@ def test_the_placebo_is_a_seeded_permutation_of_the_batchs_mig_rewards(annotatio
     shuffled = controls.placebo_annotations(batch, random.Random(3))
     after = [[s.reward for s in a.steps] for a in shuffled if a is not None]
     assert shuffled[1] is None
-    assert sorted(sum(after, [])) == sorted(sum(before, [])) == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0]
+    pooled = sorted(r for rs in before for r in rs)
+    assert sorted(r for rs in after for r in rs) == pooled == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0]
     assert after != before
     assert [len(r) for r in after] == [3, 3]
     again = controls.placebo_annotations(batch, random.Random(3))
@@ -108,7 +115,7 @@ def test_the_placebo_is_a_seeded_permutation_of_the_batchs_mig_rewards(annotatio
     assert [a.process_reward for a in shuffled if a is not None] == [sum(r) for r in after]
 
 
-def test_the_placebo_redraws_an_identity_permutation_and_leaves_equal_rewards_as_they_are(annotation) -> None:  # noqa: ANN001
+def test_the_placebo_redraws_an_identity_permutation_and_leaves_equal_rewards_alone(annotation: Any) -> None:
     class Identity(random.Random):
         def shuffle(self, x: list) -> None:  # type: ignore[override]
             return None
@@ -121,7 +128,7 @@ def test_the_placebo_redraws_an_identity_permutation_and_leaves_equal_rewards_as
     assert [s.reward for s in same.steps] == [0.0, 0.0, 0.0]
 
 
-def test_the_credit_auroc_ranks_first_invalid_steps_against_the_valid_steps_before_them(annotation) -> None:  # noqa: ANN001
+def test_the_credit_auroc_ranks_first_invalid_steps_against_the_valid_steps_before(annotation: Any) -> None:
     problem = controls.problem_of("3 7 5 2")
     # the same chain (valid, FIRST INVALID, after) three times with other mig_k: scores are -mig_k
     notes = []
@@ -153,7 +160,7 @@ def test_the_paired_rule_calls_a_win_only_when_the_t_interval_is_above_0() -> No
     # mean 0.03, sd 0.02, n 10: half width 2.262157 * 0.02 / sqrt(10) = 0.014307
     diffs = [0.03 + 0.02 * z for z in (-1.5, -1, -0.5, 0, 0, 0, 0, 0.5, 1, 1.5)]
     sd = float(np.std(diffs, ddof=1))
-    mean, low, high = power.paired_interval(diffs)
+    mean, _, high = power.paired_interval(diffs)
     assert mean == pytest.approx(0.03)
     assert high - mean == pytest.approx(2.262157 * sd / np.sqrt(10), abs=1e-6)
     assert report.paired_verdict(diffs) == "win"
