@@ -129,6 +129,12 @@ class EvalSpec(_Strict):
         default=1, gt=0, description="sampled metric: completions per problem; accuracy is their mean"
     )
     greedy: bool = Field(default=False, description="also report greedy accuracy on the same problems")
+    curve_samples_per_problem: int | None = Field(
+        default=None,
+        gt=0,
+        description="at the points between step 0 and the last (the curve, not the primary metric): this "
+        "many samples per problem and no greedy pass, to save time; None: as at the ends",
+    )
     credit_problems: int = Field(
         default=0,
         ge=0,

@@ -68,13 +68,15 @@ def _steps_of(completion: str) -> int:
 class Evaluator:
     """Held-out accuracy of the live model on a fixed set, with a fixed sampling seed, the trainer's RNG
     state left as it was: ``samples_per_problem`` samples per problem (their mean; ``correct_per_problem``
-    keeps the counts), greedy accuracy too when asked, and the credit's step AUROC on fresh rollouts when
+    keeps the counts; ``curve_samples_per_problem`` between the first and the last point), greedy accuracy
+    too when asked (at the ends only with a curve setting), and the credit's step AUROC on fresh rollouts when
     ``credit_problems`` > 0."""
 
     def __init__(self, config: ExperimentConfig, sft: Path) -> None:
         from transformers import AutoTokenizer
 
         self.spec = config.eval
+        self.last_step = config.training.steps
         self.max_new_tokens = config.training.max_completion_length
         candidates = config.task.candidates
         self.problems = task.problems("held_out", self.spec.n_problems, self.spec.problems_seed, candidates)
@@ -102,7 +104,10 @@ class Evaluator:
     def __call__(self, model: Any, step: int = 0) -> dict[str, Any]:
         spec = self.spec
         sampled = spec.metric == "sampled"
+        end = step in (0, self.last_step)
         repeats = spec.samples_per_problem if sampled else 1
+        if sampled and not end and spec.curve_samples_per_problem is not None:
+            repeats = spec.curve_samples_per_problem
         questions = [p.question for p in self.problems for _ in range(repeats)]
         completions = self._complete(model, questions, sampled, spec.sample_seed)
         answers = [p.answer for p in self.problems for _ in range(repeats)]
@@ -115,7 +120,8 @@ class Evaluator:
         }
         if repeats > 1:
             row["correct_per_problem"] = [sum(right[i : i + repeats]) for i in range(0, len(right), repeats)]
-        if spec.greedy and sampled:
+        row["samples_per_problem"] = repeats
+        if spec.greedy and sampled and (end or spec.curve_samples_per_problem is None):
             greedy = self._complete(model, [p.question for p in self.problems], False, spec.sample_seed)
             row["greedy_accuracy"] = sum(
                 task.parse_answer(c) == p.answer for c, p in zip(greedy, self.problems, strict=True)
