@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +28,14 @@ RewardPath = Literal["outcome", "scalar_mixed", "decoupled"]
 ProbeRole = Literal["frozen", "policy"]
 ProcessSource = Literal["mig", "oracle", "placebo"]
 DecisionRule = Literal["spread_and_every_seed", "paired_t"]
+
+
+def _named(items: list[Any], name: str, kind: str) -> Any:
+    """The item called ``name`` (KeyError naming the ones there are)."""
+    for item in items:
+        if item.name == name:
+            return item
+    raise KeyError(f"no {kind} {name!r}; {kind}s: {[i.name for i in items]}")
 
 
 class _Strict(BaseModel):
@@ -195,10 +203,7 @@ class ExperimentConfig(_Strict):
         return self
 
     def arm(self, name: str) -> ArmSpec:
-        for arm in self.arms:
-            if arm.name == name:
-                return arm
-        raise KeyError(f"no arm {name!r}; arms: {[a.name for a in self.arms]}")
+        return _named(self.arms, name, "arm")
 
     def quick(self) -> ExperimentConfig:
         """The plumbing check: 3 steps, the first seed, 16 held-out problems evaluated every step; the
@@ -270,11 +275,11 @@ class ControlsConfig(_Strict):
             raise ValueError("arms: the controls compare every arm with 'outcome', which is missing")
         return self
 
+    def arm(self, name: str) -> ArmSpec:
+        return _named(self.arms, name, "arm")
+
     def regime(self, name: str) -> RegimeSpec:
-        for regime in self.regimes:
-            if regime.name == name:
-                return regime
-        raise KeyError(f"no regime {name!r}; regimes: {[r.name for r in self.regimes]}")
+        return _named(self.regimes, name, "regime")
 
     def regime_config(self, name: str) -> ExperimentConfig:
         """The regime's experiment: the shared arms, seeds, training and evaluation, its task, SFT recipe

@@ -444,7 +444,10 @@ def _restricted(
     if regimes is not None:
         if not isinstance(config, ControlsConfig):
             raise SystemExit("--regimes: only a controls config has regimes")
-        update["regimes"] = [config.regime(name) for name in regimes]
+        try:
+            update["regimes"] = [config.regime(name) for name in regimes]
+        except KeyError as error:
+            raise SystemExit(f"--regimes: {error}") from error
     return config.model_copy(update=update)
 
 
