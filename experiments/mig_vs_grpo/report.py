@@ -261,8 +261,14 @@ def credit_curve(
     config: ExperimentConfig, points: dict[str, dict[int, list[dict[str, Any]]]], probe: str
 ) -> dict[str, list[tuple[int, float]]]:
     """arm -> (step, mean over seeds of the step AUROC of -mig_k by ``probe``) along the eval points."""
+    return mean_curve(config, points, f"credit_auroc_{probe}_mig")
+
+
+def mean_curve(
+    config: ExperimentConfig, points: dict[str, dict[int, list[dict[str, Any]]]], key: str
+) -> dict[str, list[tuple[int, float]]]:
+    """arm -> (step, mean over seeds of the eval rows' ``key``) along the eval points (missing: skipped)."""
     curves: dict[str, list[tuple[int, float]]] = {}
-    key = f"credit_auroc_{probe}_mig"
     for arm in config.arms:
         runs = points.get(arm.name, {})
         steps = sorted({row["step"] for rows in runs.values() for row in rows})
@@ -334,17 +340,29 @@ def regime_section(
                 f"{mean:+.3f} [{low:+.3f}, {high:+.3f}], n={len(diffs)}: "
                 f"**{paired_verdict(diffs, config.alpha)}**\n"
             )
-    for probe in ("frozen", "policy"):
-        curves = credit_curve(config, points, probe)
+    tables = [
+        (
+            f"credit_auroc_{probe}_mig",
+            f"Credit AUROC ({probe} probe, -mig_k vs step validity, mean over seeds)",
+            2,
+        )
+        for probe in ("frozen", "policy")
+    ]
+    tables += [
+        ("credit_valid_steps", "Negatives of the credit AUROC: valid steps before the first invalid one", 0),
+        ("credit_first_invalid_steps", "Positives: rollouts with an invalid step", 0),
+    ]
+    for key, title, digits in tables:
+        curves = mean_curve(config, points, key)
         if not curves:
             continue
         steps = sorted({s for curve in curves.values() for s, _ in curve})
-        lines.append(f"Credit AUROC ({probe} probe, -mig_k vs step validity, mean over seeds) by step:\n")
+        lines.append(f"{title}, by step:\n")
         lines.append("| arm | " + " | ".join(str(s) for s in steps) + " |")
         lines.append("|---|" + "---|" * len(steps))
         for arm, curve in curves.items():
             by_step = dict(curve)
-            cells = [f"{by_step[s]:.2f}" if s in by_step else "" for s in steps]
+            cells = [f"{by_step[s]:.{digits}f}" if s in by_step else "" for s in steps]
             lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n", summary
