@@ -10,6 +10,14 @@ The SFT checkpoint (``config.sft``) is trained first into ``OUT/sft`` unless it 
 with ``done.json`` is not run again (resumable; an unfinished run starts over). ``--quick``: 3 steps, the
 first seed, 16 held-out problems, and per arm a check that the advantages it trained on are the ones its
 config names (``checks.json``; the command fails if one does not hold).
+
+A controls config (``config_controls.json``: ``regimes``) runs every regime into ``OUT/REGIME/`` (its own
+SFT checkpoint and runs), seed by seed, in stretches: ``--stretch-minutes`` (default the config's
+``budget.stretch_minutes``) starts no run that would end after it, and the same command resumes;
+``--workers auto`` (its default) uses both cores only while the machine is otherwise idle::
+
+    python experiments/mig_vs_grpo/run.py --config experiments/mig_vs_grpo/config_controls.json \
+        --out outputs/mig_vs_grpo/controls      # one stretch; repeat until "experiment finished"
 """
 
 from __future__ import annotations
