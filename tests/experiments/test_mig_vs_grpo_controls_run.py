@@ -47,6 +47,9 @@ def test_the_quick_mode_trains_every_control_arm_on_its_rule_and_measures_the_cr
         assert first["accuracy"] == sum(first["correct_per_problem"]) / (16 * config.eval.samples_per_problem)
         assert first["credit_rollouts"] == 4 * config.eval.credit_samples
         assert first["credit_first_invalid_steps"] + first["credit_valid_steps"] > 0
+        # the curve's points between the ends: one sample per problem, no greedy pass; the last: all of it
+        assert [p["samples_per_problem"] for p in points] == [4, 1, 1, 4]
+        assert ["greedy_accuracy" in p for p in points] == [True, False, False, True]
     run_config = json.loads((quick_out / "long" / "config.json").read_text())
     assert run_config["task"] == {"min_candidates": 6, "max_candidates": 7}
     assert run_config["training"]["max_completion_length"] == 80
