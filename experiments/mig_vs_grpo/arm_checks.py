@@ -9,6 +9,10 @@
   after the token); the SFT gates are "correct and max_k r_k > threshold", and the logged SFT NLL is > 0
   in a batch with an open gate when sft_weight > 0, and 0 everywhere when sft_weight = 0. The annotations
   name the probe: ``reference`` (frozen) or ``policy@STEP``.
+* the controls (decoupled, ``process_reward`` oracle / placebo): the annotations trained on keep the
+  probe's steps, spans and outcome; oracle: each step's reward is the task's grading of that step
+  (task.oracle_step_rewards of the prompt's problem); placebo: the batch's rewards are a permutation of the
+  probe's (the same multiset), in another assignment where the rewards are not all equal.
 
 Every check raises ``AssertionError`` naming the arm, batch and row; :func:`check_arm` returns counts.
 """
@@ -54,13 +58,49 @@ def check_arm(arm: ArmSpec, config: ExperimentConfig, trainer: Any) -> dict[str,
                 )
             continue
         counts["process_tokens"] += _check_decoupled(arm, trainer, batch, size, where)
+        counts["replaced_steps"] = counts.get("replaced_steps", 0) + _check_source(arm, batch, where)
         counts["gates_open"] += sum(batch.gates)
     if arm.reward == "decoupled":
-        assert counts["process_tokens"] > 0, f"{arm.name}: no process credit on any CoT token"
+        flat = all(_flat_process(batch, size) for batch in batches)
+        assert counts["process_tokens"] > 0 or flat, f"{arm.name}: no process credit on any CoT token"
         _check_sft(arm, trainer, batches)
         if arm.advantages is not None and arm.advantages.sft_weight > 0:
             assert counts["gates_open"] > 0, f"{arm.name}: no SFT gate opened, the SFT term never ran"
     return counts
+
+
+def _flat_process(batch: Any, size: int) -> bool:
+    """Whether every group's process totals are equal (then no CoT token gets process credit: an oracle
+    over a policy whose every chain fails at once)."""
+    totals = [sum(s.reward for s in a.steps) for a in batch.annotations]
+    return all(len(set(totals[i : i + size])) <= 1 for i in range(0, len(totals), size))
+
+
+def _check_source(arm: ArmSpec, batch: Any, where: str) -> int:
+    """The controls' step rewards against the probe's annotations; returns the steps whose reward differs."""
+    import controls
+    import task
+
+    used, probed = batch.annotations, batch.mig_annotations
+    assert len(used) == len(probed), f"{where}: {len(used)} annotations trained on, {len(probed)} scored"
+    if arm.process_reward == "mig":
+        assert used == probed, f"{where}: the MIG arm trained on rewards the probe did not give"
+        return 0
+    changed = 0
+    for row, (mine, theirs) in enumerate(zip(used, probed, strict=True)):
+        assert [s.span for s in mine.steps] == [s.span for s in theirs.steps], f"{where}, row {row}: steps"
+        assert mine.outcome == theirs.outcome, f"{where}, row {row}: outcome"
+        if arm.process_reward == "oracle":
+            problem = controls.problem_of(batch.questions[row])
+            expected = task.oracle_step_rewards(problem, [s.text for s in theirs.steps])
+            assert [s.reward for s in mine.steps] == expected, f"{where}, row {row}: oracle rewards"
+        changed += sum(a.reward != b.reward for a, b in zip(mine.steps, theirs.steps, strict=True))
+    if arm.process_reward == "placebo":
+        mine_all = sorted(s.reward for a in used for s in a.steps)
+        theirs_all = sorted(s.reward for a in probed for s in a.steps)
+        assert mine_all == theirs_all, f"{where}: the placebo's rewards are not the batch's MIG rewards"
+        assert changed > 0 or len(set(theirs_all)) < 2, f"{where}: the placebo left every reward in place"
+    return changed
 
 
 def _scalar(annotation: Any, lam: float) -> float:

@@ -8,7 +8,10 @@
   :class:`LiveModelProbe` of TRL's frozen reference model (the SFT checkpoint). TRL turns the scalar into
   its one-advantage-per-completion.
 * ``decoupled``: :class:`MigGRPOTrainer` (per-token decoupled advantages, the optional gated SFT term),
-  ``probe="reference"`` (frozen: the SFT checkpoint) or ``probe="policy"``.
+  ``probe="reference"`` (frozen: the SFT checkpoint) or ``probe="policy"``. With ``process_reward``
+  ``oracle`` or ``placebo`` (the controls), the probe's annotations keep their steps, spans and outcome and
+  their step rewards are replaced (:mod:`controls`) before the trainer places them: the task's grading of
+  each step, or the batch's MIG rewards permuted (a ``random.Random`` seeded with the run's seed).
 
 Every trainer records, per generation batch, the advantages it used, the completion mask, the
 annotations (probe arms), the outcome rewards and the seconds spent scoring (:class:`Recorded`).
@@ -17,6 +20,7 @@ annotations (probe arms), the outcome rewards and the seconds spent scoring (:cl
 from __future__ import annotations
 
 import math
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import policy  # the folder is package-free
+import controls  # the folder is package-free
+import policy
 import task
 from experiment_config import ArmSpec, ExperimentConfig
 
@@ -39,7 +44,9 @@ class Recorded:
     advantages: Any  # torch tensor: (B,) from TRL, (B, T) from MigGRPOTrainer
     completion_mask: Any  # (B, T)
     completion_ids: Any  # (B, T)
-    annotations: list[Any] | None  # TraceAnnotation | None per completion (probe arms)
+    annotations: list[Any] | None  # TraceAnnotation | None per completion (probe arms): what it trained on
+    mig_annotations: list[Any] | None  # the probe's own annotations (differ for the oracle and placebo)
+    questions: list[str] | None  # each completion's question (decoupled arms)
     outcomes: list[float]  # the task's 0/1 grading of each completion
     rewards: list[float] | None  # the scalar reward TRL normalised (TRL arms)
     gates: list[bool] | None  # the SFT gates (decoupled arms)
@@ -54,6 +61,8 @@ class Recorder:
     pending_rewards: list[float] | None = None
     pending_outcomes: list[float] = field(default_factory=list)
     pending_annotations: list[Any] | None = None
+    pending_mig_annotations: list[Any] | None = None
+    pending_questions: list[str] | None = None
 
 
 def _text(value: Any, role: str) -> str:
@@ -85,6 +94,9 @@ def _recording(base: type) -> type:
                     completion_mask=output["completion_mask"].detach().cpu().clone(),
                     completion_ids=output["completion_ids"].detach().cpu().clone(),
                     annotations=list(annotations) if annotations is not None else rec.pending_annotations,
+                    mig_annotations=rec.pending_mig_annotations
+                    or (list(annotations) if annotations is not None else rec.pending_annotations),
+                    questions=rec.pending_questions,
                     outcomes=list(rec.pending_outcomes),
                     rewards=rec.pending_rewards,
                     gates=list(gates) if gates is not None else None,
@@ -93,6 +105,7 @@ def _recording(base: type) -> type:
                 )
             )
             rec.pending_scoring_s, rec.pending_rewards, rec.pending_annotations = 0.0, None, None
+            rec.pending_mig_annotations, rec.pending_questions = None, None
             return output
 
     return RecordingTrainer
@@ -103,13 +116,27 @@ def _decoupled_class() -> type:
 
     class TimedMigGRPOTrainer(MigGRPOTrainer):
         recorder: Recorder
+        process_source: str = "mig"
+        placebo_rng: random.Random | None = None
 
         def score_completions(self, prompts: Any, completions: Any, columns: Any) -> list[Any]:
             started = time.perf_counter()
             annotations = super().score_completions(prompts, completions, columns)
             self.recorder.pending_scoring_s += time.perf_counter() - started
             self.recorder.pending_outcomes = grade(completions, columns["answer"])
-            return annotations
+            questions = [_text(p, "user") for p in prompts]
+            self.recorder.pending_questions = questions
+            if self.process_source == "mig":
+                return annotations
+            self.recorder.pending_mig_annotations = list(annotations)
+            if self.process_source == "oracle":
+                problems = [controls.problem_of(q) for q in questions]
+                used = [controls.oracle_annotation(a, p) for a, p in zip(annotations, problems, strict=True)]
+            else:
+                assert self.placebo_rng is not None
+                used = controls.placebo_annotations(annotations, self.placebo_rng)
+            self.mig_annotations[-1] = used
+            return used
 
     return _recording(TimedMigGRPOTrainer)
 
@@ -207,7 +234,10 @@ def grpo_config(config: ExperimentConfig, output_dir: Path, seed: int, device: s
 def train_dataset(config: ExperimentConfig) -> Any:
     from datasets import Dataset
 
-    problems = task.problems("train", config.training.n_train_problems, config.training.train_problems_seed)
+    training = config.training
+    problems = task.problems(
+        "train", training.n_train_problems, training.train_problems_seed, config.task.candidates
+    )
     return Dataset.from_list(
         [{"prompt": [{"role": "user", "content": p.question}], "answer": str(p.answer)} for p in problems]
     )
@@ -234,6 +264,8 @@ def build_trainer(
             advantages=arm.advantages,
             scoring_config=SCORING_CONFIG,
         )
+        trainer.process_source = arm.process_reward
+        trainer.placebo_rng = random.Random(f"placebo/{arm.name}/{seed}")
     else:
         holder: dict[str, Any] = {}
         reward = (

@@ -136,18 +136,29 @@ def sample_completions(
     return out
 
 
-def accuracy(model: Any, tokenizer: Any, problems: list[task.Problem], *, sample: bool = False) -> float:
+def accuracy(
+    model: Any,
+    tokenizer: Any,
+    problems: list[task.Problem],
+    *,
+    sample: bool = False,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> float:
     """Share of ``problems`` answered right: greedy, or one sample each at temperature 1 (caller seeds)."""
-    completions = sample_completions(model, tokenizer, [p.question for p in problems], sample=sample)
+    completions = sample_completions(
+        model, tokenizer, [p.question for p in problems], sample=sample, max_new_tokens=max_new_tokens
+    )
     right = sum(task.parse_answer(c) == p.answer for c, p in zip(completions, problems, strict=True))
     return right / len(problems)
 
 
-def _sampled_accuracy(model: Any, tokenizer: Any, problems: list[task.Problem], seed: int) -> float:
+def _sampled_accuracy(
+    model: Any, tokenizer: Any, problems: list[task.Problem], seed: int, max_new_tokens: int
+) -> float:
     import torch
 
     torch.manual_seed(seed)
-    return accuracy(model, tokenizer, problems, sample=True)
+    return accuracy(model, tokenizer, problems, sample=True, max_new_tokens=max_new_tokens)
 
 
 def pretrain(
@@ -160,15 +171,18 @@ def pretrain(
     corrupted_share: float = 0.7,
     n_eval: int = 200,
     seed: int = 0,
+    candidates: tuple[int, int] = (task.MIN_CANDIDATES, task.MAX_CANDIDATES),
+    max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> dict[str, Any]:
-    """SFT on a mix of correct and corrupted demonstrations; save the folder; return the measured figures."""
+    """SFT on a mix of correct and corrupted demonstrations of problems with ``candidates`` (min, max)
+    digits; save the folder; return the measured figures (accuracy with ``max_new_tokens``)."""
     import torch
 
     torch.set_num_threads(1)
     random.seed(seed)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, seed)
-    demos = task.demonstration_mix(task.problems("train", n_train, seed), corrupted_share, seed)
+    demos = task.demonstration_mix(task.problems("train", n_train, seed, candidates), corrupted_share, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -187,7 +201,7 @@ def pretrain(
         schedule.step()
         loss_value = float(loss.detach())
     train_s = time.perf_counter() - started
-    held_out = task.problems("held_out", n_eval, seed=1000 + seed)
+    held_out = task.problems("held_out", n_eval, 1000 + seed, candidates)
     figures = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": steps,
@@ -195,9 +209,11 @@ def pretrain(
         "corrupted_share": corrupted_share,
         "final_loss": round(loss_value, 4),
         "pretrain_s": round(train_s, 1),
-        "held_out_accuracy_greedy": accuracy(model, tokenizer, held_out),
-        "held_out_accuracy_sampled": _sampled_accuracy(model, tokenizer, held_out, seed),
+        "held_out_accuracy_greedy": accuracy(model, tokenizer, held_out, max_new_tokens=max_new_tokens),
+        "held_out_accuracy_sampled": _sampled_accuracy(model, tokenizer, held_out, seed, max_new_tokens),
         "n_eval": n_eval,
+        "candidates": list(candidates),
+        "max_new_tokens": max_new_tokens,
     }
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -216,8 +232,24 @@ def main(argv: list[str] | None = None) -> None:
     pre.add_argument("--steps", type=int, default=400)
     pre.add_argument("--corrupted-share", type=float, default=0.7)
     pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument(
+        "--candidates",
+        type=int,
+        nargs=2,
+        default=[task.MIN_CANDIDATES, task.MAX_CANDIDATES],
+        metavar=("MIN", "MAX"),
+        help="digits per problem (4 5: the registered task)",
+    )
+    pre.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="for the accuracy figures")
     args = parser.parse_args(argv)
-    figures = pretrain(args.out, steps=args.steps, corrupted_share=args.corrupted_share, seed=args.seed)
+    figures = pretrain(
+        args.out,
+        steps=args.steps,
+        corrupted_share=args.corrupted_share,
+        seed=args.seed,
+        candidates=tuple(args.candidates),
+        max_new_tokens=args.max_new_tokens,
+    )
     print(json.dumps(figures, indent=2))
 
 

@@ -80,14 +80,22 @@ def split_of(question: str) -> str:
     return "held_out" if digest[0] % HELD_OUT_SHARE == 0 else "train"
 
 
-def random_problem(rng: random.Random) -> Problem:
-    return Problem(tuple(rng.sample(range(10), rng.randint(MIN_CANDIDATES, MAX_CANDIDATES))))
+def random_problem(
+    rng: random.Random, candidates: tuple[int, int] = (MIN_CANDIDATES, MAX_CANDIDATES)
+) -> Problem:
+    return Problem(tuple(rng.sample(range(10), rng.randint(*candidates))))
 
 
-def problems(split: str, count: int, seed: int) -> list[Problem]:
-    """``count`` distinct problems of ``split`` ("train" or "held_out"), the same for the same seed."""
+def problems(
+    split: str, count: int, seed: int, candidates: tuple[int, int] = (MIN_CANDIDATES, MAX_CANDIDATES)
+) -> list[Problem]:
+    """``count`` distinct problems of ``split`` ("train" or "held_out") with ``candidates`` (min, max)
+    distinct digits, the same for the same seed."""
     if split not in ("train", "held_out"):
         raise ValueError(f"split: expected 'train' or 'held_out', got {split!r}")
+    low, high = candidates
+    if not 2 <= low <= high <= 10:
+        raise ValueError(f"candidates: expected 2 <= min <= max <= 10 distinct digits, got {candidates}")
     rng = random.Random(f"mig-vs-grpo/{split}/{seed}")
     found: dict[str, Problem] = {}
     attempts = 0
@@ -95,7 +103,7 @@ def problems(split: str, count: int, seed: int) -> list[Problem]:
         attempts += 1
         if attempts > 200 * count + 10_000:
             raise ValueError(f"count: only {len(found)} distinct {split} problems found, {count} asked")
-        problem = random_problem(rng)
+        problem = random_problem(rng, candidates)
         if split_of(problem.question) == split:
             found.setdefault(problem.question, problem)
     return list(found.values())
@@ -135,6 +143,23 @@ def step_is_valid(step: str) -> bool:
         return False
     smaller, larger, dropped = (int(group) for group in match.groups())
     return smaller < larger and dropped == smaller
+
+
+def oracle_step_rewards(problem: Problem, steps: list[str]) -> list[float]:
+    """The task's own grading of a chain, one value per step: 1.0 for a valid step that keeps the true
+    answer alive (``a<b drop a`` with ``a < b``, both still in the running: digits of the problem not yet
+    dropped), 0.0 for the first step that is not, and for every step after it."""
+    alive = set(problem.digits)
+    rewards: list[float] = []
+    for step in steps:
+        match = STEP_PATTERN.match(step.strip())
+        ok = bool(rewards == [] or rewards[-1] == 1.0) and match is not None
+        if ok:
+            smaller, larger, dropped = (int(group) for group in match.groups())  # type: ignore[union-attr]
+            ok = smaller < larger and dropped == smaller and {smaller, larger} <= alive
+            alive.discard(smaller)
+        rewards.append(1.0 if ok else 0.0)
+    return rewards
 
 
 def parse_answer(completion: str) -> int | None:
