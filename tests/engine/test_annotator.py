@@ -163,12 +163,25 @@ def test_trace_over_the_context_limit_is_an_error_naming_the_trace(annotator: An
     assert "context limit of 8192" in str(caught.value)
 
 
-def test_truncate_steps_scores_the_leading_steps_that_fit_and_says_so(annotator: Annotator) -> None:
-    long_steps = [f"Step {k}: we add {k} and keep going with the running total." * 20 for k in range(40)]
+def test_truncate_steps_scores_the_leading_steps_that_fit_and_says_so(default_model_path) -> None:
+    """Planning, with the real tokenizer: a probe with a 1,024-token context (scoring 8k real tokens would
+    only add a minute of forward passes)."""
+    from mig_annotator.engine.probe.fake import FakeProbe
+
+    long_steps = [f"Step {k}: we add {k} and keep going with the running total." * 3 for k in range(40)]
     trace = Trace(id="too-long", question="Sum it all.", steps=long_steps, reference_answer="7")
-    (annotation,) = annotator.annotate([trace], ScoringConfig(context_limit="truncate_steps"))
-    assert annotation.truncated and annotation.steps_total == 40
-    assert 0 < len(annotation.steps) < 40
+    probe = FakeProbe(tokenizer=str(default_model_path), context_limit=1024)
+    with Annotator(probe) as annotator:
+        (annotation,) = annotator.annotate([trace], ScoringConfig(context_limit="truncate_steps"))
+        assert annotation.truncated and annotation.steps_total == 40
+        kept = len(annotation.steps)
+        assert 0 < kept < 40
+        # exactly the leading steps that fit: one more step is over the context
+        leading = trace.model_copy(update={"steps": long_steps[:kept]})
+        (exact,) = annotator.annotate([leading])
+        assert [step.v for step in exact.steps] == [step.v for step in annotation.steps]
+        with pytest.raises(TraceError, match="too-long"):
+            annotator.annotate([trace.model_copy(update={"steps": long_steps[: kept + 1]})])
 
 
 def test_bad_step_regex_is_an_error_naming_the_trace(annotator: Annotator) -> None:

@@ -22,16 +22,22 @@ def test_the_gguf_is_found_inside_the_installed_package_without_importing_it() -
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
 
 
-def test_conversion_is_checked_atomic_idempotent_and_quiet(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_conversion_replaces_an_unfinished_folder_and_is_checked_atomic_idempotent_and_quiet(
+    tmp_path: Path, default_model_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """One conversion (about 30 s) serves every check."""
+    target = tmp_path / DEFAULT_MODEL_NAME
+    target.mkdir()
+    (target / "config.json").write_text("{}")  # a crash left this; no marker
     first = prepare_default_model(tmp_path)
     assert first.converted and first.max_logit_diff == 0.0
     printed = capfd.readouterr()
     for bar in ("Loading weights", "Converting and de-quantizing GGUF tensors", "it/s]"):
         assert bar not in printed.err + printed.out
-    target = tmp_path / DEFAULT_MODEL_NAME
     assert first.path == target
+    assert (target / "model.safetensors").read_bytes() == (
+        default_model_path / "model.safetensors"
+    ).read_bytes()
     assert {"config.json", "model.safetensors", "tokenizer.json", MARKER_FILE} <= {
         p.name for p in target.iterdir()
     }
@@ -40,17 +46,6 @@ def test_conversion_is_checked_atomic_idempotent_and_quiet(
     assert [p.name for p in tmp_path.iterdir()] == [DEFAULT_MODEL_NAME]  # no staging folder left behind
     second = prepare_default_model(tmp_path)
     assert not second.converted and second.path == target
-
-
-def test_an_unfinished_folder_is_replaced(tmp_path: Path, default_model_path: Path) -> None:
-    target = tmp_path / DEFAULT_MODEL_NAME
-    target.mkdir()
-    (target / "config.json").write_text("{}")  # a crash left this; no marker
-    report = prepare_default_model(tmp_path)
-    assert report.converted and (target / MARKER_FILE).is_file()
-    assert (target / "model.safetensors").read_bytes() == (
-        default_model_path / "model.safetensors"
-    ).read_bytes()
 
 
 def test_cache_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
