@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,20 +82,20 @@ class KeptVerifier(ProcessVerifier):
         super().close()
 
 
+@pytest.fixture
+def one_verifier_for_every_build(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """About 60 builds: one set of math-verify workers for all, not a start (about 1 s) per build."""
+    verifier = KeptVerifier()
+    monkeypatch.setattr(annotator_module, "ProcessVerifier", lambda: verifier)
+    yield
+    verifier.close_for_real()
+
+
+@pytest.mark.usefixtures("one_verifier_for_every_build")
 def test_a_crash_at_every_write_then_a_rerun_equals_an_uninterrupted_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = fake_inputs(tmp_path)
-    # about 60 builds: one set of math-verify workers for all of them, not a start (about 1 s) per build
-    verifier = KeptVerifier()
-    monkeypatch.setattr(annotator_module, "ProcessVerifier", lambda: verifier)
-    try:
-        _crash_at_every_write(source, tmp_path, monkeypatch)
-    finally:
-        verifier.close_for_real()
-
-
-def _crash_at_every_write(source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_replace = os.replace
     writes = 0
 
